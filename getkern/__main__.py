@@ -1,0 +1,3 @@
+from getkern.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Backend dispatch shared by every fused op and solver.
+
+One convention everywhere: ``backend="auto" | "triton" | "torch"`` (solvers add ``"cpp"``).
+
+- ``"auto"`` takes the Triton kernel for CUDA tensors, and for CPU tensors when the Triton
+  interpreter is on (``TRITON_INTERPRET=1``: how tests, and anyone without a GPU, run the
+  kernels); otherwise the PyTorch reference path.
+- An explicit backend that cannot run raises :class:`BackendUnavailable`; never a silent fallback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch")
+
+
+class BackendUnavailable(RuntimeError):
+    """An explicitly requested backend cannot run on these inputs or this machine."""
+
+
+def interpreter_enabled() -> bool:
+    """True when the Triton interpreter is on (it must be set before kernels are imported)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=None)
+def triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the install
+        return False
+    return True
+
+
+def triton_can_run(device: torch.device) -> bool:
+    """Whether a Triton kernel can launch on tensors of ``device``."""
+    if not triton_importable():
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and interpreter_enabled()
+
+
+def check_backend_name(backend: str, allowed: tuple[str, ...] = BACKENDS, *, arg: str = "backend") -> None:
+    if backend not in allowed:
+        raise ValueError(f"{arg} must be one of {allowed}, got {backend!r}")
+
+
+def resolve_backend(backend: str, device: torch.device, *, op: str) -> str:
+    """Map ``backend`` ("auto"|"triton"|"torch") to the one that runs for tensors on ``device``."""
+    check_backend_name(backend)
+    if backend == "torch":
+        return "torch"
+    if backend == "auto":
+        return "triton" if triton_can_run(device) else "torch"
+    if not triton_importable():
+        raise BackendUnavailable(f"{op}: backend='triton' requested but triton is not importable")
+    if not triton_can_run(device):
+        raise BackendUnavailable(
+            f"{op}: backend='triton' cannot run on {device.type} tensors without a GPU; "
+            "set TRITON_INTERPRET=1 before importing getkern to run kernels on the CPU "
+            "(slow, for testing), or use backend='torch'"
+        )
+    return "triton"

@@ -1,0 +1,126 @@
+"""Generative Equilibrium Transformer (Geng, Pokle, Kolter, NeurIPS 2023).
+
+noise -> patch embedding -> injection transformer (once) -> u_1..u_3
+      -> equilibrium transformer f(z) = blocks_3(blocks_2(blocks_1(z; u_1); u_2); u_3), iterated
+         to a fixed point from random z0 -> decoder -> image.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from getkern import deq
+from getkern.models.configs import GET_CONFIGS, parse_model_name
+from getkern.models.inputs import check_inputs
+from getkern.models.layers import Block, ClassEmbedding, FinalLayer, PatchEmbed, init_weights, unpatchify
+from getkern.nn import set_backend
+
+
+class GET(nn.Module):
+    """Generative Equilibrium Transformer. Parameter names match the reference's state dicts."""
+
+    def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 3,
+                 hidden_size: int = 256, depth: int = 6, deq_depth: int = 3, num_heads: int = 4,
+                 mlp_ratio: float = 4.0, deq_mlp_ratio: float = 6.0, num_classes: int = 10,
+                 cond: bool = False, backend: str = "auto", solver_backend: str = "auto"):
+        super().__init__()
+        self.config = dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
+                           hidden_size=hidden_size, depth=depth, deq_depth=deq_depth, num_heads=num_heads,
+                           mlp_ratio=mlp_ratio, deq_mlp_ratio=deq_mlp_ratio, num_classes=num_classes,
+                           cond=cond)
+        self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
+        self.hidden_size, self.num_classes, self.cond = hidden_size, num_classes, cond
+        self.solver_backend = solver_backend
+
+        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
+        self.y_embedder = ClassEmbedding(num_classes, 3 * hidden_size) if cond else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.x_embedder.num_patches, hidden_size),
+                                      requires_grad=False)
+        self.blocks = nn.ModuleList([Block(hidden_size, num_heads, mlp_ratio, backend) for _ in range(depth)])
+        self.qkv_inj = nn.Linear(hidden_size, 3 * hidden_size * deq_depth, bias=False)
+        self.deq_blocks = nn.ModuleList(
+            [Block(hidden_size, num_heads, deq_mlp_ratio, backend) for _ in range(deq_depth)])
+        self.final_layer = FinalLayer(hidden_size, patch_size, in_channels)
+        init_weights(self)
+
+    @classmethod
+    def from_config(cls, name: str, **overrides) -> "GET":
+        """``GET.from_config("GET-B/2", input_size=8, in_channels=1, cond=True)``; patch 2, 4 or 8."""
+        family, patch = parse_model_name(name, GET_CONFIGS, "GET")
+        return cls(**{**GET_CONFIGS[family], "patch_size": patch, **overrides})
+
+    @classmethod
+    def from_pretrained(cls, directory, **overrides) -> "GET":
+        """Load a directory written by :meth:`save_pretrained` (config.json + model.safetensors)."""
+        from getkern.checkpoint import load_pretrained
+        return load_pretrained(cls, directory, **overrides)
+
+    def save_pretrained(self, directory) -> None:
+        from getkern.checkpoint import save_pretrained
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_official_checkpoint(cls, path, ema: bool = True, **overrides) -> "GET":
+        """Build and load a checkpoint written by the reference implementation's train.py."""
+        from getkern.checkpoint import load_official
+        return load_official(cls, path, ema=ema, **overrides)
+
+    def set_backend(self, backend: str) -> "GET":
+        """Fused kernels ("auto"/"triton") or the PyTorch reference ("torch") for every block."""
+        return set_backend(self, backend)
+
+    # ------------------------------------------------------------------ pieces
+
+    def inject(self, noise: torch.Tensor, y: torch.Tensor | None = None):
+        """Run the injection transformer once: returns (c, [u_1, .., u_L]); c: (B, 1, 3D) or None."""
+        x = self.x_embedder(noise) + self.pos_embed  # (B, N, D)
+        c = self.y_embedder(y) if self.cond else None
+        for block in self.blocks:
+            x = block(x, c)
+        u = self.qkv_inj(x).chunk(len(self.deq_blocks), dim=-1)  # L x (B, N, 3D)
+        return c, list(u)
+
+    def equilibrium_fn(self, c: torch.Tensor | None, u: list[torch.Tensor]):
+        """The map f(z) whose fixed point GET solves for. z: (B, N, D)."""
+        def f(z: torch.Tensor) -> torch.Tensor:
+            for block, u_i in zip(self.deq_blocks, u):
+                z = block(z, c, u_i)
+            return z
+        return f
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, C, H, W)."""
+        return unpatchify(self.final_layer(z), self.patch_size, self.in_channels)
+
+    def initial_state(self, noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Fresh standard-normal z0 (B, N, D), independent of the input noise."""
+        shape = (noise.shape[0], self.x_embedder.num_patches, self.hidden_size)
+        return torch.randn(shape, generator=generator, device=noise.device, dtype=noise.dtype)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, noise: torch.Tensor, y: torch.Tensor | None = None, *, iters: int = 6,
+                solver: str = "fixed_point", z0: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, return_info: bool = False,
+                return_iterates: bool = False, grad: str = "unrolled", tol: float | None = 1e-3,
+                **solver_kwargs):
+        """noise (B, C, H, W) [+ labels y (B,)] -> images (B, C, H, W).
+
+        Inference (default) solves with ``solver`` for at most ``iters`` f-evaluations and decodes the
+        per-sample lowest-residual iterate, as the reference does (tol=1e-3 on the absolute residual,
+        all samples). ``return_iterates=True`` (training) returns the list of decoded iterates for the
+        fixed-point-correction loss, with gradients from ``grad`` ("unrolled" | "phantom" | "implicit").
+        ``return_info=True`` also returns the solver statistics dict.
+        """
+        check_inputs(self, noise, y, iters=iters, z0=z0)
+        c, u = self.inject(noise, y)
+        f = self.equilibrium_fn(c, u)
+        z0 = self.initial_state(noise, generator) if z0 is None else z0
+        if return_iterates:
+            states, info = deq.train_iterates(f, z0, iters=iters, grad=grad, solver=solver, **solver_kwargs)
+            out = [self.decode(z) for z in states]
+        else:
+            z, info = deq.solve(f, z0, solver=solver, max_iter=iters, tol=tol,
+                                backend=self.solver_backend, **solver_kwargs)
+            out = self.decode(z)
+        return (out, info) if return_info else out

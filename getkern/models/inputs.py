@@ -1,0 +1,44 @@
+"""Input checks shared by GET and ViT: clear errors naming the argument, before any compute."""
+from __future__ import annotations
+
+import torch
+
+
+def check_inputs(model, noise: torch.Tensor, y: torch.Tensor | None, *, iters: int | None = None,
+                 z0: torch.Tensor | None = None) -> None:
+    param = model.pos_embed
+    expect = (model.in_channels, model.input_size, model.input_size)
+    if not isinstance(noise, torch.Tensor):
+        raise TypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
+    if noise.dim() != 4 or tuple(noise.shape[1:]) != expect:
+        raise ValueError(f"noise must have shape (B, {expect[0]}, {expect[1]}, {expect[2]}), "
+                         f"got {tuple(noise.shape)}")
+    if noise.shape[0] == 0:
+        raise ValueError("noise has an empty batch")
+    if noise.dtype != param.dtype:
+        raise TypeError(f"noise dtype {noise.dtype} does not match the model's {param.dtype}")
+    if noise.device != param.device:
+        raise ValueError(f"noise is on {noise.device} but the model is on {param.device}")
+    if not torch.isfinite(noise).all():
+        raise ValueError("noise contains NaN or Inf")
+    if iters is not None and (not isinstance(iters, int) or iters < 1):
+        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
+    if z0 is not None:
+        shape = (noise.shape[0], model.x_embedder.num_patches, model.hidden_size)
+        if tuple(z0.shape) != shape:
+            raise ValueError(f"z0 must have shape {shape}, got {tuple(z0.shape)}")
+        if z0.dtype != param.dtype or z0.device != param.device:
+            raise ValueError(f"z0 must be {param.dtype} on {param.device}, got {z0.dtype} on {z0.device}")
+    if not model.cond:
+        if y is not None:
+            raise ValueError("labels y were given to an unconditional model (built with cond=False)")
+        return
+    if y is None:
+        raise ValueError("this model is class-conditional (cond=True): labels y are required")
+    if y.dtype not in (torch.int64, torch.int32) or y.shape != (noise.shape[0],):
+        raise ValueError(f"y must be integer labels of shape ({noise.shape[0]},), got {y.dtype} {tuple(y.shape)}")
+    if y.device != param.device:
+        raise ValueError(f"y is on {y.device} but the model is on {param.device}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= model.num_classes):
+        raise ValueError(f"labels y must lie in [0, {model.num_classes}), got min {int(y.min())}, "
+                         f"max {int(y.max())}")

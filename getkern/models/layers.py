@@ -1,0 +1,120 @@
+"""Layers shared by GET and ViT: patch embedding, sin-cos positions, the block, the decoder."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from getkern.nn import MLP, Attention, LayerNorm
+
+
+#################################################################################
+#                             Positional embedding                              #
+#################################################################################
+
+def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
+    """(M,) positions -> (M, dim): sin of the first dim/2 frequencies, then cos (float64)."""
+    freqs = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2))
+    angles = np.outer(positions.reshape(-1).astype(np.float64), freqs)  # (M, dim/2)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def sincos_2d(dim: int, grid_size: int) -> np.ndarray:
+    """Fixed MAE-style 2-D embedding, (grid_size**2, dim); the first half encodes the column index."""
+    if dim % 4:
+        raise ValueError(f"hidden size {dim} must be divisible by 4 for the 2-D sin-cos embedding")
+    rows, cols = np.meshgrid(np.arange(grid_size), np.arange(grid_size), indexing="ij")
+    return np.concatenate([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], axis=1)
+
+
+#################################################################################
+#                               Embedding layers                                #
+#################################################################################
+
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) -> (B, N, D) with a stride-p convolution; N = (H/p) * (W/p)."""
+
+    def __init__(self, input_size: int, patch_size: int, in_channels: int, dim: int):
+        super().__init__()
+        if input_size % patch_size:
+            raise ValueError(f"input_size={input_size} must be divisible by patch_size={patch_size}")
+        self.grid_size = input_size // patch_size
+        self.num_patches = self.grid_size ** 2
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class ClassEmbedding(nn.Module):
+    """Class label -> one (3D,) vector added to every block's QKV pre-activation."""
+
+    def __init__(self, num_classes: int, qkv_dim: int):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes, qkv_dim)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.embedding_table(y).unsqueeze(1)  # (B, 1, 3D)
+
+
+#################################################################################
+#                                The GET block                                  #
+#################################################################################
+
+class Block(nn.Module):
+    """Pre-LN transformer block with additive QKV injection (c: class, u: DEQ injection)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, backend: str = "auto"):
+        super().__init__()
+        self.norm1 = LayerNorm(dim, eps=1e-6, backend=backend)
+        self.attn = Attention(dim, num_heads, backend=backend)
+        self.norm2 = LayerNorm(dim, eps=1e-6, backend=backend)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), backend=backend)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None,
+                u: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.attn(self.norm1(x), c, u)   # (B, N, D)
+        x, h = self.norm2(a, residual=x)     # x <- x + a; h = LN2(x), one pass
+        return self.mlp(h, residual=x)       # x + fc2(GELU(fc1(h)))
+
+
+class FinalLayer(nn.Module):
+    """LN -> Linear to patch pixels (zero-initialised)."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, eps=1e-6)
+        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm_final(x))  # (B, N, p*p*C)
+
+
+def unpatchify(x: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
+    """(B, N, p*p*C) -> (B, C, H, W), patch pixels in (p, q, c) order as the reference stores them."""
+    B, N, _ = x.shape
+    g = int(round(N ** 0.5))
+    x = x.reshape(B, g, g, patch_size, patch_size, channels)
+    return torch.einsum("nhwpqc->nchpwq", x).reshape(B, channels, g * patch_size, g * patch_size)
+
+
+def init_weights(model: nn.Module) -> None:
+    """Every init in one place: xavier Linear, zero bias, unit LN, xavier patch conv,
+    N(0, 0.02) class table, zero decoder projection, fixed sin-cos positions."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    w = model.x_embedder.proj.weight.data
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+    nn.init.zeros_(model.x_embedder.proj.bias)
+    if getattr(model, "y_embedder", None) is not None:
+        nn.init.normal_(model.y_embedder.embedding_table.weight, std=0.02)
+    nn.init.zeros_(model.final_layer.linear.weight)
+    nn.init.zeros_(model.final_layer.linear.bias)
+    pos = sincos_2d(model.pos_embed.shape[-1], model.x_embedder.grid_size)
+    model.pos_embed.data.copy_(torch.from_numpy(pos).float().unsqueeze(0))

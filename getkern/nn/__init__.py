@@ -1,0 +1,12 @@
+"""Drop-in modules for the GET/ViT block, backed by :mod:`getkern.ops`.
+
+Parameter names match ``torch.nn`` / timm (``qkv``, ``proj``, ``fc1``, ``fc2``, ``weight``, ``bias``)
+so the reference's state dicts load unchanged. Each module has a ``backend`` attribute
+("auto" | "triton" | "torch"); ``set_backend(model, "torch")`` forces the reference path everywhere.
+"""
+from getkern.nn.attention import Attention
+from getkern.nn.layernorm import LayerNorm
+from getkern.nn.mlp import MLP
+from getkern.nn.backend import set_backend
+
+__all__ = ["Attention", "LayerNorm", "MLP", "set_backend"]
