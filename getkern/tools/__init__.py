@@ -1,0 +1,1 @@
+"""Developer tools: traffic counting, code-generation gate, roofline model."""
