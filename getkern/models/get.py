@@ -13,10 +13,11 @@ from getkern import deq
 from getkern.models.configs import GET_CONFIGS, parse_model_name
 from getkern.models.inputs import check_inputs
 from getkern.models.layers import Block, ClassEmbedding, FinalLayer, PatchEmbed, init_weights, unpatchify
+from getkern.models.pretrained import PretrainedMixin
 from getkern.nn import set_backend
 
 
-class GET(nn.Module):
+class GET(PretrainedMixin, nn.Module):
     """Generative Equilibrium Transformer. Parameter names match the reference's state dicts."""
 
     def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 3,
@@ -48,16 +49,6 @@ class GET(nn.Module):
         """``GET.from_config("GET-B/2", input_size=8, in_channels=1, cond=True)``; patch 2, 4 or 8."""
         family, patch = parse_model_name(name, GET_CONFIGS, "GET")
         return cls(**{**GET_CONFIGS[family], "patch_size": patch, **overrides})
-
-    @classmethod
-    def from_pretrained(cls, directory, **overrides) -> "GET":
-        """Load a directory written by :meth:`save_pretrained` (config.json + model.safetensors)."""
-        from getkern.checkpoint import load_pretrained
-        return load_pretrained(cls, directory, **overrides)
-
-    def save_pretrained(self, directory) -> None:
-        from getkern.checkpoint import save_pretrained
-        save_pretrained(self, directory)
 
     @classmethod
     def from_official_checkpoint(cls, path, ema: bool = True, **overrides) -> "GET":

@@ -7,10 +7,11 @@ import torch.nn as nn
 from getkern.models.configs import VIT_CONFIGS, parse_model_name
 from getkern.models.inputs import check_inputs
 from getkern.models.layers import Block, ClassEmbedding, FinalLayer, PatchEmbed, init_weights, unpatchify
+from getkern.models.pretrained import PretrainedMixin
 from getkern.nn import set_backend
 
 
-class ViT(nn.Module):
+class ViT(PretrainedMixin, nn.Module):
     """noise (B, C, H, W) [+ labels] -> image, through ``depth`` distinct blocks run once."""
 
     def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 3,

@@ -1,0 +1,266 @@
+"""GET and ViT: parameter counts, shapes, determinism, lowest-residual selection, faithfulness to an
+op-by-op float64 re-derivation of the reference forward, and input errors."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import getkern
+from getkern import GET, ViT
+
+GET_PARAMS = {"GET-T/2": 8_558_092, "GET-M/2": 19_177_740, "GET-S/2": 37_173_260,
+              "GET-B/2": 62_207_244, "GET-B+/2": 83_481_612}
+VIT_PARAMS = {"ViT-S/2": 21_402_252, "ViT-B/2": 85_271_820, "ViT-L/2": 302_599_180,
+              "ViT-XL/2": 446_652_300}
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def tiny_get(cond=False, dtype=torch.float32, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2,
+               deq_mlp_ratio=3, num_classes=10, cond=cond, backend="torch")
+    model = GET(**{**cfg, **kw}).to(dtype).eval()
+    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.2)  # zero-init would hide everything
+    return model
+
+
+@pytest.mark.parametrize("name", list(GET_PARAMS))
+def test_get_parameter_counts_match_published(name):
+    with torch.device("meta"):
+        assert n_params(GET.from_config(name)) == GET_PARAMS[name]
+
+
+def test_get_conditional_counts_and_b_plus_spelling():
+    with torch.device("meta"):
+        assert n_params(GET.from_config("GET-T/2", cond=True)) == 8_565_772
+        assert n_params(GET.from_config("GET-B/2", cond=True)) == 62_230_284
+        assert n_params(GET.from_config("GET-B/2+")) == GET_PARAMS["GET-B+/2"]
+
+
+@pytest.mark.parametrize("name", list(VIT_PARAMS))
+def test_vit_parameter_counts_match_published(name):
+    with torch.device("meta"):
+        assert n_params(ViT.from_config(name)) == VIT_PARAMS[name]
+
+
+def test_unknown_names_are_rejected_with_the_valid_list():
+    with pytest.raises(ValueError, match="GET-T/2"):
+        GET.from_config("GET-X/2")
+    with pytest.raises(ValueError, match="unknown"):
+        GET.from_config("GET-T/3")
+    with pytest.raises(ValueError, match="ViT-L/2"):
+        ViT.from_config("ViT-H/2")
+
+
+@pytest.mark.parametrize("name", [f"{f}/2" for f in ("GET-T", "GET-M", "GET-S", "GET-B", "GET-B+")]
+                         + ["GET-T/4", "GET-T/8"])
+@pytest.mark.parametrize("cond", [False, True])
+def test_get_output_shapes_for_every_config(name, cond):
+    torch.manual_seed(0)
+    model = GET.from_config(name, input_size=16, in_channels=3, cond=cond, backend="torch").eval()
+    noise = torch.randn(2, 3, 16, 16)
+    y = torch.tensor([3, 7]) if cond else None
+    with torch.no_grad():
+        out, info = model(noise, y, iters=2, return_info=True)
+    assert out.shape == (2, 3, 16, 16)
+    assert info["abs_trace"].shape[-1] == 2
+
+
+@pytest.mark.parametrize("name", ["ViT-S/2", "ViT-S/4", "ViT-S/8"])
+def test_vit_conditional_forward_works_and_uses_labels(name):
+    torch.manual_seed(0)
+    model = ViT.from_config(name, input_size=16, in_channels=3, cond=True, depth=2, backend="torch").eval()
+    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.2)
+    noise = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        a = model(noise, torch.tensor([1, 2]))
+        b = model(noise, torch.tensor([5, 9]))
+    assert a.shape == (2, 3, 16, 16)
+    assert not torch.allclose(a, b)
+
+
+def test_same_noise_and_z0_give_identical_output_and_z0_matters():
+    model = tiny_get()
+    noise = torch.randn(3, 1, 8, 8)
+    z0 = torch.randn(3, 16, 32)
+    with torch.no_grad():
+        a = model(noise, z0=z0)
+        b = model(noise, z0=z0.clone())
+        c = model(noise, z0=torch.randn(3, 16, 32))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_generator_makes_sampling_deterministic():
+    model = tiny_get()
+    noise = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        a = model(noise, generator=torch.Generator().manual_seed(5))
+        b = model(noise, generator=torch.Generator().manual_seed(5))
+        c = model(noise, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_answer_is_the_per_sample_lowest_residual_f_value():
+    # Large random weights make the map non-contractive, so the lowest residual is not the last one.
+    model = tiny_get(seed=3)
+    with torch.no_grad():
+        for p in model.deq_blocks.parameters():
+            p.mul_(4.0)
+    noise, z0 = torch.randn(4, 1, 8, 8), torch.randn(4, 16, 32)
+    with torch.no_grad():
+        out, info = model(noise, z0=z0, iters=7, return_info=True)
+        c, u = model.inject(noise)
+        f = model.equilibrium_fn(c, u)
+        x, values, residuals = z0, [], []
+        for _ in range(7):
+            fx = f(x)
+            values.append(fx)
+            residuals.append((fx - x).flatten(1).norm(dim=1))
+            x = fx
+    residuals = torch.stack(residuals)  # (iters, B)
+    best = residuals.argmin(dim=0)
+    assert (best != 6).any(), "test needs a sample whose best iterate is not the last one"
+    expected = model.decode(torch.stack([values[k][b] for b, k in enumerate(best.tolist())]))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(info["abs_trace"], residuals, rtol=1e-6, atol=1e-5)
+
+
+def test_return_iterates_gives_every_decoded_iterate_with_gradients():
+    model = tiny_get().train()
+    noise = torch.randn(2, 1, 8, 8)
+    outs = model(noise, iters=4, return_iterates=True)
+    assert len(outs) == 4 and all(o.shape == (2, 1, 8, 8) for o in outs)
+    loss = sum(0.8 ** (3 - k) * o.abs().mean() for k, o in enumerate(outs))
+    loss.backward()
+    assert model.deq_blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- faithfulness to the reference
+
+def reference_block(sd, prefix, x, heads, c=None, u=None):
+    """The reference block written op for op from the published description, no getkern code."""
+    D = x.shape[-1]
+    h = F.layer_norm(x, (D,), sd[f"{prefix}.norm1.weight"], sd[f"{prefix}.norm1.bias"], 1e-6)
+    qkv = F.linear(h, sd[f"{prefix}.attn.qkv.weight"], sd[f"{prefix}.attn.qkv.bias"])
+    if c is not None:
+        qkv = qkv + c
+    if u is not None:
+        qkv = qkv + u
+    B, N, _ = qkv.shape
+    q, k, v = qkv.reshape(B, N, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
+    attn = (q @ k.transpose(-2, -1) / math.sqrt(D // heads)).softmax(-1)
+    a = (attn @ v).transpose(1, 2).reshape(B, N, D)
+    x = x + F.linear(a, sd[f"{prefix}.attn.proj.weight"], sd[f"{prefix}.attn.proj.bias"])
+    h = F.layer_norm(x, (D,), sd[f"{prefix}.norm2.weight"], sd[f"{prefix}.norm2.bias"], 1e-6)
+    h = F.gelu(F.linear(h, sd[f"{prefix}.mlp.fc1.weight"], sd[f"{prefix}.mlp.fc1.bias"]))
+    return x + F.linear(h, sd[f"{prefix}.mlp.fc2.weight"], sd[f"{prefix}.mlp.fc2.bias"])
+
+
+def reference_get(sd, noise, y, z0, *, heads, depth, deq_depth, patch, iters):
+    x = F.conv2d(noise, sd["x_embedder.proj.weight"], sd["x_embedder.proj.bias"], stride=patch)
+    x = x.flatten(2).transpose(1, 2) + sd["pos_embed"]
+    c = sd["y_embedder.embedding_table.weight"][y].unsqueeze(1) if y is not None else None
+    for i in range(depth):
+        x = reference_block(sd, f"blocks.{i}", x, heads, c)
+    us = F.linear(x, sd["qkv_inj.weight"]).chunk(deq_depth, dim=-1)
+    z, best, lowest = z0, None, None
+    for _ in range(iters):
+        fz = z
+        for j in range(deq_depth):
+            fz = reference_block(sd, f"deq_blocks.{j}", fz, heads, c, us[j])
+        r = (fz - z).flatten(1).norm(dim=1)
+        if best is None:
+            best, lowest = fz, r
+        else:
+            take = r < lowest
+            best = torch.where(take[:, None, None], fz, best)
+            lowest = torch.where(take, r, lowest)
+        z = fz
+    D = best.shape[-1]
+    out = F.linear(F.layer_norm(best, (D,), sd["final_layer.norm_final.weight"],
+                                sd["final_layer.norm_final.bias"], 1e-6),
+                   sd["final_layer.linear.weight"], sd["final_layer.linear.bias"])
+    B, N, _ = out.shape
+    g, C = int(N ** 0.5), noise.shape[1]
+    out = out.reshape(B, g, g, patch, patch, C).permute(0, 5, 1, 3, 2, 4)
+    return out.reshape(B, C, g * patch, g * patch)
+
+
+@pytest.mark.parametrize("cond", [False, True])
+def test_get_matches_an_op_by_op_float64_reference(cond):
+    model = tiny_get(cond=cond, dtype=torch.float64, in_channels=3, input_size=12, patch_size=2)
+    sd = model.state_dict()
+    noise = torch.randn(3, 3, 12, 12, dtype=torch.float64)
+    z0 = torch.randn(3, 36, 32, dtype=torch.float64)
+    y = torch.tensor([0, 4, 9]) if cond else None
+    with torch.no_grad():
+        ours = model(noise, y, z0=z0, iters=5)
+        ref = reference_get(sd, noise, y, z0, heads=2, depth=2, deq_depth=3, patch=2, iters=5)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_positional_embedding_is_the_mae_sincos_layout():
+    model = tiny_get()
+    pos = model.pos_embed[0]  # (16, 32): grid 4x4, token t = row * 4 + col
+    D, grid = 32, 4
+    omega = 1.0 / 10000 ** (torch.arange(D // 4, dtype=torch.float64) / (D / 4))
+    for t in (0, 5, 14):
+        row, col = divmod(t, grid)
+        expected = torch.cat([torch.sin(col * omega), torch.cos(col * omega),
+                              torch.sin(row * omega), torch.cos(row * omega)]).float()
+        torch.testing.assert_close(pos[t], expected)
+    assert not model.pos_embed.requires_grad
+
+
+# ---------------------------------------------------------------- input errors
+
+@pytest.mark.parametrize("noise, match", [
+    (torch.randn(2, 1, 9, 8), r"shape \(B, 1, 8, 8\)"),
+    (torch.randn(2, 3, 8, 8), r"shape \(B, 1, 8, 8\)"),
+    (torch.randn(1, 8, 8), r"shape"),
+    (torch.randn(2, 1, 8, 8, dtype=torch.float64), "dtype"),
+    (torch.full((2, 1, 8, 8), float("nan")), "NaN"),
+    (torch.empty(2, 1, 8, 8, device="meta"), "meta"),
+])
+def test_bad_noise_is_rejected_naming_the_problem(noise, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        tiny_get()(noise)
+
+
+def test_label_errors():
+    noise = torch.randn(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="unconditional"):
+        tiny_get()(noise, torch.tensor([1, 2]))
+    cond = tiny_get(cond=True)
+    with pytest.raises(ValueError, match="labels y are required"):
+        cond(noise)
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        cond(noise, torch.tensor([1, 10]))
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        cond(noise, torch.tensor([-1, 3]))
+    with pytest.raises(ValueError, match="integer labels"):
+        cond(noise, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="integer labels"):
+        cond(noise, torch.tensor([1, 2, 3]))
+
+
+def test_iters_and_z0_errors():
+    model, noise = tiny_get(), torch.randn(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="iters"):
+        model(noise, iters=0)
+    with pytest.raises(ValueError, match="z0 must have shape"):
+        model(noise, z0=torch.randn(2, 15, 32))
+
+
+def test_set_backend_reaches_every_block_and_rejects_unknown_names():
+    model = tiny_get()
+    model.set_backend("auto")
+    assert {m.backend for m in model.modules() if hasattr(m, "backend")} == {"auto"}
+    with pytest.raises(ValueError, match="backend"):
+        model.set_backend("cuda")
+    assert getkern.__version__
