@@ -97,18 +97,23 @@ class GET(PretrainedMixin, nn.Module):
                 **solver_kwargs):
         """noise (B, C, H, W) [+ labels y (B,)] -> images (B, C, H, W).
 
-        Inference (default) solves with ``solver`` for at most ``iters`` f-evaluations and decodes the
-        per-sample lowest-residual iterate, as the reference does (tol=1e-3 on the absolute residual,
-        all samples). ``return_iterates=True`` (training) returns the list of decoded iterates for the
-        fixed-point-correction loss, with gradients from ``grad`` ("unrolled" | "phantom" | "implicit").
-        ``return_info=True`` also returns the solver statistics dict.
+        Inference (default) solves with ``solver`` ("fixed_point" | "anderson") for at most ``iters``
+        f-evaluations and decodes the per-sample lowest-residual f-value; with the defaults this is
+        exactly the reference's procedure (tol=1e-3 on the absolute residual, all samples).
+        ``return_iterates=True`` (training) returns the list of decoded states for the
+        fixed-point-correction loss, with gradients from ``grad`` ("unrolled": the reference's
+        ``iters`` steps; "phantom" / "implicit": ``iters`` solver iterations without a graph, then
+        phantom steps or the implicit backward). ``solver_kwargs`` go to getkern.deq (stop, m, lam, tau,
+        check_every, phantom_steps, phantom_damping, adjoint_*; see docs/solvers.md); the solver
+        backend is ``self.solver_backend``. ``return_info=True`` also returns the solver statistics dict.
         """
         check_inputs(self, noise, y, iters=iters, z0=z0)
         c, u = self.inject(noise, y)
         f = self.equilibrium_fn(c, u)
         z0 = self.initial_state(noise, generator) if z0 is None else z0
         if return_iterates:
-            states, info = deq.train_iterates(f, z0, iters=iters, grad=grad, solver=solver, **solver_kwargs)
+            states, info = deq.train_iterates(f, z0, iters=iters, grad=grad, solver=solver, tol=tol,
+                                              backend=self.solver_backend, **solver_kwargs)
             out = [self.decode(z) for z in states]
         else:
             z, info = deq.solve(f, z0, solver=solver, max_iter=iters, tol=tol,

@@ -1,0 +1,102 @@
+"""``solve``: argument checks, flattening to (B, n), backend routing, then the chosen solver."""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import torch
+
+from getkern._backend import BackendUnavailable, resolve_backend
+from getkern.deq.anderson import anderson
+from getkern.deq.fixed_point import fixed_point
+
+Tensor = torch.Tensor
+
+SOLVERS = ("fixed_point", "anderson")
+SOLVER_BACKENDS = ("auto", "torch", "triton", "cpp")
+STOPS = ("abs", "rel")
+
+
+def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_point", max_iter: int,
+          tol: float | None = None, stop: str = "abs", m: int = 6, lam: float = 1e-4, tau: float = 1.0,
+          check_every: int = 4, backend: str = "auto") -> tuple[Tensor, dict]:
+    """Find z* = f(z*) from z0 without building an autograd graph.
+
+    f: maps a tensor of z0's shape (B, ...) to one of the same shape (its dtype is cast to z0's).
+    Returns (z_star, info): z_star has z0's shape and dtype and is, per sample, the f-value with the
+    lowest ``stop`` residual seen (z0 if none was finite); info holds per-sample statistics
+    (docs/solvers.md). ``tol=None`` runs exactly ``max_iter`` iterations with no host synchronisation;
+    otherwise the early-exit test is read every ``check_every`` iterations. ``m``, ``lam``, ``tau``
+    configure Anderson (history, relative regularisation, damping). ``backend``: "auto" | "torch" |
+    "triton" (Anderson memory passes) | "cpp" (the C++ loop).
+    """
+    _check_args(f, z0, solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau,
+                check_every=check_every, backend=backend)
+    options = dict(solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau,
+                   check_every=check_every)
+    if backend in ("auto", "cpp"):
+        cpp = _cpp_backend()
+        if cpp is not None and cpp.cpp_available(z0.device):
+            with torch.no_grad():
+                z, info = cpp.solve_cpp(f, z0, **options)
+            info.setdefault("backend", "cpp")
+            return z, info
+        if backend == "cpp":
+            raise BackendUnavailable("deq.solve: backend='cpp' requested but the C++ solver loop is not "
+                                     "available (getkern.deq.cpp_backend missing or extension not built); "
+                                     "use backend='torch' or 'auto'")
+        backend = "auto"
+
+    shape, dtype = z0.shape, z0.dtype
+    flat = z0.detach().reshape(shape[0], -1).contiguous()
+
+    def f_flat(z: Tensor) -> Tensor:
+        out = f(z.view(shape))
+        if not isinstance(out, torch.Tensor) or out.shape != shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"f must return a tensor of z0's shape {tuple(shape)}, got {got}")
+        return out.reshape(flat.shape).to(dtype)
+
+    with torch.no_grad():
+        if solver == "fixed_point":
+            resolve_backend(backend, z0.device, op="deq.fixed_point")  # validates an explicit "triton"
+            z, info = fixed_point(f_flat, flat, max_iter=max_iter, tol=tol, stop=stop, check_every=check_every)
+        else:
+            path = resolve_backend(backend, z0.device, op="deq.anderson")
+            z, info = anderson(f_flat, flat, max_iter=max_iter, tol=tol, stop=stop, check_every=check_every,
+                               m=m, lam=lam, tau=tau, backend=path)
+    return z.view(shape), info
+
+
+def _cpp_backend():
+    """The C++ loop module, or None when it is absent (it is optional)."""
+    try:
+        return importlib.import_module("getkern.deq.cpp_backend")
+    except ImportError:
+        return None
+
+
+def _check_args(f, z0, *, solver, max_iter, tol, stop, m, lam, tau, check_every, backend) -> None:
+    if not callable(f):
+        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    if not isinstance(z0, torch.Tensor):
+        raise TypeError(f"z0 must be a torch.Tensor, got {type(z0).__name__}")
+    if z0.dim() < 1 or z0.shape[0] == 0 or z0.numel() == 0:
+        raise ValueError(f"z0 must have shape (B, ...) with B >= 1 and no empty dimension, got {tuple(z0.shape)}")
+    if not z0.is_floating_point():
+        raise TypeError(f"z0 must be a floating-point tensor, got {z0.dtype}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if backend not in SOLVER_BACKENDS:
+        raise ValueError(f"backend must be one of {SOLVER_BACKENDS}, got {backend!r}")
+    if stop not in STOPS:
+        raise ValueError(f"stop must be one of {STOPS}, got {stop!r}")
+    for name, value in (("max_iter", max_iter), ("m", m), ("check_every", check_every)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if tol is not None and not tol > 0:
+        raise ValueError(f"tol must be None or > 0, got {tol!r}")
+    if not lam >= 0:
+        raise ValueError(f"lam must be >= 0, got {lam!r}")
+    if not 0 < tau <= 1:
+        raise ValueError(f"tau must lie in (0, 1], got {tau!r}")
