@@ -1,17 +1,293 @@
-"""The GET block's MLP: fc1 + bias + exact GELU, then fc2 + bias (+ residual)."""
+"""The GET block's MLP: fc1 + bias + exact GELU, then fc2 + bias (+ residual).
+
+Triton path: one tiled matmul kernel (``tl.dot``) with the elementwise work fused into its epilogue.
+Forward is two launches: fc1 with bias + erf-GELU, fc2 with bias + residual. Backward fuses the
+GELU derivative into the epilogue of dout @ W2 and leaves the three plain matmuls (dW2, dW1, dh) and
+the bias sums to cuBLAS; docs/layernorm_mlp.md gives the reasoning, the block-size rule and the
+TF32/IEEE choice for fp32.
+
+Custom ops: ``getkern::mlp`` (inference: the pre-activation is never written),
+``getkern::mlp_train`` (also returns the fc1 pre-activation and activation for the backward) and
+``getkern::mlp_backward``; all have fake implementations, so torch.compile does not break graphs.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
-from getkern._backend import resolve_backend
+from getkern._backend import interpreter_enabled, resolve_backend
+from getkern.ops._aot import AotSpec
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+_SQRT1_2 = tl.constexpr(0.7071067811865476)       # 1/sqrt(2)
+_INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1/sqrt(2*pi)
+
+
+#################################################################################
+#                                   Kernel                                      #
+#################################################################################
+
+@triton.jit
+def _linear_kernel(A, W, BIAS, RES, PRE, C, M, N, K, stride_wn, stride_wk,
+                   EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr,
+                   UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   GROUP_M: tl.constexpr):
+    """C (M, N) = epilogue(A (M, K) @ W^T + bias), W (N, K) with any strides; A, C, RES, PRE are
+    row-major. EPILOGUE: "none"; "gelu" (exact erf GELU; STORE_PRE also writes the pre-activation
+    to PRE); "residual" (adds RES); "gelu_grad" (multiplies by GELU'(PRE), the backward of fc1)."""
+    # Grouped tile order: GROUP_M row-tiles share each W column-tile while it is in L2.
+    pid = tl.program_id(0)
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    group_size = GROUP_M * tiles_n
+    first_m = (pid // group_size) * GROUP_M
+    group_m = min(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size) % group_m
+    pid_n = (pid % group_size) // group_m
+
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    a_ptrs = A + rows[:, None].to(tl.int64) * K + ks[None, :]
+    w_ptrs = W + cols[None, :].to(tl.int64) * stride_wn + ks[:, None] * stride_wk
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        k_ok = ks < K - k
+        a = tl.load(a_ptrs, mask=(rows[:, None] < M) & k_ok[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=k_ok[:, None] & (cols[None, :] < N), other=0.0)
+        if UPCAST:  # interpreter only: its bf16 arithmetic is wrong, fp32 products are exact
+            a = a.to(tl.float32)
+            w = w.to(tl.float32)
+        acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K * stride_wk
+
+    col_ok = cols < N
+    mask = (rows[:, None] < M) & col_ok[None, :]
+    offs = rows[:, None].to(tl.int64) * N + cols[None, :]
+    if HAS_BIAS:
+        acc += tl.load(BIAS + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if EPILOGUE == "gelu":
+        if STORE_PRE:
+            tl.store(PRE + offs, acc.to(PRE.dtype.element_ty), mask=mask)
+        acc = 0.5 * acc * (1.0 + tl.erf(acc * _SQRT1_2))
+    elif EPILOGUE == "residual":
+        acc += tl.load(RES + offs, mask=mask, other=0.0).to(tl.float32)
+    elif EPILOGUE == "gelu_grad":
+        z = tl.load(PRE + offs, mask=mask, other=0.0).to(tl.float32)
+        acc *= 0.5 * (1.0 + tl.erf(z * _SQRT1_2)) + z * _INV_SQRT_2PI * tl.exp(-0.5 * z * z)
+    tl.store(C + offs, acc.to(C.dtype.element_ty), mask=mask)
+
+
+#################################################################################
+#                     Launch configuration (one rule, documented)               #
+#################################################################################
+
+def _gpu_config(dtype: torch.dtype) -> dict:
+    """Tile config on a GPU: 128x128 output tiles (8 warps, 64 fp32 accumulators per thread),
+    BLOCK_K 64 for 16-bit inputs and 32 for fp32, so 3 stages take 96 KiB of shared memory on sm_80
+    and sm_90. Every GET width (256..768) and hidden width (4..12 x D) is a multiple of 128 and 64,
+    and M = B*N is large, so one config serves every GET size."""
+    block_k = 32 if dtype == torch.float32 else 64
+    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=3)
+
+
+def _config(dtype: torch.dtype) -> dict:
+    """The GPU rule, or under the interpreter one small config (its cost grows with tile area, and
+    tests use tiny odd shapes)."""
+    if interpreter_enabled():
+        return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)
+    return _gpu_config(dtype)
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs follow torch's own matmul setting (IEEE by default, TF32 if the user allowed it),
+    so the Triton path matches F.linear; 16-bit inputs go to the tensor cores as they are."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def _linear(a2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, *, epilogue: str,
+            res: torch.Tensor | None = None, pre: torch.Tensor | None = None,
+            store_pre: bool = False) -> torch.Tensor:
+    """Launch _linear_kernel: a2d (M, K) row-major, w (N, K) (any strides) -> (M, N)."""
+    M, K = a2d.shape
+    N = w.shape[0]
+    c = torch.empty(M, N, device=a2d.device, dtype=a2d.dtype)
+    cfg = _config(a2d.dtype)
+    grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    _linear_kernel[grid](
+        a2d, w, bias if bias is not None else c, res if res is not None else c,
+        pre if pre is not None else c, c, M, N, K, w.stride(0), w.stride(1),
+        EPILOGUE=epilogue, HAS_BIAS=bias is not None, STORE_PRE=store_pre,
+        UPCAST=interpreter_enabled() and a2d.dtype == torch.bfloat16,
+        DOT_PRECISION=_dot_precision(a2d.dtype), **cfg)
+    return c
+
+
+#################################################################################
+#                         Custom ops (Triton path)                              #
+#################################################################################
+
+def _forward(h, w1, b1, w2, b2, residual, keep_pre: bool):
+    D = h.shape[-1]
+    h2d = h.reshape(-1, D)
+    pre = torch.empty(h2d.shape[0], w1.shape[0], device=h.device, dtype=h.dtype) if keep_pre else None
+    act = _linear(h2d, w1, b1, epilogue="gelu", pre=pre, store_pre=keep_pre)
+    if residual is None:
+        out = _linear(act, w2, b2, epilogue="none")
+    else:
+        out = _linear(act, w2, b2, epilogue="residual", res=residual.reshape(-1, D))
+    return out.reshape(h.shape), act, pre
+
+
+@torch.library.custom_op("getkern::mlp", mutates_args=())
+def _mlp_op(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+            b2: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+    return _forward(h, w1, b1, w2, b2, residual, keep_pre=False)[0]
+
+
+@torch.library.custom_op("getkern::mlp_train", mutates_args=())
+def _mlp_train_op(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                  b2: torch.Tensor, residual: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (out, act, pre): pre = h @ w1^T + b1 and act = GELU(pre), both (M, H), kept for backward."""
+    return _forward(h, w1, b1, w2, b2, residual, keep_pre=True)
+
+
+@torch.library.custom_op("getkern::mlp_backward", mutates_args=())
+def _mlp_backward_op(dout: torch.Tensor, h: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor,
+                     act: torch.Tensor, pre: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (dh, dw1, db1, dw2, db2). Only dpre = (dout @ w2) * GELU'(pre) is a Triton kernel: it
+    saves a full (M, H) write and re-read; the rest are plain matmuls and sums (cuBLAS)."""
+    D = h.shape[-1]
+    dout2d = dout.reshape(-1, D).contiguous()
+    h2d = h.reshape(-1, D)
+    dpre = _linear(dout2d, w2.t(), None, epilogue="gelu_grad", pre=pre)  # w2.t(): (H, D) view
+    dh = (dpre @ w1).reshape(h.shape)
+    return dh, dpre.t() @ h2d, dpre.sum(0), dout2d.t() @ act, dout2d.sum(0)
+
+
+@_mlp_op.register_fake
+def _(h, w1, b1, w2, b2, residual):
+    return torch.empty_like(h)
+
+
+@_mlp_train_op.register_fake
+def _(h, w1, b1, w2, b2, residual):
+    hidden = h.new_empty(h.numel() // h.shape[-1], w1.shape[0])
+    return torch.empty_like(h), hidden, torch.empty_like(hidden)
+
+
+@_mlp_backward_op.register_fake
+def _(dout, h, w1, w2, act, pre):
+    return (torch.empty_like(h), torch.empty_like(w1), w1.new_empty(w1.shape[0]),
+            torch.empty_like(w2), w2.new_empty(w2.shape[0]))
+
+
+def _setup_mlp_train(ctx, inputs, output):
+    h, w1, _, w2, _, residual = inputs
+    _, act, pre = output
+    ctx.mark_non_differentiable(act, pre)
+    ctx.has_residual = residual is not None
+    ctx.save_for_backward(h, w1, w2, act, pre)
+
+
+def _backward_mlp_train(ctx, dout, _dact, _dpre):
+    h, w1, w2, act, pre = ctx.saved_tensors
+    dh, dw1, db1, dw2, db2 = _mlp_backward_op(dout, h, w1, w2, act, pre)
+    return dh, dw1, db1, dw2, db2, (dout if ctx.has_residual else None)
+
+
+_mlp_train_op.register_autograd(_backward_mlp_train, setup_context=_setup_mlp_train)
+
+
+#################################################################################
+#                               Public function                                 #
+#################################################################################
+
+def _check_inputs(h, w1, b1, w2, b2, residual) -> None:
+    if not isinstance(h, torch.Tensor) or h.dim() < 1 or h.shape[-1] == 0:
+        raise ValueError("mlp: h must be a tensor of shape (..., D) with D > 0")
+    if h.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"mlp: h has dtype {h.dtype}; supported: {SUPPORTED_DTYPES}")
+    D = h.shape[-1]
+    if w1.dim() != 2 or w1.shape[1] != D:
+        raise ValueError(f"mlp: w1 must have shape (H, {D}), got {tuple(w1.shape)}")
+    H = w1.shape[0]
+    expected = {"b1": (H,), "w2": (D, H), "b2": (D,)}
+    named = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+    if residual is not None:
+        expected["residual"] = tuple(h.shape)
+        named["residual"] = residual
+    for name, shape in expected.items():
+        if tuple(named[name].shape) != shape:
+            raise ValueError(f"mlp: {name} must have shape {shape}, got {tuple(named[name].shape)}")
+    for name, t in named.items():
+        if t.dtype != h.dtype:
+            raise TypeError(f"mlp: {name} has dtype {t.dtype}, h has {h.dtype}")
+        if t.device != h.device:
+            raise ValueError(f"mlp: {name} is on {t.device}, h is on {h.device}")
+    for name, t in {"h": h, **named}.items():
+        if not t.is_contiguous():
+            raise ValueError(f"mlp: {name} must be contiguous for the Triton kernels "
+                             "(call .contiguous() first)")
 
 
 def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, *,
         residual: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
-    """fc2(GELU(fc1(h))) (+ residual). h: (..., D); w1: (H, D); w2: (D, H)."""
+    """fc2(GELU_exact(fc1(h))) (+ residual). h, residual: (..., D); w1: (H, D); b1: (H,);
+    w2: (D, H); b2: (D,). One dtype (fp32, fp16 or bf16) and device for all; fp32 accumulation."""
     path = resolve_backend(backend, h.device, op="mlp")
     if path == "torch":
         out = F.linear(F.gelu(F.linear(h, w1, b1)), w2, b2)
         return out if residual is None else residual + out
-    raise NotImplementedError("Triton MLP kernels: issue #5")
+    _check_inputs(h, w1, b1, w2, b2, residual)
+    tensors = (h, w1, b1, w2, b2, residual)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return torch.ops.getkern.mlp_train(*tensors)[0]
+    return torch.ops.getkern.mlp(*tensors)
+
+
+#################################################################################
+#                       Ahead-of-time compile specifications                    #
+#################################################################################
+
+GET_DIMS = (256, 384, 512, 768)
+GET_MLP_RATIOS = (4, 6, 8, 12)
+
+# (name, EPILOGUE, HAS_BIAS, STORE_PRE, W is transposed): the four launches _forward and
+# _mlp_backward_op make. Tile sizes do not depend on D or H (see _config), so the specs differ only
+# in dtype and epilogue; M, N, K are runtime arguments covering every (D, ratio) pair above.
+_LAUNCHES = (
+    ("fc1_gelu", "gelu", True, False, False),
+    ("fc1_gelu_keep_pre", "gelu", True, True, False),
+    ("fc2_bias", "none", True, False, False),
+    ("fc2_bias_residual", "residual", True, False, False),
+    ("fc1_gelu_grad", "gelu_grad", False, False, True),
+)
+
+
+def aot_specs():
+    """Every MLP kernel config the dispatcher can pick at GET sizes on a GPU, fp16 and bf16."""
+    for torch_dtype, dtype in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+        cfg = _gpu_config(torch_dtype)
+        p = f"*{dtype}"
+        for name, epilogue, has_bias, store_pre, w_transposed in _LAUNCHES:
+            constexprs = {"EPILOGUE": epilogue, "HAS_BIAS": has_bias, "STORE_PRE": store_pre,
+                          "UPCAST": False, "DOT_PRECISION": "tf32",
+                          **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
+                          # a unit stride is specialised to a constant at launch; bake it in too
+                          ("stride_wn" if w_transposed else "stride_wk"): 1}
+            signature = {"A": p, "W": p, "BIAS": p, "RES": p, "PRE": p, "C": p, "M": "i32",
+                         "N": "i32", "K": "i32", "stride_wn": "i32", "stride_wk": "i32"}
+            signature.update({k: "constexpr" for k in constexprs})
+            yield AotSpec(name=f"mlp_{name}[{dtype}]", kernel=_linear_kernel, signature=signature,
+                          constexprs=constexprs, num_warps=cfg["num_warps"],
+                          num_stages=cfg["num_stages"], uses_dot=True)
