@@ -1,11 +1,417 @@
-"""Fused attention of the GET block: (qkv + c + u) -> split heads -> softmax attention -> merge."""
+"""Fused attention of the GET block: (qkv + c + u) -> split heads -> softmax attention -> merge.
+
+Layout (token-major, as the block's Linear produces it): qkv is (B, N, 3D) with, for head h and
+channel d < Dh = D / H, q = qkv[b, n, h*Dh + d], k = qkv[b, n, D + h*Dh + d], v = qkv[b, n, 2D + h*Dh + d]
+(the reference's ``reshape(B, N, 3, H, Dh)``). The kernels add c (B, 1, 3D) and u (B, N, 3D) on load,
+split and merge heads by indexing, and write out (B, N, D) ready for the output projection.
+
+Kernels (flash-attention style, non-causal, fp32 accumulation and softmax statistics):
+- ``_attn_fwd_kernel``: one program per (query block, batch*head); online softmax over key blocks.
+  Saves only out and the per-row log-sum-exp ``lse`` (B, H, N) fp32 of the scaled scores.
+- ``_attn_bwd_delta_kernel``: delta = rowsum(dout * out) per head, (B, H, N) fp32.
+- ``_attn_bwd_kernel``: one program per (block, batch*head); first dk, dv of its key block (loop over
+  query blocks), then dq of its query block (loop over key blocks); writes d(qkv) once, every element.
+  d(c) is the token sum of d(qkv), d(u) is d(qkv).
+
+Dtypes: fp16/bf16/fp32 inputs (mixed allowed); everything is computed in the promoted ("compute")
+dtype: values are loaded, upcast to fp32 and summed, then rounded to the compute dtype for the dots
+(bf16/fp16 tensor-core dots, fp32 dots with input_precision="ieee", i.e. true fp32, never TF32).
+Under the Triton interpreter, bf16 dots are wrong, so bf16 operands are rounded to bf16 and then
+multiplied in fp32: the same products a bf16 tensor-core dot with fp32 accumulation computes.
+
+The op is the torch.library custom op ``getkern::attention_forward`` (backward:
+``getkern::attention_backward``), so torch.compile(fullgraph=True) sees one opaque node.
+"""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
-from getkern._backend import resolve_backend
+from getkern._backend import interpreter_enabled, resolve_backend
+from getkern.ops._aot import AotSpec
 
+HEAD_DIMS = (32, 64, 128)
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): softmax runs in exp2
+
+
+#################################################################################
+#                                Triton kernels                                 #
+#################################################################################
+
+@triton.jit
+def _load_tile(QKV, C, U, b, rows, cols, N, stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
+               HAS_C: tl.constexpr, HAS_U: tl.constexpr):
+    """(len(rows), len(cols)) fp32 tile of qkv + c + u; rows >= N load as c (masked by the caller)."""
+    b64 = b.to(tl.int64)  # batch offsets can pass 2**31 elements
+    mask = rows[:, None] < N
+    x = tl.load(QKV + b64 * stride_qkv_b + rows[:, None] * stride_qkv_n + cols[None, :], mask=mask, other=0.0)
+    x = x.to(tl.float32)
+    if HAS_C:
+        x += tl.load(C + b64 * stride_c_b + cols).to(tl.float32)[None, :]
+    if HAS_U:
+        x += tl.load(U + b64 * stride_u_b + rows[:, None] * stride_u_n + cols[None, :], mask=mask,
+                     other=0.0).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _operand(x, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr):
+    """Round an fp32 tile to the compute dtype for tl.dot (kept in fp32 under the interpreter for bf16)."""
+    if DOT_IN_FP32:
+        return x.to(DTYPE).to(tl.float32)
+    return x.to(DTYPE)
+
+
+@triton.jit
+def _attn_fwd_kernel(QKV, C, U, Out, Lse,
+                     stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
+                     N, H, qk_scale_log2,
+                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     HAS_C: tl.constexpr, HAS_U: tl.constexpr,
+                     DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    pid_m = tl.program_id(0)  # fastest-varying: the query blocks of one head run together (K/V in L2)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    D = H * HEAD_DIM
+    DTYPE: tl.constexpr = Out.dtype.element_ty
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_cols = h * HEAD_DIM + offs_d
+    strides = (stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n)
+
+    q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # running row max, log2 units
+    l_i = tl.zeros((BLOCK_M,), tl.float32)                # running row sum of exp2
+    acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _operand(_load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+        v = _operand(_load_tile(QKV, C, U, b, offs_n, 2 * D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2
+        s = tl.where(offs_n[None, :] < N, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(_operand(p, DTYPE, DOT_IN_FP32), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    row_ok = offs_m < N
+    out = acc / l_i[:, None]
+    b64 = b.to(tl.int64)
+    tl.store(Out + b64 * N * D + offs_m[:, None] * D + q_cols[None, :], out.to(DTYPE), mask=row_ok[:, None])
+    tl.store(Lse + bh * N + offs_m, (m_i + tl.math.log2(l_i)) / _LOG2E, mask=row_ok)  # natural log
+
+
+@triton.jit
+def _attn_bwd_delta_kernel(Out, dOut, Delta, N, H, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """delta[b, h, n] = sum_d out * dout over head h's channels (both (B, N, D) contiguous)."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    D = H * HEAD_DIM
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = h * HEAD_DIM + tl.arange(0, HEAD_DIM)
+    mask = offs_m[:, None] < N
+    offsets = b.to(tl.int64) * N * D + offs_m[:, None] * D + cols[None, :]
+    o = tl.load(Out + offsets, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(dOut + offsets, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Delta + bh * N + offs_m, tl.sum(o * do, 1), mask=offs_m < N)
+
+
+@triton.jit
+def _bwd_dk_dv(QKV, C, U, dout_base, lse_base, delta_base, b, offs_n, q_cols, D, N, strides, qk_scale_log2,
+               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
+               DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """dk (unscaled), dv of key rows offs_n, looping over every query block. Scores are kept
+    transposed (sT = k q^T) so dk and dv accumulate row-major."""
+    k = _operand(_load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+    v = _operand(_load_tile(QKV, C, U, b, offs_n, 2 * D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+    dk = tl.zeros((offs_n.shape[0], HEAD_DIM), tl.float32)
+    dv = tl.zeros((offs_n.shape[0], HEAD_DIM), tl.float32)
+    for start_m in range(0, N, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < N
+        q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+        do = tl.load(dout_base + offs_m[:, None] * D + q_cols[None, :], mask=row_ok[:, None], other=0.0)
+        do = _operand(do.to(tl.float32), DTYPE, DOT_IN_FP32)
+        lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
+        delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
+        sT = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale_log2
+        pT = tl.where(row_ok[None, :], tl.math.exp2(sT - lse[None, :]), 0.0)  # padded queries: p = 0
+        dv += tl.dot(_operand(pT, DTYPE, DOT_IN_FP32), do, input_precision=DOT_PRECISION)
+        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+        dsT = pT * (dpT - delta[None, :])
+        dk += tl.dot(_operand(dsT, DTYPE, DOT_IN_FP32), q, input_precision=DOT_PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dq(QKV, C, U, dout_base, lse_base, delta_base, b, offs_m, q_cols, D, N, strides, qk_scale_log2,
+            HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
+            DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """dq (unscaled) of query rows offs_m, looping over every key block."""
+    row_ok = offs_m < N
+    q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+    do = tl.load(dout_base + offs_m[:, None] * D + q_cols[None, :], mask=row_ok[:, None], other=0.0)
+    do = _operand(do.to(tl.float32), DTYPE, DOT_IN_FP32)
+    lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
+    delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
+    dq = tl.zeros((offs_m.shape[0], HEAD_DIM), tl.float32)
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _operand(_load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+        v = _operand(_load_tile(QKV, C, U, b, offs_n, 2 * D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2
+        p = tl.where(offs_n[None, :] < N, tl.math.exp2(s - lse[:, None]), 0.0)  # padded keys: p = 0
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(_operand(ds, DTYPE, DOT_IN_FP32), k, input_precision=DOT_PRECISION)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_kernel(QKV, C, U, dOut, Lse, Delta, dQKV,
+                     stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
+                     N, H, sm_scale,
+                     HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
+                     BLOCK_N2: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
+                     DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Program (j, bh): dk, dv of key rows [j*BLOCK_N1, +BLOCK_N1), then dq of the same query rows."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    D = H * HEAD_DIM
+    DTYPE: tl.constexpr = dQKV.dtype.element_ty
+    qk_scale_log2 = sm_scale * _LOG2E
+    b64 = b.to(tl.int64)
+    q_cols = h * HEAD_DIM + tl.arange(0, HEAD_DIM)
+    strides = (stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n)
+    dout_base = dOut + b64 * N * D
+    dqkv_base = dQKV + b64 * N * 3 * D
+    rows = pid * BLOCK_N1 + tl.arange(0, BLOCK_N1)
+    row_ok = rows[:, None] < N
+
+    dk, dv = _bwd_dk_dv(QKV, C, U, dout_base, Lse + bh * N, Delta + bh * N, b, rows, q_cols, D, N, strides,
+                        qk_scale_log2, HEAD_DIM, BLOCK_M1, HAS_C, HAS_U, DTYPE, DOT_IN_FP32, DOT_PRECISION)
+    tl.store(dqkv_base + rows[:, None] * 3 * D + (D + q_cols)[None, :], (dk * sm_scale).to(DTYPE), mask=row_ok)
+    tl.store(dqkv_base + rows[:, None] * 3 * D + (2 * D + q_cols)[None, :], dv.to(DTYPE), mask=row_ok)
+    dq = _bwd_dq(QKV, C, U, dout_base, Lse + bh * N, Delta + bh * N, b, rows, q_cols, D, N, strides,
+                 qk_scale_log2, HEAD_DIM, BLOCK_N2, HAS_C, HAS_U, DTYPE, DOT_IN_FP32, DOT_PRECISION)
+    tl.store(dqkv_base + rows[:, None] * 3 * D + q_cols[None, :], (dq * sm_scale).to(DTYPE), mask=row_ok)
+
+
+#################################################################################
+#                        Launch configuration (one rule)                        #
+#################################################################################
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Tile sizes and launch parameters of the three kernels for one (head dim, dtype, arch)."""
+    fwd_block_m: int
+    fwd_block_n: int
+    fwd_warps: int
+    fwd_stages: int
+    bwd_block_m1: int   # query rows per step of the dk/dv loop
+    bwd_block_n1: int   # key rows per program (also its query rows for dq)
+    bwd_block_n2: int   # key rows per step of the dq loop
+    bwd_warps: int
+    bwd_stages: int
+    delta_block_m: int = 64
+
+
+INTERPRETER_ARCH = (8, 0)
+
+
+def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int]) -> AttentionConfig:
+    """The launch configuration for ``head_dim`` in HEAD_DIMS, compute ``dtype``, GPU ``arch``
+    (compute capability; the interpreter uses INTERPRETER_ARCH).
+
+    Rule (checked by compiling every case for sm_80 and sm_90 with zero spills, docs/attention.md):
+    - forward: 128 query rows per program (256 for head dim <= 64 on sm_90, whose 4 warpgroups
+      hold the larger tile: at GET's N = 256 a head's K/V are then read exactly once), 64 key rows
+      per step (32 at head dim 128 on sm_80 to bound registers); fp32 (ieee dots on CUDA cores)
+      halves both.
+    - backward: 128 key rows per program with 32-row query steps, 32-row key steps for dq
+      (64/16/16 for fp32); 8 warps at head dim 128, else 4.
+    """
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head_dim must be one of {HEAD_DIMS}, got {head_dim}")
+    hopper = arch[0] >= 9
+    fp32 = dtype == torch.float32
+    if fp32:
+        return AttentionConfig(64, 32, 4 if head_dim < 128 else 8, 2, 16, 64, 16, 4 if head_dim < 128 else 8, 1)
+    big = head_dim == 128
+    block_m = 256 if hopper and not big else 128
+    block_n = 32 if big and not hopper else 64
+    fwd_warps = 8 if (big or block_m == 256) else 4
+    return AttentionConfig(block_m, block_n, fwd_warps, 2 if big else 3,
+                           32, 128, 32, 8 if big else 4, 2 if big else 3)
+
+
+def _device_arch(device: torch.device) -> tuple[int, int]:
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)
+    return INTERPRETER_ARCH
+
+
+#################################################################################
+#                               Input validation                                #
+#################################################################################
+
+def _check_inputs(qkv, num_heads, c, u, scale) -> None:
+    if not isinstance(qkv, torch.Tensor) or qkv.dim() != 3 or qkv.shape[-1] % 3:
+        shape = tuple(qkv.shape) if isinstance(qkv, torch.Tensor) else type(qkv).__name__
+        raise ValueError(f"qkv must be a (B, N, 3D) tensor, got {shape}")
+    B, N, three_d = qkv.shape
+    if B == 0 or N == 0 or three_d == 0:
+        raise ValueError(f"qkv must be non-empty, got shape {tuple(qkv.shape)}")
+    D = three_d // 3
+    if not isinstance(num_heads, int) or num_heads <= 0 or D % num_heads:
+        raise ValueError(f"num_heads must be a positive int dividing D = {D}, got {num_heads!r}")
+    for name, t, shape in (("qkv", qkv, (B, N, three_d)), ("c", c, (B, 1, three_d)), ("u", u, (B, N, three_d))):
+        if t is None:
+            continue
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        if t.dtype not in DTYPES:
+            raise TypeError(f"{name} must be float16, bfloat16 or float32, got {t.dtype}")
+        if t.device != qkv.device:
+            raise ValueError(f"{name} is on {t.device} but qkv is on {qkv.device}")
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must have unit stride in its last dim (got strides {t.stride()}); "
+                             "call .contiguous() first")
+    if scale is not None and not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite float, got {scale!r}")
+
+
+def _compute_dtype(qkv, c, u) -> torch.dtype:
+    dtype = qkv.dtype
+    for t in (c, u):
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+#################################################################################
+#                              Triton host launches                              #
+#################################################################################
+
+def _kernel_args(qkv, c, u):
+    """Pointers and strides for qkv, c, u; an absent c or u passes qkv with zero strides (never read)."""
+    c_arg = qkv if c is None else c
+    u_arg = qkv if u is None else u
+    strides = (qkv.stride(0), qkv.stride(1), 0 if c is None else c.stride(0),
+               0 if u is None else u.stride(0), 0 if u is None else u.stride(1))
+    return c_arg, u_arg, strides
+
+
+def _dot_flags(dtype: torch.dtype) -> dict:
+    interp_bf16 = interpreter_enabled() and dtype == torch.bfloat16
+    return dict(DOT_IN_FP32=interp_bf16, DOT_PRECISION="ieee" if (dtype == torch.float32 or interp_bf16) else "tf32")
+
+
+def _forward_triton(qkv, c, u, num_heads: int, scale: float):
+    B, N, three_d = qkv.shape
+    D = three_d // 3
+    head_dim = D // num_heads
+    dtype = _compute_dtype(qkv, c, u)
+    cfg = attention_config(head_dim, dtype, _device_arch(qkv.device))
+    out = torch.empty((B, N, D), dtype=dtype, device=qkv.device)
+    lse = torch.empty((B, num_heads, N), dtype=torch.float32, device=qkv.device)
+    c_arg, u_arg, strides = _kernel_args(qkv, c, u)
+    grid = (triton.cdiv(N, cfg.fwd_block_m), B * num_heads)
+    _attn_fwd_kernel[grid](qkv, c_arg, u_arg, out, lse, *strides, N, num_heads, scale * _LOG2E.value,
+                           HEAD_DIM=head_dim, BLOCK_M=cfg.fwd_block_m, BLOCK_N=cfg.fwd_block_n,
+                           HAS_C=c is not None, HAS_U=u is not None, **_dot_flags(dtype),
+                           num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages)
+    return out, lse
+
+
+def _backward_triton(dout, qkv, c, u, out, lse, num_heads: int, scale: float):
+    B, N, three_d = qkv.shape
+    D = three_d // 3
+    head_dim = D // num_heads
+    dtype = out.dtype
+    cfg = attention_config(head_dim, dtype, _device_arch(qkv.device))
+    dout = dout.to(dtype).contiguous()
+    delta = torch.empty_like(lse)
+    _attn_bwd_delta_kernel[(triton.cdiv(N, cfg.delta_block_m), B * num_heads)](
+        out, dout, delta, N, num_heads, HEAD_DIM=head_dim, BLOCK_M=cfg.delta_block_m)
+    dqkv = torch.empty((B, N, three_d), dtype=dtype, device=qkv.device)
+    c_arg, u_arg, strides = _kernel_args(qkv, c, u)
+    grid = (triton.cdiv(N, cfg.bwd_block_n1), B * num_heads)
+    _attn_bwd_kernel[grid](qkv, c_arg, u_arg, dout, lse, delta, dqkv, *strides, N, num_heads, scale,
+                           HEAD_DIM=head_dim, BLOCK_M1=cfg.bwd_block_m1, BLOCK_N1=cfg.bwd_block_n1,
+                           BLOCK_N2=cfg.bwd_block_n2, HAS_C=c is not None, HAS_U=u is not None,
+                           **_dot_flags(dtype), num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages)
+    return dqkv
+
+
+#################################################################################
+#                     torch.library custom op with autograd                     #
+#################################################################################
+
+@torch.library.custom_op("getkern::attention_forward", mutates_args=())
+def _attention_forward_op(qkv: torch.Tensor, c: torch.Tensor | None, u: torch.Tensor | None,
+                          num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (out (B, N, D) in the compute dtype, lse (B, H, N) float32)."""
+    return _forward_triton(qkv, c, u, num_heads, scale)
+
+
+@_attention_forward_op.register_fake
+def _(qkv, c, u, num_heads, scale):
+    B, N, three_d = qkv.shape
+    out = qkv.new_empty((B, N, three_d // 3), dtype=_compute_dtype(qkv, c, u))
+    return out, qkv.new_empty((B, num_heads, N), dtype=torch.float32)
+
+
+@torch.library.custom_op("getkern::attention_backward", mutates_args=())
+def _attention_backward_op(dout: torch.Tensor, qkv: torch.Tensor, c: torch.Tensor | None,
+                           u: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor,
+                           num_heads: int, scale: float) -> torch.Tensor:
+    """Returns d(qkv + c + u) as (B, N, 3D) in the compute dtype."""
+    return _backward_triton(dout, qkv, c, u, out, lse, num_heads, scale)
+
+
+@_attention_backward_op.register_fake
+def _(dout, qkv, c, u, out, lse, num_heads, scale):
+    return qkv.new_empty(qkv.shape, dtype=out.dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    qkv, c, u, num_heads, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(qkv, c, u, out, lse)
+    ctx.num_heads, ctx.scale = num_heads, scale
+
+
+def _backward(ctx, dout, _dlse):
+    qkv, c, u, out, lse = ctx.saved_tensors
+    dsum = _attention_backward_op(dout, qkv, c, u, out, lse, ctx.num_heads, ctx.scale)
+    need_qkv, need_c, need_u = ctx.needs_input_grad[:3]
+    dqkv = dsum.to(qkv.dtype) if need_qkv else None
+    dc = dsum.sum(dim=1, keepdim=True, dtype=torch.float32).to(c.dtype) if need_c else None
+    du = dsum.to(u.dtype) if need_u else None
+    return dqkv, dc, du, None, None
+
+
+_attention_forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+#################################################################################
+#                                  Public API                                   #
+#################################################################################
 
 def attention_reference(qkv: torch.Tensor, num_heads: int, c: torch.Tensor | None = None,
                         u: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
@@ -24,9 +430,70 @@ def attention_reference(qkv: torch.Tensor, num_heads: int, c: torch.Tensor | Non
 def fused_attention(qkv: torch.Tensor, num_heads: int, *, c: torch.Tensor | None = None,
                     u: torch.Tensor | None = None, scale: float | None = None,
                     backend: str = "auto") -> torch.Tensor:
-    """Softmax attention over the (B, N, 3D) qkv projection, with c (B, 1, 3D) and u (B, N, 3D)
-    added on load. Returns (B, N, D)."""
+    """softmax(q k^T * scale) v per head, with q, k, v split from qkv + c + u.
+
+    qkv: (B, N, 3D) fp16/bf16/fp32, token-major (see the module docstring); c: (B, 1, 3D) or None;
+    u: (B, N, 3D) or None; each with unit stride in the last dim (other strides are free, so views
+    such as ``chunk`` outputs need no copy). scale defaults to 1/sqrt(D / num_heads).
+    Returns (B, N, D) in the promoted dtype of qkv, c, u. Differentiable in qkv, c and u.
+    backend: "auto" | "triton" | "torch" (see getkern._backend); Triton needs D / num_heads in
+    HEAD_DIMS.
+    """
+    _check_inputs(qkv, num_heads, c, u, scale)
     path = resolve_backend(backend, qkv.device, op="fused_attention")
     if path == "torch":
         return attention_reference(qkv, num_heads, c, u, scale)
-    raise NotImplementedError("Triton attention kernel: issue #4")
+    head_dim = qkv.shape[-1] // 3 // num_heads
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"fused_attention: the Triton kernel supports head dims {HEAD_DIMS}, got "
+                         f"{head_dim} (D={qkv.shape[-1] // 3}, num_heads={num_heads}); use backend='torch'")
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    return _attention_forward_op(qkv, c, u, num_heads, scale)[0]
+
+
+#################################################################################
+#                          Ahead-of-time compile specs                          #
+#################################################################################
+
+_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+AOT_ARCHS = ((8, 0), (9, 0))
+
+
+def aot_specs() -> Iterator[AotSpec]:
+    """Every kernel configuration attention_config can choose, for sm_80 and sm_90, with c and u both
+    present and both absent (the other two mixes load a subset of the same tiles)."""
+    for arch in AOT_ARCHS:
+        for dtype, ty in _TRITON_DTYPE.items():
+            dots = dtype != torch.float32  # fp32 uses ieee dots: FMA, not tensor cores
+            precision = "ieee" if dtype == torch.float32 else "tf32"
+            for head_dim in HEAD_DIMS:
+                cfg = attention_config(head_dim, dtype, arch)
+                tag = f"sm{arch[0]}{arch[1]},hd={head_dim},{ty}"
+                yield AotSpec(
+                    name=f"attention_bwd_delta[{tag}]", kernel=_attn_bwd_delta_kernel,
+                    signature={"Out": f"*{ty}", "dOut": f"*{ty}", "Delta": "*fp32", "N": "i32", "H": "i32",
+                               "HEAD_DIM": "constexpr", "BLOCK_M": "constexpr"},
+                    constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.delta_block_m}, num_warps=4, num_stages=1)
+                for has_c, has_u in ((True, True), (False, False)):
+                    common_sig = {"QKV": f"*{ty}", "C": f"*{ty}", "U": f"*{ty}"}
+                    stride_sig = {s: "i32" for s in ("stride_qkv_b", "stride_qkv_n", "stride_c_b",
+                                                     "stride_u_b", "stride_u_n")}
+                    flags = {"HAS_C": has_c, "HAS_U": has_u, "DOT_IN_FP32": False, "DOT_PRECISION": precision}
+                    inj = f"{'c' if has_c else ''}{'u' if has_u else ''}" or "none"
+                    yield AotSpec(
+                        name=f"attention_fwd[{tag},inj={inj}]", kernel=_attn_fwd_kernel,
+                        signature={**common_sig, "Out": f"*{ty}", "Lse": "*fp32", **stride_sig, "N": "i32",
+                                   "H": "i32", "qk_scale_log2": "fp32",
+                                   **{k: "constexpr" for k in ("HEAD_DIM", "BLOCK_M", "BLOCK_N", *flags)}},
+                        constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.fwd_block_m, "BLOCK_N": cfg.fwd_block_n,
+                                    **flags},
+                        num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages, uses_dot=dots)
+                    yield AotSpec(
+                        name=f"attention_bwd[{tag},inj={inj}]", kernel=_attn_bwd_kernel,
+                        signature={**common_sig, "dOut": f"*{ty}", "Lse": "*fp32", "Delta": "*fp32",
+                                   "dQKV": f"*{ty}", **stride_sig, "N": "i32", "H": "i32", "sm_scale": "fp32",
+                                   **{k: "constexpr" for k in ("HEAD_DIM", "BLOCK_M1", "BLOCK_N1", "BLOCK_N2",
+                                                               *flags)}},
+                        constexprs={"HEAD_DIM": head_dim, "BLOCK_M1": cfg.bwd_block_m1,
+                                    "BLOCK_N1": cfg.bwd_block_n1, "BLOCK_N2": cfg.bwd_block_n2, **flags},
+                        num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages, uses_dot=dots)
