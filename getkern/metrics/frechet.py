@@ -1,0 +1,64 @@
+"""Frechet distance between two Gaussians fitted to feature sets (the quantity FID reports).
+
+FD = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2).
+
+tr sqrt(S1 S2) is computed from eigenvalues, in float64: S1 S2 is similar to the symmetric
+positive semi-definite matrix sqrt(S1) S2 sqrt(S1), so their eigenvalues agree and
+tr sqrt(S1 S2) = sum_i sqrt(lambda_i(sqrt(S1) S2 sqrt(S1))). Two ``eigh`` calls replace
+``scipy.linalg.sqrtm`` (slower, and its ``disp=False`` form is removed in SciPy 1.18).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _as_float64(x: ArrayLike, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return x
+
+
+def feature_statistics(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) features -> (mu (D,), sigma (D, D)), float64, unbiased covariance (divides by N - 1)."""
+    f = _as_float64(features, "features")
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"features must have shape (N >= 2, D), got {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+
+
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric PSD matrix; round-off negative eigenvalues become 0."""
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
+    """tr sqrt(S1 S2) for symmetric PSD S1, S2 (float64)."""
+    s1, s2 = _as_float64(sigma1, "sigma1"), _as_float64(sigma2, "sigma2")
+    root1 = _psd_sqrt((s1 + s1.T) / 2)
+    m = root1 @ s2 @ root1
+    w = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(w, 0.0, None)).sum())
+
+
+def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2); mu (D,), sigma (D, D)."""
+    mu1, mu2 = _as_float64(mu1, "mu1"), _as_float64(mu2, "mu2")
+    s1, s2 = _as_float64(sigma1, "sigma1"), _as_float64(sigma2, "sigma2")
+    d = mu1.shape[0] if mu1.ndim == 1 else None
+    if d is None or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
+        raise ValueError(f"shapes do not match: mu1 {mu1.shape}, sigma1 {s1.shape}, mu2 {mu2.shape}, "
+                         f"sigma2 {s2.shape}; expected (D,), (D, D) for one D")
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt_product(s1, s2))
+
+
+def frechet_distance_features(features1: ArrayLike, features2: ArrayLike) -> float:
+    """Frechet distance between Gaussians fitted to two (N, D) feature sets."""
+    return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
