@@ -28,6 +28,7 @@ import torch
 
 from getkern._backend import resolve_backend
 from getkern.ops._aot import AotSpec
+from getkern.tools.traffic import Traffic
 
 try:
     import triton
@@ -305,6 +306,36 @@ def _mix_triton(F, G, alpha, tau, k, res, best, best_res):
         F, G, alpha, res, best, best_res, tickets, out, n, m, k % m, min(k + 1, m), 1.0 - tau,
         DAMPED=tau != 1.0, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
+
+
+# ---------------------------------------------------------------- device-memory traffic (docs/anderson.md)
+
+def traffic_floor(B: int, m: int, n: int, k: int, dtype: torch.dtype, tau: float = 1.0) -> int:
+    """Least device-memory bytes of iteration k for any implementation of this contract, every
+    sample improving its best: read fz and z, write them to the rings, read the other valid G_i for
+    the Gram row, then (after the solve, so in a second pass) read every valid F_i (and G_i if
+    tau != 1), write z_next and the best iterate. (2v + 5) n elements per sample, v = min(k+1, m)."""
+    v = min(k + 1, m)
+    elements = 2 + 2 + (v - 1) + v * (1 if tau == 1.0 else 2) + 1 + 1
+    return B * n * elements * torch.finfo(dtype).bits // 8
+
+
+def triton_traffic(B: int, m: int, n: int, k: int, dtype: torch.dtype, tau: float = 1.0,
+                   improved: int | None = None) -> Traffic:
+    """Bytes and launches of the three kernels for iteration k, counting every lane of every load and
+    store they issue (no cache reuse assumed), with ``improved`` samples (default: all) copying their
+    best iterate. Checked against an instrumented interpreter run in tests/test_ops_anderson.py."""
+    s = torch.finfo(dtype).bits // 8
+    v, improved = min(k + 1, m), B if improved is None else improved
+    chunks_record = -(-n // _stream_config(m)[1])
+    chunks_mix = -(-n // BLOCK)
+    partials = B * chunks_record * (v + 1) * 4                            # fp32 scratch, both ways
+    read = B * n * s * (2 + (v - 1)) + partials                           # record: fz, z, other G_i
+    written = B * n * s * 2 + partials + B * (2 * v + 2) * 4              # F, G slots; Gram row+col, norms
+    hist = v * (1 if tau == 1.0 else 2)
+    read += B * n * s * hist + B * chunks_mix * (v + 2 + 1) * 4           # mix: F_i (G_i); alpha, res, ticket
+    written += B * n * s + improved * n * s + B * chunks_mix * 4 + B * 2 * 4  # z_next, best; tickets, best_res
+    return Traffic(bytes_read=read, bytes_written=written, launches=3)
 
 
 # ---------------------------------------------------------------- ahead-of-time compile specs
