@@ -100,7 +100,7 @@ def _config(dtype: torch.dtype) -> dict:
     """The GPU rule, or under the interpreter one small config (its cost grows with tile area, and
     tests use tiny odd shapes)."""
     if interpreter_enabled():
-        return dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)
+        return dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, GROUP_M=4, num_warps=4, num_stages=1)
     return _gpu_config(dtype)
 
 

@@ -1,0 +1,171 @@
+"""Triton MLP (fc1 + bias + erf GELU; fc2 + bias + residual) vs a float64 reference.
+
+Tolerance (docs/layernorm_mlp.md): the kernel's max error vs float64 must be at most FACTOR times
+the error of PyTorch's own same-dtype path vs float64, plus one ulp of the output's magnitude.
+"""
+import importlib
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from getkern._backend import BackendUnavailable
+from getkern.nn import MLP
+from getkern.ops.mlp import mlp
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+FWD_FACTOR, BWD_FACTOR = 2.0, 3.0
+NAMES = ("h", "w1", "b1", "w2", "b2", "residual")
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Every float tensor the ops allocate starts as NaN, so an element a kernel forgets shows."""
+    for name in ("empty", "empty_like"):
+        original = getattr(torch, name)
+
+        def poisoned_alloc(*args, _original=original, **kwargs):
+            t = _original(*args, **kwargs)
+            return t.fill_(float("nan")) if t.is_floating_point() else t
+
+        monkeypatch.setattr(torch, name, poisoned_alloc)
+
+
+def assert_close_to_f64(name, out, ref64, same_dtype, factor):
+    assert torch.isfinite(out).all(), f"{name}: non-finite elements (unwritten?)"
+    err = (out.double() - ref64).abs().max().item()
+    base = (same_dtype.double() - ref64).abs().max().item()
+    ulp = torch.finfo(out.dtype).eps * ref64.abs().max().item()
+    assert err <= factor * base + ulp, f"{name}: error {err:.3g} vs torch {out.dtype} error {base:.3g}"
+
+
+def make_inputs(lead, D, H, dtype, residual=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    tensors = (rand(*lead, D), rand(H, D) / D ** 0.5, 0.5 * rand(H), rand(D, H) / H ** 0.5,
+               0.5 * rand(D), rand(*lead, D) if residual else None)
+    return tuple(t.to(dtype) if t is not None else None for t in tensors)
+
+
+def run(tensors, backend, grad=None):
+    leaves = [t.detach().clone().requires_grad_(grad is not None) if t is not None else None
+              for t in tensors]
+    out = mlp(*leaves[:5], residual=leaves[5], backend=backend)
+    if grad is None:
+        return out, ()
+    out.backward(grad.to(out.dtype))
+    return out, tuple(t.grad if t is not None else None for t in leaves)
+
+
+def f64(tensors):
+    return tuple(t.double() if t is not None else None for t in tensors)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead, D, H, residual", [
+    ((2, 9), 40, 72, True),    # ragged tiles in M, N and K
+    ((5,), 200, 2 * 200, False),
+])
+def test_forward_matches_float64(poisoned, dtype, lead, D, H, residual):
+    tensors = make_inputs(lead, D, H, dtype, residual)
+    with torch.no_grad():
+        out, _ = run(tensors, "triton")
+        same, _ = run(tensors, "torch")
+        ref, _ = run(f64(tensors), "torch")
+    assert out.dtype == dtype and out.shape == tensors[0].shape
+    assert_close_to_f64("out", out, ref, same, FWD_FACTOR)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("residual", [False, True])
+def test_backward_matches_float64(poisoned, dtype, residual):
+    tensors = make_inputs((3, 7), 40, 72, dtype, residual, seed=1)
+    grad = torch.randn(3, 7, 40, generator=torch.Generator().manual_seed(2))
+    out, got = run(tensors, "triton", grad)
+    same_out, same = run(tensors, "torch", grad)
+    ref_out, ref = run(f64(tensors), "torch", grad.double())
+    assert_close_to_f64("out", out, ref_out, same_out, FWD_FACTOR)
+    for name, gt, sm, rf in zip(NAMES, got, same, ref):
+        if rf is not None:
+            assert_close_to_f64(f"d{name}", gt, rf, sm, BWD_FACTOR)
+
+
+def test_inference_does_not_keep_the_pre_activation(monkeypatch):
+    """Without autograd the (M, H) pre-activation is never written: the inference op is used."""
+    ops_mlp = importlib.import_module("getkern.ops.mlp")  # the package re-exports a function `mlp`
+    calls = []
+    original = ops_mlp._forward
+    monkeypatch.setattr(ops_mlp, "_forward",
+                        lambda *a, keep_pre: calls.append(keep_pre) or original(*a, keep_pre=keep_pre))
+    tensors = make_inputs((3,), 16, 32, torch.float32)
+    with torch.no_grad():
+        mlp(*tensors[:5], residual=tensors[5], backend="triton")
+    assert calls == [False]
+
+
+def test_opcheck():
+    tensors = make_inputs((3,), 16, 32, torch.float32)
+    torch.library.opcheck(torch.ops.getkern.mlp.default, tensors)
+    torch.library.opcheck(torch.ops.getkern.mlp_train.default, tensors)
+
+
+def test_compile_fullgraph_no_graph_break():
+    module = MLP(16, 32, backend="triton")
+    h, *_, r = make_inputs((2, 3), 16, 32, torch.float32)
+    compiled = torch.compile(lambda x, res: module(x, residual=res).square().sum(),
+                             fullgraph=True, backend="aot_eager")
+    loss = compiled(h, r)
+    loss.backward()
+    grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    module(h, residual=r).square().sum().backward()
+    for got, want in zip(grads, [p.grad for p in module.parameters()]):
+        torch.testing.assert_close(got, want)
+
+
+def test_module_loads_reference_state_dict_and_matches():
+    ref = nn.Sequential()
+    ref.fc1, ref.act, ref.fc2 = nn.Linear(24, 48), nn.GELU(), nn.Linear(48, 24)
+    module = MLP(24, 48, backend="triton")
+    module.load_state_dict({k: v for k, v in ref.state_dict().items()})
+    h = torch.randn(5, 24)
+    torch.testing.assert_close(module(h), ref.fc2(F.gelu(ref.fc1(h))), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("w1_shape", ValueError, "w1 must have shape"),
+    ("w2_shape", ValueError, "w2 must have shape"),
+    ("residual_shape", ValueError, "residual must have shape"),
+    ("int_dtype", TypeError, "h has dtype"),
+    ("mixed_dtype", TypeError, "b2 has dtype"),
+    ("device", ValueError, "residual is on"),
+    ("non_contiguous", ValueError, "w1 must be contiguous"),
+])
+def test_bad_inputs_raise_clear_errors(case, error, match):
+    h, w1, b1, w2, b2, r = make_inputs((4,), 8, 16, torch.float32)
+    if case == "w1_shape":
+        w1 = w1[:, :7]
+    elif case == "w2_shape":
+        w2 = w2[:7]
+    elif case == "residual_shape":
+        r = r[:3]
+    elif case == "int_dtype":
+        h = h.to(torch.int32)
+    elif case == "mixed_dtype":
+        b2 = b2.double()
+    elif case == "device":
+        r = r.to("meta")
+    elif case == "non_contiguous":
+        w1 = torch.randn(8, 16).t()
+    with pytest.raises(error, match=match):
+        mlp(h, w1, b1, w2, b2, residual=r, backend="triton")
+
+
+def test_triton_on_cpu_without_interpreter_is_unavailable(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    tensors = make_inputs((2,), 8, 16, torch.float32)
+    with pytest.raises(BackendUnavailable, match="mlp"):
+        mlp(*tensors[:5], residual=tensors[5], backend="triton")
+    ref = tensors[5] + F.linear(F.gelu(F.linear(tensors[0], *tensors[1:3])), *tensors[3:5])
+    torch.testing.assert_close(mlp(*tensors[:5], residual=tensors[5], backend="auto"), ref)
