@@ -1,31 +1,36 @@
-"""``getkern demo``: the main job. Placeholder until the distillation pipeline lands (issue #8):
-samples a randomly initialised GET-T at several solver iteration counts and times it on CPU."""
+"""``getkern demo``: the main job. Distills the shipped digits teacher into a small GET on CPU, offline,
+and writes sample grids (teacher vs GET), a metrics table and plot, a profile and summary.json.
+A second run reuses the cached pairs and GET (under <out>/cache). See docs/pipeline.md."""
 from __future__ import annotations
-
-import time
-
-import torch
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="run the main job on the embedded default")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--iters", type=int, nargs="+", default=[1, 2, 4, 6])
+    from getkern.distill.demo import DemoConfig
+    d = DemoConfig()
+    p = sub.add_parser("demo", help="run the main job on the embedded default (digits)",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=d.out, help=f"output folder (default {d.out}; cache in <out>/cache)")
+    p.add_argument("--train-teacher", action="store_true", help="train the digits teacher instead of "
+                   "loading the shipped one (cached)")
+    p.add_argument("--num-pairs", type=int, default=d.num_pairs)
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="GET training steps")
+    p.add_argument("--no-profile", action="store_true", help="skip the hand-over to `getkern profile`")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import getkern
-    torch.manual_seed(0)
-    model = getkern.GET.from_config("GET-T/2").eval()
-    noise = torch.randn(args.batch, 3, 32, 32)
-    print(f"GET-T/2 (random init), batch {args.batch}, CPU threads {torch.get_num_threads()}")
-    with torch.inference_mode():
-        for iters in args.iters:
-            model(noise, iters=iters)  # warm-up
-            t0 = time.perf_counter()
-            _, info = model(noise, iters=iters, return_info=True)
-            dt = time.perf_counter() - t0
-            print(f"iters={iters}: {1e3 * dt / args.batch:7.2f} ms/image, "
-                  f"lowest residual {info['abs_lowest'].mean():.3f}")
+    import time
+
+    from getkern.distill.demo import DemoConfig, run_demo
+    t0 = time.perf_counter()
+    cfg = DemoConfig(out=args.out, teacher="train" if args.train_teacher else "digits", num_pairs=args.num_pairs,
+                     max_steps=args.max_steps, profile=not args.no_profile, progress=not args.no_progress)
+    s = run_demo(cfg)
+    print(f"\n{s['metric']} at N={s['num_samples']} (floor {s['floor']:.2f}, ceiling {s['ceiling']:.2f}):")
+    print(f"  EDM teacher, {s['teacher']['network_evaluations']} evaluations: {s['teacher']['frechet']:.2f}")
+    print(f"  GET, 1 evaluation ({s['get']['iterations']} iterations):    {s['get']['frechet']:.2f}"
+          f"  ({'within' if s['get_within_2x_of_teacher'] else 'NOT within'} 2x of the teacher)")
+    print(f"outputs in {args.out}/ (summary.json, metrics.md, metrics.png, samples_teacher_vs_get.png); "
+          f"{time.perf_counter() - t0:.0f} s")
     return 0

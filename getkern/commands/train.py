@@ -1,0 +1,49 @@
+"""``getkern train``: distill pairs into a GET (reference recipe by default; resumes from --out).
+
+    getkern train --pairs runs/pairs --out runs/get --model GET-T/2 --max-steps 100000
+    torchrun --nproc_per_node 8 -m getkern train --pairs pairs/ --out runs/get-b --model GET-B/2 --amp bf16
+"""
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    from getkern.deq import GRADS
+    from getkern.distill import TrainConfig
+    d = TrainConfig(pairs="", out="")
+    p = sub.add_parser("train", help="distill teacher pairs into a GET", description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", required=True, help="getkern pair directory or reference root (latent/, image/)")
+    p.add_argument("--out", required=True, help="run directory; an existing checkpoint there is resumed")
+    p.add_argument("--model", default="GET-T/2", help="a named size (GET-T/2 ...) (default: GET-T/2)")
+    p.add_argument("--model-args", default="{}", help='JSON GET keyword overrides, e.g. \'{"hidden_size": 64}\'')
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay)
+    p.add_argument("--iters", type=int, default=d.iters, help="unrolled iterations K per step")
+    p.add_argument("--fpc-weight", type=float, default=d.fpc_weight)
+    p.add_argument("--loss", choices=("l1", "l2"), default=d.loss)
+    p.add_argument("--grad", choices=GRADS, default=d.grad)
+    p.add_argument("--max-steps", type=int, default=d.max_steps)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--sample-every", type=int, default=d.sample_every, help="0: no grids")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=d.amp)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from getkern.distill import TrainConfig, Trainer
+    model = {"name": args.model, **json.loads(args.model_args)} if args.model else json.loads(args.model_args)
+    config = TrainConfig(pairs=args.pairs, out=args.out, model=model, batch_size=args.batch_size,
+                         grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay,
+                         ema_decay=args.ema_decay, iters=args.iters, fpc_weight=args.fpc_weight, loss=args.loss,
+                         grad=args.grad, max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
+                         sample_every=args.sample_every, seed=args.seed, amp=args.amp, device=args.device,
+                         progress=not args.no_progress)
+    Trainer(config).fit()
+    return 0

@@ -1,0 +1,224 @@
+"""The embedded default: the whole GET method on scikit-learn's digits, on a laptop CPU, offline.
+
+    teacher (shipped, or trained with --train-teacher) -> pairs -> distilled GET -> samples
+    -> digits-classifier Frechet distance (teacher at 2..35 evaluations vs GET at 1) -> profiling
+
+Everything expensive is cached under ``<out>/cache/`` keyed by its settings (pairs by count and
+sampler, the GET by its whole training config), so a second run only re-evaluates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from getkern.checkpoint import atomic_write
+
+EVAL_FIRST_SEED = 1_000_000_000  # evaluation noise never overlaps training pairs (seeds 0..num_pairs-1)
+
+
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"
+    teacher: str = "digits"            # shipped teacher; "train" retrains it into the cache
+    teacher_steps: int = 6000          # only for teacher="train"
+    num_pairs: int = 20_000
+    heun_steps: int = 18               # 35 teacher evaluations per pair
+    # GET for 8x8x1 digits: patch 2 -> 16 tokens of width 64 (see docs/pipeline.md).
+    model: dict = field(default_factory=lambda: dict(patch_size=2, hidden_size=64, depth=2, num_heads=4,
+                                                     mlp_ratio=4.0, deq_mlp_ratio=4.0, backend="torch",
+                                                     solver_backend="torch"))
+    batch_size: int = 128
+    lr: float = 1e-3
+    ema_decay: float = 0.999
+    train_iters: int = 6
+    max_steps: int = 3000
+    eval_samples: int = 600            # the digits metric's maximum (its floor uses 600 held-out digits)
+    teacher_eval_steps: tuple = (2, 3, 4, 6, 8, 12, 18)
+    get_eval_iters: tuple = (1, 2, 3, 4, 6, 8)
+    get_iters: int = 6                 # the headline GET setting (the reference's inference default)
+    profile: bool = True
+    progress: bool = True
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Run (or finish, or re-evaluate) the embedded default; returns the summary also written to
+    ``<out>/summary.json``."""
+    from getkern.data import write_pairs
+    from getkern.data.pairs import seed_inputs
+    from getkern.distill.grid import make_grid
+    from getkern.distill.sampling import sample_get
+    from getkern.distill.trainer import TrainConfig, Trainer
+    from getkern.metrics import DigitsFrechet
+    from getkern.teacher import load_teacher, network_evaluations
+
+    out = Path(cfg.out)
+    cache = out / "cache"
+    timings, reused = {}, {}
+    t_all = time.perf_counter()
+
+    # 1. teacher
+    t0 = time.perf_counter()
+    if cfg.teacher == "train":
+        from getkern.teacher.digits import save_teacher, train_digits_teacher
+        tdir = cache / f"teacher-{cfg.teacher_steps}"
+        reused["teacher"] = (tdir / "model.safetensors").is_file()
+        if not reused["teacher"]:
+            denoiser, info = train_digits_teacher(steps=cfg.teacher_steps, progress=cfg.progress)
+            save_teacher(denoiser, tdir, info)
+        teacher = load_teacher(tdir)
+    else:
+        teacher, reused["teacher"] = load_teacher(cfg.teacher), True
+    timings["teacher_s"] = time.perf_counter() - t0
+
+    # 2. pairs
+    t0 = time.perf_counter()
+    pairs_dir = cache / f"pairs-{_key([teacher.meta, cfg.num_pairs, cfg.heun_steps])}"
+    reused["pairs"] = (pairs_dir / "manifest.json").is_file() and json.loads(
+        (pairs_dir / "manifest.json").read_text()).get("complete", False)
+    write_pairs(teacher, pairs_dir, num_pairs=cfg.num_pairs, shard_size=5000, num_steps=cfg.heun_steps,
+                progress=cfg.progress)
+    timings["pairs_s"] = time.perf_counter() - t0
+
+    # 3. distillation
+    t0 = time.perf_counter()
+    train_cfg = TrainConfig(pairs=str(pairs_dir), out="", model=dict(cfg.model), batch_size=cfg.batch_size,
+                            lr=cfg.lr, ema_decay=cfg.ema_decay, iters=cfg.train_iters, max_steps=cfg.max_steps,
+                            checkpoint_every=500, sample_every=1000, log_every=10, progress=cfg.progress)
+    train_cfg.out = str(cache / f"get-{_key({**train_cfg.to_dict(), 'progress': None})}")
+    trainer = Trainer(train_cfg)
+    reused["get"] = trainer.out.joinpath("checkpoint.pt").is_file()
+    trainer.fit()
+    get = trainer.ema.eval()
+    timings["distill_s"] = time.perf_counter() - t0
+
+    # 4. samples from the same noise and labels for both
+    t0 = time.perf_counter()
+    seeds = range(EVAL_FIRST_SEED, EVAL_FIRST_SEED + cfg.eval_samples)
+    inputs = [seed_inputs(s, teacher.image_shape, teacher.num_classes) for s in seeds]
+    latents = torch.stack([z for z, _ in inputs])
+    labels = torch.arange(cfg.eval_samples) % 10  # balanced classes
+    teacher_images, teacher_time = {}, {}
+    for steps in cfg.teacher_eval_steps:
+        t = time.perf_counter()
+        teacher_images[steps] = teacher.sample(latents, labels, num_steps=steps).float()
+        teacher_time[steps] = (time.perf_counter() - t) / cfg.eval_samples
+    get_images, get_time = {}, {}
+    for iters in cfg.get_eval_iters:
+        t = time.perf_counter()
+        get_images[iters], _ = sample_get(get, cfg.eval_samples, seed=EVAL_FIRST_SEED, iters=iters,
+                                          labels=labels, noise=latents)
+        get_time[iters] = (time.perf_counter() - t) / cfg.eval_samples
+    timings["sample_s"] = time.perf_counter() - t0
+
+    # 5. quality in the digits classifier's feature space, with floor and ceiling at the same N
+    t0 = time.perf_counter()
+    metric = DigitsFrechet()
+    rows = []
+    for steps, images in teacher_images.items():
+        q = metric(images)
+        rows.append({"model": "EDM teacher (Heun)", "setting": f"{steps} steps",
+                     "network_evaluations": network_evaluations(steps), "frechet": q.distance, "kid": q.kid,
+                     "ms_per_image": 1e3 * teacher_time[steps]})
+    for iters, images in get_images.items():
+        q = metric(images)
+        rows.append({"model": "GET (distilled)", "setting": f"{iters} iterations", "network_evaluations": 1,
+                     "frechet": q.distance, "kid": q.kid, "ms_per_image": 1e3 * get_time[iters]})
+    floor, ceiling, kid_floor, kid_ceiling = metric.bounds(cfg.eval_samples)
+    timings["metrics_s"] = time.perf_counter() - t0
+
+    teacher_fd = next(r["frechet"] for r in rows if r["model"].startswith("EDM") and r["setting"] == f"{cfg.heun_steps} steps")
+    get_fd = next(r["frechet"] for r in rows if r["model"].startswith("GET") and r["setting"] == f"{cfg.get_iters} iterations")
+
+    # 6. outputs: grids, table, plot
+    per_class = 10
+    pick = torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in range(10)])
+    t_grid = make_grid(teacher_images[cfg.heun_steps][pick], nrow=per_class, scale=4)
+    g_grid = make_grid(get_images[cfg.get_iters][pick], nrow=per_class, scale=4)
+    gap = np.full((t_grid.shape[0], 12), 255, dtype=np.uint8)
+    _save_png(out / "samples_teacher.png", t_grid)
+    _save_png(out / "samples_get.png", g_grid)
+    _save_png(out / "samples_teacher_vs_get.png", np.concatenate([t_grid, gap, g_grid], axis=1))
+    _write_table(out / "metrics.md", rows, floor, ceiling, cfg.eval_samples)
+    _plot(out / "metrics.png", rows, floor, ceiling, cfg)
+
+    # 7. hand over to the profiling command (issue 9)
+    profile = None
+    if cfg.profile:
+        t0 = time.perf_counter()
+        profile = _profile(get, out / "profile", cfg)
+        timings["profile_s"] = time.perf_counter() - t0
+
+    timings["total_s"] = time.perf_counter() - t_all
+    summary = {
+        "metric": metric.name, "num_samples": cfg.eval_samples, "floor": floor, "ceiling": ceiling,
+        "kid_floor": kid_floor, "kid_ceiling": kid_ceiling,
+        "teacher": {"network_evaluations": network_evaluations(cfg.heun_steps), "frechet": teacher_fd},
+        "get": {"network_evaluations": 1, "iterations": cfg.get_iters, "frechet": get_fd,
+                "parameters": sum(p.numel() for p in get.parameters())},
+        "get_within_2x_of_teacher": bool(get_fd <= 2 * teacher_fd),
+        "rows": rows, "timings_s": {k: round(v, 2) for k, v in timings.items()}, "reused": reused,
+        "artifacts": {"pairs": str(pairs_dir), "get_run": str(trainer.out), "profile": profile},
+        "config": dataclasses.asdict(cfg), "threads": torch.get_num_threads(),
+    }
+    atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
+    return summary
+
+
+def _save_png(path: Path, grid: np.ndarray) -> None:
+    import matplotlib.image
+    atomic_write(path, lambda p: matplotlib.image.imsave(p, grid, cmap="gray", vmin=0, vmax=255, format="png"))
+
+
+def _write_table(path: Path, rows: list[dict], floor: float, ceiling: float, n: int) -> None:
+    lines = [f"Digits-classifier Frechet distance (not FID), N = {n}: floor {floor:.2f} (real held-out digits), "
+             f"ceiling {ceiling:.2f} (Gaussian noise).", "",
+             "| model | setting | network evaluations | Frechet distance | KID | ms/image |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['setting']} | {r['network_evaluations']} | {r['frechet']:.2f} | {r['kid']:.4f} "
+              f"| {r['ms_per_image']:.3f} |" for r in rows]
+    atomic_write(path, lambda p: Path(p).write_text("\n".join(lines) + "\n"))
+
+
+def _plot(path: Path, rows: list[dict], floor: float, ceiling: float, cfg: DemoConfig) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    t = [r for r in rows if r["model"].startswith("EDM")]
+    g = [r for r in rows if r["model"].startswith("GET")]
+    a.plot([r["network_evaluations"] for r in t], [r["frechet"] for r in t], "o-", label="EDM teacher (Heun)")
+    head = next(r for r in g if r["setting"] == f"{cfg.get_iters} iterations")
+    a.plot([1], [head["frechet"]], "r*", markersize=14, label=f"GET, 1 evaluation ({cfg.get_iters} iterations)")
+    b.plot([int(r["setting"].split()[0]) for r in g], [r["frechet"] for r in g], "rs-", label="GET")
+    for ax in (a, b):
+        ax.axhline(floor, color="g", ls="--", label="floor (real held-out)")
+        ax.axhline(ceiling, color="k", ls=":", label="ceiling (noise)")
+        ax.set_yscale("log")
+        ax.set_ylabel("digits-classifier Frechet distance")
+        ax.legend(fontsize=8)
+    a.set_xscale("log")
+    a.set_xlabel("network evaluations per image")
+    b.set_xlabel("GET equilibrium iterations (one network evaluation)")
+    fig.suptitle(f"getkern demo: digits, N = {cfg.eval_samples}")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+
+
+def _profile(get, out: Path, cfg: DemoConfig):
+    """Hand the distilled GET to the profiling command of getkern.profile, when it is installed."""
+    try:
+        from getkern import profile as profiling
+    except ImportError:
+        return None
+    return profiling.run_profile(get, out, iters=list(cfg.get_eval_iters))

@@ -1,0 +1,307 @@
+"""Distill a teacher's noise/image pairs into a GET (the reference recipe by default).
+
+One optimisation step at step s (0-based) with global batch B:
+  1. indices: positions s*B .. s*B+B-1 of an endless stream of per-epoch permutations of the pairs
+     (epoch e shuffled by a generator seeded with (seed, e)): the data position is the step itself;
+  2. z0 (B, N, D) from a generator seeded with (seed, s), so a rank or micro-batch slice of the global
+     batch sees the same numbers whatever the world size or accumulation;
+  3. the model unrolls K = ``iters`` equilibrium iterations from z0 and decodes each iterate x_k;
+     loss = sum_k w^(K-1-k) * L1(x_k, image) (fixed-point correction, not normalised, w = 0.8);
+  4. AdamW step, then EMA update of every parameter.
+Checkpoints hold model, EMA, optimiser, RNG states and the data position, written atomically, so a
+run killed at any moment resumes from its last checkpoint and then reproduces the uninterrupted run's
+losses exactly (same machine, same thread count).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from getkern.checkpoint import CheckpointError, atomic_write
+from getkern.distill.distributed import barrier, init_distributed
+from getkern.distill.grid import save_grid
+from getkern.models import GET
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+CHECKPOINT_FORMAT = "getkern-train"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved in each checkpoint. Defaults: the reference's recipe."""
+    pairs: str                         # a getkern pair directory, or a reference root (latent/, image/)
+    out: str                           # run directory: checkpoint.pt, log.jsonl, samples/, ema/
+    model: dict = field(default_factory=lambda: {"name": "GET-T/2"})  # {"name": ..} and/or GET kwargs
+    batch_size: int = 128              # global batch, over all ranks and accumulation steps
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    iters: int = 6                     # K unrolled equilibrium iterations per training step
+    fpc_weight: float = 0.8            # fixed-point-correction weight w: iterate k gets w^(K-1-k)
+    loss: str = "l1"                   # "l1" | "l2"
+    grad: str = "unrolled"             # gradient mode of getkern.deq: "unrolled" | "phantom" | "implicit"
+    max_steps: int = 800_000
+    checkpoint_every: int = 1000
+    sample_every: int = 5000
+    log_every: int = 1
+    seed: int = 0
+    amp: str = "none"                  # "none" | "bf16" | "fp16" (CUDA autocast)
+    device: str | None = None          # None: CUDA when available
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def build_model(model_cfg: dict, *, in_channels: int, input_size: int, cond: bool, num_classes: int) -> GET:
+    """GET from ``{"name": "GET-T/2", ...overrides}`` or plain GET keyword arguments."""
+    cfg = dict(model_cfg)
+    name = cfg.pop("name", None)
+    shape = dict(in_channels=in_channels, input_size=input_size, cond=cond, num_classes=max(num_classes, 1))
+    return GET.from_config(name, **{**shape, **cfg}) if name else GET(**{**shape, **cfg})
+
+
+def load_pairs(path):
+    """PairDataset for a getkern directory (has manifest.json), else ReferencePairDataset."""
+    from getkern.data import PairDataset, ReferencePairDataset
+    return PairDataset(path) if (Path(path) / "manifest.json").is_file() else ReferencePairDataset(path)
+
+
+def fpc_loss(iterates: list[torch.Tensor], target: torch.Tensor, weight: float, kind: str = "l1"):
+    """Fixed-point-correction loss sum_k weight^(K-1-k) * mean|x_k - target|^p over K decoded iterates."""
+    K = len(iterates)
+    base = (lambda a: (a - target).abs().mean()) if kind == "l1" else (lambda a: ((a - target) ** 2).mean())
+    return sum(weight ** (K - 1 - k) * base(x) for k, x in enumerate(iterates))
+
+
+def _generator(*seeds: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(hash_seeds(*seeds))
+    return g
+
+
+def hash_seeds(*seeds: int) -> int:
+    """A 63-bit seed from a tuple of ints (so (seed, epoch) and (seed, step) streams never collide)."""
+    h = 1469598103934665603
+    for s in seeds:
+        h = ((h ^ (s & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+class Trainer:
+    """``Trainer(TrainConfig(pairs=..., out=...)).fit()``; resumes from ``out/checkpoint.pt`` if present."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = c = config
+        if c.batch_size < 1 or c.grad_accum < 1 or c.iters < 1:
+            raise ValueError(f"batch_size, grad_accum and iters must be >= 1, got {c.batch_size}, {c.grad_accum}, {c.iters}")
+        if c.loss not in ("l1", "l2"):
+            raise ValueError(f"loss must be 'l1' or 'l2', got {c.loss!r}")
+        if c.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {c.amp!r}")
+        self.dist = init_distributed(c.device)
+        self.device = self.dist.device
+        if c.batch_size % (self.dist.world_size * c.grad_accum):
+            raise ValueError(f"batch_size={c.batch_size} must be divisible by world_size*grad_accum="
+                             f"{self.dist.world_size * c.grad_accum}")
+        self.micro = c.batch_size // (self.dist.world_size * c.grad_accum)
+        self.out = Path(c.out)
+        self.dataset = load_pairs(c.pairs)
+        self.latents, self.images, self.labels = self.dataset.tensors()
+        n, C, H, W = self.latents.shape
+        self.cond = self.dataset.num_classes > 0
+        torch.manual_seed(c.seed)  # the initial weights are part of what the seed determines
+        self.model = build_model(c.model, in_channels=C, input_size=H, cond=self.cond,
+                                 num_classes=self.dataset.num_classes).to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=c.lr,
+                                     weight_decay=c.weight_decay)
+        self.net = self.model
+        if self.dist.world_size > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=c.amp == "fp16" and self.device.type == "cuda")
+        self.step = 0
+        self._perm_cache: dict[int, torch.Tensor] = {}
+        self._sample_noise = torch.randn((min(100, 10 * max(1, self.dataset.num_classes)), C, H, W),
+                                         generator=_generator(c.seed, -1))
+
+    # ---------------------------------------------------------------- data order
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perm_cache:
+            self._perm_cache = {epoch: torch.randperm(len(self.latents), generator=_generator(self.config.seed, epoch))}
+        return self._perm_cache[epoch]
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Global batch of pair indices for ``step`` (positions step*B .. step*B+B-1 of the stream)."""
+        n, B = len(self.latents), self.config.batch_size
+        pos = torch.arange(step * B, step * B + B)
+        epochs = pos // n
+        return torch.cat([self._perm(int(e))[pos[epochs == e] % n] for e in torch.unique(epochs)])
+
+    # ---------------------------------------------------------------- one step
+
+    def train_step(self) -> dict:
+        c, step = self.config, self.step
+        idx = self.batch_indices(step)
+        N, D = self.model.x_embedder.num_patches, self.model.hidden_size
+        z0_all = torch.randn((c.batch_size, N, D), generator=_generator(c.seed, step))
+        self.net.train()
+        self.opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), dtype=torch.float64)
+        for a in range(c.grad_accum):
+            chunk = (a * self.dist.world_size + self.dist.rank) * self.micro
+            sl = slice(chunk, chunk + self.micro)
+            i = idx[sl]
+            noise, target = self.latents[i].to(self.device), self.images[i].to(self.device)
+            y = self.labels[i].to(self.device) if self.cond else None
+            z0 = z0_all[sl].to(self.device)
+            sync = a == c.grad_accum - 1 or self.dist.world_size == 1
+            with (self.net.no_sync() if not sync else contextlib.nullcontext()):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16 if c.amp == "bf16" else torch.float16,
+                                    enabled=c.amp != "none" and self.device.type == "cuda"):
+                    iterates = self.net(noise, y, iters=c.iters, z0=z0, return_iterates=True, grad=c.grad)
+                    loss = fpc_loss([x.float() for x in iterates], target, c.fpc_weight, c.loss)
+                self.scaler.scale(loss / c.grad_accum).backward()
+            total += loss.detach().double().cpu() / c.grad_accum
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        with torch.no_grad():
+            for p_ema, p in zip(self.ema.parameters(), self.model.parameters()):
+                p_ema.lerp_(p, 1 - c.ema_decay)
+        if self.dist.world_size > 1:
+            dist.all_reduce(total)
+            total /= self.dist.world_size
+        self.step += 1
+        return {"step": self.step, "loss": float(total)}
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        B, n = self.config.batch_size, len(self.latents)
+        return {"format": CHECKPOINT_FORMAT, "step": self.step, "model": self.model.state_dict(),
+                "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rng, "data": {"epoch": self.step * B // n, "offset": self.step * B % n, "num_pairs": n},
+                "config": json.dumps(self.config.to_dict()), "model_config": json.dumps(self.model.config)}
+
+    def save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            state = self.state_dict()
+            atomic_write(self.out / CHECKPOINT, lambda p: torch.save(state, p))
+        barrier()
+
+    def load_checkpoint(self, path) -> None:
+        state = load_train_checkpoint(path)
+        if json.loads(state["model_config"]) != self.model.config:
+            raise CheckpointError(f"{path}: model config {state['model_config']} differs from this run's "
+                                  f"{json.dumps(self.model.config)}")
+        saved = json.loads(state["config"])
+        for key in ("batch_size", "seed", "iters", "pairs", "lr", "grad", "loss", "fpc_weight"):
+            if saved.get(key) != getattr(self.config, key):
+                raise CheckpointError(f"{path}: cannot resume with {key}={getattr(self.config, key)!r}, "
+                                      f"the checkpoint was trained with {saved.get(key)!r}")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = int(state["step"])
+
+    # ---------------------------------------------------------------- loop
+
+    @torch.no_grad()
+    def save_samples(self) -> Path:
+        """Grid of EMA samples from fixed noise (one row per class when conditional)."""
+        noise = self._sample_noise.to(self.device)
+        y = None
+        if self.cond:
+            k = self.dataset.num_classes
+            y = torch.arange(len(noise), device=self.device) // (len(noise) // k) % k
+        images = self.ema(noise, y, iters=self.config.iters, generator=_generator(self.config.seed, -2))
+        return save_grid(images, self.out / "samples" / f"step-{self.step:07d}.png", nrow=10,
+                         scale=max(1, 32 // images.shape[-1]))
+
+    def fit(self) -> list[dict]:
+        """Train to ``max_steps`` (resuming if a checkpoint exists); returns this call's log records."""
+        from tqdm import tqdm
+        c = self.config
+        ckpt = self.out / CHECKPOINT
+        if ckpt.is_file():
+            self.load_checkpoint(ckpt)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _truncate_log(self.out / LOG, self.step)
+            (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+        records = []
+        bar = tqdm(total=c.max_steps, initial=self.step, desc="distill", disable=not (c.progress and self.dist.is_main))
+        t0, seen = time.perf_counter(), 0
+        while self.step < c.max_steps:
+            rec = self.train_step()
+            seen += c.batch_size
+            rec["pairs_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+            if not math.isfinite(rec["loss"]):
+                raise FloatingPointError(f"loss became {rec['loss']} at step {self.step}")
+            records.append(rec)
+            if self.dist.is_main and (self.step % c.log_every == 0 or self.step == c.max_steps):
+                with open(self.out / LOG, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", pairs_s=rec["pairs_per_s"])
+            if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
+                self.save_checkpoint()
+            if self.dist.is_main and c.sample_every and (self.step % c.sample_every == 0 or self.step == c.max_steps):
+                self.save_samples()
+        bar.close()
+        if self.dist.is_main:
+            self.ema.save_pretrained(self.out / "ema")
+        barrier()
+        return records
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records after ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write(path, lambda p: Path(p).write_text("".join(line + "\n" for line in keep)))
+
+
+def load_train_checkpoint(path) -> dict:
+    """A checkpoint written by :class:`Trainer` (torch.load with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling/zip failure means the same thing here
+        raise CheckpointError(f"{path} is not a readable training checkpoint (corrupt or truncated): "
+                              f"{str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a getkern training checkpoint (format != {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def load_ema_model(path) -> GET:
+    """The EMA GET of a training checkpoint file, ready for sampling (eval mode)."""
+    state = load_train_checkpoint(path)
+    model = GET(**json.loads(state["model_config"]))
+    from getkern.checkpoint import load_state_dict_checked
+    load_state_dict_checked(model, state["ema"], f"{path}['ema']")
+    return model.eval()

@@ -1,0 +1,149 @@
+"""A small EDM teacher getkern trains itself on scikit-learn's bundled digits (no download).
+
+Images: the 1797 8x8 grayscale digits, values 0..16, scaled to [-1, 1] as x/8 - 1, shape (B, 1, 8, 8).
+The raw network is a residual MLP over the 64 pixels, conditioned on the EDM noise level (sinusoidal
+embedding of c_noise) and on the class label; :class:`~getkern.teacher.edm.EDMPrecond` turns it into
+the denoiser D(x, sigma, labels).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from getkern.checkpoint import CheckpointError, atomic_write
+from getkern.teacher.edm import EDMPrecond, edm_loss, fourier_embedding
+
+NUM_CLASSES = 10
+IMAGE_SHAPE = (1, 8, 8)
+TEACHER_FORMAT = "getkern-teacher"
+
+
+def load_digits_images(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits as (images float32 (n, 1, 8, 8) in [-1, 1], labels int64 (n,)).
+
+    ``split``: "train" (1197 images, what the teacher learns from), "heldout" (600 images nothing
+    trains on; the metric's floor) or "all" (1797). The split is the digits metric's own
+    (:func:`getkern.metrics.digits_classifier.digits_split`), so the teacher never sees held-out images.
+    """
+    from getkern.metrics.digits_classifier import digits_split
+    tr_x, tr_y, ho_x, ho_y = digits_split()
+    if split == "train":
+        return tr_x, tr_y
+    if split == "heldout":
+        return ho_x, ho_y
+    if split == "all":
+        return torch.cat([tr_x, ho_x]), torch.cat([tr_y, ho_y])
+    raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+
+
+class DigitsMLP(nn.Module):
+    """Raw EDM network F(x_in, c_noise, labels) for (B, 1, 8, 8) digits: a residual MLP, width ``hidden``."""
+
+    def __init__(self, hidden: int = 192, layers: int = 4, emb_dim: int = 64, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.config = dict(hidden=hidden, layers=layers, emb_dim=emb_dim, num_classes=num_classes)
+        pixels = int(np.prod(IMAGE_SHAPE))
+        self.emb_dim = emb_dim
+        self.noise_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.class_emb = nn.Embedding(num_classes, hidden) if num_classes else None
+        self.inp = nn.Linear(pixels, hidden)
+        self.norms = nn.ModuleList([nn.LayerNorm(hidden) for _ in range(layers)])
+        self.fc1 = nn.ModuleList([nn.Linear(hidden, 2 * hidden) for _ in range(layers)])
+        self.cond = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(layers)])
+        self.fc2 = nn.ModuleList([nn.Linear(2 * hidden, hidden) for _ in range(layers)])
+        self.out_norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, pixels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        emb = self.noise_mlp(fourier_embedding(c_noise, self.emb_dim))  # (B, hidden)
+        if self.class_emb is not None:
+            if class_labels is None:
+                raise ValueError("this digits teacher is class-conditional: class_labels are required")
+            emb = emb + self.class_emb(class_labels)
+        emb = torch.nn.functional.silu(emb)
+        h = self.inp(x.flatten(1))
+        for norm, fc1, cond, fc2 in zip(self.norms, self.fc1, self.cond, self.fc2):
+            h = h + fc2(torch.nn.functional.silu(fc1(norm(h) + cond(emb))))
+        return self.out(self.out_norm(h)).view(x.shape)
+
+
+def train_digits_teacher(*, steps: int = 6000, batch_size: int = 256, lr: float = 1e-3, ema_decay: float = 0.999,
+                         seed: int = 0, hidden: int = 192, layers: int = 4, log_every: int = 500,
+                         progress: bool = True) -> tuple[EDMPrecond, dict]:
+    """Train the digits teacher with the EDM loss on the 1197 training digits; returns (EMA denoiser, info)."""
+    from tqdm import tqdm
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    images, labels = load_digits_images("train")
+    model = EDMPrecond(DigitsMLP(hidden=hidden, layers=layers))
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (steps - s) / (0.3 * steps)))  # linear tail
+    t0, losses = time.perf_counter(), []
+    bar = tqdm(range(steps), desc="digits teacher", disable=not progress)
+    for step in bar:
+        idx = torch.randint(len(images), (batch_size,), generator=g)
+        loss = edm_loss(model, images[idx], labels[idx], generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters()):
+                p_ema.lerp_(p, 1 - ema_decay)
+        losses.append(loss.item())
+        if (step + 1) % log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
+    info = dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
+                final_loss=float(np.mean(losses[-min(len(losses), log_every):])),
+                seconds=round(time.perf_counter() - t0, 1), torch=torch.__version__,
+                threads=torch.get_num_threads())
+    return ema.eval(), info
+
+
+def save_teacher(denoiser: EDMPrecond, directory, info: dict | None = None,
+                 storage_dtype: torch.dtype = torch.float32) -> None:
+    """Write ``config.json`` + ``model.safetensors`` (the raw network's weights) atomically.
+
+    ``storage_dtype=torch.float16`` halves the file (the shipped teacher uses it); loading computes in
+    float32 from the stored values, so the stored file *is* the teacher.
+    """
+    directory = Path(directory)
+    state = {k: v.detach().to(storage_dtype).contiguous().cpu() for k, v in denoiser.net.state_dict().items()}
+    meta = {"format": TEACHER_FORMAT, "kind": "digits-mlp", "config": denoiser.net.config,
+            "sigma_data": denoiser.sigma_data, "image_shape": list(IMAGE_SHAPE), "training": info or {}}
+    atomic_write(directory / "model.safetensors", lambda p: save_file(state, p))
+    atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
+
+
+def load_teacher_dir(directory) -> tuple[EDMPrecond, dict]:
+    """Load a teacher written by :func:`save_teacher`; returns (denoiser in eval mode, metadata)."""
+    directory = Path(directory)
+    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    for p in (config_path, weights_path):
+        if not p.is_file():
+            raise CheckpointError(f"{p} does not exist (expected a teacher directory written by save_teacher)")
+    try:
+        meta = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != TEACHER_FORMAT or meta.get("kind") != "digits-mlp":
+        raise CheckpointError(f"{config_path} is not a getkern digits teacher (format/kind)")
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
+    net = DigitsMLP(**meta["config"])
+    from getkern.checkpoint import load_state_dict_checked
+    load_state_dict_checked(net, state, str(weights_path))
+    return EDMPrecond(net, sigma_data=meta["sigma_data"]).eval().requires_grad_(False), meta
