@@ -166,3 +166,17 @@ def test_triton_on_cpu_without_interpreter_is_unavailable(monkeypatch):
         layer_norm(x, w, b, backend="triton")
     torch.testing.assert_close(layer_norm(x, w, b, backend="auto"),
                                torch.nn.functional.layer_norm(x, (8,), w, b, 1e-6))
+
+
+def test_autocast_with_fp32_parameters_matches_torch():
+    """Under autocast (the trainer's amp) bf16 activations meet fp32 parameters."""
+    x, w, b, r = make_inputs((3, 24), torch.float32, True)
+    w.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s, y = layer_norm(x.bfloat16(), w, b, residual=r, backend="triton")
+        s_ref, y_ref = layer_norm(x.bfloat16(), w, b, residual=r, backend="torch")
+    assert s.dtype == torch.float32  # x + residual promotes, as in torch
+    torch.testing.assert_close(s, s_ref)
+    torch.testing.assert_close(y, y_ref.to(y.dtype), atol=1e-5, rtol=1e-5)
+    y.sum().backward()
+    assert w.grad is not None and w.grad.dtype == torch.float32

@@ -169,3 +169,42 @@ def test_triton_on_cpu_without_interpreter_is_unavailable(monkeypatch):
         mlp(*tensors[:5], residual=tensors[5], backend="triton")
     ref = tensors[5] + F.linear(F.gelu(F.linear(tensors[0], *tensors[1:3])), *tensors[3:5])
     torch.testing.assert_close(mlp(*tensors[:5], residual=tensors[5], backend="auto"), ref)
+
+
+def test_autocast_with_fp32_parameters_matches_torch():
+    """Under autocast (the trainer's amp) the MLP runs in bf16; an fp32 residual stream stays fp32."""
+    h, w1, b1, w2, b2, r = make_inputs((3,), 16, 32, torch.float32)
+    w1.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp(h, w1, b1, w2, b2, residual=r, backend="triton")
+        ref = mlp(h, w1, b1, w2, b2, residual=r, backend="torch")
+    assert out.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=2e-2)
+    out.sum().backward()
+    assert w1.grad is not None and w1.grad.dtype == torch.float32
+
+
+def test_block_ln_mlp_path_is_four_kernel_launches(monkeypatch):
+    """The traffic table's launch count: LN1, add+LN2, fc1+GELU, fc2+residual and nothing else."""
+    from getkern.ops.layernorm import layer_norm
+    from getkern.tools.traffic import count_torch_traffic
+
+    launched = []
+    for module, kernel in (("getkern.ops.layernorm", "_ln_fwd_kernel"),
+                           ("getkern.ops.mlp", "_linear_kernel")):
+        jit = getattr(importlib.import_module(module), kernel)
+        monkeypatch.setattr(jit, "run", lambda *a, _run=jit.run, _k=kernel, **kw:
+                            launched.append(_k) or _run(*a, **kw))
+    x, a = torch.randn(2, 3, 16), torch.randn(2, 3, 16)
+    ln_w, ln_b = torch.ones(16), torch.zeros(16)
+    _, w1, b1, w2, b2, _ = make_inputs((2, 3), 16, 32, torch.float32)
+
+    def step():
+        h1 = layer_norm(x, ln_w, ln_b, backend="triton")
+        s, h = layer_norm(a, ln_w, ln_b, residual=x, backend="triton")
+        return h1, mlp(h, w1, b1, w2, b2, residual=s, backend="triton")
+
+    with torch.no_grad():
+        _, traffic = count_torch_traffic(step)
+    assert launched == ["_ln_fwd_kernel"] * 2 + ["_linear_kernel"] * 2
+    assert dict(traffic.ops) == {"layer_norm": 1, "add_layer_norm": 1, "mlp": 1}  # no torch compute

@@ -252,7 +252,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     """LN over the last dim of x (..., D) with affine weight, bias (D,); fp32 statistics.
 
     With ``residual`` (same shape as x): s = x + residual and returns (s, LN(s)), one pass.
-    All tensors share one dtype (fp32, fp16 or bf16) and device; outputs have that dtype.
+    All tensors share one dtype (fp32, fp16 or bf16) and device; outputs have that dtype. Under
+    autocast, weight and bias are cast to the activations' dtype (x and residual promoted).
     """
     path = resolve_backend(backend, x.device, op="layer_norm")
     if path == "torch":
@@ -260,6 +261,11 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
             return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
         s = x + residual
         return s, F.layer_norm(s, s.shape[-1:], weight, bias, eps)
+    if torch.is_autocast_enabled(x.device.type):
+        # Autocast does not touch custom ops: run in the activations' (promoted) dtype, fp32 stats.
+        dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
+        x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+        residual = residual.to(dtype) if residual is not None else None
     _check_inputs(x, weight, bias, residual)
     if residual is None:
         return torch.ops.getkern.layer_norm(x, weight, bias, eps)[0]

@@ -87,21 +87,24 @@ def _linear_kernel(A, W, BIAS, RES, PRE, C, M, N, K, stride_wn, stride_wk,
 #                     Launch configuration (one rule, documented)               #
 #################################################################################
 
-def _gpu_config(dtype: torch.dtype) -> dict:
+def _gpu_config(dtype: torch.dtype, epilogue: str) -> dict:
     """Tile config on a GPU: 128x128 output tiles (8 warps, 64 fp32 accumulators per thread),
-    BLOCK_K 64 for 16-bit inputs and 32 for fp32, so 3 stages take 96 KiB of shared memory on sm_80
-    and sm_90. Every GET width (256..768) and hidden width (4..12 x D) is a multiple of 128 and 64,
-    and M = B*N is large, so one config serves every GET size."""
+    BLOCK_K 64 for 16-bit inputs and 32 for fp32, so 3 stages take at most 96 KiB of shared memory
+    on sm_80 and sm_90. The backward's "gelu_grad" epilogue loads a second (M, H) tile and evaluates
+    erf and exp on it: 128x64 tiles there (128x128 needs all 255 registers). Every GET width
+    (256..768) and hidden width (4..12 x D) is a multiple of 128 and 64, and M = B*N is large, so
+    one config per epilogue serves every GET size."""
+    block_n = 64 if epilogue == "gelu_grad" else 128
     block_k = 32 if dtype == torch.float32 else 64
-    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=3)
+    return dict(BLOCK_M=128, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=3)
 
 
-def _config(dtype: torch.dtype) -> dict:
-    """The GPU rule, or under the interpreter one small config (its cost grows with tile area, and
-    tests use tiny odd shapes)."""
+def _config(dtype: torch.dtype, epilogue: str) -> dict:
+    """The GPU rule, or under the interpreter one small config (its cost grows with the number of
+    tiles and K steps, and tests use tiny odd shapes)."""
     if interpreter_enabled():
         return dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, GROUP_M=4, num_warps=4, num_stages=1)
-    return _gpu_config(dtype)
+    return _gpu_config(dtype, epilogue)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -119,7 +122,7 @@ def _linear(a2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, *, ep
     M, K = a2d.shape
     N = w.shape[0]
     c = torch.empty(M, N, device=a2d.device, dtype=a2d.dtype)
-    cfg = _config(a2d.dtype)
+    cfg = _config(a2d.dtype, epilogue)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _linear_kernel[grid](
         a2d, w, bias if bias is not None else c, res if res is not None else c,
@@ -243,11 +246,19 @@ def _check_inputs(h, w1, b1, w2, b2, residual) -> None:
 def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, *,
         residual: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
     """fc2(GELU_exact(fc1(h))) (+ residual). h, residual: (..., D); w1: (H, D); b1: (H,);
-    w2: (D, H); b2: (D,). One dtype (fp32, fp16 or bf16) and device for all; fp32 accumulation."""
+    w2: (D, H); b2: (D,). One dtype (fp32, fp16 or bf16) and device for all; fp32 accumulation.
+    Under autocast, h and the parameters are cast to the autocast dtype first (as for F.linear)."""
     path = resolve_backend(backend, h.device, op="mlp")
     if path == "torch":
         out = F.linear(F.gelu(F.linear(h, w1, b1)), w2, b2)
         return out if residual is None else residual + out
+    if torch.is_autocast_enabled(h.device.type):
+        # Autocast does not touch custom ops: cast as it would for F.linear; a wider residual stream
+        # keeps its dtype, as in ``residual + out``, at the cost of one separate add.
+        dtype = torch.get_autocast_dtype(h.device.type)
+        h, w1, b1, w2, b2 = (t.to(dtype) for t in (h, w1, b1, w2, b2))
+        if residual is not None and residual.dtype != dtype:
+            return residual + mlp(h, w1, b1, w2, b2, backend=backend)
     _check_inputs(h, w1, b1, w2, b2, residual)
     tensors = (h, w1, b1, w2, b2, residual)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
@@ -262,9 +273,9 @@ def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b
 GET_DIMS = (256, 384, 512, 768)
 GET_MLP_RATIOS = (4, 6, 8, 12)
 
-# (name, EPILOGUE, HAS_BIAS, STORE_PRE, W is transposed): the four launches _forward and
-# _mlp_backward_op make. Tile sizes do not depend on D or H (see _config), so the specs differ only
-# in dtype and epilogue; M, N, K are runtime arguments covering every (D, ratio) pair above.
+# (name, EPILOGUE, HAS_BIAS, STORE_PRE, W is transposed): every launch _forward and _mlp_backward_op
+# make. Tile sizes depend only on dtype and epilogue (see _gpu_config), so these cover every
+# (D, ratio) pair above: M, N, K are runtime arguments.
 _LAUNCHES = (
     ("fc1_gelu", "gelu", True, False, False),
     ("fc1_gelu_keep_pre", "gelu", True, True, False),
@@ -277,9 +288,9 @@ _LAUNCHES = (
 def aot_specs():
     """Every MLP kernel config the dispatcher can pick at GET sizes on a GPU, fp16 and bf16."""
     for torch_dtype, dtype in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
-        cfg = _gpu_config(torch_dtype)
         p = f"*{dtype}"
         for name, epilogue, has_bias, store_pre, w_transposed in _LAUNCHES:
+            cfg = _gpu_config(torch_dtype, epilogue)
             constexprs = {"EPILOGUE": epilogue, "HAS_BIAS": has_bias, "STORE_PRE": store_pre,
                           "UPCAST": False, "DOT_PRECISION": "tf32",
                           **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
