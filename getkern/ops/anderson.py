@@ -12,13 +12,14 @@ Pass 2, :func:`anderson_mix`: z_next = sum_i alpha_i (F_i - (1 - tau) G_i)  (= t
   and update the per-sample best iterate (the f-value with the lowest residual so far).
 
 Triton path (docs/anderson.md has the traffic table): three launches per iteration.
-  1. ``_record_stream_kernel``, grid (B, cdiv(n, BLOCK)): reads fz and z once, writes both history
+  1. ``_record_stream_kernel``, grid (B, chunks of n): reads fz and z once, writes both history
      slots, and per chunk the partial dots of g with every valid G_i plus the partial ||fz||^2 into
      a small fp32 scratch (B, chunks, m + 1).
   2. ``_record_finish_kernel``, grid (B,): sums the partials in a fixed order (deterministic, no
      atomics), writes the Gram row and column and the two residual norms.
   3. ``_mix_kernel``, grid (B, cdiv(n, BLOCK)): reads the valid F_i (and G_i only when tau != 1), writes
-     z_next, and copies F[:, slot] into best where the residual improved.
+     z_next, and copies F[:, slot] into best where the residual improved; the last program of each
+     sample to finish (a per-sample arrival ticket) updates best_res, after all have compared with it.
 Slots >= min(k + 1, m) are never read by the kernels: they hold no history yet (the torch path reads
 them with a zero weight, so the two agree whenever those unused slots are finite).
 """
