@@ -1,0 +1,189 @@
+"""The code-generation gate on demo kernels defined here: it must pass good kernels and fail a spilling
+kernel and a tl.dot kernel without tensor-core instructions. The full gate over getkern's own kernels
+runs separately (`make gpu-check`, a few minutes)."""
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import triton
+import triton.language as tl
+
+from getkern.ops._aot import AotSpec
+from getkern.tools import gpu_check
+
+THIS = str(Path(__file__).resolve())
+
+
+@triton.jit
+def _demo_matmul(A, B, C, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """C = A @ B, bf16 in, fp32 accumulate: must use mma.sync (sm_80) / wgmma (sm_90)."""
+    rm = tl.program_id(0) * BM + tl.arange(0, BM)
+    rn = tl.program_id(1) * BN + tl.arange(0, BN)
+    rk = tl.arange(0, BK)
+    acc = tl.zeros((BM, BN), tl.float32)
+    for k in range(0, K, BK):
+        a = tl.load(A + rm[:, None] * K + (k + rk)[None, :], mask=(rm[:, None] < M) & (k + rk[None, :] < K), other=0.0)
+        b = tl.load(B + (k + rk)[:, None] * N + rn[None, :], mask=(k + rk[:, None] < K) & (rn[None, :] < N), other=0.0)
+        acc = tl.dot(a, b, acc)
+    tl.store(C + rm[:, None] * N + rn[None, :], acc.to(tl.bfloat16), mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+@triton.jit
+def _demo_add(X, Y, Z, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(X + offs, mask=offs < n).to(tl.float32)
+    y = tl.load(Y + offs, mask=offs < n).to(tl.float32)
+    tl.store(Z + offs, (x + y).to(tl.bfloat16), mask=offs < n)
+
+
+@triton.jit
+def _demo_fp32_dot(A, B, C, BM: tl.constexpr):
+    """An fp32 dot in IEEE precision: compiled to FMAs, no tensor cores."""
+    r = tl.arange(0, BM)
+    a = tl.load(A + r[:, None] * BM + r[None, :])
+    b = tl.load(B + r[:, None] * BM + r[None, :])
+    tl.store(C + r[:, None] * BM + r[None, :], tl.dot(a, b, input_precision="ieee"))
+
+
+@triton.jit
+def _demo_spill(X, Y, BLOCK: tl.constexpr):
+    """Five BLOCK-wide rows live across a reduction on one warp: 5 * 2048 / 32 = 320 values per thread."""
+    offs = tl.arange(0, BLOCK)
+    a = tl.load(X + offs)
+    b = tl.load(X + BLOCK + offs)
+    c = tl.load(X + 2 * BLOCK + offs)
+    d = tl.load(X + 3 * BLOCK + offs)
+    e = tl.load(X + 4 * BLOCK + offs)
+    s = tl.sum(a * b + c * d + e, 0)
+    tl.store(Y + offs, a * s + b)
+    tl.store(Y + BLOCK + offs, c * s + d)
+    tl.store(Y + 2 * BLOCK + offs, e * s + a)
+
+
+def good_specs():
+    mm = {"A": "*bf16", "B": "*bf16", "C": "*bf16", "M": "i32", "N": "i32", "K": "i32"}
+    yield AotSpec("demo_matmul[bf16,64x64x32]", _demo_matmul, mm, {"BM": 64, "BN": 64, "BK": 32},
+                  num_warps=4, num_stages=2, uses_dot=True)
+    yield AotSpec("demo_add[bf16]", _demo_add, {"X": "*bf16", "Y": "*bf16", "Z": "*bf16", "n": "i32"},
+                  {"BLOCK": 1024}, num_warps=4)
+
+
+def bad_specs():
+    yield AotSpec("demo_fp32_dot[ieee]", _demo_fp32_dot, {"A": "*fp32", "B": "*fp32", "C": "*fp32"},
+                  {"BM": 16}, num_warps=1, num_stages=1, uses_dot=True)
+    yield AotSpec("demo_spill[2048,1 warp]", _demo_spill, {"X": "*fp32", "Y": "*fp32"}, {"BLOCK": 2048},
+                  num_warps=1, num_stages=1)
+
+
+@pytest.fixture(scope="module")
+def demo_gate(tmp_path_factory):
+    """One gate run over all demo specs, both architectures, two worker processes (~20-40 s here)."""
+    return gpu_check.run_gate([f"{THIS}:good_specs", f"{THIS}:bad_specs"], archs=(80, 90), jobs=2,
+                              cuda_sources=[], log_dir=tmp_path_factory.mktemp("gpu_check_logs"))
+
+
+def _report(result, name, arch):
+    (match,) = [r for r in result.reports if r.name == name and r.arch == arch]
+    return match
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_gate_passes_good_kernels_with_tensor_cores(demo_gate, arch):
+    assert not demo_gate.problems
+    mm = _report(demo_gate, "demo_matmul[bf16,64x64x32]", arch)
+    assert mm.ok, mm.failures
+    assert mm.ptx_mma == {80: "mma.sync", 90: "wgmma"}[arch]
+    assert ("HGMMA" if arch == 90 else "HMMA") in mm.sass_mma
+    assert 0 < mm.registers <= 255 and mm.spill_bytes == 0 and mm.shared_bytes > 0
+    assert 0 < mm.occupancy <= 1
+    add = _report(demo_gate, "demo_add[bf16]", arch)
+    assert add.ok and add.ptx_mma == "-" and add.sass_mma == "-"
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_gate_fails_spills_and_dots_without_tensor_cores(demo_gate, arch):
+    spill = _report(demo_gate, "demo_spill[2048,1 warp]", arch)
+    assert spill.spill_bytes > 0 and any("spills" in f for f in spill.failures)
+    dot = _report(demo_gate, "demo_fp32_dot[ieee]", arch)
+    assert dot.sass_mma == "-" and any("tensor-core" in f for f in dot.failures)
+    assert not demo_gate.ok
+    table = gpu_check.format_table(demo_gate)
+    assert "FAIL: spills" in table and "| ok |" in table
+
+
+def test_judge_shared_memory_limit_and_occupancy():
+    report = gpu_check.KernelReport("triton", "k", "m", 80, shared_bytes=170 * 1024, spill_bytes=0)
+    gpu_check.judge(report, gpu_check.ARCHS[80], uses_dot=False)
+    assert report.failures == [f"shared memory {170 * 1024} B > {163 * 1024} B limit"]
+    ok = gpu_check.KernelReport("triton", "k", "m", 90, shared_bytes=170 * 1024, spill_bytes=0)
+    gpu_check.judge(ok, gpu_check.ARCHS[90], uses_dot=False)
+    assert ok.ok
+    # Hand-checked: 128 regs * 32 lanes = 4096 per warp -> 16 warps by registers; 4-warp blocks -> 4 blocks.
+    assert gpu_check.occupancy(gpu_check.ARCHS[80], 128, 0, 4) == 16 / 64
+    # 100 KB of shared memory per block: one block fits in 164 KB, two do not.
+    assert gpu_check.occupancy(gpu_check.ARCHS[80], 32, 100 * 1024, 8) == 8 / 64
+    assert gpu_check.occupancy(gpu_check.ARCHS[90], 32, 0, 4) == 1.0
+
+
+def test_parse_ptxas_log():
+    log = textwrap.dedent("""\
+        ptxas info    : Compiling entry function '_Z4axpyPf' for 'sm_80'
+        ptxas info    : Function properties for _Z4axpyPf
+            8 bytes stack frame, 4 bytes spill stores, 12 bytes spill loads
+        ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem, 360 bytes cmem[0]
+        ptxas info    : Compiling entry function '_Z4axpyPf' for 'sm_90'
+        ptxas info    : Function properties for _Z4axpyPf
+            0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+        ptxas info    : Used 10 registers, used 0 barriers
+        """)
+    stats = gpu_check.parse_ptxas_log(log)
+    assert stats[("_Z4axpyPf", "sm_80")] == {"registers": 40, "stack": 8, "spill": 16, "smem": 2048}
+    assert stats[("_Z4axpyPf", "sm_90")] == {"registers": 10, "stack": 0, "spill": 0, "smem": 0}
+
+
+def test_discovery_lists_every_ops_module():
+    ops_dir = Path(gpu_check.__file__).resolve().parents[1] / "ops"
+    expected = {f"getkern.ops.{p.stem}" for p in ops_dir.glob("*.py") if p.stem != "__init__"}
+    assert set(gpu_check.discover_sources()) == expected
+
+
+def test_collect_specs_covers_modules_and_flags_uncovered_kernels(tmp_path, monkeypatch):
+    """A package with one covered module, one kernel without a spec and a kernel-free module."""
+    pkg = tmp_path / "demo_ops"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    header = "import triton\nimport triton.language as tl\nfrom getkern.ops._aot import AotSpec\n"
+    (pkg / "covered.py").write_text(header + textwrap.dedent("""
+        @triton.jit
+        def _helper(x):
+            return x * 2
+
+        @triton.jit
+        def kernel(X, BLOCK: tl.constexpr):
+            offs = tl.arange(0, BLOCK)
+            tl.store(X + offs, _helper(tl.load(X + offs)))
+
+        def aot_specs():
+            for block in (64, 128):
+                yield AotSpec(f"kernel[{block}]", kernel, {"X": "*fp32"}, {"BLOCK": block})
+        """))
+    (pkg / "forgotten.py").write_text(header + textwrap.dedent("""
+        @triton.jit
+        def lonely(X):
+            tl.store(X, 1.0)
+        """))
+    (pkg / "plain.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "demo_ops", raising=False)
+    specs, problems = gpu_check.collect_specs(["demo_ops.covered", "demo_ops.forgotten", "demo_ops.plain"])
+    assert [(origin, s.name) for origin, s in specs] == [("demo_ops.covered", "kernel[64]"),
+                                                         ("demo_ops.covered", "kernel[128]")]
+    assert len(problems) == 1 and "demo_ops.forgotten" in problems[0] and "lonely" in problems[0]
+
+
+def test_getkern_ops_specs_are_valid_and_cover_every_kernel():
+    """Every getkern.ops module's aot_specs() imports, yields AotSpecs, and covers all its kernels."""
+    specs, problems = gpu_check.collect_specs(gpu_check.discover_sources())
+    assert not problems, problems
+    assert all(s.num_warps in (1, 2, 4, 8, 16) for _, s in specs)
