@@ -32,10 +32,19 @@ def feature_statistics(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
 
 
+def _clip_roundoff(w: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a PSD matrix with round-off removed: those below D * eps * max|w| become 0.
+
+    Feature covariances are often singular (fewer samples than dimensions); without this, the
+    square roots of their ~1e-16-relative zero eigenvalues would add up to a visible bias."""
+    cutoff = len(w) * np.finfo(np.float64).eps * np.abs(w).max(initial=0.0)
+    return np.where(w > cutoff, w, 0.0)
+
+
 def _psd_sqrt(s: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric PSD matrix; round-off negative eigenvalues become 0."""
+    """Symmetric square root of a symmetric PSD matrix."""
     w, v = np.linalg.eigh(s)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return (v * np.sqrt(_clip_roundoff(w))) @ v.T
 
 
 def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
@@ -43,8 +52,7 @@ def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
     s1, s2 = _as_float64(sigma1, "sigma1"), _as_float64(sigma2, "sigma2")
     root1 = _psd_sqrt((s1 + s1.T) / 2)
     m = root1 @ s2 @ root1
-    w = np.linalg.eigvalsh((m + m.T) / 2)
-    return float(np.sqrt(np.clip(w, 0.0, None)).sum())
+    return float(np.sqrt(_clip_roundoff(np.linalg.eigvalsh((m + m.T) / 2))).sum())
 
 
 def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:

@@ -1,0 +1,115 @@
+"""`getkern profile` and profile_model on a tiny GET (backend="torch"), the report's answer, the CPU
+memory measure, and bad inputs rejected before any work."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from getkern import GET, cli
+from getkern.profile import REFERENCE_SETTING, LiveTensorPeak, ProfileReport, profile_model
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops on 2 shared, loaded cores run ~20x faster on one thread (no OpenMP hand-offs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=1, deq_depth=1, num_heads=2,
+            num_classes=10)
+
+
+def _tiny_get(**overrides):
+    torch.manual_seed(0)
+    model = GET(**{**TINY, **overrides}, backend="torch", solver_backend="torch")
+    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.3)  # fresh GETs output zeros
+    return model
+
+
+class RecordingMetric:
+    """Stands in for a quality metric: distance = mean squared sample value; keeps what it saw."""
+    name = "test distance"
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, images):
+        self.seen.append(images.clone())
+        return type("Q", (), {"as_dict": lambda _: {"distance": float(images.pow(2).mean()), "kid": None}})()
+
+
+def test_profile_model_same_inputs_every_setting():
+    model = _tiny_get(cond=True)
+    metric = RecordingMetric()
+    report = profile_model(model, metric, iters=[3], solvers=["fixed_point", "anderson"], num_samples=6,
+                           batch_size=4, seed=7, tol=None, progress=False)
+    assert [(r["solver"], r["iters"]) for r in report.rows] == [
+        ("fixed_point", 3), ("fixed_point", 6), ("anderson", 3), ("anderson", 6)]
+    # documented inputs: noise then z0 from one CPU generator seeded with `seed`, labels i % classes
+    gen = torch.Generator().manual_seed(7)
+    noise = torch.randn(6, 1, 8, 8, generator=gen)
+    z0 = torch.randn(6, model.x_embedder.num_patches, 16, generator=gen)
+    for seen, solver in ((metric.seen[0], "fixed_point"), (metric.seen[2], "anderson")):
+        with torch.no_grad():
+            expected = model(noise, torch.arange(6) % 10, iters=3, solver=solver, z0=z0, tol=None)
+        torch.testing.assert_close(seen, expected)
+    row = report.rows[0]
+    assert row["nfev"] == 3 and row["residual"] > 0 and row["peak_memory_mb"] > 0
+    assert row["kernels"] == "torch" and row["solver_backend"] == "torch"
+
+
+def test_answer_from_rows():
+    def row(solver, iters, distance, sec):
+        return {"solver": solver, "iters": iters, "distance": distance, "sec_per_image": sec}
+    rows = [row("fixed_point", 2, 30.0, 2.0), row("fixed_point", 4, 10.4, 4.0), row("fixed_point", 6, 10.0, 6.0),
+            row("anderson", 2, 10.2, 3.0), row("anderson", 3, 9.0, 4.5), row("broken", 9, 50.0, 1.0)]
+    report = ProfileReport(rows, "FD", quality_tolerance=0.05)
+    best = report.fewest_iterations()
+    assert best["fixed_point"]["iters"] == 4 and best["anderson"]["iters"] == 2 and best["broken"] is None
+    text = report.answer()
+    assert "anderson: 2 iterations" in text and "saves 50%" in text and "within 9 iterations" in text
+
+
+def test_live_tensor_peak():
+    with LiveTensorPeak() as m:
+        a = torch.empty(1000, dtype=torch.float32).fill_(1)  # 4 kB
+        b = a + 1                                            # 8 kB alive
+        del a
+        c = b.view(10, 100) * 2                              # 8 kB alive (a freed)
+        del b, c
+    assert m.peak_bytes == 8000 and m.live_bytes == 0
+
+
+def test_profile_command_on_checkpoint(tmp_path):
+    _tiny_get().save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "out"
+    assert cli.main(["profile", str(tmp_path / "ckpt"), "--iters", "1", "2", "--solvers", "fixed_point", "anderson",
+                     "--samples", "12", "--batch-size", "6", "--backend", "torch", "--solver-backend", "torch",
+                     "--out-dir", str(out), "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(out / "profile.csv")))
+    assert len(rows) == 6 and {r["solver"] for r in rows} == {"fixed_point", "anderson"}
+    assert all(np.isfinite(float(r["distance"])) and float(r["images_per_sec"]) > 0 for r in rows)
+    payload = json.loads((out / "profile.json").read_text())
+    assert payload["metric"] == "digits-classifier Frechet distance"
+    assert payload["reference_setting"] == list(REFERENCE_SETTING) and "Reference" in payload["answer"]
+    assert (out / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _run_expecting_error(argv, match, capsys=None):
+    with pytest.raises(SystemExit, match=match):
+        cli.main(["profile", *argv])
+
+
+def test_bad_inputs_fail_before_work(tmp_path):
+    (tmp_path / "weights.txt").write_text("?")
+    _run_expecting_error([str(tmp_path / "weights.txt")], "unknown checkpoint format")
+    _run_expecting_error(["--iters", "0", "2"], "iters must be >= 1")
+    _run_expecting_error(["--solvers", "newton"], "unknown solver 'newton'")
+    _run_expecting_error(["--samples", "601"], "2..600 samples")
+    np.savez(tmp_path / "s.npz", mu=np.zeros(7), sigma=np.eye(7))
+    _run_expecting_error(["--in-channels", "3", "--ref-stats", str(tmp_path / "s.npz"), "--inception-weights",
+                          str(tmp_path / "missing.pt")], "Inception weights .* do not exist")
