@@ -128,3 +128,32 @@ def test_implicit_composes_with_autocast_and_checkpointing():
     torch.testing.assert_close(grads["checkpoint"], grads["plain"])
     assert torch.isfinite(grads["autocast"]).all()
     torch.testing.assert_close(grads["autocast"], grads["plain"], rtol=0.1, atol=0.05)
+
+
+def test_implicit_composes_with_distributed_data_parallel(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    class ToyDEQ(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 8)
+            with torch.no_grad():
+                self.lin.weight.mul_(0.5 / torch.linalg.matrix_norm(self.lin.weight, 2))
+
+        def forward(self, x):
+            f = lambda z: torch.tanh(self.lin(z) + x)  # noqa: E731
+            return deq.train_iterates(f, torch.zeros_like(x), iters=30, grad="implicit", backend="torch")[0][0]
+
+    torch.manual_seed(0)
+    model, x = ToyDEQ(), torch.randn(3, 8)
+    model(x).square().sum().backward()
+    expected = model.lin.weight.grad.clone()
+    model.zero_grad()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(model)
+        ddp(x).square().sum().backward()
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(model.lin.weight.grad, expected)
