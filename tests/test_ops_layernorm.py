@@ -101,6 +101,9 @@ def test_opcheck():
     x, w, b, r = make_inputs((3, 24), torch.float32, True)
     torch.library.opcheck(torch.ops.getkern.layer_norm.default, (x, w, b, 1e-6))
     torch.library.opcheck(torch.ops.getkern.add_layer_norm.default, (x, r, w, b, 1e-6))
+    s, _, mean, rstd = torch.ops.getkern.add_layer_norm(x, r, w, b, 1e-6)
+    dy = torch.randn_like(x)
+    torch.library.opcheck(torch.ops.getkern.layer_norm_backward.default, (dy, dy, s, w, mean, rstd))
 
 
 def test_compile_fullgraph_no_graph_break():
