@@ -230,33 +230,37 @@ class AttentionConfig:
     delta_block_m: int = 64
 
 
-INTERPRETER_ARCH = (8, 0)
+INTERPRETER_ARCH = (9, 0)  # the interpreter runs the sm_90 tiles: the largest, so the fewest steps
 
 
 def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int]) -> AttentionConfig:
-    """The launch configuration for ``head_dim`` in HEAD_DIMS, compute ``dtype``, GPU ``arch``
+    """The launch configuration for ``head_dim`` in HEAD_DIMS, compute ``dtype`` and GPU ``arch``
     (compute capability; the interpreter uses INTERPRETER_ARCH).
 
-    Rule (checked by compiling every case for sm_80 and sm_90 with zero spills, docs/attention.md):
-    - forward: 128 query rows per program (256 for head dim <= 64 on sm_90, whose 4 warpgroups
-      hold the larger tile: at GET's N = 256 a head's K/V are then read exactly once), 64 key rows
-      per step (32 at head dim 128 on sm_80 to bound registers); fp32 (ieee dots on CUDA cores)
-      halves both.
-    - backward: 128 key rows per program with 32-row query steps, 32-row key steps for dq
-      (64/16/16 for fp32); 8 warps at head dim 128, else 4.
+    Rule (each case compiled for sm_80 and sm_90 with zero spills; figures in docs/attention.md).
+    The K/V tiles pass through registers (c and u are added on load), so tiles are smaller than in a
+    plain flash kernel:
+    - sm_90 (wgmma, accumulators of a 4-warp group): forward 256 query rows x 64 keys on 8 warps
+      for head dims 32/64 (at GET's N = 256 one program per head: K/V read once), 128 x 64 at 128;
+      backward 128 key rows per program (64 at head dim 128), 32-row steps, 8 warps.
+    - sm_80 (mma.sync, operands in registers): forward 128 x 64 on 4 warps (128 x 16 on 8 warps at
+      head dim 128); backward 64 key rows with 16-row steps on 4 warps (32 rows at head dim 128).
+    - fp32 inputs use ieee dots (CUDA-core FMA, whose operand layouts replicate rows across threads):
+      32 x 16 forward tiles, 16-row backward tiles, 4 warps, no pipelining, on every arch.
     """
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"head_dim must be one of {HEAD_DIMS}, got {head_dim}")
-    hopper = arch[0] >= 9
-    fp32 = dtype == torch.float32
-    if fp32:
-        return AttentionConfig(64, 32, 4 if head_dim < 128 else 8, 2, 16, 64, 16, 4 if head_dim < 128 else 8, 1)
+    if dtype == torch.float32:
+        return AttentionConfig(fwd_block_m=32, fwd_block_n=16, fwd_warps=4, fwd_stages=1, bwd_block_m1=16,
+                               bwd_block_n1=16, bwd_block_n2=16, bwd_warps=4, bwd_stages=1)
     big = head_dim == 128
-    block_m = 256 if hopper and not big else 128
-    block_n = 32 if big and not hopper else 64
-    fwd_warps = 8 if (big or block_m == 256) else 4
-    return AttentionConfig(block_m, block_n, fwd_warps, 2 if big else 3,
-                           32, 128, 32, 8 if big else 4, 2 if big else 3)
+    if arch[0] >= 9:
+        return AttentionConfig(fwd_block_m=128 if big else 256, fwd_block_n=64, fwd_warps=8,
+                               fwd_stages=2 if big else 3, bwd_block_m1=32, bwd_block_n1=64 if big else 128,
+                               bwd_block_n2=32, bwd_warps=8, bwd_stages=2)
+    return AttentionConfig(fwd_block_m=128, fwd_block_n=16 if big else 64, fwd_warps=8 if big else 4,
+                           fwd_stages=2, bwd_block_m1=16, bwd_block_n1=32 if big else 64, bwd_block_n2=16,
+                           bwd_warps=4, bwd_stages=2)
 
 
 def _device_arch(device: torch.device) -> tuple[int, int]:
