@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 2
 BUILD_DEPS := torch==2.14.1 "numpy>=1.26,<3" setuptools wheel ninja==1.13.2 pybind11==3.1.0
 INSTALLED  := $(VENV)/.getkern-installed
 
-.PHONY: setup demo test test-python test-benchmarks bench clean
+.PHONY: setup demo test test-python test-benchmarks test-cpp bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ setup: $(INSTALLED)
 demo: setup
 	$(PY) -m getkern demo
 
-test: setup test-python test-benchmarks
+test: setup test-python test-benchmarks test-cpp
 
 test-python: setup
 	$(PY) -m pytest tests -q
@@ -35,6 +35,12 @@ test-python: setup
 # Benchmarks run once as plain tests so they cannot rot; `make bench` measures.
 test-benchmarks: setup
 	$(PY) -m pytest benchmarks -q --benchmark-disable
+
+# C++ unit tests of csrc/ (CMake against the venv's libtorch, CPU part only; see docs/cpp.md).
+test-cpp: setup
+	cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build build/cmake -j $(MAX_JOBS)
+	ctest --test-dir build/cmake --output-on-failure
 
 bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only

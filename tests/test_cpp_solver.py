@@ -1,0 +1,137 @@
+"""The C++ solver loop (getkern.deq.cpp_backend) against the Python solvers (docs/solvers.md).
+
+On CPU the C++ loop runs the same ATen operations in the same order, so iterates, answers and
+statistics must be bitwise equal, not merely close.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from getkern import deq
+from getkern._backend import BackendUnavailable
+from getkern.deq import cpp_backend
+
+pytestmark = pytest.mark.skipif(not cpp_backend.cpp_available(), reason="getkern._C (C++ solver loop) not built")
+
+INFO_TENSORS = ("nstep", "abs_trace", "rel_trace", "abs_lowest", "rel_lowest", "best_res", "nan", "fallback")
+
+
+class Recording:
+    """A toy contractive map z -> 0.9 tanh(z W^T + c) on (B, 3, 5) states that records its inputs."""
+
+    def __init__(self, dtype: torch.dtype, seed: int, nan_sample_from: int | None = None):
+        g = torch.Generator().manual_seed(seed)
+        n = 15
+        w = torch.randn(n, n, generator=g, dtype=torch.float64)
+        self.w = (w / torch.linalg.matrix_norm(w, ord=2)).to(dtype)
+        self.c = torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
+        self.nan_sample_from = nan_sample_from
+        self.inputs: list[torch.Tensor] = []
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(z.clone())
+        out = 0.9 * torch.tanh(z.reshape(z.shape[0], -1) @ self.w.T + self.c).reshape(z.shape)
+        if self.nan_sample_from is not None and len(self.inputs) > self.nan_sample_from:
+            out[1] = float("nan")
+        return out
+
+
+def run_both(dtype, seed=0, nan_sample_from=None, batch=5, **options):
+    z0 = torch.randn(batch, 3, 5, generator=torch.Generator().manual_seed(seed + 100), dtype=dtype)
+    f_py, f_cpp = Recording(dtype, seed, nan_sample_from), Recording(dtype, seed, nan_sample_from)
+    z_py, info_py = deq.solve(f_py, z0, backend="torch", **options)
+    z_cpp, info_cpp = deq.solve(f_cpp, z0, backend="cpp", **options)
+    return (z_py, info_py, f_py.inputs), (z_cpp, info_cpp, f_cpp.inputs)
+
+
+def assert_same(py, cpp):
+    (z_py, info_py, inputs_py), (z_cpp, info_cpp, inputs_cpp) = py, cpp
+    assert info_cpp["backend"] == "cpp" and info_py["backend"] == "torch"
+    assert info_cpp.keys() == info_py.keys()
+    assert len(inputs_cpp) == len(inputs_py) == info_py["nfev"] == info_cpp["nfev"]
+    for a, b in zip(inputs_cpp, inputs_py):  # every iterate f was evaluated at
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(z_cpp, z_py, rtol=0, atol=0, equal_nan=True)
+    for key in INFO_TENSORS:
+        assert info_cpp[key].dtype == info_py[key].dtype, key
+        torch.testing.assert_close(info_cpp[key], info_py[key], rtol=0, atol=0, equal_nan=True, msg=key)
+    assert info_cpp["solver"] == info_py["solver"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("solver", ["fixed_point", "anderson"])
+@pytest.mark.parametrize("tol,stop,check_every", [(None, "abs", 4), (1e-4, "abs", 1), (1e-3, "rel", 3)])
+def test_matches_python(dtype, solver, tol, stop, check_every):
+    py, cpp = run_both(dtype, solver=solver, max_iter=25, tol=tol, stop=stop, check_every=check_every, m=4,
+                       tau=0.7)
+    assert_same(py, cpp)
+    if tol is not None:  # the early exit was reached, so the trimming and the check were exercised
+        assert py[1]["abs_trace"].shape[0] < 25
+
+
+@pytest.mark.parametrize("solver", ["fixed_point", "anderson"])
+def test_nan_sample(solver):
+    py, cpp = run_both(torch.float32, solver=solver, nan_sample_from=3, max_iter=10, tol=1e-3, check_every=2)
+    assert_same(py, cpp)
+    info = cpp[1]
+    assert info["nan"].tolist() == [False, True, False, False, False]
+    assert torch.isfinite(cpp[0]).all()
+
+
+def test_singular_history_falls_back():
+    """f(z) = z + d: identical residuals, with lam=0 an exactly singular bordered system every step
+    (d holds powers of two, so z + d - z == d exactly along the plain steps)."""
+    d = torch.tensor([0.5, 1.0, 0.25, 2.0] * 3).view(1, 3, 4)
+    z0 = torch.zeros(3, 3, 4)
+    results = [deq.solve(lambda z: z + d, z0, solver="anderson", max_iter=7, lam=0.0, m=3, backend=b)
+               for b in ("torch", "cpp")]
+    (z_py, info_py), (z_cpp, info_cpp) = results
+    assert info_cpp["fallback"].tolist() == [6, 6, 6]
+    torch.testing.assert_close(z_cpp, z_py, rtol=0, atol=0)
+    torch.testing.assert_close(info_cpp["abs_trace"], info_py["abs_trace"], rtol=0, atol=0)
+    assert not info_cpp["nan"].any()
+
+
+def test_f_errors_propagate():
+    z0 = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="z0's shape"):
+        deq.solve(lambda z: z[:, :2], z0, max_iter=3, backend="cpp")
+
+    def boom(z):
+        raise KeyError("inside f")
+
+    with pytest.raises(KeyError, match="inside f"):
+        deq.solve(boom, z0, max_iter=3, backend="cpp")
+    with pytest.raises(RuntimeError, match="max_iter"):
+        cpp_backend.solve_cpp(lambda z: z, z0, max_iter=0)
+
+
+def test_auto_prefers_cpp():
+    _, info = deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="auto")
+    assert info["backend"] == "cpp"
+
+
+def test_missing_extension_warns_once_and_cpp_raises(monkeypatch):
+    """Without getkern._C: "auto" warns once and runs the Python loop; an explicit "cpp" is an error."""
+    import sys
+
+    import getkern
+    cpp_backend._extension.cache_clear()
+    monkeypatch.setitem(sys.modules, "getkern._C", None)  # with the attribute gone, `from getkern import _C`
+    monkeypatch.delattr(getkern, "_C", raising=False)     # raises ImportError
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, info1 = deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="auto")
+            _, info2 = deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="auto")
+        assert info1["backend"] == info2["backend"] == "torch"
+        assert len([w for w in caught if "getkern._C" in str(w.message)]) == 1
+        with pytest.raises(BackendUnavailable, match="cpp"):
+            deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="cpp")
+    finally:
+        monkeypatch.undo()
+        cpp_backend._extension.cache_clear()
+    assert cpp_backend.cpp_available()
