@@ -36,6 +36,7 @@ class DemoConfig:
                                                      solver_backend="torch"))
     batch_size: int = 128
     lr: float = 1e-3
+    warmup_steps: int = 100
     ema_decay: float = 0.999
     train_iters: int = 6
     max_steps: int = 3000
@@ -93,7 +94,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     # 3. distillation
     t0 = time.perf_counter()
     train_cfg = TrainConfig(pairs=str(pairs_dir), out="", model=dict(cfg.model), batch_size=cfg.batch_size,
-                            lr=cfg.lr, ema_decay=cfg.ema_decay, iters=cfg.train_iters, max_steps=cfg.max_steps,
+                            lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, iters=cfg.train_iters, max_steps=cfg.max_steps,
                             checkpoint_every=500, sample_every=1000, log_every=10, progress=cfg.progress)
     train_cfg.out = str(cache / f"get-{_key({**train_cfg.to_dict(), 'progress': None})}")
     trainer = Trainer(train_cfg)
@@ -156,7 +157,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     profile = None
     if cfg.profile:
         t0 = time.perf_counter()
-        profile = _profile(get, out / "profile", cfg)
+        profile = _profile(get, metric, out / "profile", cfg)
         timings["profile_s"] = time.perf_counter() - t0
 
     timings["total_s"] = time.perf_counter() - t_all
@@ -215,10 +216,13 @@ def _plot(path: Path, rows: list[dict], floor: float, ceiling: float, cfg: DemoC
     plt.close(fig)
 
 
-def _profile(get, out: Path, cfg: DemoConfig):
-    """Hand the distilled GET to the profiling command of getkern.profile, when it is installed."""
-    try:
-        from getkern import profile as profiling
-    except ImportError:
-        return None
-    return profiling.run_profile(get, out, iters=list(cfg.get_eval_iters))
+def _profile(get, metric, out: Path, cfg: DemoConfig) -> dict:
+    """Hand the distilled GET to getkern.profile (the ``getkern profile`` command's engine): every
+    (solver, iterations) setting on the same noise; writes profile.csv/.json/.png under ``out``."""
+    from getkern.profile import profile_model
+    report = profile_model(get, metric, iters=list(cfg.get_eval_iters), solvers=["fixed_point", "anderson"],
+                           num_samples=cfg.eval_samples, progress=cfg.progress,
+                           context={"title": "getkern demo: distilled digits GET"})
+    print(report.format_table())
+    print(report.answer())
+    return {k: str(v) for k, v in report.write(out).items()}

@@ -45,6 +45,7 @@ class TrainConfig:
     batch_size: int = 128              # global batch, over all ranks and accumulation steps
     grad_accum: int = 1
     lr: float = 1e-4
+    warmup_steps: int = 0              # linear learning-rate warm-up (the reference uses none)
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
     iters: int = 6                     # K unrolled equilibrium iterations per training step
@@ -131,6 +132,7 @@ class Trainer:
         if self.dist.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / (c.warmup_steps + 1)))
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.amp == "fp16" and self.device.type == "cuda")
         self.step = 0
         self._perm_cache: dict[int, torch.Tensor] = {}
@@ -178,6 +180,7 @@ class Trainer:
             total += loss.detach().double().cpu() / c.grad_accum
         self.scaler.step(self.opt)
         self.scaler.update()
+        self.sched.step()
         with torch.no_grad():
             for p_ema, p in zip(self.ema.parameters(), self.model.parameters()):
                 p_ema.lerp_(p, 1 - c.ema_decay)
@@ -195,7 +198,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         B, n = self.config.batch_size, len(self.latents)
         return {"format": CHECKPOINT_FORMAT, "step": self.step, "model": self.model.state_dict(),
-                "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+                "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng, "data": {"epoch": self.step * B // n, "offset": self.step * B % n, "num_pairs": n},
                 "config": json.dumps(self.config.to_dict()), "model_config": json.dumps(self.model.config)}
 
@@ -211,13 +214,14 @@ class Trainer:
             raise CheckpointError(f"{path}: model config {state['model_config']} differs from this run's "
                                   f"{json.dumps(self.model.config)}")
         saved = json.loads(state["config"])
-        for key in ("batch_size", "seed", "iters", "pairs", "lr", "grad", "loss", "fpc_weight"):
+        for key in ("batch_size", "seed", "iters", "pairs", "lr", "warmup_steps", "grad", "loss", "fpc_weight"):
             if saved.get(key) != getattr(self.config, key):
                 raise CheckpointError(f"{path}: cannot resume with {key}={getattr(self.config, key)!r}, "
                                       f"the checkpoint was trained with {saved.get(key)!r}")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
