@@ -278,8 +278,9 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
                 peak_mb = _peak_memory_bytes(lambda: sample(solver, k, batches[0]), device) / 2**20
             quality = metric(torch.cat(images).float().cpu()).as_dict()
             residual = torch.cat(residuals)
+            finite = residual[torch.isfinite(residual)]
             rows.append({"solver": solver, "iters": k, "distance": quality["distance"], "kid": quality.get("kid"),
-                         "residual": float(residual[torch.isfinite(residual)].mean()) if torch.isfinite(residual).any() else math.inf,
+                         "residual": float(finite.mean()) if len(finite) else math.inf,
                          "nfev": sum(nfevs) / num_samples, "sec_per_image": seconds / num_samples,
                          "images_per_sec": num_samples / seconds, "peak_memory_mb": peak_mb,
                          "kernels": kernels, "solver_backend": "+".join(sorted(backends)),

@@ -99,7 +99,7 @@ def test_profile_command_on_checkpoint(tmp_path):
     assert (out / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _run_expecting_error(argv, match, capsys=None):
+def _run_expecting_error(argv, match):
     with pytest.raises(SystemExit, match=match):
         cli.main(["profile", *argv])
 
@@ -107,7 +107,7 @@ def _run_expecting_error(argv, match, capsys=None):
 def test_bad_inputs_fail_before_work(tmp_path):
     (tmp_path / "weights.txt").write_text("?")
     _run_expecting_error([str(tmp_path / "weights.txt")], "unknown checkpoint format")
-    _run_expecting_error(["--iters", "0", "2"], "iters must be >= 1")
+    _run_expecting_error(["--iters", "0", "2"], "iteration counts must be integers >= 1")
     _run_expecting_error(["--solvers", "newton"], "unknown solver 'newton'")
     _run_expecting_error(["--samples", "601"], "2..600 samples")
     np.savez(tmp_path / "s.npz", mu=np.zeros(7), sigma=np.eye(7))

