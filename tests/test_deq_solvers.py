@@ -105,7 +105,7 @@ def test_state_of_any_shape_and_dtype_is_returned_in_that_shape_and_dtype():
     f, z_star = linear_problem(n=60, batch=2, top=0.6)
     for solver in SOLVERS:
         for dtype in (torch.float32, torch.bfloat16):
-            z, info = deq.solve(lambda z: f(z.reshape(2, 60).float()).reshape(2, 3, 4, 5), 
+            z, info = deq.solve(lambda z: f(z.reshape(2, 60).float()).reshape(2, 3, 4, 5),
                                 torch.zeros(2, 3, 4, 5, dtype=dtype), solver=solver, max_iter=30, backend="torch")
             assert z.shape == (2, 3, 4, 5) and z.dtype == dtype
             tol = 0.02 if dtype == torch.bfloat16 else 1e-4
