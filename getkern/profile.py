@@ -8,6 +8,9 @@ solver alone. The reference setting is the reference implementation's: 6 plain f
     report = profile_model(model, DigitsFrechet(), iters=[1, 2, 3, 4, 6, 8], solvers=["fixed_point", "anderson"])
     print(report.format_table()); print(report.answer()); report.write("profile_out")
 
+Time: each batch is timed on its own (CUDA synchronised) after one untimed warm-up batch; seconds per
+image is the median over batches of batch time / batch size.
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over one batch (minus what was allocated
 before); on CPU the peak total size of tensor storages created during one batch's forward and alive
 at the same time (:class:`LiveTensorPeak`), which excludes weights and inputs and does not see
@@ -18,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -265,24 +269,25 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
             with torch.inference_mode():
                 sample(solver, k, batches[0])  # warm-up (lazy init, kernel compilation), not timed
                 _sync(device)
-                images, residuals, nfevs, backends = [], [], [], set()
-                start = time.perf_counter()
+                images, residuals, nfevs, backends, per_image = [], [], [], set(), []
                 for part in batches:
+                    start = time.perf_counter()
                     out, info = sample(solver, k, part)
+                    _sync(device)
+                    per_image.append((time.perf_counter() - start) / out.shape[0])
                     images.append(out)
                     residuals.append(info["abs_lowest"].float())
                     nfevs.append(float(info.get("nfev", k)) * out.shape[0])
                     backends.add(str(info.get("backend", "torch")))
-                _sync(device)
-                seconds = time.perf_counter() - start
+                seconds = statistics.median(per_image)  # per image; the median resists load spikes
                 peak_mb = _peak_memory_bytes(lambda: sample(solver, k, batches[0]), device) / 2**20
             quality = metric(torch.cat(images).float().cpu()).as_dict()
             residual = torch.cat(residuals)
             finite = residual[torch.isfinite(residual)]
             rows.append({"solver": solver, "iters": k, "distance": quality["distance"], "kid": quality.get("kid"),
                          "residual": float(finite.mean()) if len(finite) else math.inf,
-                         "nfev": sum(nfevs) / num_samples, "sec_per_image": seconds / num_samples,
-                         "images_per_sec": num_samples / seconds, "peak_memory_mb": peak_mb,
+                         "nfev": sum(nfevs) / num_samples, "sec_per_image": seconds,
+                         "images_per_sec": 1.0 / seconds, "peak_memory_mb": peak_mb,
                          "kernels": kernels, "solver_backend": "+".join(sorted(backends)),
                          **{key: quality[key] for key in ("floor", "ceiling") if key in quality}})
     finally:
