@@ -38,8 +38,6 @@ from getkern.checkpoint import atomic_write
 
 REFERENCE_SETTING = ("fixed_point", 6)
 
-COLUMNS = ("solver", "iters", "distance", "kid", "residual", "nfev", "sec_per_image", "images_per_sec",
-           "peak_memory_mb", "kernels", "solver_backend")
 
 
 class LiveTensorPeak(TorchDispatchMode):
@@ -73,8 +71,9 @@ class LiveTensorPeak(TorchDispatchMode):
 
 @dataclass
 class ProfileReport:
-    """Rows (one dict per setting, keys :data:`COLUMNS` plus floor/ceiling when the metric has them)
-    and the run's context (model, device, sample count, metric name)."""
+    """Rows, one dict per setting: solver, iters, distance, kid, residual (mean per-sample lowest absolute
+    residual), nfev (mean f-evaluations), sec_per_image, images_per_sec, peak_memory_mb, kernels,
+    solver_backend, plus floor and ceiling when the metric gives them; and the run's context."""
     rows: list[dict]
     metric_name: str
     context: dict = field(default_factory=dict)
@@ -231,8 +230,8 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
     absent. ``tol``: the solver's early-exit tolerance (the reference uses 1e-3; None runs every
     iteration). Extra keyword arguments go to the solver (e.g. ``m=5`` for Anderson).
     """
-    iters = sorted(set(iters) | ({REFERENCE_SETTING[1]} if REFERENCE_SETTING[0] in solvers else set()))
     check_settings(iters, solvers, num_samples, batch_size)
+    iters = sorted(set(iters) | ({REFERENCE_SETTING[1]} if REFERENCE_SETTING[0] in solvers else set()))
     settings = [(s, k) for s in solvers for k in iters]
     if REFERENCE_SETTING not in settings:
         settings.insert(0, REFERENCE_SETTING)
@@ -251,20 +250,19 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
     batches = [slice(i, i + batch_size) for i in range(0, num_samples, batch_size)]
     kernels = kernel_path(model, device)
     was_training = model.training
-    model.eval()
 
     def sample(solver: str, k: int, part: slice):
         return model(noise[part], None if y is None else y[part], iters=k, solver=solver, z0=z0[part],
                      tol=tol, return_info=True, **solver_kwargs)
 
-    # Preflight: every solver runs on one sample before the real work (clear errors early).
-    with torch.inference_mode():
-        for solver in solvers:
-            sample(solver, 1, slice(0, 1))
-
     from tqdm.auto import tqdm
     rows = []
     try:
+        model.eval()
+        # Preflight: every solver runs on one sample before the real work (clear errors early).
+        with torch.inference_mode():
+            for solver in solvers:
+                sample(solver, 1, slice(0, 1))
         for solver, k in tqdm(settings, desc="profile", disable=not progress):
             with torch.inference_mode():
                 sample(solver, k, batches[0])  # warm-up (lazy init, kernel compilation), not timed

@@ -15,7 +15,8 @@ import torch
 ArrayLike = np.ndarray | torch.Tensor
 
 
-def _as_float64(x: ArrayLike, name: str) -> np.ndarray:
+def as_float64(x: ArrayLike, name: str) -> np.ndarray:
+    """A float64 numpy copy of an array or tensor; NaN or Inf is an error naming ``name``."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
     x = np.asarray(x, dtype=np.float64)
@@ -26,7 +27,7 @@ def _as_float64(x: ArrayLike, name: str) -> np.ndarray:
 
 def feature_statistics(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) features -> (mu (D,), sigma (D, D)), float64, unbiased covariance (divides by N - 1)."""
-    f = _as_float64(features, "features")
+    f = as_float64(features, "features")
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must have shape (N >= 2, D), got {f.shape}")
     return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
@@ -49,7 +50,7 @@ def _psd_sqrt(s: np.ndarray) -> np.ndarray:
 
 def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
     """tr sqrt(S1 S2) for symmetric PSD S1, S2 (float64)."""
-    s1, s2 = _as_float64(sigma1, "sigma1"), _as_float64(sigma2, "sigma2")
+    s1, s2 = as_float64(sigma1, "sigma1"), as_float64(sigma2, "sigma2")
     root1 = _psd_sqrt((s1 + s1.T) / 2)
     m = root1 @ s2 @ root1
     return float(np.sqrt(_clip_roundoff(np.linalg.eigvalsh((m + m.T) / 2))).sum())
@@ -57,8 +58,8 @@ def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
 
 def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2); mu (D,), sigma (D, D)."""
-    mu1, mu2 = _as_float64(mu1, "mu1"), _as_float64(mu2, "mu2")
-    s1, s2 = _as_float64(sigma1, "sigma1"), _as_float64(sigma2, "sigma2")
+    mu1, mu2 = as_float64(mu1, "mu1"), as_float64(mu2, "mu2")
+    s1, s2 = as_float64(sigma1, "sigma1"), as_float64(sigma2, "sigma2")
     d = mu1.shape[0] if mu1.ndim == 1 else None
     if d is None or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
         raise ValueError(f"shapes do not match: mu1 {mu1.shape}, sigma1 {s1.shape}, mu2 {mu2.shape}, "

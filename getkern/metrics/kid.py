@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from getkern.metrics.frechet import ArrayLike, _as_float64
+from getkern.metrics.frechet import ArrayLike, as_float64
 
 
 def _cubic(k: np.ndarray) -> np.ndarray:
@@ -26,7 +26,7 @@ def kernel_inception_distance(features1: ArrayLike, features2: ArrayLike, *, num
                               subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """KID between (N1, D) and (N2, D) feature sets: (mean, std) of MMD^2 over ``num_subsets`` random
     subsets of ``min(subset_size, N1, N2)`` rows drawn without replacement from each (float64)."""
-    x, y = _as_float64(features1, "features1"), _as_float64(features2, "features2")
+    x, y = as_float64(features1, "features1"), as_float64(features2, "features2")
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"features must be (N1, D) and (N2, D) with one D, got {x.shape} and {y.shape}")
     size = min(subset_size, x.shape[0], y.shape[0])
