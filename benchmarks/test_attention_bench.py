@@ -40,11 +40,12 @@ def _inputs(B, N, D, dtype, device, requires_grad=False):
 def unfused_traffic(B: int, N: int, D: int, H: int, dtype: torch.dtype, backward: bool) -> Traffic:
     """Counted bytes/launches of attention_reference (and its autograd backward), scaled from B=2."""
     qkv, c, u = _inputs(COUNT_BATCH, N, D, dtype, "cpu", requires_grad=backward)
+    dout = torch.ones(COUNT_BATCH, N, D, dtype=dtype)  # made outside the count
 
     def run():
         out = attention_reference(qkv, H, c, u)
         if backward:
-            out.backward(torch.ones_like(out))
+            out.backward(dout)
 
     _, t = count_torch_traffic(run)
     k = B // COUNT_BATCH

@@ -8,7 +8,11 @@ from getkern.ops.attention import fused_attention
 
 
 class Attention(nn.Module):
-    """proj(attention(qkv(h) + c + u)). h: (B, N, D); c: (B, 1, 3D) or None; u: (B, N, 3D) or None."""
+    """proj(attention(qkv(h) + c + u)). h: (B, N, D); c: (B, 1, 3D) or None; u: (B, N, 3D) or None.
+
+    The middle step is :func:`getkern.ops.fused_attention` (c and u added inside the kernel);
+    ``backend = "torch"`` forces the PyTorch reference, "auto"/"triton" as in getkern._backend.
+    """
 
     def __init__(self, dim: int, num_heads: int, backend: str = "auto"):
         super().__init__()

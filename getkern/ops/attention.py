@@ -243,23 +243,24 @@ def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int]) -
     - sm_90 (wgmma, accumulators of a 4-warp group): forward 256 query rows x 64 keys on 8 warps
       for head dims 32/64 (at GET's N = 256 one program per head: K/V read once), 128 x 64 at 128;
       backward 128 key rows per program (64 at head dim 128), 32-row steps, 8 warps.
-    - sm_80 (mma.sync, operands in registers): forward 128 x 64 on 4 warps (128 x 16 on 8 warps at
-      head dim 128); backward 64 key rows with 16-row steps on 4 warps (32 rows at head dim 128).
+    - sm_80 (mma.sync, operands in registers): forward 128 x 64 on 8 warps (128 x 16 at head dim
+      128); backward 64 key rows with 16-row steps on 4 warps (32 rows at head dim 128).
     - fp32 inputs use ieee dots (CUDA-core FMA, whose operand layouts replicate rows across threads):
-      32 x 16 forward tiles, 16-row backward tiles, 4 warps, no pipelining, on every arch.
+      32 x 16 forward tiles, 16-row backward tiles, no pipelining, on every arch; 4 warps (8 at head
+      dim 128, whose 128-long rows need the extra threads' registers).
     """
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"head_dim must be one of {HEAD_DIMS}, got {head_dim}")
     if dtype == torch.float32:
-        return AttentionConfig(fwd_block_m=32, fwd_block_n=16, fwd_warps=4, fwd_stages=1, bwd_block_m1=16,
-                               bwd_block_n1=16, bwd_block_n2=16, bwd_warps=4, bwd_stages=1)
+        warps = 8 if head_dim == 128 else 4
+        return AttentionConfig(fwd_block_m=32, fwd_block_n=16, fwd_warps=warps, fwd_stages=1, bwd_block_m1=16,
+                               bwd_block_n1=16, bwd_block_n2=16, bwd_warps=warps, bwd_stages=1)
     big = head_dim == 128
     if arch[0] >= 9:
         return AttentionConfig(fwd_block_m=128 if big else 256, fwd_block_n=64, fwd_warps=8,
                                fwd_stages=2 if big else 3, bwd_block_m1=32, bwd_block_n1=64 if big else 128,
                                bwd_block_n2=32, bwd_warps=8, bwd_stages=2)
-    return AttentionConfig(fwd_block_m=128, fwd_block_n=16 if big else 64, fwd_warps=8 if big else 4,
-                           fwd_stages=2, bwd_block_m1=16, bwd_block_n1=32 if big else 64, bwd_block_n2=16,
+    return AttentionConfig(fwd_block_m=128, fwd_block_n=16 if big else 64, fwd_warps=8, fwd_stages=2, bwd_block_m1=16, bwd_block_n1=32 if big else 64, bwd_block_n2=16,
                            bwd_warps=4, bwd_stages=2)
 
 
@@ -321,6 +322,7 @@ def _kernel_args(qkv, c, u):
 
 
 def _dot_flags(dtype: torch.dtype) -> dict:
+    """fp32 operands multiply in true fp32 ("ieee"); fp16/bf16 ignore the precision argument."""
     interp_bf16 = interpreter_enabled() and dtype == torch.bfloat16
     return dict(DOT_IN_FP32=interp_bf16, DOT_PRECISION="ieee" if (dtype == torch.float32 or interp_bf16) else "tf32")
 
