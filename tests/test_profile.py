@@ -1,5 +1,6 @@
 """`getkern profile` and profile_model on a tiny GET (backend="torch"), the report's answer, the CPU
 memory measure, and bad inputs rejected before any work."""
+import argparse
 import csv
 import json
 
@@ -8,6 +9,8 @@ import pytest
 import torch
 
 from getkern import GET, cli
+from getkern.checkpoint import CheckpointError
+from getkern.commands.profile import load_model
 from getkern.profile import REFERENCE_SETTING, LiveTensorPeak, ProfileReport, profile_model
 
 @pytest.fixture(autouse=True)
@@ -113,3 +116,20 @@ def test_bad_inputs_fail_before_work(tmp_path):
     np.savez(tmp_path / "s.npz", mu=np.zeros(7), sigma=np.eye(7))
     _run_expecting_error(["--in-channels", "3", "--ref-stats", str(tmp_path / "s.npz"), "--inception-weights",
                           str(tmp_path / "missing.pt")], "Inception weights .* do not exist")
+
+
+def test_checkpoint_formats(tmp_path):
+    model = _tiny_get()
+    model.save_pretrained(tmp_path / "run" / "ema")
+    args = argparse.Namespace(checkpoint=tmp_path / "run", seed=0)
+    loaded, origin = load_model(args)
+    assert "training run" in origin
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict())
+    # the reference's format: torch.save({'args': Namespace, 'ema': state_dict, ...})
+    reference = GET.from_config("GET-T/4", input_size=8, in_channels=1)
+    torch.save({"args": argparse.Namespace(model="GET-T/4", input_size=8, cond=False, num_classes=10),
+                "ema": reference.state_dict(), "model": reference.state_dict()}, tmp_path / "ref.pth")
+    loaded, origin = load_model(argparse.Namespace(checkpoint=tmp_path / "ref.pth", seed=0))
+    assert origin.startswith("reference checkpoint") and loaded.patch_size == 4
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(argparse.Namespace(checkpoint=tmp_path / "nothing", seed=0))

@@ -16,8 +16,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="solver iterations vs quality, time and memory for a GET",
                        description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", nargs="?", type=Path,
-                   help="a save_pretrained directory or the reference's .pth file; omitted: a randomly "
-                        "initialised GET (see --random)")
+                   help="a save_pretrained directory, a training run directory (its ema/), or the "
+                        "reference's .pth file; omitted: a randomly initialised GET (see --random)")
     p.add_argument("--random", default="GET-T/2", metavar="NAME",
                    help="model size of the randomly initialised GET used without a checkpoint (default GET-T/2)")
     p.add_argument("--input-size", type=int, default=8, help="random GET: image size (default 8, digits)")
@@ -56,12 +56,15 @@ def load_model(args):
         return model, f"{args.random} randomly initialised ({args.in_channels}x{args.input_size}x{args.input_size})"
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         return GET.from_pretrained(path), f"getkern checkpoint {path}"
+    if path.is_dir() and (path / "ema" / CONFIG_FILE).is_file():  # a `getkern train` run directory
+        return GET.from_pretrained(path / "ema"), f"getkern training run {path} (EMA weights)"
     if path.is_file() and path.suffix in OFFICIAL_SUFFIXES:
         return GET.from_official_checkpoint(path), f"reference checkpoint {path}"
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     raise CheckpointError(f"unknown checkpoint format: {path} is neither a save_pretrained directory (with "
-                          f"{CONFIG_FILE}) nor a reference checkpoint file ({', '.join(OFFICIAL_SUFFIXES)})")
+                          f"{CONFIG_FILE}), a training run (with ema/{CONFIG_FILE}), nor a reference "
+                          f"checkpoint file ({', '.join(OFFICIAL_SUFFIXES)})")
 
 
 def build_metric(args, model):
