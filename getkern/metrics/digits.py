@@ -84,8 +84,8 @@ class DigitsFrechet:
         train_x, _, heldout_x, _ = digits_split()
         self.reference_features = self.features(train_x)
         self.reference_stats = feature_statistics(self.reference_features)
-        # KID's cubic kernel assumes O(1) features (as Inception's pool3 is); these are ~10x larger,
-        # so KID alone sees them divided by the reference's root-mean-square feature value.
+        # KID's cubic kernel assumes O(1) features (as Inception's pool3 is); these ReLU outputs have no
+        # fixed scale, so KID alone sees them divided by the reference's root-mean-square feature value.
         self.kid_scale = 1.0 / float(np.sqrt(np.mean(self.reference_features ** 2)))
         # A fixed shuffle of the held-out set, so the floor at N uses N varied digits.
         order = torch.randperm(len(heldout_x), generator=torch.Generator().manual_seed(noise_seed))
