@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 2
 BUILD_DEPS := torch==2.14.1 "numpy>=1.26,<3" setuptools wheel ninja==1.13.2 pybind11==3.1.0
 INSTALLED  := $(VENV)/.getkern-installed
 
-.PHONY: setup demo test test-python test-benchmarks test-cpp bench clean
+.PHONY: setup demo test test-python test-benchmarks test-cpp gpu-check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ setup: $(INSTALLED)
 demo: setup
 	$(PY) -m getkern demo
 
-test: setup test-python test-benchmarks test-cpp
+test: setup test-python test-benchmarks test-cpp gpu-check
 
 test-python: setup
 	$(PY) -m pytest tests -q
@@ -41,6 +41,10 @@ test-cpp: setup
 	cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 	cmake --build build/cmake -j $(MAX_JOBS)
 	ctest --test-dir build/cmake --output-on-failure
+
+# Code-generation gate: every Triton kernel and csrc/*.cu compiled for sm_80 and sm_90 (docs/gpu.md).
+gpu-check: setup
+	$(PY) -m getkern.tools.gpu_check
 
 bench: setup
 	$(PY) -m pytest benchmarks --benchmark-only

@@ -30,6 +30,7 @@ import math
 import os
 import pkgutil
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -96,7 +97,8 @@ class KernelReport:
 class GateResult:
     reports: list[KernelReport]
     problems: list[str]          # failures not tied to one compiled kernel (imports, coverage, tools)
-    seconds: float
+    seconds: float               # wall time
+    cpu_seconds: float           # CPU time of the compiling processes (independent of machine load)
 
     @property
     def ok(self) -> bool:
@@ -258,8 +260,10 @@ def _full_signature(spec) -> dict[str, str]:
     return {**spec.signature, **{k: "constexpr" for k in spec.constexprs if k not in spec.signature}}
 
 
-def compile_triton_spec(origin: str, spec, cc: int, log_dir: Path) -> KernelReport:
-    """Compile one spec for one architecture (interpreter off) and analyse PTX, ptxas log and SASS."""
+def compile_triton_spec(origin: str, spec, cc: int, scratch: Path, log_dir: Path) -> KernelReport:
+    """Compile one spec for one architecture (interpreter off) and analyse PTX, ptxas log and SASS.
+    Works in ``scratch`` (private to this run: concurrent runs cannot mix their logs), then copies the
+    PTX, cubin and ptxas log to ``log_dir``."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -267,7 +271,7 @@ def compile_triton_spec(origin: str, spec, cc: int, log_dir: Path) -> KernelRepo
     arch = ARCHS[cc]
     report = KernelReport("triton", spec.name, origin, cc, f"w{spec.num_warps} s{spec.num_stages}")
     stem = re.sub(r"[^\w.-]+", "_", f"{spec.name}.sm{cc}")
-    log_path = log_dir / f"{stem}.ptxas.log"
+    log_path = scratch / f"{stem}.ptxas.log"
     # Triton runs `ptxas -v` itself and prints the log (TRITON_DUMP_PTXAS_LOG=1, set for the worker);
     # catch that print at the file-descriptor level, where ptxas' own output lands too.
     sys.stdout.flush()
@@ -284,14 +288,17 @@ def compile_triton_spec(origin: str, spec, cc: int, log_dir: Path) -> KernelRepo
                 sys.stdout.flush()
                 os.dup2(saved, 1)
     except Exception as exc:
-        report.failures.append(f"compile error: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        report.failures.append(f"compile error: {type(exc).__name__}: {first_line[:300]}")
         return report
     finally:
         os.close(saved)
 
     ptx, cubin = compiled.asm["ptx"], compiled.asm["cubin"]
-    (log_dir / f"{stem}.ptx").write_text(ptx)
-    (log_dir / f"{stem}.cubin").write_bytes(cubin)
+    (scratch / f"{stem}.ptx").write_text(ptx)
+    (scratch / f"{stem}.cubin").write_bytes(cubin)
+    for suffix in (".ptx", ".cubin", ".ptxas.log"):
+        shutil.copy(scratch / f"{stem}{suffix}", log_dir)
     stats = parse_ptxas_log(log_path.read_text()).get((compiled.metadata.name, arch.ptx_target))
     if stats is None:
         report.failures.append(f"no ptxas -v report for {compiled.metadata.name} ({log_path})")
@@ -299,17 +306,19 @@ def compile_triton_spec(origin: str, spec, cc: int, log_dir: Path) -> KernelRepo
     report.registers, report.spill_bytes, report.stack_bytes = stats["registers"], stats["spill"], stats["stack"]
     report.shared_bytes = compiled.metadata.shared + stats["smem"]
     report.ptx_mma = ptx_mma_kind(ptx)
-    report.sass_mma = sass_mma_summary(cuobjdump_sass(log_dir / f"{stem}.cubin"))
+    report.sass_mma = sass_mma_summary(cuobjdump_sass(scratch / f"{stem}.cubin"))
     report.occupancy = occupancy(arch, report.registers, report.shared_bytes, spec.num_warps)
     judge(report, arch, spec.uses_dot)
     return report
 
 
 def run_worker(sources: list[str], archs: list[int], shard: int, shards: int, out: Path, log_dir: Path) -> None:
-    """Compile this shard's (spec, arch) pairs; write {"reports", "problems", "specs"} as JSON to ``out``."""
+    """Compile this shard's (spec, arch) pairs; write {"reports", "problems", "specs"} as JSON to ``out``
+    (whose directory is the run's private scratch space)."""
     specs, problems = collect_specs(sources)
-    jobs = [(origin, spec, cc) for origin, spec in specs for cc in archs]
-    reports = [compile_triton_spec(origin, spec, cc, log_dir)
+    # A spec may name the architectures its configuration is for (``archs``); default: all of them.
+    jobs = [(origin, spec, cc) for origin, spec in specs for cc in archs if cc in getattr(spec, "archs", archs)]
+    reports = [compile_triton_spec(origin, spec, cc, out.parent, log_dir)
                for i, (origin, spec, cc) in enumerate(jobs) if i % shards == shard]
     out.write_text(json.dumps({"reports": [asdict(r) for r in reports],
                                "problems": problems if shard == 0 else [],
@@ -394,6 +403,7 @@ def run_gate(sources: list[str] | None = None, archs: list[int] = (80, 90), jobs
     """Compile every Triton spec of ``sources`` (default: every getkern.ops module) and every CUDA source
     (default: csrc/*.cu; pass [] to skip) for ``archs``; ``jobs`` Triton worker processes."""
     start = time.perf_counter()
+    cpu_start = _children_cpu_seconds()
     sources = discover_sources() if sources is None else list(sources)
     cuda_sources = sorted((ROOT / "csrc").glob("*.cu")) if cuda_sources is None else list(cuda_sources)
     archs = list(archs)
@@ -433,7 +443,12 @@ def run_gate(sources: list[str] | None = None, archs: list[int] = (80, 90), jobs
                     continue
                 reports += cuda_reports(Path(label), archs, output, out)
     reports.sort(key=lambda r: (r.kind != "triton", r.origin, r.name, r.arch))
-    return GateResult(reports, problems, time.perf_counter() - start)
+    return GateResult(reports, problems, time.perf_counter() - start, _children_cpu_seconds() - cpu_start)
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def format_table(result: GateResult) -> str:
@@ -488,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(not r.ok for r in result.reports)
     summary = (f"{len(result.reports)} kernel compilations ({sum(r.kind == 'triton' for r in result.reports)} "
                f"Triton, {sum(r.kind == 'cuda' for r in result.reports)} CUDA), {failed} failing, "
-               f"{len(result.problems)} other problems; gate wall time {result.seconds:.0f} s.")
+               f"{len(result.problems)} other problems; gate wall time {result.seconds:.0f} s, "
+               f"{result.cpu_seconds:.0f} CPU-s in compiler processes.")
     print(table)
     print(f"\n{summary}  Logs: {args.log_dir}")
     if args.write_docs:
