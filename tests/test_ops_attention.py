@@ -166,6 +166,8 @@ def test_aot_specs_cover_the_configs_and_match_the_kernel_signatures():
     for spec in specs:
         assert list(spec.signature) == spec.kernel.arg_names, spec.name
         assert set(spec.constexprs) == {k for k, v in spec.signature.items() if v == "constexpr"}, spec.name
+        assert spec.archs == (int(spec.name.split("[sm")[1][:2]),), spec.name
+        assert {k for k, v in spec.signature.items() if v.startswith("*")} <= set(spec.divisible_by_16)
     fwd = {(s.constexprs["HEAD_DIM"], s.signature["QKV"], s.constexprs["BLOCK_M"], s.num_warps)
            for s in specs if s.name.startswith("attention_fwd")}
     for arch in attn_ops.AOT_ARCHS:

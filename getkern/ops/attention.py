@@ -260,8 +260,9 @@ def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int]) -
         return AttentionConfig(fwd_block_m=128 if big else 256, fwd_block_n=64, fwd_warps=8,
                                fwd_stages=2 if big else 3, bwd_block_m1=32, bwd_block_n1=64 if big else 128,
                                bwd_block_n2=32, bwd_warps=8, bwd_stages=2)
-    return AttentionConfig(fwd_block_m=128, fwd_block_n=16 if big else 64, fwd_warps=8, fwd_stages=2, bwd_block_m1=16, bwd_block_n1=32 if big else 64, bwd_block_n2=16,
-                           bwd_warps=4, bwd_stages=2)
+    return AttentionConfig(fwd_block_m=128, fwd_block_n=16 if big else 64, fwd_warps=8, fwd_stages=2,
+                           bwd_block_m1=16, bwd_block_n1=32 if big else 64, bwd_block_n2=16, bwd_warps=4,
+                           bwd_stages=2)
 
 
 def _device_arch(device: torch.device) -> tuple[int, int]:
@@ -465,9 +466,26 @@ _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "
 AOT_ARCHS = ((8, 0), (9, 0))
 
 
-def aot_specs() -> Iterator[AotSpec]:
-    """Every kernel configuration attention_config can choose, for sm_80 and sm_90, with c and u both
-    present and both absent (the other two mixes load a subset of the same tiles)."""
+@dataclass(frozen=True)
+class AttentionAotSpec(AotSpec):
+    """An AotSpec for the one architecture its configuration was chosen for (``archs``, read by the
+    gate), naming the arguments that are multiples of 16 at GET shapes (``divisible_by_16``: pointers
+    16-byte aligned, strides multiples of 16 elements). The JIT specializes on those facts by itself;
+    an ahead-of-time build must be told (``ASTSource(attrs={(index,): [["tt.divisibility", 16]]})``),
+    or the tile loads are not vectorized and the kernels spill."""
+    archs: tuple[int, ...] = (80, 90)
+    divisible_by_16: tuple[str, ...] = ()
+
+
+def _spec(**fields) -> AttentionAotSpec:
+    """At GET shapes every pointer and every stride argument is a multiple of 16 (3D = 2304)."""
+    divisible = tuple(n for n, ty in fields["signature"].items() if ty.startswith("*") or n.startswith("stride"))
+    return AttentionAotSpec(**fields, divisible_by_16=divisible)
+
+
+def aot_specs() -> Iterator[AttentionAotSpec]:
+    """Every kernel configuration attention_config can choose, for sm_80 and sm_90 (one spec per arch),
+    with c and u both present and both absent (the other two mixes load a subset of the same tiles)."""
     for arch in AOT_ARCHS:
         for dtype, ty in _TRITON_DTYPE.items():
             dots = dtype != torch.float32  # fp32 uses ieee dots: FMA, not tensor cores
@@ -475,26 +493,28 @@ def aot_specs() -> Iterator[AotSpec]:
             for head_dim in HEAD_DIMS:
                 cfg = attention_config(head_dim, dtype, arch)
                 tag = f"sm{arch[0]}{arch[1]},hd={head_dim},{ty}"
-                yield AotSpec(
+                cc = (arch[0] * 10 + arch[1],)
+                yield _spec(
                     name=f"attention_bwd_delta[{tag}]", kernel=_attn_bwd_delta_kernel,
                     signature={"Out": f"*{ty}", "dOut": f"*{ty}", "Delta": "*fp32", "N": "i32", "H": "i32",
                                "HEAD_DIM": "constexpr", "BLOCK_M": "constexpr"},
-                    constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.delta_block_m}, num_warps=4, num_stages=1)
+                    constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.delta_block_m}, num_warps=4, num_stages=1,
+                    archs=cc)
                 for has_c, has_u in ((True, True), (False, False)):
                     common_sig = {"QKV": f"*{ty}", "C": f"*{ty}", "U": f"*{ty}"}
                     stride_sig = {s: "i32" for s in ("stride_qkv_b", "stride_qkv_n", "stride_c_b",
                                                      "stride_u_b", "stride_u_n")}
                     flags = {"HAS_C": has_c, "HAS_U": has_u, "DOT_IN_FP32": False, "DOT_PRECISION": precision}
                     inj = f"{'c' if has_c else ''}{'u' if has_u else ''}" or "none"
-                    yield AotSpec(
+                    yield _spec(
                         name=f"attention_fwd[{tag},inj={inj}]", kernel=_attn_fwd_kernel,
                         signature={**common_sig, "Out": f"*{ty}", "Lse": "*fp32", **stride_sig, "N": "i32",
                                    "H": "i32", "qk_scale_log2": "fp32",
                                    **{k: "constexpr" for k in ("HEAD_DIM", "BLOCK_M", "BLOCK_N", *flags)}},
                         constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.fwd_block_m, "BLOCK_N": cfg.fwd_block_n,
                                     **flags},
-                        num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages, uses_dot=dots)
-                    yield AotSpec(
+                        num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages, uses_dot=dots, archs=cc)
+                    yield _spec(
                         name=f"attention_bwd[{tag},inj={inj}]", kernel=_attn_bwd_kernel,
                         signature={**common_sig, "dOut": f"*{ty}", "Lse": "*fp32", "Delta": "*fp32",
                                    "dQKV": f"*{ty}", **stride_sig, "N": "i32", "H": "i32", "sm_scale": "fp32",
@@ -502,4 +522,5 @@ def aot_specs() -> Iterator[AotSpec]:
                                                                *flags)}},
                         constexprs={"HEAD_DIM": head_dim, "BLOCK_M1": cfg.bwd_block_m1,
                                     "BLOCK_N1": cfg.bwd_block_n1, "BLOCK_N2": cfg.bwd_block_n2, **flags},
-                        num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages, uses_dot=dots)
+                        num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages, uses_dot=dots, archs=cc)
+
