@@ -19,13 +19,13 @@ bool on_cuda(const at::Tensor& t, const char* op) {
 
 void track_samples(int64_t k, const at::Tensor& res, const at::Tensor& abs_res, const at::Tensor& rel_res, double tol,
                    TrackState& st) {
+  TORCH_CHECK(res.is_contiguous() && abs_res.is_contiguous() && rel_res.is_contiguous(),
+              "track_samples: residuals must be contiguous");
 #ifdef GETKERN_WITH_CUDA
   if (on_cuda(res, "track_samples")) return track_samples_cuda(k, res, abs_res, rel_res, tol, st);
 #else
   on_cuda(res, "track_samples");
 #endif
-  TORCH_CHECK(res.is_contiguous() && abs_res.is_contiguous() && rel_res.is_contiguous(),
-              "track_samples: residuals must be contiguous");
   const int64_t B = res.size(0);
   const float* r = res.data_ptr<float>();
   const float* ab = abs_res.data_ptr<float>();
@@ -46,13 +46,13 @@ void track_samples(int64_t k, const at::Tensor& res, const at::Tensor& abs_res, 
 
 void anderson_weights(const at::Tensor& gram, int64_t valid, double lam, int64_t slot, at::Tensor& alpha,
                       at::Tensor& fallback) {
+  TORCH_CHECK(gram.is_contiguous() && alpha.is_contiguous() && fallback.is_contiguous(),
+              "anderson_weights: gram, alpha and fallback must be contiguous");
 #ifdef GETKERN_WITH_CUDA
   if (on_cuda(gram, "anderson_weights")) return anderson_weights_cuda(gram, valid, lam, slot, alpha, fallback);
 #else
   on_cuda(gram, "anderson_weights");
 #endif
-  TORCH_CHECK(gram.is_contiguous() && alpha.is_contiguous() && fallback.is_contiguous(),
-              "anderson_weights: gram, alpha and fallback must be contiguous");
   const int64_t B = gram.size(0), m = gram.size(1);
   at::Tensor H = at::empty({B, m + 1, m + 1}, gram.options());
   const float* g = gram.data_ptr<float>();

@@ -1,5 +1,5 @@
 // Batched per-sample steps of the solver loop: CPU loops over samples (sample_ops.cpp), CUDA kernels
-// with one thread per sample (sample_ops.cu). Both run the functions of solver_math.h. No host
+// with one thread per sample (sample_ops_cuda.cu). Both run the functions of solver_math.h. No host
 // synchronisation on CUDA: every input and output stays on the device.
 #pragma once
 

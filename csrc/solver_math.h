@@ -1,5 +1,5 @@
 // Per-sample logic of the solver loop (docs/solvers.md), compiled into both the CPU path (plain C++,
-// sample_ops.cpp) and the CUDA kernels (nvcc, sample_ops.cu), so the CPU tests exercise the code the
+// sample_ops.cpp) and the CUDA kernels (nvcc, sample_ops_cuda.cu), so the CPU tests exercise the code the
 // GPU runs. Whole-state arithmetic (residual norms, Gram rows, mixing, the batched LU solve) stays in
 // ATen so that it matches the Python solvers operation for operation.
 #pragma once

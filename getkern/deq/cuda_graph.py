@@ -41,9 +41,9 @@ def _warm_up(fn: Callable[[], object], steps: int) -> None:
 class CapturedMap:
     """f captured as a CUDA graph for inputs shaped like ``example`` (B, ...).
 
-    ``self(z)`` copies z into the static input, replays, and returns the static output tensor: it is
-    overwritten by the next call (the solver loops copy what they keep). f must be free of host
-    synchronisation and of data-dependent shapes (GET's equilibrium map is).
+    ``self(z)`` copies z into the static input, replays, and returns a copy of the static output (the
+    solver loops keep f(z) as their next input, which the next replay would otherwise overwrite).
+    f must be free of host synchronisation and of data-dependent shapes (GET's equilibrium map is).
     """
 
     def __init__(self, f: Callable[[Tensor], Tensor], example: Tensor, *, warmup: int = 2,
@@ -65,13 +65,13 @@ class CapturedMap:
                              f"(the captured shape), got {tuple(z.shape)} on {z.device}")
         self.static_input.copy_(z)
         self.graph.replay()
-        return self.static_output
+        return self.static_output.clone()
 
 
 def capture_equilibrium(model: torch.nn.Module, noise: Tensor, y: Tensor | None = None) -> tuple[CapturedMap, dict]:
     """GET's equilibrium map for this batch shape, captured. Returns (f, buffers): ``buffers`` holds
-    the static injection tensors ("c", "u") the graph reads; :meth:`CapturedMap` users refresh them
-    for new noise with :func:`refresh_injection`."""
+    the static injection tensors ("c", "u") the graph reads; for new noise of the same shape refresh
+    them with :func:`refresh_injection` before solving with f."""
     _require_cuda(noise, "noise")
     with torch.no_grad():
         c, u = model.inject(noise, y)
