@@ -216,3 +216,16 @@ def test_nn_attention_module_switches_backend():
     module.backend = "torch"
     torch.testing.assert_close(fused, module(h), rtol=1e-5, atol=1e-6)
     assert set(dict(module.named_parameters())) == {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}
+
+
+def test_traffic_model_matches_the_counted_forward():
+    """fused_attention_traffic (the docs' byte table) vs the bytes the interpreted kernel really touches."""
+    from getkern.tools.traffic import count_triton_traffic
+    B, N, D, H = 1, 130, 128, 1  # head dim 128: 2 query blocks, so K/V are fetched twice per head
+    qkv, c, u = _inputs(B, N, D, torch.bfloat16, True, False, seed=5)
+    u = torch.randn(B, N, 3 * D).to(torch.bfloat16)  # contiguous: the model counts u's rows densely
+    _, counted = count_triton_traffic(fused_attention, qkv, H, c=c, u=u, backend="triton")
+    model = attn_ops.fused_attention_traffic(B, N, D, H, torch.bfloat16, attn_ops.INTERPRETER_ARCH)
+    assert counted.launches == model["launches"] == 1
+    assert counted.bytes == model["op_bytes"]
+    assert counted.requested_bytes_read + counted.requested_bytes_written == model["tile_bytes"]

@@ -459,6 +459,50 @@ def fused_attention(qkv: torch.Tensor, num_heads: int, *, c: torch.Tensor | None
 
 
 #################################################################################
+#                             Traffic of the fused op                           #
+#################################################################################
+
+def fused_attention_traffic(B: int, N: int, D: int, H: int, dtype: torch.dtype, arch: tuple[int, int],
+                            backward: bool = False) -> dict[str, int]:
+    """Bytes the fused op moves with c and u present, from the kernels' access pattern under the
+    configuration for ``arch``: {"op_bytes", "tile_bytes", "launches"}.
+
+    op_bytes: each launch reads its inputs and writes its outputs once (every re-read an L2 hit: the
+    model of count_torch_traffic). tile_bytes: every tile load and store the programs issue (K/V once
+    per query block in the forward; Q/dout and K/V once per block in the backward): no cache at all.
+    The backward adds the delta kernel and the torch d(c) reduction and its cast.
+    """
+    s = torch.finfo(dtype).bits // 8
+    dh = D // H
+    cfg = attention_config(dh, dtype, arch)
+    row = N * dh                                     # one head's q, k, v or out: elements
+    c_tile = dh * s                                  # c is added on every tile load (L2-resident)
+    in_row = row * 2 * s                             # a q/k/v tile's qkv + u bytes over all N rows
+    op = B * (3 * N * D * 2 + 3 * D) * s + B * N * D * s + B * H * N * 4  # qkv, u, c; out; lse
+    blocks_m = math.ceil(N / cfg.fwd_block_m)
+    blocks_n = math.ceil(N / cfg.fwd_block_n)
+    tile = B * H * (in_row + blocks_m * 2 * in_row                           # q once, k/v per q block
+                    + blocks_m * (1 + 2 * blocks_n) * c_tile + row * s + N * 4)  # c; out; lse
+    launches = 1
+    if backward:
+        # delta: read out, dout, write delta; bwd: read qkv, c, u, dout, lse, delta, write dqkv;
+        # dc = token sum of dqkv (one torch reduction); d(qkv) and d(u) are the same tensor.
+        stats = B * H * N * 4
+        op += (2 * B * N * D * s + stats) + (B * (6 * N * D + 3 * D) * s + B * N * D * s + 2 * stats
+                                             + 3 * B * N * D * s) + (3 * B * N * D * s + 3 * B * D * s)
+        blocks = math.ceil(N / cfg.bwd_block_n1)
+        per_head = (2 * row * s + N * 4                                       # delta kernel
+                    + blocks * (in_row + row * s + 2 * N * 4)                 # dk/dv: all q, dout, stats
+                    + 2 * in_row                                              # own k, v rows
+                    + in_row + row * s + 2 * N * 4                            # dq: own q, dout, stats
+                    + blocks * 2 * in_row                                     # dq: all k, v
+                    + 3 * row * s)                                            # write dq, dk, dv
+        tile += B * H * per_head + 3 * B * N * D * s + 3 * B * D * s          # + dc reduction
+        launches += 4  # delta, bwd, the dc token sum and its cast to c.dtype
+    return {"op_bytes": op, "tile_bytes": tile, "launches": launches}
+
+
+#################################################################################
 #                          Ahead-of-time compile specs                          #
 #################################################################################
 
