@@ -33,7 +33,7 @@ def _inputs(B, N, D, dtype, device, requires_grad=False):
     return qkv, c, u
 
 
-def unfused_attention_traffic(B: int, N: int, D: int, H: int, dtype: torch.dtype, backward: bool) -> Traffic:
+def unfused_traffic(B: int, N: int, D: int, H: int, dtype: torch.dtype, backward: bool) -> Traffic:
     """Counted bytes/launches of attention_reference (and its autograd backward), scaled from B=2."""
     qkv, c, u = _inputs(COUNT_BATCH, N, D, dtype, "cpu", requires_grad=backward)
     dout = torch.ones(COUNT_BATCH, N, D, dtype=dtype)  # made outside the count
@@ -59,7 +59,7 @@ def traffic_rows() -> list[dict]:
     rows = []
     for backward in (False, True):
         mode = "fwd+bwd" if backward else "fwd"
-        t = unfused_attention_traffic(B, N, D, H, DTYPE, backward)
+        t = unfused_traffic(B, N, D, H, DTYPE, backward)
         rows.append(dict(provider="unfused (adds + SDPA)", mode=mode, bytes=t.bytes, launches=t.launches))
         for arch in ((8, 0), (9, 0)):
             f = fused_attention_traffic(B, N, D, H, DTYPE, arch, backward)
