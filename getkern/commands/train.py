@@ -41,7 +41,8 @@ def run(args) -> int:
     from getkern.distill import TrainConfig, Trainer
     model = {"name": args.model, **json.loads(args.model_args)} if args.model else json.loads(args.model_args)
     config = TrainConfig(pairs=args.pairs, out=args.out, model=model, batch_size=args.batch_size,
-                         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
+                         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps,
+                         weight_decay=args.weight_decay,
                          ema_decay=args.ema_decay, iters=args.iters, fpc_weight=args.fpc_weight, loss=args.loss,
                          grad=args.grad, max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
                          sample_every=args.sample_every, seed=args.seed, amp=args.amp, device=args.device,

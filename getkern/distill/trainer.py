@@ -106,7 +106,8 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = c = config
         if c.batch_size < 1 or c.grad_accum < 1 or c.iters < 1:
-            raise ValueError(f"batch_size, grad_accum and iters must be >= 1, got {c.batch_size}, {c.grad_accum}, {c.iters}")
+            raise ValueError(f"batch_size, grad_accum and iters must be >= 1, "
+                             f"got {c.batch_size}, {c.grad_accum}, {c.iters}")
         if c.loss not in ("l1", "l2"):
             raise ValueError(f"loss must be 'l1' or 'l2', got {c.loss!r}")
         if c.amp not in ("none", "bf16", "fp16"):
@@ -198,7 +199,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         B, n = self.config.batch_size, len(self.latents)
         return {"format": CHECKPOINT_FORMAT, "step": self.step, "model": self.model.state_dict(),
-                "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+                "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 "rng": rng, "data": {"epoch": self.step * B // n, "offset": self.step * B % n, "num_pairs": n},
                 "config": json.dumps(self.config.to_dict()), "model_config": json.dumps(self.model.config)}
 
