@@ -236,3 +236,22 @@ def test_get_block_with_fused_norms_and_mlp_matches_torch():
     out.square().sum().backward()
     for (name, p_ref), p in zip(ref.named_parameters(), fused.parameters()):
         torch.testing.assert_close(p.grad, p_ref.grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_aligned_path_matches_float64(poisoned, monkeypatch, dtype):
+    """Widths that are multiples of 16 and of BLOCK_K take the kernel's ALIGNED path (no K mask,
+    vectorisation hints): every launch, forward and backward, must take it and stay exact."""
+    ops_mlp = importlib.import_module("getkern.ops.mlp")
+    taken = []
+    original = ops_mlp._aligned
+    monkeypatch.setattr(ops_mlp, "_aligned", lambda *a: taken.append(original(*a)) or taken[-1])
+    tensors = make_inputs((3, 7), 64, 128, dtype, seed=3)
+    grad = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(4))
+    out, got = run(tensors, "triton", grad)
+    same_out, same = run(tensors, "torch", grad)
+    ref_out, ref = run(f64(tensors), "torch", grad.double())
+    assert taken == [True, True, True]  # fc1 (keeping pre), fc2 + residual, backward dpre
+    assert_close_to_f64("out", out, ref_out, same_out, FWD_FACTOR)
+    for name, gt, sm, rf in zip(NAMES, got, same, ref):
+        assert_close_to_f64(f"d{name}", gt, rf, sm, BWD_FACTOR)

@@ -99,10 +99,11 @@ def _fwd_config(D: int) -> tuple[int, int, int]:
 
 
 def _bwd_config(D: int) -> tuple[int, int, int]:
-    """Backward holds more (BLOCK_M, BLOCK_D) fp32 tiles live: half the forward's rows per tile."""
+    """Backward holds more (BLOCK_M, BLOCK_D) fp32 tiles live: half the forward's elements per
+    tile, and 8 warps from BLOCK_D = 1024 (4 warps spill there on sm_90)."""
     block_d = triton.next_power_of_2(D)
     block_m = max(1, min(8, 1024 // block_d))
-    num_warps = 8 if block_d >= 4096 else 4
+    num_warps = 8 if block_d >= 1024 else 4
     return block_m, block_d, num_warps
 
 
@@ -281,29 +282,36 @@ GET_DIMS = (256, 384, 512, 768)
 
 
 def aot_specs():
-    """Every LayerNorm kernel config the dispatcher picks at GET widths, for fp16 and bf16."""
+    """Every LayerNorm kernel config the dispatcher picks at GET widths, for fp16 and bf16. Widths
+    that share a config (384 and 512 both tile as BLOCK_D = 512) share one spec."""
     for dtype in ("fp16", "bf16"):
         p = f"*{dtype}"
-        for D in GET_DIMS:
-            block_m, block_d, num_warps = _fwd_config(D)
-            for has_residual in (False, True):
-                yield AotSpec(
-                    name=f"layer_norm_fwd[D={D},{dtype},residual={has_residual}]",
-                    kernel=_ln_fwd_kernel,
-                    signature={"X": p, "R": p, "W": p, "B": p, "S": p, "Y": p, "MEAN": "*fp32",
-                               "RSTD": "*fp32", "M": "i32", "D": "i32", "eps": "fp32",
-                               "HAS_RESIDUAL": "constexpr", "BLOCK_M": "constexpr",
-                               "BLOCK_D": "constexpr"},
-                    constexprs={"HAS_RESIDUAL": has_residual, "BLOCK_M": block_m, "BLOCK_D": block_d},
-                    num_warps=num_warps)
-            block_m, block_d, num_warps = _bwd_config(D)
-            for has_ds in (False, True):
-                yield AotSpec(
-                    name=f"layer_norm_bwd[D={D},{dtype},ds={has_ds}]",
-                    kernel=_ln_bwd_kernel,
-                    signature={"DY": p, "DS": p, "S": p, "W": p, "MEAN": "*fp32", "RSTD": "*fp32",
-                               "DX": p, "DW_PART": "*fp32", "DB_PART": "*fp32", "M": "i32",
-                               "D": "i32", "HAS_DS": "constexpr", "BLOCK_M": "constexpr",
-                               "BLOCK_D": "constexpr"},
-                    constexprs={"HAS_DS": has_ds, "BLOCK_M": block_m, "BLOCK_D": block_d},
-                    num_warps=num_warps)
+        for direction, config_of in (("fwd", _fwd_config), ("bwd", _bwd_config)):
+            configs: dict[tuple[int, int, int], list[int]] = {}
+            for D in GET_DIMS:
+                configs.setdefault(config_of(D), []).append(D)
+            for (block_m, block_d, num_warps), dims in configs.items():
+                widths = "|".join(map(str, dims))
+                for flag in (False, True):
+                    if direction == "fwd":
+                        yield AotSpec(
+                            name=f"layer_norm_fwd[D={widths},{dtype},residual={flag}]",
+                            kernel=_ln_fwd_kernel,
+                            signature={"X": p, "R": p, "W": p, "B": p, "S": p, "Y": p,
+                                       "MEAN": "*fp32", "RSTD": "*fp32", "M": "i32", "D": "i32",
+                                       "eps": "fp32", "HAS_RESIDUAL": "constexpr",
+                                       "BLOCK_M": "constexpr", "BLOCK_D": "constexpr"},
+                            constexprs={"HAS_RESIDUAL": flag, "BLOCK_M": block_m,
+                                        "BLOCK_D": block_d},
+                            num_warps=num_warps)
+                    else:
+                        yield AotSpec(
+                            name=f"layer_norm_bwd[D={widths},{dtype},ds={flag}]",
+                            kernel=_ln_bwd_kernel,
+                            signature={"DY": p, "DS": p, "S": p, "W": p, "MEAN": "*fp32",
+                                       "RSTD": "*fp32", "DX": p, "DW_PART": "*fp32",
+                                       "DB_PART": "*fp32", "M": "i32", "D": "i32",
+                                       "HAS_DS": "constexpr", "BLOCK_M": "constexpr",
+                                       "BLOCK_D": "constexpr"},
+                            constexprs={"HAS_DS": flag, "BLOCK_M": block_m, "BLOCK_D": block_d},
+                            num_warps=num_warps)

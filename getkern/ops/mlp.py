@@ -34,11 +34,18 @@ _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1/sqrt(2*pi)
 def _linear_kernel(A, W, BIAS, RES, PRE, C, M, N, K, stride_wn, stride_wk,
                    EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr,
                    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                   ALIGNED: tl.constexpr, W_K_CONTIGUOUS: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    GROUP_M: tl.constexpr):
     """C (M, N) = epilogue(A (M, K) @ W^T + bias), W (N, K) with any strides; A, C, RES, PRE are
     row-major. EPILOGUE: "none"; "gelu" (exact erf GELU; STORE_PRE also writes the pre-activation
-    to PRE); "residual" (adds RES); "gelu_grad" (multiplies by GELU'(PRE), the backward of fc1)."""
+    to PRE); "residual" (adds RES); "gelu_grad" (multiplies by GELU'(PRE), the backward of fc1).
+
+    ALIGNED (checked by _aligned; true at every GET size): every row of every operand starts on a
+    multiple of 16 elements, W is unit-stride along K (W_K_CONTIGUOUS) or along N, and BLOCK_K and
+    BLOCK_N divide K and N. The kernel then masks rows only and tells the compiler the alignment:
+    16-byte vector loads and stores and cp.async pipelining, also in an ahead-of-time compile that
+    lacks the JIT's argument specialisation."""
     # Grouped tile order: GROUP_M row-tiles share each W column-tile while it is in L2.
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(M, BLOCK_M)
@@ -56,9 +63,17 @@ def _linear_kernel(A, W, BIAS, RES, PRE, C, M, N, K, stride_wn, stride_wk,
     w_ptrs = W + cols[None, :].to(tl.int64) * stride_wn + ks[:, None] * stride_wk
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, K, BLOCK_K):
-        k_ok = ks < K - k
-        a = tl.load(a_ptrs, mask=(rows[:, None] < M) & k_ok[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=k_ok[:, None] & (cols[None, :] < N), other=0.0)
+        if ALIGNED:
+            a = tl.load(tl.max_contiguous(tl.multiple_of(a_ptrs, [16, 16]), [1, BLOCK_K]),
+                        mask=rows[:, None] < M, other=0.0)
+            if W_K_CONTIGUOUS:
+                w = tl.load(tl.max_contiguous(tl.multiple_of(w_ptrs, [16, 16]), [BLOCK_K, 1]))
+            else:
+                w = tl.load(tl.max_contiguous(tl.multiple_of(w_ptrs, [16, 16]), [1, BLOCK_N]))
+        else:
+            k_ok = ks < K - k
+            a = tl.load(a_ptrs, mask=(rows[:, None] < M) & k_ok[None, :], other=0.0)
+            w = tl.load(w_ptrs, mask=k_ok[:, None] & (cols[None, :] < N), other=0.0)
         if UPCAST:  # interpreter only: its bf16 arithmetic is wrong, fp32 products are exact
             a = a.to(tl.float32)
             w = w.to(tl.float32)
@@ -67,20 +82,33 @@ def _linear_kernel(A, W, BIAS, RES, PRE, C, M, N, K, stride_wn, stride_wk,
         w_ptrs += BLOCK_K * stride_wk
 
     col_ok = cols < N
-    mask = (rows[:, None] < M) & col_ok[None, :]
+    if ALIGNED:  # BLOCK_N divides N: only rows can run out
+        mask = rows[:, None] < M
+    else:
+        mask = (rows[:, None] < M) & col_ok[None, :]
     offs = rows[:, None].to(tl.int64) * N + cols[None, :]
+    bias_ptrs, pre_ptrs, res_ptrs, c_ptrs = BIAS + cols, PRE + offs, RES + offs, C + offs
+    if ALIGNED:  # rows of BLOCK_N contiguous elements starting on 16 bytes: vector access
+        bias_ptrs = tl.max_contiguous(tl.multiple_of(bias_ptrs, 16), BLOCK_N)
+        pre_ptrs = tl.max_contiguous(tl.multiple_of(pre_ptrs, [16, 16]), [1, BLOCK_N])
+        res_ptrs = tl.max_contiguous(tl.multiple_of(res_ptrs, [16, 16]), [1, BLOCK_N])
+        c_ptrs = tl.max_contiguous(tl.multiple_of(c_ptrs, [16, 16]), [1, BLOCK_N])
     if HAS_BIAS:
-        acc += tl.load(BIAS + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        if ALIGNED:
+            bias = tl.load(bias_ptrs)
+        else:
+            bias = tl.load(bias_ptrs, mask=col_ok, other=0.0)
+        acc += bias.to(tl.float32)[None, :]
     if EPILOGUE == "gelu":
         if STORE_PRE:
-            tl.store(PRE + offs, acc.to(PRE.dtype.element_ty), mask=mask)
+            tl.store(pre_ptrs, acc.to(PRE.dtype.element_ty), mask=mask)
         acc = 0.5 * acc * (1.0 + tl.erf(acc * _SQRT1_2))
     elif EPILOGUE == "residual":
-        acc += tl.load(RES + offs, mask=mask, other=0.0).to(tl.float32)
+        acc += tl.load(res_ptrs, mask=mask, other=0.0).to(tl.float32)
     elif EPILOGUE == "gelu_grad":
-        z = tl.load(PRE + offs, mask=mask, other=0.0).to(tl.float32)
+        z = tl.load(pre_ptrs, mask=mask, other=0.0).to(tl.float32)
         acc *= 0.5 * (1.0 + tl.erf(z * _SQRT1_2)) + z * _INV_SQRT_2PI * tl.exp(-0.5 * z * z)
-    tl.store(C + offs, acc.to(C.dtype.element_ty), mask=mask)
+    tl.store(c_ptrs, acc.to(C.dtype.element_ty), mask=mask)
 
 
 #################################################################################
@@ -129,8 +157,21 @@ def _linear(a2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, *, ep
         pre if pre is not None else c, c, M, N, K, w.stride(0), w.stride(1),
         EPILOGUE=epilogue, HAS_BIAS=bias is not None, STORE_PRE=store_pre,
         UPCAST=interpreter_enabled() and a2d.dtype == torch.bfloat16,
-        DOT_PRECISION=_dot_precision(a2d.dtype), **cfg)
+        DOT_PRECISION=_dot_precision(a2d.dtype),
+        ALIGNED=_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"], w, a2d, bias, res, pre, c),
+        W_K_CONTIGUOUS=w.stride(1) == 1, **cfg)
     return c
+
+
+def _aligned(K: int, block_k: int, N: int, block_n: int, w: torch.Tensor, *tensors) -> bool:
+    """Whether _linear_kernel may take its ALIGNED path: BLOCK_K divides K and BLOCK_N divides N;
+    K, N and W's non-unit stride are multiples of 16 elements; W is unit-stride along K or N;
+    every base pointer is aligned to 16 elements (torch's allocators align fresh tensors to more)."""
+    w_outer_stride = w.stride(0) if w.stride(1) == 1 else w.stride(1)
+    return (K % block_k == 0 and N % block_n == 0 and K % 16 == 0 and N % 16 == 0
+            and 1 in w.stride() and w_outer_stride % 16 == 0
+            and all(t.data_ptr() % (16 * t.element_size()) == 0
+                    for t in (w, *tensors) if t is not None))
 
 
 #################################################################################
@@ -292,7 +333,8 @@ def aot_specs():
         for name, epilogue, has_bias, store_pre, w_transposed in _LAUNCHES:
             cfg = _gpu_config(torch_dtype, epilogue)
             constexprs = {"EPILOGUE": epilogue, "HAS_BIAS": has_bias, "STORE_PRE": store_pre,
-                          "UPCAST": False, "DOT_PRECISION": "tf32",
+                          "UPCAST": False, "DOT_PRECISION": "tf32", "ALIGNED": True,
+                          "W_K_CONTIGUOUS": not w_transposed,
                           **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
                           # a unit stride is specialised to a constant at launch; bake it in too
                           ("stride_wn" if w_transposed else "stride_wk"): 1}
