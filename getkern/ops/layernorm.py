@@ -286,32 +286,22 @@ def aot_specs():
     that share a config (384 and 512 both tile as BLOCK_D = 512) share one spec."""
     for dtype in ("fp16", "bf16"):
         p = f"*{dtype}"
-        for direction, config_of in (("fwd", _fwd_config), ("bwd", _bwd_config)):
-            configs: dict[tuple[int, int, int], list[int]] = {}
+        kernels = (  # (name, kernel, config rule, flag's name in the spec, flag argument, args)
+            ("layer_norm_fwd", _ln_fwd_kernel, _fwd_config, "residual", "HAS_RESIDUAL",
+             {"X": p, "R": p, "W": p, "B": p, "S": p, "Y": p, "MEAN": "*fp32", "RSTD": "*fp32",
+              "M": "i32", "D": "i32", "eps": "fp32"}),
+            ("layer_norm_bwd", _ln_bwd_kernel, _bwd_config, "ds", "HAS_DS",
+             {"DY": p, "DS": p, "S": p, "W": p, "MEAN": "*fp32", "RSTD": "*fp32", "DX": p,
+              "DW_PART": "*fp32", "DB_PART": "*fp32", "M": "i32", "D": "i32"}),
+        )
+        for name, kernel, config_of, flag_name, flag_arg, args in kernels:
+            widths_of: dict[tuple[int, int, int], list[int]] = {}
             for D in GET_DIMS:
-                configs.setdefault(config_of(D), []).append(D)
-            for (block_m, block_d, num_warps), dims in configs.items():
-                widths = "|".join(map(str, dims))
+                widths_of.setdefault(config_of(D), []).append(D)
+            for (block_m, block_d, num_warps), dims in widths_of.items():
                 for flag in (False, True):
-                    if direction == "fwd":
-                        yield AotSpec(
-                            name=f"layer_norm_fwd[D={widths},{dtype},residual={flag}]",
-                            kernel=_ln_fwd_kernel,
-                            signature={"X": p, "R": p, "W": p, "B": p, "S": p, "Y": p,
-                                       "MEAN": "*fp32", "RSTD": "*fp32", "M": "i32", "D": "i32",
-                                       "eps": "fp32", "HAS_RESIDUAL": "constexpr",
-                                       "BLOCK_M": "constexpr", "BLOCK_D": "constexpr"},
-                            constexprs={"HAS_RESIDUAL": flag, "BLOCK_M": block_m,
-                                        "BLOCK_D": block_d},
-                            num_warps=num_warps)
-                    else:
-                        yield AotSpec(
-                            name=f"layer_norm_bwd[D={widths},{dtype},ds={flag}]",
-                            kernel=_ln_bwd_kernel,
-                            signature={"DY": p, "DS": p, "S": p, "W": p, "MEAN": "*fp32",
-                                       "RSTD": "*fp32", "DX": p, "DW_PART": "*fp32",
-                                       "DB_PART": "*fp32", "M": "i32", "D": "i32",
-                                       "HAS_DS": "constexpr", "BLOCK_M": "constexpr",
-                                       "BLOCK_D": "constexpr"},
-                            constexprs={"HAS_DS": flag, "BLOCK_M": block_m, "BLOCK_D": block_d},
-                            num_warps=num_warps)
+                    constexprs = {flag_arg: flag, "BLOCK_M": block_m, "BLOCK_D": block_d}
+                    yield AotSpec(
+                        name=f"{name}[D={'/'.join(map(str, dims))},{dtype},{flag_name}={flag}]",
+                        kernel=kernel, signature={**args, **{k: "constexpr" for k in constexprs}},
+                        constexprs=constexprs, num_warps=num_warps)
