@@ -46,18 +46,31 @@ _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): softmax runs in exp2
 #################################################################################
 
 @triton.jit
+def _aligned_rows(ptrs, ALIGNED: tl.constexpr):
+    """Pointers of a (rows, Dh) tile; with ALIGNED (checked by the host) every row starts 16-byte
+    aligned. The JIT specializes on that by itself; saying it here lets ahead-of-time builds
+    vectorize the accesses too (without it they spill)."""
+    if ALIGNED:
+        ptrs = tl.multiple_of(ptrs, [1, 16])
+    return ptrs
+
+
+@triton.jit
 def _load_tile(QKV, C, U, b, rows, cols, N, stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
-               HAS_C: tl.constexpr, HAS_U: tl.constexpr):
+               HAS_C: tl.constexpr, HAS_U: tl.constexpr, ALIGNED: tl.constexpr):
     """(len(rows), len(cols)) fp32 tile of qkv + c + u; rows >= N load as c (masked by the caller)."""
     b64 = b.to(tl.int64)  # batch offsets can pass 2**31 elements
     mask = rows[:, None] < N
-    x = tl.load(QKV + b64 * stride_qkv_b + rows[:, None] * stride_qkv_n + cols[None, :], mask=mask, other=0.0)
-    x = x.to(tl.float32)
+    ptrs = _aligned_rows(QKV + b64 * stride_qkv_b + rows[:, None] * stride_qkv_n + cols[None, :], ALIGNED)
+    x = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_C:
-        x += tl.load(C + b64 * stride_c_b + cols).to(tl.float32)[None, :]
+        c_ptrs = C + b64 * stride_c_b + cols
+        if ALIGNED:
+            c_ptrs = tl.multiple_of(c_ptrs, [16])
+        x += tl.load(c_ptrs).to(tl.float32)[None, :]
     if HAS_U:
-        x += tl.load(U + b64 * stride_u_b + rows[:, None] * stride_u_n + cols[None, :], mask=mask,
-                     other=0.0).to(tl.float32)
+        ptrs = _aligned_rows(U + b64 * stride_u_b + rows[:, None] * stride_u_n + cols[None, :], ALIGNED)
+        x += tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     return x
 
 
@@ -74,7 +87,7 @@ def _attn_fwd_kernel(QKV, C, U, Out, Lse,
                      stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
                      N, H, qk_scale_log2,
                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     HAS_C: tl.constexpr, HAS_U: tl.constexpr,
+                     HAS_C: tl.constexpr, HAS_U: tl.constexpr, ALIGNED: tl.constexpr,
                      DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     pid_m = tl.program_id(0)  # fastest-varying: the query blocks of one head run together (K/V in L2)
     bh = tl.program_id(1)
@@ -87,14 +100,16 @@ def _attn_fwd_kernel(QKV, C, U, Out, Lse,
     q_cols = h * HEAD_DIM + offs_d
     strides = (stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n)
 
-    q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+    q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U, ALIGNED), DTYPE, DOT_IN_FP32)
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # running row max, log2 units
     l_i = tl.zeros((BLOCK_M,), tl.float32)                # running row sum of exp2
     acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = _operand(_load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
-        v = _operand(_load_tile(QKV, C, U, b, offs_n, 2 * D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+        k = _load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U, ALIGNED)
+        k = _operand(k, DTYPE, DOT_IN_FP32)
+        v = _load_tile(QKV, C, U, b, offs_n, 2 * D + q_cols, N, *strides, HAS_C, HAS_U, ALIGNED)
+        v = _operand(v, DTYPE, DOT_IN_FP32)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2
         s = tl.where(offs_n[None, :] < N, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -107,7 +122,8 @@ def _attn_fwd_kernel(QKV, C, U, Out, Lse,
     row_ok = offs_m < N
     out = acc / l_i[:, None]
     b64 = b.to(tl.int64)
-    tl.store(Out + b64 * N * D + offs_m[:, None] * D + q_cols[None, :], out.to(DTYPE), mask=row_ok[:, None])
+    out_ptrs = _aligned_rows(Out + b64 * N * D + offs_m[:, None] * D + q_cols[None, :], True)  # our allocation
+    tl.store(out_ptrs, out.to(DTYPE), mask=row_ok[:, None])
     tl.store(Lse + bh * N + offs_m, (m_i + tl.math.log2(l_i)) / _LOG2E, mask=row_ok)  # natural log
 
 
@@ -123,26 +139,28 @@ def _attn_bwd_delta_kernel(Out, dOut, Delta, N, H, HEAD_DIM: tl.constexpr, BLOCK
     cols = h * HEAD_DIM + tl.arange(0, HEAD_DIM)
     mask = offs_m[:, None] < N
     offsets = b.to(tl.int64) * N * D + offs_m[:, None] * D + cols[None, :]
-    o = tl.load(Out + offsets, mask=mask, other=0.0).to(tl.float32)
-    do = tl.load(dOut + offsets, mask=mask, other=0.0).to(tl.float32)
+    o = tl.load(_aligned_rows(Out + offsets, True), mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(_aligned_rows(dOut + offsets, True), mask=mask, other=0.0).to(tl.float32)
     tl.store(Delta + bh * N + offs_m, tl.sum(o * do, 1), mask=offs_m < N)
 
 
 @triton.jit
 def _bwd_dk_dv(QKV, C, U, dout_base, lse_base, delta_base, b, offs_n, q_cols, D, N, strides, qk_scale_log2,
                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
-               DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+               ALIGNED: tl.constexpr, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """dk (unscaled), dv of key rows offs_n, looping over every query block. Scores are kept
     transposed (sT = k q^T) so dk and dv accumulate row-major."""
-    k = _operand(_load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
-    v = _operand(_load_tile(QKV, C, U, b, offs_n, 2 * D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+    k = _operand(_load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U, ALIGNED), DTYPE, DOT_IN_FP32)
+    v = _load_tile(QKV, C, U, b, offs_n, 2 * D + q_cols, N, *strides, HAS_C, HAS_U, ALIGNED)
+    v = _operand(v, DTYPE, DOT_IN_FP32)
     dk = tl.zeros((offs_n.shape[0], HEAD_DIM), tl.float32)
     dv = tl.zeros((offs_n.shape[0], HEAD_DIM), tl.float32)
     for start_m in range(0, N, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < N
-        q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
-        do = tl.load(dout_base + offs_m[:, None] * D + q_cols[None, :], mask=row_ok[:, None], other=0.0)
+        q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U, ALIGNED), DTYPE, DOT_IN_FP32)
+        do = tl.load(_aligned_rows(dout_base + offs_m[:, None] * D + q_cols[None, :], True), mask=row_ok[:, None],
+                     other=0.0)
         do = _operand(do.to(tl.float32), DTYPE, DOT_IN_FP32)
         lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
         delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
@@ -158,19 +176,22 @@ def _bwd_dk_dv(QKV, C, U, dout_base, lse_base, delta_base, b, offs_n, q_cols, D,
 @triton.jit
 def _bwd_dq(QKV, C, U, dout_base, lse_base, delta_base, b, offs_m, q_cols, D, N, strides, qk_scale_log2,
             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
-            DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+            ALIGNED: tl.constexpr, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """dq (unscaled) of query rows offs_m, looping over every key block."""
     row_ok = offs_m < N
-    q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
-    do = tl.load(dout_base + offs_m[:, None] * D + q_cols[None, :], mask=row_ok[:, None], other=0.0)
+    q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U, ALIGNED), DTYPE, DOT_IN_FP32)
+    do = tl.load(_aligned_rows(dout_base + offs_m[:, None] * D + q_cols[None, :], True), mask=row_ok[:, None],
+                     other=0.0)
     do = _operand(do.to(tl.float32), DTYPE, DOT_IN_FP32)
     lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
     delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
     dq = tl.zeros((offs_m.shape[0], HEAD_DIM), tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = _operand(_load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
-        v = _operand(_load_tile(QKV, C, U, b, offs_n, 2 * D + q_cols, N, *strides, HAS_C, HAS_U), DTYPE, DOT_IN_FP32)
+        k = _load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U, ALIGNED)
+        k = _operand(k, DTYPE, DOT_IN_FP32)
+        v = _load_tile(QKV, C, U, b, offs_n, 2 * D + q_cols, N, *strides, HAS_C, HAS_U, ALIGNED)
+        v = _operand(v, DTYPE, DOT_IN_FP32)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale_log2
         p = tl.where(offs_n[None, :] < N, tl.math.exp2(s - lse[:, None]), 0.0)  # padded keys: p = 0
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
@@ -185,7 +206,7 @@ def _attn_bwd_kernel(QKV, C, U, dOut, Lse, Delta, dQKV,
                      N, H, sm_scale,
                      HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
                      BLOCK_N2: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
-                     DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                     ALIGNED: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Program (j, bh): dk, dv of key rows [j*BLOCK_N1, +BLOCK_N1), then dq of the same query rows."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
@@ -203,12 +224,13 @@ def _attn_bwd_kernel(QKV, C, U, dOut, Lse, Delta, dQKV,
     row_ok = rows[:, None] < N
 
     dk, dv = _bwd_dk_dv(QKV, C, U, dout_base, Lse + bh * N, Delta + bh * N, b, rows, q_cols, D, N, strides,
-                        qk_scale_log2, HEAD_DIM, BLOCK_M1, HAS_C, HAS_U, DTYPE, DOT_IN_FP32, DOT_PRECISION)
-    tl.store(dqkv_base + rows[:, None] * 3 * D + (D + q_cols)[None, :], (dk * sm_scale).to(DTYPE), mask=row_ok)
-    tl.store(dqkv_base + rows[:, None] * 3 * D + (2 * D + q_cols)[None, :], dv.to(DTYPE), mask=row_ok)
+                        qk_scale_log2, HEAD_DIM, BLOCK_M1, HAS_C, HAS_U, ALIGNED, DTYPE, DOT_IN_FP32, DOT_PRECISION)
+    dqkv_rows = dqkv_base + rows[:, None] * 3 * D  # our allocation: rows 16-byte aligned
+    tl.store(_aligned_rows(dqkv_rows + (D + q_cols)[None, :], True), (dk * sm_scale).to(DTYPE), mask=row_ok)
+    tl.store(_aligned_rows(dqkv_rows + (2 * D + q_cols)[None, :], True), dv.to(DTYPE), mask=row_ok)
     dq = _bwd_dq(QKV, C, U, dout_base, Lse + bh * N, Delta + bh * N, b, rows, q_cols, D, N, strides,
-                 qk_scale_log2, HEAD_DIM, BLOCK_N2, HAS_C, HAS_U, DTYPE, DOT_IN_FP32, DOT_PRECISION)
-    tl.store(dqkv_base + rows[:, None] * 3 * D + q_cols[None, :], (dq * sm_scale).to(DTYPE), mask=row_ok)
+                 qk_scale_log2, HEAD_DIM, BLOCK_N2, HAS_C, HAS_U, ALIGNED, DTYPE, DOT_IN_FP32, DOT_PRECISION)
+    tl.store(_aligned_rows(dqkv_rows + q_cols[None, :], True), (dq * sm_scale).to(DTYPE), mask=row_ok)
 
 
 #################################################################################
@@ -314,12 +336,16 @@ def _compute_dtype(qkv, c, u) -> torch.dtype:
 #################################################################################
 
 def _kernel_args(qkv, c, u):
-    """Pointers and strides for qkv, c, u; an absent c or u passes qkv with zero strides (never read)."""
+    """(c, u, strides, aligned) for the kernels. An absent c or u passes qkv with zero strides (never
+    read). aligned: every row of qkv, c, u starts 16-byte aligned (checked with margin: pointers and
+    strides multiples of 16 elements), true for fresh tensors and for GET's views at head dims 32+."""
     c_arg = qkv if c is None else c
     u_arg = qkv if u is None else u
     strides = (qkv.stride(0), qkv.stride(1), 0 if c is None else c.stride(0),
                0 if u is None else u.stride(0), 0 if u is None else u.stride(1))
-    return c_arg, u_arg, strides
+    aligned = (all(t.data_ptr() % (16 * t.element_size()) == 0 for t in (qkv, c_arg, u_arg))
+               and all(s % 16 == 0 for s in strides))
+    return c_arg, u_arg, strides, aligned
 
 
 def _dot_flags(dtype: torch.dtype) -> dict:
@@ -336,11 +362,11 @@ def _forward_triton(qkv, c, u, num_heads: int, scale: float):
     cfg = attention_config(head_dim, dtype, _device_arch(qkv.device))
     out = torch.empty((B, N, D), dtype=dtype, device=qkv.device)
     lse = torch.empty((B, num_heads, N), dtype=torch.float32, device=qkv.device)
-    c_arg, u_arg, strides = _kernel_args(qkv, c, u)
+    c_arg, u_arg, strides, aligned = _kernel_args(qkv, c, u)
     grid = (triton.cdiv(N, cfg.fwd_block_m), B * num_heads)
     _attn_fwd_kernel[grid](qkv, c_arg, u_arg, out, lse, *strides, N, num_heads, scale * _LOG2E.value,
                            HEAD_DIM=head_dim, BLOCK_M=cfg.fwd_block_m, BLOCK_N=cfg.fwd_block_n,
-                           HAS_C=c is not None, HAS_U=u is not None, **_dot_flags(dtype),
+                           HAS_C=c is not None, HAS_U=u is not None, ALIGNED=aligned, **_dot_flags(dtype),
                            num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages)
     return out, lse
 
@@ -352,15 +378,17 @@ def _backward_triton(dout, qkv, c, u, out, lse, num_heads: int, scale: float):
     dtype = out.dtype
     cfg = attention_config(head_dim, dtype, _device_arch(qkv.device))
     dout = dout.to(dtype).contiguous()
+    if dout.data_ptr() % (16 * dout.element_size()):  # the kernels read dout as an aligned buffer
+        dout = dout.clone()
     delta = torch.empty_like(lse)
     _attn_bwd_delta_kernel[(triton.cdiv(N, cfg.delta_block_m), B * num_heads)](
         out, dout, delta, N, num_heads, HEAD_DIM=head_dim, BLOCK_M=cfg.delta_block_m)
     dqkv = torch.empty((B, N, three_d), dtype=dtype, device=qkv.device)
-    c_arg, u_arg, strides = _kernel_args(qkv, c, u)
+    c_arg, u_arg, strides, aligned = _kernel_args(qkv, c, u)
     grid = (triton.cdiv(N, cfg.bwd_block_n1), B * num_heads)
     _attn_bwd_kernel[grid](qkv, c_arg, u_arg, dout, lse, delta, dqkv, *strides, N, num_heads, scale,
                            HEAD_DIM=head_dim, BLOCK_M1=cfg.bwd_block_m1, BLOCK_N1=cfg.bwd_block_n1,
-                           BLOCK_N2=cfg.bwd_block_n2, HAS_C=c is not None, HAS_U=u is not None,
+                           BLOCK_N2=cfg.bwd_block_n2, HAS_C=c is not None, HAS_U=u is not None, ALIGNED=aligned,
                            **_dot_flags(dtype), num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages)
     return dqkv
 
@@ -512,19 +540,8 @@ AOT_ARCHS = ((8, 0), (9, 0))
 
 @dataclass(frozen=True)
 class AttentionAotSpec(AotSpec):
-    """An AotSpec for the one architecture its configuration was chosen for (``archs``, read by the
-    gate), naming the arguments that are multiples of 16 at GET shapes (``divisible_by_16``: pointers
-    16-byte aligned, strides multiples of 16 elements). The JIT specializes on those facts by itself;
-    an ahead-of-time build must be told (``ASTSource(attrs={(index,): [["tt.divisibility", 16]]})``),
-    or the tile loads are not vectorized and the kernels spill."""
+    """An AotSpec for the one architecture its configuration was chosen for (read by the gate)."""
     archs: tuple[int, ...] = (80, 90)
-    divisible_by_16: tuple[str, ...] = ()
-
-
-def _spec(**fields) -> AttentionAotSpec:
-    """At GET shapes every pointer and every stride argument is a multiple of 16 (3D = 2304)."""
-    divisible = tuple(n for n, ty in fields["signature"].items() if ty.startswith("*") or n.startswith("stride"))
-    return AttentionAotSpec(**fields, divisible_by_16=divisible)
 
 
 def aot_specs() -> Iterator[AttentionAotSpec]:
@@ -538,7 +555,7 @@ def aot_specs() -> Iterator[AttentionAotSpec]:
                 cfg = attention_config(head_dim, dtype, arch)
                 tag = f"sm{arch[0]}{arch[1]},hd={head_dim},{ty}"
                 cc = (arch[0] * 10 + arch[1],)
-                yield _spec(
+                yield AttentionAotSpec(
                     name=f"attention_bwd_delta[{tag}]", kernel=_attn_bwd_delta_kernel,
                     signature={"Out": f"*{ty}", "dOut": f"*{ty}", "Delta": "*fp32", "N": "i32", "H": "i32",
                                "HEAD_DIM": "constexpr", "BLOCK_M": "constexpr"},
@@ -548,9 +565,10 @@ def aot_specs() -> Iterator[AttentionAotSpec]:
                     common_sig = {"QKV": f"*{ty}", "C": f"*{ty}", "U": f"*{ty}"}
                     stride_sig = {s: "i32" for s in ("stride_qkv_b", "stride_qkv_n", "stride_c_b",
                                                      "stride_u_b", "stride_u_n")}
-                    flags = {"HAS_C": has_c, "HAS_U": has_u, "DOT_IN_FP32": False, "DOT_PRECISION": precision}
+                    flags = {"HAS_C": has_c, "HAS_U": has_u, "ALIGNED": True, "DOT_IN_FP32": False,
+                             "DOT_PRECISION": precision}
                     inj = f"{'c' if has_c else ''}{'u' if has_u else ''}" or "none"
-                    yield _spec(
+                    yield AttentionAotSpec(
                         name=f"attention_fwd[{tag},inj={inj}]", kernel=_attn_fwd_kernel,
                         signature={**common_sig, "Out": f"*{ty}", "Lse": "*fp32", **stride_sig, "N": "i32",
                                    "H": "i32", "qk_scale_log2": "fp32",
@@ -558,7 +576,7 @@ def aot_specs() -> Iterator[AttentionAotSpec]:
                         constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.fwd_block_m, "BLOCK_N": cfg.fwd_block_n,
                                     **flags},
                         num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages, uses_dot=dots, archs=cc)
-                    yield _spec(
+                    yield AttentionAotSpec(
                         name=f"attention_bwd[{tag},inj={inj}]", kernel=_attn_bwd_kernel,
                         signature={**common_sig, "dOut": f"*{ty}", "Lse": "*fp32", "Delta": "*fp32",
                                    "dQKV": f"*{ty}", **stride_sig, "N": "i32", "H": "i32", "sm_scale": "fp32",
