@@ -9,7 +9,7 @@ One convention everywhere: ``backend="auto" | "triton" | "torch"`` (solvers add 
 """
 from __future__ import annotations
 
-import functools
+import importlib.util
 import os
 
 import torch
@@ -26,14 +26,12 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=None)
+# Decided once at import (a plain constant, so torch.compile traces dispatch without guards on a cache).
+_TRITON_IMPORTABLE = importlib.util.find_spec("triton") is not None
+
+
 def triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception:  # pragma: no cover - depends on the install
-        return False
-    return True
+    return _TRITON_IMPORTABLE
 
 
 def triton_can_run(device: torch.device) -> bool:
