@@ -3,6 +3,9 @@
 1. Per-iteration overhead: a tiny f (B=4, n=64, one multiply-add) where the loop's own bookkeeping
    dominates; time per iteration of a 64-iteration solve (tol=None), fixed point and Anderson.
 2. End to end: GET-T/2 sampling (batch 16, 6 iterations, fp32) with each loop.
+3. The issue's CPU target: the plain-PyTorch reference path vs the fastest CPU path found (the
+   equilibrium map and the injection compiled by inductor with freezing, the C++ loop); only with
+   --benchmark-only (inductor takes minutes to compile on 2 cores).
 Run: `OMP_NUM_THREADS=2 .venv/bin/pytest benchmarks/test_cpp_loop_bench.py --benchmark-only`.
 """
 from __future__ import annotations
@@ -60,3 +63,40 @@ def test_get_t_sampling(benchmark, get_t, solver, backend):
 
     images, info = benchmark.pedantic(sample, rounds=3, iterations=1, warmup_rounds=1)
     assert info["backend"] == backend and images.shape == noise.shape
+
+
+def compiled_sampler(model: GET):
+    """GET sampling with inductor-compiled (frozen-weight) injection and equilibrium map and the C++
+    loop; same procedure as model(noise, z0=z0, iters=6) (fixed point, tol=1e-3, unconditional)."""
+    import torch._inductor.config as inductor_config
+    inductor_config.freezing = True  # weights become constants: oneDNN prepacking, fused epilogues
+
+    def equilibrium(z, u0, u1, u2):
+        return model.equilibrium_fn(None, [u0, u1, u2])(z)
+
+    f_compiled, inject_compiled = torch.compile(equilibrium), torch.compile(model.inject)
+
+    def sample(noise, z0):
+        _, u = inject_compiled(noise)
+        z, info = deq.solve(lambda z: f_compiled(z, *u), z0, max_iter=6, tol=1e-3, backend="cpp")
+        return model.decode(z), info
+
+    return sample
+
+
+@pytest.mark.parametrize("path", ["reference", "fastest"])
+def test_get_t_cpu_target(benchmark, get_t, path):
+    if benchmark.disabled:
+        pytest.skip("inductor compilation takes minutes on 2 cores: run with --benchmark-only")
+    model, noise, z0 = get_t
+    benchmark.group = "GET-T/2 end to end, batch 16, 6 iterations, fp32 (issue target)"
+    with torch.no_grad():
+        model.solver_backend = "torch"
+        reference = model(noise, z0=z0, iters=6)
+        if path == "reference":
+            run = lambda: model(noise, z0=z0, iters=6)  # noqa: E731
+        else:
+            sample = compiled_sampler(model)
+            run = lambda: sample(noise, z0)[0]  # noqa: E731
+        out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())
