@@ -187,3 +187,13 @@ def test_getkern_ops_specs_are_valid_and_cover_every_kernel():
     specs, problems = gpu_check.collect_specs(gpu_check.discover_sources())
     assert not problems, problems
     assert all(s.num_warps in (1, 2, 4, 8, 16) for _, s in specs)
+
+
+def test_identical_compilations_are_compiled_once():
+    """Two specs that differ only in name (one config chosen for two widths) share one compilation."""
+    sig = {"X": "*bf16", "Y": "*bf16", "Z": "*bf16", "n": "i32"}
+    a = AotSpec("add[D=384]", _demo_add, sig, {"BLOCK": 512})
+    b = AotSpec("add[D=512]", _demo_add, sig, {"BLOCK": 512})
+    c = AotSpec("add[D=768]", _demo_add, sig, {"BLOCK": 1024})
+    assert gpu_check._compile_key(a, 90) == gpu_check._compile_key(b, 90)
+    assert len({gpu_check._compile_key(s, cc) for s in (a, b, c) for cc in (80, 90)}) == 4

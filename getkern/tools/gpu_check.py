@@ -312,22 +312,44 @@ def compile_triton_spec(origin: str, spec, cc: int, scratch: Path, log_dir: Path
     return report
 
 
+def _compile_key(spec, cc: int) -> tuple:
+    """Specs with equal keys compile to the same binary (e.g. one config chosen for two widths)."""
+    fn = spec.kernel.fn
+    return (fn.__module__, fn.__qualname__, tuple(sorted(_full_signature(spec).items())),
+            tuple(sorted((k, repr(v)) for k, v in spec.constexprs.items())), spec.num_warps, spec.num_stages, cc)
+
+
 def run_worker(sources: list[str], archs: list[int], shard: int, shards: int, out: Path, log_dir: Path) -> None:
-    """Compile this shard's (spec, arch) pairs; write {"reports", "problems", "specs"} as JSON to ``out``
-    (whose directory is the run's private scratch space)."""
+    """Compile this shard's share of the distinct (spec, arch) compilations; write {"reports",
+    "problems"} as JSON to ``out`` (whose directory is the run's private scratch space). A spec
+    identical to an earlier one gets a copy of its report, marked as such."""
     specs, problems = collect_specs(sources)
     # A spec may name the architectures its configuration is for (``archs``); default: all of them.
-    jobs = [(origin, spec, cc) for origin, spec in specs for cc in archs if cc in getattr(spec, "archs", archs)]
-    reports = [compile_triton_spec(origin, spec, cc, out.parent, log_dir)
-               for i, (origin, spec, cc) in enumerate(jobs) if i % shards == shard]
+    jobs: dict[tuple, list[tuple[str, object, int]]] = {}
+    for origin, spec in specs:
+        for cc in archs:
+            if cc in getattr(spec, "archs", archs):
+                jobs.setdefault(_compile_key(spec, cc), []).append((origin, spec, cc))
+    reports = []
+    for i, same in enumerate(jobs.values()):
+        if i % shards != shard:
+            continue
+        origin, spec, cc = same[0]
+        first = compile_triton_spec(origin, spec, cc, out.parent, log_dir)
+        reports.append(first)
+        for origin, spec, cc in same[1:]:
+            copy = KernelReport(**{**asdict(first), "name": spec.name, "origin": origin})
+            copy.warnings.append(f"same binary as {first.name}")
+            reports.append(copy)
     out.write_text(json.dumps({"reports": [asdict(r) for r in reports],
-                               "problems": problems if shard == 0 else [],
-                               "specs": len(specs)}))
+                               "problems": problems if shard == 0 else []}))
 
 
 def _worker_env(cache_dir: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(TRITON_CACHE_DIR=cache_dir, TRITON_DUMP_PTXAS_LOG="1", PYTHONUNBUFFERED="1")
+    # Always compile (never a cache hit: ptxas must run for its report), into a cache no run shares.
+    env.update(TRITON_CACHE_DIR=cache_dir, TRITON_ALWAYS_COMPILE="1", TRITON_DUMP_PTXAS_LOG="1",
+               PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -412,9 +434,9 @@ def run_gate(sources: list[str] | None = None, archs: list[int] = (80, 90), jobs
     reports: list[KernelReport] = []
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         tmp = Path(tmp)
-        env = _worker_env(str(tmp / "triton_cache"))
         procs = []  # (kind, label, (Popen, log path), output path)
         for shard in range(jobs):
+            env = _worker_env(str(tmp / f"triton_cache{shard}"))
             out = tmp / f"shard{shard}.json"
             cmd = [sys.executable, "-m", "getkern.tools.gpu_check", "--worker", f"{shard}/{jobs}",
                    "--out", str(out), "--log-dir", str(log_dir), "--archs", *map(str, archs), "--sources", *sources]
