@@ -46,31 +46,27 @@ _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): softmax runs in exp2
 #################################################################################
 
 @triton.jit
-def _aligned_rows(ptrs, ALIGNED: tl.constexpr):
-    """Pointers of a (rows, Dh) tile; with ALIGNED (checked by the host) every row starts 16-byte
-    aligned. The JIT specializes on that by itself; saying it here lets ahead-of-time builds
-    vectorize the accesses too (without it they spill)."""
-    if ALIGNED:
-        ptrs = tl.multiple_of(ptrs, [1, 16])
-    return ptrs
-
-
-@triton.jit
 def _load_tile(QKV, C, U, b, rows, cols, N, stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
                HAS_C: tl.constexpr, HAS_U: tl.constexpr, ALIGNED: tl.constexpr):
-    """(len(rows), len(cols)) fp32 tile of qkv + c + u; rows >= N load as c (masked by the caller)."""
+    """(len(rows), len(cols)) fp32 tile of qkv + c + u; rows >= N load as c (masked by the caller).
+
+    ALIGNED (checked by the host): every row starts 16-byte aligned. The JIT would specialize on that
+    by itself; stating it on the pointer tiles (inline: a hint set inside a helper function is lost)
+    lets ahead-of-time builds vectorize these loads too. Without it they spill."""
     b64 = b.to(tl.int64)  # batch offsets can pass 2**31 elements
     mask = rows[:, None] < N
-    ptrs = _aligned_rows(QKV + b64 * stride_qkv_b + rows[:, None] * stride_qkv_n + cols[None, :], ALIGNED)
-    x = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    p = QKV + b64 * stride_qkv_b + rows[:, None] * stride_qkv_n + cols[None, :]
+    if ALIGNED:
+        p = tl.multiple_of(p, [1, 16])
+    x = tl.load(p, mask=mask, other=0.0)
+    x = x.to(tl.float32)
     if HAS_C:
-        c_ptrs = C + b64 * stride_c_b + cols
-        if ALIGNED:
-            c_ptrs = tl.multiple_of(c_ptrs, [16])
-        x += tl.load(c_ptrs).to(tl.float32)[None, :]
+        x += tl.load(C + b64 * stride_c_b + cols).to(tl.float32)[None, :]
     if HAS_U:
-        ptrs = _aligned_rows(U + b64 * stride_u_b + rows[:, None] * stride_u_n + cols[None, :], ALIGNED)
-        x += tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+        pu = U + b64 * stride_u_b + rows[:, None] * stride_u_n + cols[None, :]
+        if ALIGNED:
+            pu = tl.multiple_of(pu, [1, 16])
+        x += tl.load(pu, mask=mask, other=0.0).to(tl.float32)
     return x
 
 
@@ -122,7 +118,7 @@ def _attn_fwd_kernel(QKV, C, U, Out, Lse,
     row_ok = offs_m < N
     out = acc / l_i[:, None]
     b64 = b.to(tl.int64)
-    out_ptrs = _aligned_rows(Out + b64 * N * D + offs_m[:, None] * D + q_cols[None, :], True)  # our allocation
+    out_ptrs = Out + b64 * N * D + offs_m[:, None] * D + q_cols[None, :]
     tl.store(out_ptrs, out.to(DTYPE), mask=row_ok[:, None])
     tl.store(Lse + bh * N + offs_m, (m_i + tl.math.log2(l_i)) / _LOG2E, mask=row_ok)  # natural log
 
@@ -139,8 +135,8 @@ def _attn_bwd_delta_kernel(Out, dOut, Delta, N, H, HEAD_DIM: tl.constexpr, BLOCK
     cols = h * HEAD_DIM + tl.arange(0, HEAD_DIM)
     mask = offs_m[:, None] < N
     offsets = b.to(tl.int64) * N * D + offs_m[:, None] * D + cols[None, :]
-    o = tl.load(_aligned_rows(Out + offsets, True), mask=mask, other=0.0).to(tl.float32)
-    do = tl.load(_aligned_rows(dOut + offsets, True), mask=mask, other=0.0).to(tl.float32)
+    o = tl.load(Out + offsets, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(dOut + offsets, mask=mask, other=0.0).to(tl.float32)
     tl.store(Delta + bh * N + offs_m, tl.sum(o * do, 1), mask=offs_m < N)
 
 
@@ -159,8 +155,8 @@ def _bwd_dk_dv(QKV, C, U, dout_base, lse_base, delta_base, b, offs_n, q_cols, D,
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < N
         q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U, ALIGNED), DTYPE, DOT_IN_FP32)
-        do = tl.load(_aligned_rows(dout_base + offs_m[:, None] * D + q_cols[None, :], True), mask=row_ok[:, None],
-                     other=0.0)
+        do_ptrs = tl.multiple_of(dout_base + offs_m[:, None] * D + q_cols[None, :], [1, 16])  # host-made aligned
+        do = tl.load(do_ptrs, mask=row_ok[:, None], other=0.0)
         do = _operand(do.to(tl.float32), DTYPE, DOT_IN_FP32)
         lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
         delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
@@ -180,8 +176,8 @@ def _bwd_dq(QKV, C, U, dout_base, lse_base, delta_base, b, offs_m, q_cols, D, N,
     """dq (unscaled) of query rows offs_m, looping over every key block."""
     row_ok = offs_m < N
     q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U, ALIGNED), DTYPE, DOT_IN_FP32)
-    do = tl.load(_aligned_rows(dout_base + offs_m[:, None] * D + q_cols[None, :], True), mask=row_ok[:, None],
-                     other=0.0)
+    do_ptrs = tl.multiple_of(dout_base + offs_m[:, None] * D + q_cols[None, :], [1, 16])  # host-made aligned
+    do = tl.load(do_ptrs, mask=row_ok[:, None], other=0.0)
     do = _operand(do.to(tl.float32), DTYPE, DOT_IN_FP32)
     lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
     delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
@@ -225,12 +221,12 @@ def _attn_bwd_kernel(QKV, C, U, dOut, Lse, Delta, dQKV,
 
     dk, dv = _bwd_dk_dv(QKV, C, U, dout_base, Lse + bh * N, Delta + bh * N, b, rows, q_cols, D, N, strides,
                         qk_scale_log2, HEAD_DIM, BLOCK_M1, HAS_C, HAS_U, ALIGNED, DTYPE, DOT_IN_FP32, DOT_PRECISION)
-    dqkv_rows = dqkv_base + rows[:, None] * 3 * D  # our allocation: rows 16-byte aligned
-    tl.store(_aligned_rows(dqkv_rows + (D + q_cols)[None, :], True), (dk * sm_scale).to(DTYPE), mask=row_ok)
-    tl.store(_aligned_rows(dqkv_rows + (2 * D + q_cols)[None, :], True), dv.to(DTYPE), mask=row_ok)
+    dqkv_rows = dqkv_base + rows[:, None] * 3 * D
+    tl.store(dqkv_rows + (D + q_cols)[None, :], (dk * sm_scale).to(DTYPE), mask=row_ok)
+    tl.store(dqkv_rows + (2 * D + q_cols)[None, :], dv.to(DTYPE), mask=row_ok)
     dq = _bwd_dq(QKV, C, U, dout_base, Lse + bh * N, Delta + bh * N, b, rows, q_cols, D, N, strides,
                  qk_scale_log2, HEAD_DIM, BLOCK_N2, HAS_C, HAS_U, ALIGNED, DTYPE, DOT_IN_FP32, DOT_PRECISION)
-    tl.store(_aligned_rows(dqkv_rows + q_cols[None, :], True), (dq * sm_scale).to(DTYPE), mask=row_ok)
+    tl.store(dqkv_rows + q_cols[None, :], (dq * sm_scale).to(DTYPE), mask=row_ok)
 
 
 #################################################################################
@@ -259,14 +255,15 @@ def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int]) -
     """The launch configuration for ``head_dim`` in HEAD_DIMS, compute ``dtype`` and GPU ``arch``
     (compute capability; the interpreter uses INTERPRETER_ARCH).
 
-    Rule (each case compiled for sm_80 and sm_90 with zero spills; figures in docs/attention.md).
-    The K/V tiles pass through registers (c and u are added on load), so tiles are smaller than in a
-    plain flash kernel:
+    Rule (each case compiled for sm_80 and sm_90 by getkern.tools.gpu_check with zero spills; figures
+    in docs/attention.md). The K/V tiles pass through registers (c and u are added on load), so
+    tiles are smaller than in a plain flash kernel, the backward's most of all:
     - sm_90 (wgmma, accumulators of a 4-warp group): forward 256 query rows x 64 keys on 8 warps
       for head dims 32/64 (at GET's N = 256 one program per head: K/V read once), 128 x 64 at 128;
-      backward 128 key rows per program (64 at head dim 128), 32-row steps, 8 warps.
-    - sm_80 (mma.sync, operands in registers): forward 128 x 64 on 8 warps (128 x 16 at head dim
-      128); backward 64 key rows with 16-row steps on 4 warps (32 rows at head dim 128).
+      backward 128 key rows per program with 32-row steps on 8 warps; at head dim 128 only 16-row
+      tiles on 4 warps fit (mma.sync, not wgmma).
+    - sm_80 (mma.sync): forward 128 x 64 on 8 warps (128 x 16 at head dim 128); backward 16-row
+      steps on 4 warps with 64 / 32 / 16 key rows per program at head dim 32 / 64 / 128.
     - fp32 inputs use ieee dots (CUDA-core FMA, whose operand layouts replicate rows across threads):
       32 x 16 forward tiles, 16-row backward tiles, no pipelining, on every arch; 4 warps (8 at head
       dim 128, whose 128-long rows need the extra threads' registers).
@@ -280,11 +277,12 @@ def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int]) -
     big = head_dim == 128
     if arch[0] >= 9:
         return AttentionConfig(fwd_block_m=128 if big else 256, fwd_block_n=64, fwd_warps=8,
-                               fwd_stages=2 if big else 3, bwd_block_m1=32, bwd_block_n1=64 if big else 128,
-                               bwd_block_n2=32, bwd_warps=8, bwd_stages=2)
+                               fwd_stages=2 if big else 3, bwd_block_m1=16 if big else 32,
+                               bwd_block_n1=16 if big else 128, bwd_block_n2=16 if big else 32,
+                               bwd_warps=4 if big else 8, bwd_stages=2)
     return AttentionConfig(fwd_block_m=128, fwd_block_n=16 if big else 64, fwd_warps=8, fwd_stages=2,
-                           bwd_block_m1=16, bwd_block_n1=32 if big else 64, bwd_block_n2=16, bwd_warps=4,
-                           bwd_stages=2)
+                           bwd_block_m1=16, bwd_block_n1={32: 64, 64: 32, 128: 16}[head_dim], bwd_block_n2=16,
+                           bwd_warps=4, bwd_stages=2)
 
 
 def _device_arch(device: torch.device) -> tuple[int, int]:
