@@ -265,15 +265,13 @@ def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int]) -
     - sm_80 (mma.sync): forward 128 x 64 on 8 warps (128 x 16 at head dim 128); backward 16-row
       steps on 4 warps with 64 / 32 / 16 key rows per program at head dim 32 / 64 / 128.
     - fp32 inputs use ieee dots (CUDA-core FMA, whose operand layouts replicate rows across threads):
-      32 x 16 forward tiles, 16-row backward tiles, no pipelining, on every arch; 4 warps (8 at head
-      dim 128, whose 128-long rows need the extra threads' registers).
+      32 x 16 forward tiles, 16-row backward tiles, 8 warps, no pipelining, on every arch.
     """
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"head_dim must be one of {HEAD_DIMS}, got {head_dim}")
     if dtype == torch.float32:
-        warps = 8 if head_dim == 128 else 4
-        return AttentionConfig(fwd_block_m=32, fwd_block_n=16, fwd_warps=warps, fwd_stages=1, bwd_block_m1=16,
-                               bwd_block_n1=16, bwd_block_n2=16, bwd_warps=warps, bwd_stages=1)
+        return AttentionConfig(fwd_block_m=32, fwd_block_n=16, fwd_warps=8, fwd_stages=1, bwd_block_m1=16,
+                               bwd_block_n1=16, bwd_block_n2=16, bwd_warps=8, bwd_stages=1)
     big = head_dim == 128
     if arch[0] >= 9:
         return AttentionConfig(fwd_block_m=128 if big else 256, fwd_block_n=64, fwd_warps=8,
