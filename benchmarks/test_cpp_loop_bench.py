@@ -15,6 +15,7 @@ import torch
 
 from getkern import GET, deq
 from getkern.deq import cpp_backend
+from getkern.models.compiled import CompiledSampler
 
 pytestmark = pytest.mark.skipif(not cpp_backend.cpp_available(), reason="getkern._C (C++ solver loop) not built")
 
@@ -65,25 +66,6 @@ def test_get_t_sampling(benchmark, get_t, solver, backend):
     assert info["backend"] == backend and images.shape == noise.shape
 
 
-def compiled_sampler(model: GET):
-    """GET sampling with inductor-compiled (frozen-weight) injection and equilibrium map and the C++
-    loop; same procedure as model(noise, z0=z0, iters=6) (fixed point, tol=1e-3, unconditional)."""
-    import torch._inductor.config as inductor_config
-    inductor_config.freezing = True  # weights become constants: oneDNN prepacking, fused epilogues
-
-    def equilibrium(z, u0, u1, u2):
-        return model.equilibrium_fn(None, [u0, u1, u2])(z)
-
-    f_compiled, inject_compiled = torch.compile(equilibrium), torch.compile(model.inject)
-
-    def sample(noise, z0):
-        _, u = inject_compiled(noise)
-        z, info = deq.solve(lambda z: f_compiled(z, *u), z0, max_iter=6, tol=1e-3, backend="cpp")
-        return model.decode(z), info
-
-    return sample
-
-
 @pytest.mark.parametrize("path", ["reference", "fastest"])
 def test_get_t_cpu_target(benchmark, get_t, path):
     if benchmark.disabled:
@@ -96,7 +78,7 @@ def test_get_t_cpu_target(benchmark, get_t, path):
         if path == "reference":
             run = lambda: model(noise, z0=z0, iters=6)  # noqa: E731
         else:
-            sample = compiled_sampler(model)
-            run = lambda: sample(noise, z0)[0]  # noqa: E731
+            sample = CompiledSampler(model, solver_backend="cpp")
+            run = lambda: sample(noise, z0=z0, iters=6)  # noqa: E731
         out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())

@@ -5,6 +5,8 @@ One convention everywhere: ``backend="auto" | "triton" | "torch"`` (solvers add 
 - ``"auto"`` takes the Triton kernel for CUDA tensors, and for CPU tensors when the Triton
   interpreter is on (``TRITON_INTERPRET=1``: how tests, and anyone without a GPU, run the
   kernels); otherwise the PyTorch reference path.
+- Inputs a kernel does not implement (e.g. float64, an unsupported head dim) go to the PyTorch path
+  under "auto"; with an explicit "triton" they raise.
 - An explicit backend that cannot run raises :class:`BackendUnavailable`; never a silent fallback.
 """
 from __future__ import annotations
@@ -48,13 +50,17 @@ def check_backend_name(backend: str, allowed: tuple[str, ...] = BACKENDS, *, arg
         raise ValueError(f"{arg} must be one of {allowed}, got {backend!r}")
 
 
-def resolve_backend(backend: str, device: torch.device, *, op: str) -> str:
-    """Map ``backend`` ("auto"|"triton"|"torch") to the one that runs for tensors on ``device``."""
+def resolve_backend(backend: str, device: torch.device, *, op: str, unsupported: str | None = None) -> str:
+    """Map ``backend`` ("auto"|"triton"|"torch") to the one that runs for tensors on ``device``.
+
+    ``unsupported``: why the kernel cannot take these particular inputs (a dtype or size it does not
+    implement), or None. "auto" then takes the PyTorch path; an explicit "triton" raises.
+    """
     check_backend_name(backend)
     if backend == "torch":
         return "torch"
     if backend == "auto":
-        return "triton" if triton_can_run(device) else "torch"
+        return "triton" if triton_can_run(device) and unsupported is None else "torch"
     if not triton_importable():
         raise BackendUnavailable(f"{op}: backend='triton' requested but triton is not importable")
     if not triton_can_run(device):
@@ -63,4 +69,7 @@ def resolve_backend(backend: str, device: torch.device, *, op: str) -> str:
             "set TRITON_INTERPRET=1 before importing getkern to run kernels on the CPU "
             "(slow, for testing), or use backend='torch'"
         )
+    if unsupported is not None:
+        raise BackendUnavailable(f"{op}: the Triton kernel does not support these inputs: {unsupported}; "
+                                 "use backend='torch' (or 'auto')")
     return "triton"

@@ -279,8 +279,9 @@ def test_mix_rejects_bad_input(change, match):
 
 def test_triton_path_rejects_float64():
     fz, z, F, G, gram = small_state(dtype=torch.float64)
-    with pytest.raises(ValueError, match="state dtypes"):
+    with pytest.raises(BackendUnavailable, match="float64"):
         anderson_record(fz, z, F, G, gram, 0, backend="triton")
+    anderson_record(fz, z, F, G, gram, 0, backend="auto")  # auto: the PyTorch path
     anderson_record(fz, z, F, G, gram, 0, backend="torch")
 
 

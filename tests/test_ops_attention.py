@@ -136,18 +136,25 @@ def test_dispatch(monkeypatch):
     (lambda: dict(qkv=torch.zeros(4, 96), num_heads=1), "qkv must be a"),
     (lambda: dict(qkv=torch.zeros(2, 0, 96), num_heads=1), "non-empty"),
     (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=5), "num_heads"),
-    (lambda: dict(qkv=torch.zeros(2, 4, 96, dtype=torch.float64), num_heads=1), "qkv must be float16"),
+    (lambda: dict(qkv=torch.zeros(2, 4, 96, dtype=torch.int32), num_heads=1), "qkv must be float16"),
+    (lambda: dict(qkv=torch.zeros(2, 4, 96, dtype=torch.float64), num_heads=1), "float64"),  # torch only
     (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, c=torch.zeros(2, 4, 96)), r"c must have shape \(2, 1, 96\)"),
     (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, u=torch.zeros(1, 4, 96)), r"u must have shape \(2, 4, 96\)"),
     (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, u=torch.zeros(2, 4, 96, device="meta")), "u is on meta"),
     (lambda: dict(qkv=torch.zeros(2, 96, 4).transpose(1, 2), num_heads=1), "qkv must have unit stride"),
     (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, scale=math.inf), "scale"),
-    (lambda: dict(qkv=torch.zeros(2, 4, 48), num_heads=1), "head dims"),  # head dim 16: torch only
+    (lambda: dict(qkv=torch.zeros(2, 4, 48), num_heads=1), "head dim 16"),  # torch only
 ])
 def test_bad_inputs_raise_clear_errors(make, match):
     kwargs = make()
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises((ValueError, TypeError, BackendUnavailable), match=match):
         fused_attention(kwargs.pop("qkv"), kwargs.pop("num_heads"), backend="triton", **kwargs)
+
+
+def test_auto_takes_the_torch_path_for_inputs_the_kernel_does_not_implement():
+    for qkv, heads in ((torch.randn(2, 5, 96, dtype=torch.float64), 1), (torch.randn(2, 5, 48), 1)):
+        torch.testing.assert_close(fused_attention(qkv, heads, backend="auto"),
+                                   attn_ops.attention_reference(qkv, heads))
 
 
 def test_config_rule_covers_every_head_dim_dtype_and_arch():

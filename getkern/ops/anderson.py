@@ -91,20 +91,15 @@ def _check_mix_args(F, G, alpha, tau, k, res, best, best_res):
         raise ValueError(f"iteration index k must be >= 0, got {k}")
 
 
-def _check_triton_dtype(op, dtype):
-    if dtype not in _TRITON_DTYPES:
-        raise ValueError(f"{op}: the Triton kernels take state dtypes {_TRITON_DTYPES}, got {dtype}")
-
-
 def anderson_record(fz: torch.Tensor, z: torch.Tensor, F: torch.Tensor, G: torch.Tensor,
                     gram: torch.Tensor, k: int, *, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 1 of iteration k. Writes F[:, k % m] = fz, G[:, k % m] = fz - z and the Gram row/column
     of that slot (in place). Returns (abs_res, rel_res), each (B,) float32."""
     _check_record_args(fz, z, F, G, gram, k)
-    path = resolve_backend(backend, F.device, op="anderson_record")
+    unsupported = None if F.dtype in _TRITON_DTYPES else f"state dtype {F.dtype}"
+    path = resolve_backend(backend, F.device, op="anderson_record", unsupported=unsupported)
     if path == "torch":
         return _record_torch(fz, z, F, G, gram, k)
-    _check_triton_dtype("anderson_record", F.dtype)
     return _record_triton(fz, z, F, G, gram, k)
 
 
@@ -115,10 +110,10 @@ def anderson_mix(F: torch.Tensor, G: torch.Tensor, alpha: torch.Tensor, tau: flo
     state dtype. Where res < best_res: best <- F[:, k % m] and best_res <- res (in place; a NaN
     residual never replaces the best iterate)."""
     _check_mix_args(F, G, alpha, tau, k, res, best, best_res)
-    path = resolve_backend(backend, F.device, op="anderson_mix")
+    unsupported = None if F.dtype in _TRITON_DTYPES else f"state dtype {F.dtype}"
+    path = resolve_backend(backend, F.device, op="anderson_mix", unsupported=unsupported)
     if path == "torch":
         return _mix_torch(F, G, alpha, tau, k, res, best, best_res)
-    _check_triton_dtype("anderson_mix", F.dtype)
     return _mix_triton(F, G, alpha, tau, k, res, best, best_res)
 
 

@@ -37,7 +37,8 @@ from getkern._backend import interpreter_enabled, resolve_backend
 from getkern.ops._aot import AotSpec
 
 HEAD_DIMS = (32, 64, 128)
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)          # the Triton kernels
+REFERENCE_DTYPES = DTYPES + (torch.float64,)                       # the PyTorch path also takes float64
 _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): softmax runs in exp2
 
 
@@ -308,8 +309,9 @@ def _check_inputs(qkv, num_heads, c, u, scale) -> None:
             continue
         if tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-        if t.dtype not in DTYPES:
-            raise TypeError(f"{name} must be float16, bfloat16 or float32, got {t.dtype}")
+        if t.dtype not in REFERENCE_DTYPES:
+            raise TypeError(f"{name} must be float16, bfloat16, float32 (or float64, PyTorch path only), "
+                            f"got {t.dtype}")
         if t.device != qkv.device:
             raise ValueError(f"{name} is on {t.device} but qkv is on {qkv.device}")
         if t.stride(-1) != 1:
@@ -471,13 +473,15 @@ def fused_attention(qkv: torch.Tensor, num_heads: int, *, c: torch.Tensor | None
     HEAD_DIMS.
     """
     _check_inputs(qkv, num_heads, c, u, scale)
-    path = resolve_backend(backend, qkv.device, op="fused_attention")
+    head_dim = qkv.shape[-1] // 3 // num_heads
+    unsupported = None
+    if head_dim not in HEAD_DIMS:
+        unsupported = f"head dim {head_dim} (supported: {HEAD_DIMS})"
+    elif any(t is not None and t.dtype not in DTYPES for t in (qkv, c, u)):
+        unsupported = "float64 inputs"
+    path = resolve_backend(backend, qkv.device, op="fused_attention", unsupported=unsupported)
     if path == "torch":
         return attention_reference(qkv, num_heads, c, u, scale)
-    head_dim = qkv.shape[-1] // 3 // num_heads
-    if head_dim not in HEAD_DIMS:
-        raise ValueError(f"fused_attention: the Triton kernel supports head dims {HEAD_DIMS}, got "
-                         f"{head_dim} (D={qkv.shape[-1] // 3}, num_heads={num_heads}); use backend='torch'")
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     return _attention_forward_op(qkv, c, u, num_heads, scale)[0]
 

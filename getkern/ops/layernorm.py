@@ -256,7 +256,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     All tensors share one dtype (fp32, fp16 or bf16) and device; outputs have that dtype. Under
     autocast, weight and bias are cast to the activations' dtype (x and residual promoted).
     """
-    path = resolve_backend(backend, x.device, op="layer_norm")
+    unsupported = "float64 (PyTorch path only)" if x.dtype == torch.float64 else None
+    path = resolve_backend(backend, x.device, op="layer_norm", unsupported=unsupported)
     if path == "torch":
         if residual is None:
             return F.layer_norm(x, x.shape[-1:], weight, bias, eps)

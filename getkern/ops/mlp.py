@@ -289,7 +289,8 @@ def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b
     """fc2(GELU_exact(fc1(h))) (+ residual). h, residual: (..., D); w1: (H, D); b1: (H,);
     w2: (D, H); b2: (D,). One dtype (fp32, fp16 or bf16) and device for all; fp32 accumulation.
     Under autocast, h and the parameters are cast to the autocast dtype first (as for F.linear)."""
-    path = resolve_backend(backend, h.device, op="mlp")
+    unsupported = "float64 (PyTorch path only)" if h.dtype == torch.float64 else None
+    path = resolve_backend(backend, h.device, op="mlp", unsupported=unsupported)
     if path == "torch":
         out = F.linear(F.gelu(F.linear(h, w1, b1)), w2, b2)
         return out if residual is None else residual + out
