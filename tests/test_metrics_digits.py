@@ -6,13 +6,7 @@ from getkern.metrics.digits import MAX_SAMPLES, METRIC_NAME, default_digits_metr
 from getkern.metrics.digits_classifier import accuracy, digits_split
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on 2 shared, loaded cores run ~20x faster on one thread (no OpenMP hand-offs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from getkern.metrics.inception_score import inception_score
 from getkern.metrics.stats_file import load_stats
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on 2 shared, loaded cores run ~20x faster on one thread (no OpenMP hand-offs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyFeatures(nn.Module):

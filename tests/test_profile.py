@@ -13,13 +13,7 @@ from getkern.checkpoint import CheckpointError
 from getkern.commands.profile import load_model
 from getkern.profile import REFERENCE_SETTING, LiveTensorPeak, ProfileReport, profile_model
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on 2 shared, loaded cores run ~20x faster on one thread (no OpenMP hand-offs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=1, deq_depth=1, num_heads=2,

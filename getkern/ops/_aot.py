@@ -19,3 +19,4 @@ class AotSpec:
     num_warps: int = 4
     num_stages: int = 3
     uses_dot: bool = False          # has tl.dot: must compile to mma.sync (sm_80) / wgmma (sm_90)
+    archs: tuple[int, ...] = (80, 90)  # compute capabilities this configuration is chosen for

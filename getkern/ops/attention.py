@@ -538,13 +538,7 @@ _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "
 AOT_ARCHS = ((8, 0), (9, 0))
 
 
-@dataclass(frozen=True)
-class AttentionAotSpec(AotSpec):
-    """An AotSpec for the one architecture its configuration was chosen for (read by the gate)."""
-    archs: tuple[int, ...] = (80, 90)
-
-
-def aot_specs() -> Iterator[AttentionAotSpec]:
+def aot_specs() -> Iterator[AotSpec]:
     """Every kernel configuration attention_config can choose, for sm_80 and sm_90 (one spec per arch),
     with c and u both present and both absent (the other two mixes load a subset of the same tiles)."""
     for arch in AOT_ARCHS:
@@ -555,7 +549,7 @@ def aot_specs() -> Iterator[AttentionAotSpec]:
                 cfg = attention_config(head_dim, dtype, arch)
                 tag = f"sm{arch[0]}{arch[1]},hd={head_dim},{ty}"
                 cc = (arch[0] * 10 + arch[1],)
-                yield AttentionAotSpec(
+                yield AotSpec(
                     name=f"attention_bwd_delta[{tag}]", kernel=_attn_bwd_delta_kernel,
                     signature={"Out": f"*{ty}", "dOut": f"*{ty}", "Delta": "*fp32", "N": "i32", "H": "i32",
                                "HEAD_DIM": "constexpr", "BLOCK_M": "constexpr"},
@@ -568,7 +562,7 @@ def aot_specs() -> Iterator[AttentionAotSpec]:
                     flags = {"HAS_C": has_c, "HAS_U": has_u, "ALIGNED": True, "DOT_IN_FP32": False,
                              "DOT_PRECISION": precision}
                     inj = f"{'c' if has_c else ''}{'u' if has_u else ''}" or "none"
-                    yield AttentionAotSpec(
+                    yield AotSpec(
                         name=f"attention_fwd[{tag},inj={inj}]", kernel=_attn_fwd_kernel,
                         signature={**common_sig, "Out": f"*{ty}", "Lse": "*fp32", **stride_sig, "N": "i32",
                                    "H": "i32", "qk_scale_log2": "fp32",
@@ -576,7 +570,7 @@ def aot_specs() -> Iterator[AttentionAotSpec]:
                         constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.fwd_block_m, "BLOCK_N": cfg.fwd_block_n,
                                     **flags},
                         num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages, uses_dot=dots, archs=cc)
-                    yield AttentionAotSpec(
+                    yield AotSpec(
                         name=f"attention_bwd[{tag},inj={inj}]", kernel=_attn_bwd_kernel,
                         signature={**common_sig, "dOut": f"*{ty}", "Lse": "*fp32", "Delta": "*fp32",
                                    "dQKV": f"*{ty}", **stride_sig, "N": "i32", "H": "i32", "sm_scale": "fp32",

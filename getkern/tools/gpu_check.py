@@ -328,7 +328,7 @@ def run_worker(sources: list[str], archs: list[int], shard: int, shards: int, ou
     jobs: dict[tuple, list[tuple[str, object, int]]] = {}
     for origin, spec in specs:
         for cc in archs:
-            if cc in getattr(spec, "archs", archs):
+            if cc in spec.archs:
                 jobs.setdefault(_compile_key(spec, cc), []).append((origin, spec, cc))
     reports = []
     for i, same in enumerate(jobs.values()):

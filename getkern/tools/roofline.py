@@ -25,7 +25,6 @@ counted once on the PyTorch path and is the same in both columns of the step tot
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
