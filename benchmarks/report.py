@@ -88,6 +88,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     data = json.load(open(args.json))
     rows = data["benchmarks"]
+    for r in rows:
+        r["group"] = r["group"] or "ungrouped"
     m = data["machine_info"]
     print(f"Machine: {m.get('cpu', {}).get('brand_raw', m.get('processor'))}, "
           f"{m.get('torch_threads')} torch threads, torch {m.get('torch')}, GPU: {m.get('cuda')}\n")

@@ -1,59 +1,67 @@
-"""Training memory per image: activation bytes saved for backward (saved_tensors_hooks, parameters
-excluded) and peak memory of one step (CUDA max_memory_allocated; on CPU the peak-RSS growth of a
-fresh process), for GET-B/2 with each gradient mode at 2, 6 and 12 forward iterations, vs ViT-B/2 and
-ViT-L/2. Ratios against the reference recipe (unrolled, 6 iterations) are computed in the same run.
+"""Training memory per image for one training step: activation bytes saved for backward
+(saved_tensors_hooks, parameters excluded) and peak memory (getkern.tools.memory.peak_step_memory:
+CUDA max_memory_allocated; on CPU the peak of live tensor storages created during the step), for
+GET-B/2 with each gradient mode at 2, 6 and 12 forward iterations, vs ViT-B/2 and ViT-L/2. Ratios
+against the reference recipe (unrolled, 6 iterations) and ViT-L/2 are computed in the same run.
 
-With --benchmark-disable (CI) the images are 8x8 instead of 32x32 and only one peak is measured.
+With --benchmark-disable (CI) the images are 8x8 instead of 32x32.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+import functools
 
 import pytest
 import torch
 
-from training_step import build, inputs, saved_bytes, training_step
+from getkern import GET, ViT
+from getkern.tools.memory import peak_step_memory, saved_activation_bytes
 
 GET_CASES = [(grad, iters) for grad in ("unrolled", "phantom", "implicit") for iters in (2, 6, 12)]
 VIT_CASES = ["ViT-B/2", "ViT-L/2"]
 RESULTS: dict[tuple, float] = {}  # (model, grad, iters) -> saved bytes per image, this run
 
 
-def image_size(benchmark) -> int:
-    return 8 if benchmark.disabled else 32
+@functools.lru_cache(maxsize=1)
+def build(name: str, image_size: int, device: str) -> torch.nn.Module:
+    """Cached: a training step without an optimizer leaves the weights as they were."""
+    torch.manual_seed(0)
+    cls = GET if name.startswith("GET") else ViT
+    model = cls.from_config(name, input_size=image_size).to(device).train()
+    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.02)
+    return model
 
 
-def measure_peak(spec: dict) -> int:
-    if spec["device"] == "cuda":
-        from training_step import peak_bytes
-        return peak_bytes(spec)
-    here = Path(__file__).parent
-    out = subprocess.run([sys.executable, str(here / "training_step.py"), json.dumps(spec),
-                          str(torch.get_num_threads())], check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(here)})
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+def training_loss(model, noise, target, grad: str | None, iters: int | None) -> torch.Tensor:
+    """The training loss with its graph: fixed-point correction 0.8^(K-1-k) over GET's iterates."""
+    if isinstance(model, ViT):
+        return (model(noise) - target).abs().mean()
+    outs = model(noise, iters=iters, grad=grad, return_iterates=True, tol=None)
+    K = len(outs)
+    return sum(0.8 ** (K - 1 - k) * (o - target).abs().mean() for k, o in enumerate(outs))
 
 
 def run_case(benchmark, name, grad, iters, device):
     benchmark.group = "training-memory"
-    size, batch = image_size(benchmark), 1 if device.type == "cpu" else 16
+    size = 8 if benchmark.disabled else 32
+    batch = 1 if device.type == "cpu" else 16
     model = build(name, size, device.type)
-    per_image = saved_bytes(model, batch, grad, iters, device.type) / batch
-    RESULTS[(name, grad, iters)] = per_image
-    info = dict(model=name, grad=grad, iters=iters, batch=batch, image_size=size,
-                saved_bytes_per_image=per_image)
-    first_case = (name, grad, iters) == ("GET-B/2", "unrolled", 2)
-    if not benchmark.disabled or first_case:
-        spec = dict(model=name, grad=grad, iters=iters, batch=batch, image_size=size, device=device.type)
-        info["peak_bytes_per_image"] = measure_peak(spec) / batch
-    benchmark.extra_info.update(info)
-    noise, target = inputs(model, batch, device.type)
-    benchmark.pedantic(lambda: training_step(model, noise, target, grad, iters).backward(), rounds=1)
-    assert per_image > 0
+    g = torch.Generator().manual_seed(1)
+    noise, target = (torch.randn(batch, 3, size, size, generator=g).to(device) for _ in range(2))
+
+    saved, loss = saved_activation_bytes(lambda: training_loss(model, noise, target, grad, iters), exclude=model)
+    loss.backward()
+    del loss
+    model.zero_grad(set_to_none=True)
+    step = lambda: training_loss(model, noise, target, grad, iters).backward()  # noqa: E731
+    peak = peak_step_memory(step, device)
+    model.zero_grad(set_to_none=True)
+
+    RESULTS[(name, grad, iters)] = saved / batch
+    benchmark.extra_info.update(model=name, grad=grad, iters=iters, batch=batch, image_size=size,
+                                saved_bytes_per_image=saved / batch, peak_bytes_per_image=peak / batch)
+    benchmark.pedantic(step, rounds=1)
+    model.zero_grad(set_to_none=True)
+    assert saved > 0 and peak >= saved
 
 
 @pytest.mark.parametrize("grad, iters", GET_CASES)

@@ -23,50 +23,19 @@ import json
 import math
 import statistics
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from getkern import deq
 from getkern._backend import resolve_backend
 from getkern.checkpoint import atomic_write
+from getkern.tools.memory import peak_step_memory
 
 REFERENCE_SETTING = ("fixed_point", 6)
 
-
-
-class LiveTensorPeak(TorchDispatchMode):
-    """``with LiveTensorPeak() as m: run()`` then ``m.peak_bytes``: the largest total size of tensor
-    storages created inside the block and alive at once (views share their base's storage)."""
-
-    def __init__(self):
-        super().__init__()
-        self.live_bytes = self.peak_bytes = 0
-        self._alive: set[int] = set()
-
-    def _release(self, key: int, nbytes: int) -> None:
-        self.live_bytes -= nbytes
-        self._alive.discard(key)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()
-            key, nbytes = storage.data_ptr(), storage.nbytes()
-            if nbytes == 0 or key in self._alive:
-                continue
-            self._alive.add(key)
-            self.live_bytes += nbytes
-            weakref.finalize(storage, self._release, key, nbytes)  # fires when the storage is freed
-            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-        return out
 
 
 @dataclass
@@ -278,7 +247,7 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
                     nfevs.append(float(info.get("nfev", k)) * out.shape[0])
                     backends.add(str(info.get("backend", "torch")))
                 seconds = statistics.median(per_image)  # per image; the median resists load spikes
-                peak_mb = _peak_memory_bytes(lambda: sample(solver, k, batches[0]), device) / 2**20
+                peak_mb = peak_step_memory(lambda: sample(solver, k, batches[0]), device) / 2**20
             quality = metric(torch.cat(images).float().cpu()).as_dict()
             residual = torch.cat(residuals)
             finite = residual[torch.isfinite(residual)]
@@ -297,15 +266,3 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
     return ProfileReport(rows, getattr(metric, "name", type(metric).__name__), ctx, quality_tolerance)
 
 
-def _peak_memory_bytes(run: Callable[[], object], device: torch.device) -> int:
-    """Peak memory of one ``run()`` beyond what was allocated before it (see the module docstring)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        run()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    with LiveTensorPeak() as meter:
-        run()
-    return meter.peak_bytes

@@ -11,7 +11,8 @@ import torch
 from getkern import GET, cli
 from getkern.checkpoint import CheckpointError
 from getkern.commands.profile import load_model
-from getkern.profile import REFERENCE_SETTING, LiveTensorPeak, ProfileReport, profile_model
+from getkern.profile import REFERENCE_SETTING, ProfileReport, profile_model
+from getkern.tools.memory import LiveTensorPeak
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

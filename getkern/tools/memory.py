@@ -2,16 +2,19 @@
 
 - :func:`saved_activation_bytes`: bytes autograd keeps for backward (saved_tensors_hooks), counting
   each storage once and leaving out parameters and buffers: the activation memory of a training step.
-- :func:`peak_step_memory`: device peak on CUDA (max_memory_allocated); on CPU the growth of the
-  process's peak resident set (ru_maxrss), which is only meaningful in a fresh process (the peak never
-  goes down), so callers run it in a subprocess.
+- :func:`peak_step_memory`: peak memory of one step beyond what existed before it: the CUDA
+  allocator's peak on CUDA; on CPU :class:`LiveTensorPeak`, the largest total size of tensor storages
+  created during the step and alive at once (weights and inputs that existed before are not counted;
+  allocator slack and non-tensor memory are not seen).
 """
 from __future__ import annotations
 
-import resource
+import weakref
 from typing import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 
 def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: torch.nn.Module | None = None) -> tuple[int, object]:
@@ -36,20 +39,44 @@ def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: torch.nn.Mod
     return sum(seen.values()), result
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+class LiveTensorPeak(TorchDispatchMode):
+    """``with LiveTensorPeak() as m: run()`` then ``m.peak_bytes``: the largest total size of tensor
+    storages created inside the block and alive at once (views share their base's storage)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live_bytes = self.peak_bytes = 0
+        self._alive: set[int] = set()
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self.live_bytes -= nbytes
+        self._alive.discard(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or key in self._alive:
+                continue
+            self._alive.add(key)
+            self.live_bytes += nbytes
+            weakref.finalize(storage, self._release, key, nbytes)  # fires when the storage is freed
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        return out
 
 
-def peak_step_memory(step: Callable[[], None], device: torch.device) -> int:
-    """Peak memory growth while running ``step``: CUDA allocator peak, or ru_maxrss growth on CPU."""
+def peak_step_memory(step: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes of one ``step()`` beyond what was allocated before it (see the module docstring)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
         step()
         torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    before = peak_rss_bytes()
-    step()
-    return peak_rss_bytes() - before
+        return torch.cuda.max_memory_allocated(device) - base
+    with LiveTensorPeak() as meter:
+        step()
+    return meter.peak_bytes
