@@ -65,9 +65,10 @@ def plot_inference(rows: list[dict], path: str) -> None:
         else:
             series[(e["model"], e["solver"])].append((e["iters"], per_image_seconds(r)))
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {m: f"C{i}" for i, m in enumerate(sorted({m for m, _ in series}))}  # one colour a model
     for (model, solver), pts in sorted(series.items()):
         pts.sort()
-        ax.plot([p[0] for p in pts], [1e3 * p[1] for p in pts], marker="o",
+        ax.plot([p[0] for p in pts], [1e3 * p[1] for p in pts], marker="o", color=colors[model],
                 linestyle="-" if solver == "fixed_point" else "--", label=f"{model} {solver}")
     for model, t in vits:
         ax.axhline(1e3 * t, color="gray", linewidth=0.8)
