@@ -43,6 +43,17 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def read_json(path: Path, error: type[Exception], expected: str):
+    """Parse the JSON file ``path``; a missing or malformed file raises ``error`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path} does not exist ({expected})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not valid JSON: {e}") from None
+
+
 # ---------------------------------------------------------------- getkern's own format
 
 def save_pretrained(model: torch.nn.Module, directory) -> None:
@@ -59,13 +70,10 @@ def load_pretrained(cls, directory, **overrides):
     """Build ``cls`` from ``directory/config.json`` and load ``directory/model.safetensors``."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for p in (config_path, weights_path):
-        if not p.is_file():
-            raise CheckpointError(f"{p} does not exist (expected a directory written by save_pretrained)")
-    try:
-        meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
+    expected = "expected a directory written by save_pretrained"
+    if not weights_path.is_file():
+        raise CheckpointError(f"{weights_path} does not exist ({expected})")
+    meta = read_json(config_path, CheckpointError, expected)
     if not isinstance(meta, dict) or meta.get("format") != "getkern" or "config" not in meta:
         raise CheckpointError(f"{config_path} is not a getkern config (no format='getkern' / config)")
     if meta.get("architecture") != cls.__name__:

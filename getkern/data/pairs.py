@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from getkern.checkpoint import atomic_write
+from getkern.checkpoint import atomic_write, read_json
 from getkern.distill.distributed import barrier, init_distributed
 from getkern.teacher import Teacher
 from getkern.teacher.edm import RHO, SIGMA_MAX, SIGMA_MIN, network_evaluations
@@ -62,12 +62,7 @@ def plan_manifest(teacher: Teacher, *, num_pairs: int, first_seed: int, shard_si
 
 def read_manifest(root: Path) -> dict:
     path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise PairFileError(f"{path} does not exist (not a getkern pair directory)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise PairFileError(f"{path} is not valid JSON: {e}") from None
+    manifest = read_json(path, PairFileError, "not a getkern pair directory")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PairFileError(f"{path} is not a getkern pair manifest (format != {FORMAT!r})")
     return manifest

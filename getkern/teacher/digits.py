@@ -18,7 +18,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from getkern.checkpoint import CheckpointError, atomic_write
+from getkern.checkpoint import CheckpointError, atomic_write, read_json
 from getkern.teacher.edm import EDMPrecond, edm_loss, fourier_embedding
 
 NUM_CLASSES = 10
@@ -130,13 +130,10 @@ def load_teacher_dir(directory) -> tuple[EDMPrecond, dict]:
     """Load a teacher written by :func:`save_teacher`; returns (denoiser in eval mode, metadata)."""
     directory = Path(directory)
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    for p in (config_path, weights_path):
-        if not p.is_file():
-            raise CheckpointError(f"{p} does not exist (expected a teacher directory written by save_teacher)")
-    try:
-        meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
+    expected = "expected a teacher directory written by save_teacher"
+    if not weights_path.is_file():
+        raise CheckpointError(f"{weights_path} does not exist ({expected})")
+    meta = read_json(config_path, CheckpointError, expected)
     if not isinstance(meta, dict) or meta.get("format") != TEACHER_FORMAT or meta.get("kind") != "digits-mlp":
         raise CheckpointError(f"{config_path} is not a getkern digits teacher (format/kind)")
     try:

@@ -33,6 +33,7 @@ from unittest import mock
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from getkern.tools.docs_section import replace_generated_section
 from getkern.tools.traffic import TrafficCounter
 
 PEAK_FLOPS = 790e12      # H100 SXM dense bf16, FLOP/s
@@ -226,12 +227,8 @@ def format_tables(step: StepModel, batch: int) -> str:
 
 
 def write_docs(text: str, path: Path = DOCS) -> None:
-    doc = path.read_text()
-    if DOCS_BEGIN not in doc or DOCS_END not in doc:
-        raise ValueError(f"{path} lacks the generated-section markers {DOCS_BEGIN!r} ... {DOCS_END!r}")
-    before, rest = doc.split(DOCS_BEGIN, 1)
-    _, after = rest.split(DOCS_END, 1)
-    path.write_text(f"{before}{DOCS_BEGIN}\n{text}\n{DOCS_END}{after}")
+    """Replace the generated section of docs/gpu.md (between its markers)."""
+    replace_generated_section(path, DOCS_BEGIN, DOCS_END, text)
 
 
 def main(argv: list[str] | None = None) -> int:
