@@ -11,6 +11,7 @@ import json
 def add_parser(sub) -> None:
     from getkern.deq import GRADS
     from getkern.distill import TrainConfig
+    from getkern.distill.trainer import LR_SCHEDULES
     d = TrainConfig(pairs="", out="")
     p = sub.add_parser("train", help="distill teacher pairs into a GET", description=__doc__.splitlines()[0])
     p.add_argument("--pairs", required=True, help="getkern pair directory or reference root (latent/, image/)")
@@ -21,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                   help="after warm-up: constant (the reference) or cosine decay to 0 at --max-steps")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--ema-decay", type=float, default=d.ema_decay)
     p.add_argument("--iters", type=int, default=d.iters, help="unrolled iterations K per step")
@@ -41,7 +44,7 @@ def run(args) -> int:
     from getkern.distill import TrainConfig, Trainer
     model = {"name": args.model, **json.loads(args.model_args)} if args.model else json.loads(args.model_args)
     config = TrainConfig(pairs=args.pairs, out=args.out, model=model, batch_size=args.batch_size,
-                         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps,
+                         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
                          weight_decay=args.weight_decay,
                          ema_decay=args.ema_decay, iters=args.iters, fpc_weight=args.fpc_weight, loss=args.loss,
                          grad=args.grad, max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,

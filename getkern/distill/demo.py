@@ -40,6 +40,8 @@ class DemoConfig:
     ema_decay: float = 0.999
     train_iters: int = 4               # K unrolled iterations per step (the reference: 6)
     max_steps: int = 4000
+    lr_schedule: str = "constant"
+    train_options: dict = field(default_factory=dict)  # further TrainConfig fields (e.g. an objective's)
     eval_samples: int = 600            # the digits metric's maximum (its floor uses 600 held-out digits)
     teacher_eval_steps: tuple = (2, 3, 4, 6, 8, 12, 18)
     get_eval_iters: tuple = (1, 2, 3, 4, 6, 8)
@@ -95,11 +97,15 @@ def run_demo(cfg: DemoConfig) -> dict:
     # 3. distillation
     t0 = time.perf_counter()
     train_cfg = TrainConfig(pairs=str(pairs_dir), out="", model=dict(cfg.model), batch_size=cfg.batch_size,
-                            lr=cfg.lr, warmup_steps=cfg.warmup_steps, ema_decay=cfg.ema_decay, iters=cfg.train_iters,
-                            max_steps=cfg.max_steps,
-                            checkpoint_every=500, sample_every=1000, log_every=10, progress=cfg.progress)
-    # max_steps is not part of the key: a longer run continues the cached one (the schedule is constant).
-    train_cfg.out = str(cache / f"get-{_key({**train_cfg.to_dict(), 'progress': None, 'max_steps': None})}")
+                            lr=cfg.lr, warmup_steps=cfg.warmup_steps, lr_schedule=cfg.lr_schedule,
+                            ema_decay=cfg.ema_decay, iters=cfg.train_iters, max_steps=cfg.max_steps,
+                            checkpoint_every=500, sample_every=1000, log_every=10, progress=cfg.progress,
+                            **cfg.train_options)
+    # With a constant schedule max_steps is not part of the key: a longer run continues the cached one.
+    keyed = {**train_cfg.to_dict(), "progress": None}
+    if cfg.lr_schedule == "constant":
+        keyed["max_steps"] = None
+    train_cfg.out = str(cache / f"get-{_key(keyed)}")
     trainer = Trainer(train_cfg)
     reused["get"] = trainer.out.joinpath("checkpoint.pt").is_file()
     trainer.fit()

@@ -21,6 +21,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -46,6 +47,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     warmup_steps: int = 0              # linear learning-rate warm-up (the reference uses none)
+    lr_schedule: str = "constant"      # "constant" (the reference) | "cosine" (to 0 at max_steps)
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
     iters: int = 6                     # K unrolled equilibrium iterations per training step
@@ -86,6 +88,18 @@ def fpc_loss(iterates: list[torch.Tensor], target: torch.Tensor, weight: float, 
     return sum(weight ** (K - 1 - k) * base(x) for k, x in enumerate(iterates))
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of config.lr at optimiser step ``step``: linear warm-up, then the schedule."""
+    warm = min(1.0, (step + 1) / (config.warmup_steps + 1))
+    if config.lr_schedule == "constant":
+        return warm
+    progress = min(1.0, max(0, step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _generator(*seeds: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(hash_seeds(*seeds))
@@ -110,6 +124,8 @@ class Trainer:
                              f"got {c.batch_size}, {c.grad_accum}, {c.iters}")
         if c.loss not in ("l1", "l2"):
             raise ValueError(f"loss must be 'l1' or 'l2', got {c.loss!r}")
+        if c.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {c.lr_schedule!r}")
         if c.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {c.amp!r}")
         self.dist = init_distributed(c.device)
@@ -133,7 +149,7 @@ class Trainer:
         if self.dist.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / (c.warmup_steps + 1)))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(lr_factor, config=c))
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.amp == "fp16" and self.device.type == "cuda")
         self.step = 0
         self._perm_cache: dict[int, torch.Tensor] = {}
@@ -216,8 +232,11 @@ class Trainer:
             raise CheckpointError(f"{path}: model config {state['model_config']} differs from this run's "
                                   f"{json.dumps(self.model.config)}")
         saved = json.loads(state["config"])
-        for key in ("batch_size", "seed", "iters", "pairs", "lr", "warmup_steps", "grad", "loss", "fpc_weight"):
-            if saved.get(key) != getattr(self.config, key):
+        keys = ["batch_size", "seed", "iters", "pairs", "lr", "warmup_steps", "lr_schedule", "grad", "loss", "fpc_weight"]
+        if self.config.lr_schedule != "constant":
+            keys.append("max_steps")  # the schedule's length
+        for key in keys:
+            if saved.get(key, "constant" if key == "lr_schedule" else None) != getattr(self.config, key):
                 raise CheckpointError(f"{path}: cannot resume with {key}={getattr(self.config, key)!r}, "
                                       f"the checkpoint was trained with {saved.get(key)!r}")
         self.model.load_state_dict(state["model"])
