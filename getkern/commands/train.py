@@ -2,6 +2,8 @@
 
     getkern train --pairs runs/pairs --out runs/get --model GET-T/2 --max-steps 100000
     torchrun --nproc_per_node 8 -m getkern train --pairs pairs/ --out runs/get-b --model GET-B/2 --amp bf16
+    getkern train ... --adversarial-weight 0.1 --disc-input pair --disc-classes      # + a discriminator
+    getkern train ... --loss perceptual --perceptual-ensemble 4                       # E-LatentLPIPS-style
 """
 from __future__ import annotations
 
@@ -11,12 +13,16 @@ import json
 def add_parser(sub) -> None:
     from getkern.deq import GRADS
     from getkern.distill import TrainConfig
+    from getkern.distill.objectives import LOSSES
+    from getkern.distill.objectives.adversarial import DISC_INPUTS, DISC_LOSSES
+    from getkern.distill.objectives.perceptual import PERCEPTUAL_NETS
     from getkern.distill.trainer import LR_SCHEDULES
     d = TrainConfig(pairs="", out="")
     p = sub.add_parser("train", help="distill teacher pairs into a GET", description=__doc__.splitlines()[0])
     p.add_argument("--pairs", required=True, help="getkern pair directory or reference root (latent/, image/)")
     p.add_argument("--out", required=True, help="run directory; an existing checkpoint there is resumed")
-    p.add_argument("--model", default="GET-T/2", help="a named size (GET-T/2 ...) (default: GET-T/2)")
+    p.add_argument("--model", default="GET-T/2", help="a named size (GET-T/2 ..., or ViT-S/2 ... for the "
+                   "one-pass baseline) (default: GET-T/2)")
     p.add_argument("--model-args", default="{}", help='JSON GET keyword overrides, e.g. \'{"hidden_size": 64}\'')
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
@@ -28,7 +34,24 @@ def add_parser(sub) -> None:
     p.add_argument("--ema-decay", type=float, default=d.ema_decay)
     p.add_argument("--iters", type=int, default=d.iters, help="unrolled iterations K per step")
     p.add_argument("--fpc-weight", type=float, default=d.fpc_weight)
-    p.add_argument("--loss", choices=("l1", "l2"), default=d.loss)
+    p.add_argument("--loss", choices=LOSSES, default=d.loss, help="regression distance (docs/objectives.md)")
+    o = p.add_argument_group("objectives (docs/objectives.md)")
+    o.add_argument("--regression-weight", type=float, default=d.regression_weight,
+                   help="weight of the fixed-point-correction regression term (0: adversarial alone)")
+    o.add_argument("--adversarial-weight", type=float, default=d.adversarial_weight,
+                   help="weight of the discriminator's generator loss (0: no discriminator)")
+    o.add_argument("--disc-input", choices=DISC_INPUTS, default=d.disc_input,
+                   help="the discriminator sees (noise, image) pairs or images alone")
+    o.add_argument("--disc-classes", action="store_true", help="class projection in the discriminator")
+    o.add_argument("--disc-loss", choices=DISC_LOSSES, default=d.disc_loss)
+    o.add_argument("--disc-lr", type=float, default=d.disc_lr, help="discriminator Adam lr (betas 0.0, 0.99)")
+    o.add_argument("--disc-width", type=int, default=d.disc_width)
+    o.add_argument("--perceptual-net", choices=PERCEPTUAL_NETS, default=d.perceptual_net,
+                   help="--loss perceptual: the digits classifier, or LPIPS (optional `lpips` package)")
+    o.add_argument("--perceptual-ensemble", type=int, default=d.perceptual_ensemble,
+                   help="random augmentations per step the perceptual distance is averaged over")
+    o.add_argument("--freeze", nargs="*", default=[], metavar="PREFIX",
+                   help="student parameter-name prefixes to leave untrained, e.g. x_embedder y_embedder blocks qkv_inj")
     p.add_argument("--grad", choices=GRADS, default=d.grad)
     p.add_argument("--max-steps", type=int, default=d.max_steps)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -47,7 +70,12 @@ def run(args) -> int:
                          grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
                          weight_decay=args.weight_decay,
                          ema_decay=args.ema_decay, iters=args.iters, fpc_weight=args.fpc_weight, loss=args.loss,
-                         grad=args.grad, max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
+                         grad=args.grad, regression_weight=args.regression_weight,
+                         adversarial_weight=args.adversarial_weight, disc_input=args.disc_input,
+                         disc_classes=args.disc_classes, disc_loss=args.disc_loss, disc_lr=args.disc_lr,
+                         disc_width=args.disc_width, perceptual_net=args.perceptual_net,
+                         perceptual_ensemble=args.perceptual_ensemble, freeze=list(args.freeze),
+                         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
                          sample_every=args.sample_every, seed=args.seed, amp=args.amp, device=args.device,
                          progress=not args.no_progress)
     Trainer(config).fit()

@@ -30,7 +30,9 @@ import torch.distributed as dist
 from getkern.checkpoint import CheckpointError, atomic_write
 from getkern.distill.distributed import barrier, init_distributed
 from getkern.distill.grid import save_grid
-from getkern.models import GET
+from getkern.distill.objectives import OBJECTIVE_FIELDS, Objective, check_objective_config, freeze_parameters
+from getkern.distill.objectives.regression import fpc_loss
+from getkern.models import GET, ViT
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -52,8 +54,19 @@ class TrainConfig:
     ema_decay: float = 0.9999
     iters: int = 6                     # K unrolled equilibrium iterations per training step
     fpc_weight: float = 0.8            # fixed-point-correction weight w: iterate k gets w^(K-1-k)
-    loss: str = "l1"                   # "l1" | "l2"
+    loss: str = "l1"                   # regression distance: "l1" | "l2" | "perceptual"
     grad: str = "unrolled"             # gradient mode of getkern.deq: "unrolled" | "phantom" | "implicit"
+    # Further objectives (getkern/distill/objectives/, docs/objectives.md); the defaults are the reference's.
+    regression_weight: float = 1.0     # weight of the fixed-point-correction regression term
+    adversarial_weight: float = 0.0    # weight of the discriminator's generator loss (0: no discriminator)
+    disc_input: str = "pair"           # the discriminator sees "pair" (noise and image) | "image"
+    disc_classes: bool = False         # class projection in the discriminator (conditional pairs only)
+    disc_loss: str = "hinge"           # "hinge" | "nonsaturating"
+    disc_lr: float = 2e-4              # discriminator Adam, betas (0.0, 0.99)
+    disc_width: int = 32               # discriminator channels of its first conv
+    perceptual_net: str = "digits"     # loss="perceptual": "digits" (the digits classifier) | "lpips"
+    perceptual_ensemble: int = 4       # random augmentations the perceptual distance is averaged over
+    freeze: list = field(default_factory=list)  # parameter-name prefixes of the student left untrained
     max_steps: int = 800_000
     checkpoint_every: int = 1000
     sample_every: int = 5000
@@ -67,25 +80,35 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def build_model(model_cfg: dict, *, in_channels: int, input_size: int, cond: bool, num_classes: int) -> GET:
-    """GET from ``{"name": "GET-T/2", ...overrides}`` or plain GET keyword arguments."""
+def build_model(model_cfg: dict, *, in_channels: int, input_size: int, cond: bool, num_classes: int,
+                guidance_range: tuple[float, float] | None = None) -> GET | ViT:
+    """GET from ``{"name": "GET-T/2", ...overrides}`` or plain GET keyword arguments; the one-pass ViT
+    baseline for a name "ViT-..." or ``"arch": "vit"``."""
     cfg = dict(model_cfg)
     name = cfg.pop("name", None)
+    cls = ViT if cfg.pop("arch", "get") == "vit" or (name or "").startswith("ViT") else GET
     shape = dict(in_channels=in_channels, input_size=input_size, cond=cond, num_classes=max(num_classes, 1))
-    return GET.from_config(name, **{**shape, **cfg}) if name else GET(**{**shape, **cfg})
+    cfg["guidance_range"] = student_guidance_range(cfg, guidance_range)
+    return cls.from_config(name, **{**shape, **cfg}) if name else cls(**{**shape, **cfg})
+
+
+def student_guidance_range(model_cfg: dict, pairs_range: tuple[float, float] | None):
+    """The student's w range for pairs with ``pairs_range`` (None: unguided pairs): the pairs' own,
+    unless the model config names one, which must then cover the pairs' weights."""
+    asked = model_cfg.get("guidance_range", pairs_range)
+    if pairs_range is None and asked is not None:
+        raise ValueError(f"the model config asks for guidance_range={asked}, but these pairs carry no guidance "
+                         "weights (written without --guidance-range)")
+    if pairs_range is not None and (asked is None or not asked[0] <= pairs_range[0] <= pairs_range[1] <= asked[1]):
+        raise ValueError(f"the pairs are guided (w in {list(pairs_range)}): the student needs a guidance_range "
+                         f"covering it, got guidance_range={asked}")
+    return asked
 
 
 def load_pairs(path):
     """PairDataset for a getkern directory (has manifest.json), else ReferencePairDataset."""
     from getkern.data import PairDataset, ReferencePairDataset
     return PairDataset(path) if (Path(path) / "manifest.json").is_file() else ReferencePairDataset(path)
-
-
-def fpc_loss(iterates: list[torch.Tensor], target: torch.Tensor, weight: float, kind: str = "l1"):
-    """Fixed-point-correction loss sum_k weight^(K-1-k) * mean|x_k - target|^p over K decoded iterates."""
-    K = len(iterates)
-    base = (lambda a: (a - target).abs().mean()) if kind == "l1" else (lambda a: ((a - target) ** 2).mean())
-    return sum(weight ** (K - 1 - k) * base(x) for k, x in enumerate(iterates))
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -122,8 +145,7 @@ class Trainer:
         if c.batch_size < 1 or c.grad_accum < 1 or c.iters < 1:
             raise ValueError(f"batch_size, grad_accum and iters must be >= 1, "
                              f"got {c.batch_size}, {c.grad_accum}, {c.iters}")
-        if c.loss not in ("l1", "l2"):
-            raise ValueError(f"loss must be 'l1' or 'l2', got {c.loss!r}")
+        check_objective_config(c)
         if c.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {c.lr_schedule!r}")
         if c.amp not in ("none", "bf16", "fp16"):
@@ -137,11 +159,14 @@ class Trainer:
         self.out = Path(c.out)
         self.dataset = load_pairs(c.pairs)
         self.latents, self.images, self.labels = self.dataset.tensors()
+        self.guidance = self.dataset.guidance() if hasattr(self.dataset, "guidance") else None  # (n,) or None
         n, C, H, W = self.latents.shape
         self.cond = self.dataset.num_classes > 0
         torch.manual_seed(c.seed)  # the initial weights are part of what the seed determines
         self.model = build_model(c.model, in_channels=C, input_size=H, cond=self.cond,
-                                 num_classes=self.dataset.num_classes).to(self.device)
+                                 num_classes=self.dataset.num_classes,
+                                 guidance_range=getattr(self.dataset, "guidance_range", None)).to(self.device)
+        freeze_parameters(self.model, c.freeze)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=c.lr,
                                      weight_decay=c.weight_decay)
@@ -151,6 +176,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(lr_factor, config=c))
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.amp == "fp16" and self.device.type == "cuda")
+        self.objective = Objective(c, image_shape=(C, H, W), num_classes=self.dataset.num_classes, device=self.device)
         self.step = 0
         self._perm_cache: dict[int, torch.Tensor] = {}
         self._sample_noise = torch.randn((min(100, 10 * max(1, self.dataset.num_classes)), C, H, W),
@@ -186,17 +212,23 @@ class Trainer:
             i = idx[sl]
             noise, target = self.latents[i].to(self.device), self.images[i].to(self.device)
             y = self.labels[i].to(self.device) if self.cond else None
+            w = self.guidance[i].to(self.device) if self.guidance is not None else None
             z0 = z0_all[sl].to(self.device)
             sync = a == c.grad_accum - 1 or self.dist.world_size == 1
             with (self.net.no_sync() if not sync else contextlib.nullcontext()):
                 with torch.autocast(self.device.type, dtype=torch.bfloat16 if c.amp == "bf16" else torch.float16,
                                     enabled=c.amp != "none" and self.device.type == "cuda"):
-                    iterates = self.net(noise, y, iters=c.iters, z0=z0, return_iterates=True, grad=c.grad)
-                    loss = fpc_loss([x.float() for x in iterates], target, c.fpc_weight, c.loss)
+                    if isinstance(self.model, GET):
+                        iterates = self.net(noise, y, iters=c.iters, z0=z0, return_iterates=True, grad=c.grad,
+                                            guidance=w)
+                    else:  # the one-pass ViT baseline
+                        iterates = [self.net(noise, y, guidance=w)]
+                    loss = self.objective.loss(iterates, target, noise, y, step, rows=sl)
                 self.scaler.scale(loss / c.grad_accum).backward()
             total += loss.detach().double().cpu() / c.grad_accum
         self.scaler.step(self.opt)
         self.scaler.update()
+        self.objective.step()
         self.sched.step()
         with torch.no_grad():
             for p_ema, p in zip(self.ema.parameters(), self.model.parameters()):
@@ -205,7 +237,7 @@ class Trainer:
             dist.all_reduce(total)
             total /= self.dist.world_size
         self.step += 1
-        return {"step": self.step, "loss": float(total)}
+        return {"step": self.step, "loss": float(total), **self.objective.stats()}
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -216,8 +248,8 @@ class Trainer:
         B, n = self.config.batch_size, len(self.latents)
         return {"format": CHECKPOINT_FORMAT, "step": self.step, "model": self.model.state_dict(),
                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": rng, "data": {"epoch": self.step * B // n, "offset": self.step * B % n, "num_pairs": n},
+                "scaler": self.scaler.state_dict(), "objective": self.objective.state_dict(),
+                "model_class": type(self.model).__name__, "rng": rng, "data": {"epoch": self.step * B // n, "offset": self.step * B % n, "num_pairs": n},
                 "config": json.dumps(self.config.to_dict()), "model_config": json.dumps(self.model.config)}
 
     def save_checkpoint(self) -> None:
@@ -232,18 +264,22 @@ class Trainer:
             raise CheckpointError(f"{path}: model config {state['model_config']} differs from this run's "
                                   f"{json.dumps(self.model.config)}")
         saved = json.loads(state["config"])
-        keys = ["batch_size", "seed", "iters", "pairs", "lr", "warmup_steps", "lr_schedule", "grad", "loss", "fpc_weight"]
+        keys = ["batch_size", "seed", "iters", "pairs", "lr", "warmup_steps", "lr_schedule", "grad",
+                *OBJECTIVE_FIELDS]
         if self.config.lr_schedule != "constant":
             keys.append("max_steps")  # the schedule's length
+        defaults = TrainConfig(pairs="", out="").to_dict()  # for checkpoints older than a field
         for key in keys:
-            if saved.get(key, "constant" if key == "lr_schedule" else None) != getattr(self.config, key):
-                raise CheckpointError(f"{path}: cannot resume with {key}={getattr(self.config, key)!r}, "
-                                      f"the checkpoint was trained with {saved.get(key)!r}")
+            ours = json.loads(json.dumps(getattr(self.config, key)))
+            if saved.get(key, defaults[key]) != ours:
+                raise CheckpointError(f"{path}: cannot resume with {key}={ours!r}, "
+                                      f"the checkpoint was trained with {saved.get(key, defaults[key])!r}")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.scaler.load_state_dict(state["scaler"])
+        self.objective.load_state_dict(state.get("objective", {}))
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -259,7 +295,12 @@ class Trainer:
         if self.cond:
             k = self.dataset.num_classes
             y = torch.arange(len(noise), device=self.device) // (len(noise) // k) % k
-        images = self.ema(noise, y, iters=self.config.iters, generator=_generator(self.config.seed, -2))
+        w = None
+        if self.ema.guidance_range is not None:  # columns sweep the guidance range
+            (lo, hi), col = self.ema.guidance_range, torch.arange(len(noise), device=self.device) % 10
+            w = lo + (hi - lo) * col / 9
+        images = (self.ema(noise, y, iters=self.config.iters, generator=_generator(self.config.seed, -2), guidance=w)
+                  if isinstance(self.ema, GET) else self.ema(noise, y, guidance=w))
         return save_grid(images, self.out / "samples" / f"step-{self.step:07d}.png", nrow=10,
                          scale=max(1, 32 // images.shape[-1]))
 
@@ -323,10 +364,10 @@ def load_train_checkpoint(path) -> dict:
     return state
 
 
-def load_ema_model(path) -> GET:
-    """The EMA GET of a training checkpoint file, ready for sampling (eval mode)."""
+def load_ema_model(path) -> GET | ViT:
+    """The EMA GET (or ViT) of a training checkpoint file, ready for sampling (eval mode)."""
     state = load_train_checkpoint(path)
-    model = GET(**json.loads(state["model_config"]))
+    model = (ViT if state.get("model_class") == "ViT" else GET)(**json.loads(state["model_config"]))
     from getkern.checkpoint import load_state_dict_checked
     load_state_dict_checked(model, state["ema"], f"{path}['ema']")
     return model.eval()

@@ -1,0 +1,126 @@
+"""Training objectives of the distillation Trainer, beyond GET's L1/L2 fixed-point-correction regression.
+
+    loss = regression_weight * sum_k fpc_weight^(K-1-k) * distance(x_k, teacher image)
+         + adversarial_weight * generator loss of a discriminator on the output x_{K-1}
+
+``distance`` (TrainConfig.loss): "l1" | "l2" (the reference) | "perceptual" (a frozen network's feature
+distance averaged over an augmentation ensemble, perceptual.py). The adversarial term (adversarial.py)
+trains its own discriminator alongside the student. ``freeze`` (freeze.py) trains only part of the student.
+One Trainer step calls ``Objective.loss`` for each micro-batch, then ``Objective.step`` after the student's
+optimiser step; ``state_dict`` (the discriminator and its optimiser) goes into the training checkpoint.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from getkern.distill.objectives.adversarial import DISC_INPUTS, DISC_LOSSES, AdversarialLoss
+from getkern.distill.objectives.augment import AugmentSpec, sample_params
+from getkern.distill.objectives.freeze import freeze_parameters
+from getkern.distill.objectives.perceptual import PERCEPTUAL_NETS, PerceptualDistance
+from getkern.distill.objectives.regression import fpc_loss, fpc_sum
+
+LOSSES = ("l1", "l2", "perceptual")
+# TrainConfig fields that define the objective: a run cannot be resumed with other values.
+OBJECTIVE_FIELDS = ("loss", "fpc_weight", "regression_weight", "adversarial_weight", "disc_input", "disc_classes",
+                    "disc_loss", "disc_lr", "disc_width", "perceptual_net", "perceptual_ensemble", "freeze")
+_AUGMENT_STREAM = 0x0A06  # tags the (seed, step) generator of the augmentations
+
+
+def check_objective_config(c) -> None:
+    """Raise ValueError naming the TrainConfig option when the objective's settings are invalid."""
+    if c.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {c.loss!r}")
+    for name in ("fpc_weight", "regression_weight", "adversarial_weight"):
+        v = getattr(c, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if c.regression_weight == 0 and c.adversarial_weight == 0:
+        raise ValueError("regression_weight and adversarial_weight are both 0: nothing to train")
+    if c.disc_input not in DISC_INPUTS:
+        raise ValueError(f"disc_input must be one of {DISC_INPUTS}, got {c.disc_input!r}")
+    if c.disc_loss not in DISC_LOSSES:
+        raise ValueError(f"disc_loss must be one of {DISC_LOSSES}, got {c.disc_loss!r}")
+    if not (math.isfinite(c.disc_lr) and c.disc_lr > 0):
+        raise ValueError(f"disc_lr must be > 0, got {c.disc_lr!r}")
+    if c.disc_width < 1:
+        raise ValueError(f"disc_width must be >= 1, got {c.disc_width!r}")
+    if c.perceptual_net not in PERCEPTUAL_NETS:
+        raise ValueError(f"perceptual_net must be one of {PERCEPTUAL_NETS}, got {c.perceptual_net!r}")
+    if c.perceptual_ensemble < 1:
+        raise ValueError(f"perceptual_ensemble must be >= 1, got {c.perceptual_ensemble!r}")
+    if not isinstance(c.freeze, (list, tuple)) or not all(isinstance(p, str) and p for p in c.freeze):
+        raise ValueError(f"freeze must be a list of parameter-name prefixes, got {c.freeze!r}")
+
+
+class Objective:
+    """The student's loss for one micro-batch, plus whatever else the objective trains (a discriminator).
+
+    ``config``: a TrainConfig; ``image_shape`` (C, H, W) of the pairs; ``num_classes`` 0 when the pairs
+    are unconditional."""
+
+    def __init__(self, config, *, image_shape: tuple[int, int, int], num_classes: int, device="cpu"):
+        check_objective_config(config)
+        self.config = c = config
+        C, H, W = image_shape
+        if c.adversarial_weight > 0 and c.disc_classes and num_classes == 0:
+            raise ValueError("disc_classes=True (a discriminator with class projection) needs class labels, "
+                             "but the pairs are unconditional; drop --disc-classes")
+        self.adversarial = None
+        if c.adversarial_weight > 0:
+            self.adversarial = AdversarialLoss(C, H, kind=c.disc_loss, pair=c.disc_input == "pair",
+                                               num_classes=num_classes if c.disc_classes else 0,
+                                               width=c.disc_width, lr=c.disc_lr, seed=c.seed).to(device)
+        self.perceptual = PerceptualDistance(c.perceptual_net).to(device) if c.loss == "perceptual" else None
+        self.augment, self.image_hw = AugmentSpec(), (H, W)
+
+    def loss(self, student_images: list[torch.Tensor], teacher_images: torch.Tensor, noise: torch.Tensor,
+             labels: torch.Tensor | None, step: int, rows: slice | None = None) -> torch.Tensor:
+        """Scalar student loss. ``student_images``: the K decoded iterates (B, C, H, W) (the last is the
+        output; a one-pass model passes one); ``teacher_images``, ``noise`` (B, C, H, W); ``labels`` (B,)
+        or None; ``rows``: where this micro-batch sits in the step's global batch (augmentations are drawn
+        for the global batch, so accumulation and data parallelism see the same ones)."""
+        c = self.config
+        with torch.autocast(teacher_images.device.type, enabled=False):
+            students = [x.float() for x in student_images]
+            total = torch.zeros((), device=teacher_images.device)
+            if c.regression_weight > 0:
+                if self.perceptual is None:
+                    reg = fpc_loss(students, teacher_images, c.fpc_weight, c.loss)
+                else:
+                    reg = fpc_sum(self.perceptual(students, teacher_images, self._ensemble(step, rows),
+                                                  self.augment.background), c.fpc_weight)
+                total = total + c.regression_weight * reg
+            if self.adversarial is not None:
+                adv = self.adversarial.loss(students[-1], teacher_images, noise, labels, scale=1.0 / c.grad_accum)
+                total = total + c.adversarial_weight * adv
+        return total
+
+    def _ensemble(self, step: int, rows: slice | None):
+        from getkern.distill.trainer import hash_seeds
+        c = self.config
+        g = torch.Generator().manual_seed(hash_seeds(c.seed, step, _AUGMENT_STREAM))
+        members = [sample_params(self.augment, c.batch_size, *self.image_hw, g) for _ in range(c.perceptual_ensemble)]
+        return [m.select(rows if rows is not None else slice(None)) for m in members]
+
+    def step(self) -> None:
+        """After the student's optimiser step: update the discriminator."""
+        if self.adversarial is not None:
+            self.adversarial.step()
+
+    def stats(self) -> dict:
+        """Discriminator figures of the last micro-batch, for the training log."""
+        return {k: round(v, 6) for k, v in self.adversarial.last.items()} if self.adversarial else {}
+
+    def state_dict(self) -> dict:
+        return {"adversarial": self.adversarial.state_dict()} if self.adversarial else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.adversarial is not None:
+            if "adversarial" not in state:
+                raise KeyError("the checkpoint holds no discriminator state")
+            self.adversarial.load_state_dict(state["adversarial"])
+
+
+__all__ = ["LOSSES", "OBJECTIVE_FIELDS", "Objective", "check_objective_config", "freeze_parameters", "fpc_loss"]
