@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from getkern.nn import MLP, Attention, LayerNorm
+from getkern.nn.fused_block import fused_prologues_apply, fused_prologues_forward
 
 
 #################################################################################
@@ -73,6 +74,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None,
                 u: torch.Tensor | None = None) -> torch.Tensor:
+        if fused_prologues_apply(self, x):   # Triton: LN1, LN2 inside the qkv and fc1 matmuls
+            return fused_prologues_forward(self, x, c, u)
         a = self.attn(self.norm1(x), c, u)   # (B, N, D)
         x, h = self.norm2(a, residual=x)     # x <- x + a; h = LN2(x), one pass
         return self.mlp(h, residual=x)       # x + fc2(GELU(fc1(h)))

@@ -31,31 +31,77 @@ _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1/sqrt(2*pi)
 #################################################################################
 
 @triton.jit
-def _linear_kernel(A, W, BIAS, RES, PRE, C, M, N, K, stride_wn, stride_wk,
-                   EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr,
-                   UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                   ALIGNED: tl.constexpr, W_K_CONTIGUOUS: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   GROUP_M: tl.constexpr):
-    """C (M, N) = epilogue(A (M, K) @ W^T + bias), W (N, K) with any strides; A, C, RES, PRE are
-    row-major. EPILOGUE: "none"; "gelu" (exact erf GELU; STORE_PRE also writes the pre-activation
-    to PRE); "residual" (adds RES); "gelu_grad" (multiplies by GELU'(PRE), the backward of fc1).
-
-    ALIGNED (checked by _aligned; true at every GET size): every row of every operand starts on a
-    multiple of 16 elements, W is unit-stride along K (W_K_CONTIGUOUS) or along N, and BLOCK_K and
-    BLOCK_N divide K and N. The kernel then masks rows only and tells the compiler the alignment:
-    16-byte vector loads and stores and cp.async pipelining, also in an ahead-of-time compile that
-    lacks the JIT's argument specialisation."""
-    # Grouped tile order: GROUP_M row-tiles share each W column-tile while it is in L2.
+def _tile_coords(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of this program in grouped order: GROUP_M row-tiles share each W column-tile
+    while it is in L2."""
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(N, BLOCK_N)
     group_size = GROUP_M * tiles_n
     first_m = (pid // group_size) * GROUP_M
     group_m = min(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group_size) % group_m
-    pid_n = (pid % group_size) // group_m
+    return first_m + (pid % group_size) % group_m, (pid % group_size) // group_m
 
+
+@triton.jit
+def _epilogue_store(acc, rows, cols, M, N, BIAS, RES, RES2, PRE, C,
+                    EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr,
+                    ALIGNED: tl.constexpr, BLOCK_N: tl.constexpr):
+    """C[rows, cols] = epilogue(acc + bias), all arithmetic in fp32. EPILOGUE: "none"; "gelu"
+    (exact erf GELU; STORE_PRE also writes the pre-activation to PRE); "residual" (adds RES);
+    "residual2" (adds RES + RES2: the block's x + a, never summed in memory); "gelu_grad"
+    (multiplies by GELU'(PRE), the backward of fc1). C, RES, RES2, PRE are (M, N) row-major."""
+    col_ok = cols < N
+    if ALIGNED:  # BLOCK_N divides N: only rows can run out
+        mask = rows[:, None] < M
+    else:
+        mask = (rows[:, None] < M) & col_ok[None, :]
+    offs = rows[:, None].to(tl.int64) * N + cols[None, :]
+    bias_ptrs, pre_ptrs, c_ptrs = BIAS + cols, PRE + offs, C + offs
+    res_ptrs, res2_ptrs = RES + offs, RES2 + offs
+    if ALIGNED:  # rows of BLOCK_N contiguous elements starting on 16 bytes: vector access
+        bias_ptrs = tl.max_contiguous(tl.multiple_of(bias_ptrs, 16), BLOCK_N)
+        pre_ptrs = tl.max_contiguous(tl.multiple_of(pre_ptrs, [16, 16]), [1, BLOCK_N])
+        res_ptrs = tl.max_contiguous(tl.multiple_of(res_ptrs, [16, 16]), [1, BLOCK_N])
+        res2_ptrs = tl.max_contiguous(tl.multiple_of(res2_ptrs, [16, 16]), [1, BLOCK_N])
+        c_ptrs = tl.max_contiguous(tl.multiple_of(c_ptrs, [16, 16]), [1, BLOCK_N])
+    if HAS_BIAS:
+        if ALIGNED:
+            bias = tl.load(bias_ptrs)
+        else:
+            bias = tl.load(bias_ptrs, mask=col_ok, other=0.0)
+        acc += bias.to(tl.float32)[None, :]
+    if EPILOGUE == "gelu":
+        if STORE_PRE:
+            tl.store(pre_ptrs, acc.to(PRE.dtype.element_ty), mask=mask)
+        acc = 0.5 * acc * (1.0 + tl.erf(acc * _SQRT1_2))
+    elif EPILOGUE == "residual":
+        acc += tl.load(res_ptrs, mask=mask, other=0.0).to(tl.float32)
+    elif EPILOGUE == "residual2":
+        acc += (tl.load(res_ptrs, mask=mask, other=0.0).to(tl.float32)
+                + tl.load(res2_ptrs, mask=mask, other=0.0).to(tl.float32))
+    elif EPILOGUE == "gelu_grad":
+        z = tl.load(pre_ptrs, mask=mask, other=0.0).to(tl.float32)
+        acc *= 0.5 * (1.0 + tl.erf(z * _SQRT1_2)) + z * _INV_SQRT_2PI * tl.exp(-0.5 * z * z)
+    tl.store(c_ptrs, acc.to(C.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _linear_kernel(A, W, BIAS, RES, RES2, PRE, C, M, N, K, stride_wn, stride_wk,
+                   EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr,
+                   UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                   ALIGNED: tl.constexpr, W_K_CONTIGUOUS: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   GROUP_M: tl.constexpr):
+    """C (M, N) = epilogue(A (M, K) @ W^T + bias), W (N, K) with any strides; A, C, RES, RES2, PRE
+    are row-major; epilogues as in _epilogue_store.
+
+    ALIGNED (checked by _aligned; true at every GET size from D = 128): every row of every operand
+    starts on a multiple of 16 elements, W is unit-stride along K (W_K_CONTIGUOUS) or along N, and
+    BLOCK_K and BLOCK_N divide K and N. The kernel then masks rows only and tells the compiler the
+    alignment: 16-byte vector loads and stores and cp.async pipelining, also in an ahead-of-time
+    compile that lacks the JIT's argument specialisation."""
+    pid_m, pid_n = _tile_coords(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ks = tl.arange(0, BLOCK_K)
@@ -80,35 +126,8 @@ def _linear_kernel(A, W, BIAS, RES, PRE, C, M, N, K, stride_wn, stride_wk,
         acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K * stride_wk
-
-    col_ok = cols < N
-    if ALIGNED:  # BLOCK_N divides N: only rows can run out
-        mask = rows[:, None] < M
-    else:
-        mask = (rows[:, None] < M) & col_ok[None, :]
-    offs = rows[:, None].to(tl.int64) * N + cols[None, :]
-    bias_ptrs, pre_ptrs, res_ptrs, c_ptrs = BIAS + cols, PRE + offs, RES + offs, C + offs
-    if ALIGNED:  # rows of BLOCK_N contiguous elements starting on 16 bytes: vector access
-        bias_ptrs = tl.max_contiguous(tl.multiple_of(bias_ptrs, 16), BLOCK_N)
-        pre_ptrs = tl.max_contiguous(tl.multiple_of(pre_ptrs, [16, 16]), [1, BLOCK_N])
-        res_ptrs = tl.max_contiguous(tl.multiple_of(res_ptrs, [16, 16]), [1, BLOCK_N])
-        c_ptrs = tl.max_contiguous(tl.multiple_of(c_ptrs, [16, 16]), [1, BLOCK_N])
-    if HAS_BIAS:
-        if ALIGNED:
-            bias = tl.load(bias_ptrs)
-        else:
-            bias = tl.load(bias_ptrs, mask=col_ok, other=0.0)
-        acc += bias.to(tl.float32)[None, :]
-    if EPILOGUE == "gelu":
-        if STORE_PRE:
-            tl.store(pre_ptrs, acc.to(PRE.dtype.element_ty), mask=mask)
-        acc = 0.5 * acc * (1.0 + tl.erf(acc * _SQRT1_2))
-    elif EPILOGUE == "residual":
-        acc += tl.load(res_ptrs, mask=mask, other=0.0).to(tl.float32)
-    elif EPILOGUE == "gelu_grad":
-        z = tl.load(pre_ptrs, mask=mask, other=0.0).to(tl.float32)
-        acc *= 0.5 * (1.0 + tl.erf(z * _SQRT1_2)) + z * _INV_SQRT_2PI * tl.exp(-0.5 * z * z)
-    tl.store(c_ptrs, acc.to(C.dtype.element_ty), mask=mask)
+    _epilogue_store(acc, rows, cols, M, N, BIAS, RES, RES2, PRE, C,
+                    EPILOGUE, HAS_BIAS, STORE_PRE, ALIGNED, BLOCK_N)
 
 
 #################################################################################
@@ -144,8 +163,8 @@ def _dot_precision(dtype: torch.dtype) -> str:
 
 
 def _linear(a2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, *, epilogue: str,
-            res: torch.Tensor | None = None, pre: torch.Tensor | None = None,
-            store_pre: bool = False) -> torch.Tensor:
+            res: torch.Tensor | None = None, res2: torch.Tensor | None = None,
+            pre: torch.Tensor | None = None, store_pre: bool = False) -> torch.Tensor:
     """Launch _linear_kernel: a2d (M, K) row-major, w (N, K) (any strides) -> (M, N)."""
     M, K = a2d.shape
     N = w.shape[0]
@@ -154,13 +173,19 @@ def _linear(a2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, *, ep
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _linear_kernel[grid](
         a2d, w, bias if bias is not None else c, res if res is not None else c,
-        pre if pre is not None else c, c, M, N, K, w.stride(0), w.stride(1),
+        res2 if res2 is not None else c, pre if pre is not None else c, c, M, N, K,
+        w.stride(0), w.stride(1),
         EPILOGUE=epilogue, HAS_BIAS=bias is not None, STORE_PRE=store_pre,
         UPCAST=interpreter_enabled() and a2d.dtype == torch.bfloat16,
         DOT_PRECISION=_dot_precision(a2d.dtype),
-        ALIGNED=_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"], w, a2d, bias, res, pre, c),
+        ALIGNED=_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"], w, a2d, bias, res, res2, pre, c),
         W_K_CONTIGUOUS=w.stride(1) == 1, **cfg)
     return c
+
+
+def shapes_aligned(K: int, block_k: int, N: int, block_n: int) -> bool:
+    """The size part of the ALIGNED contract (the AOT specs enumerate it over GET sizes)."""
+    return K % block_k == 0 and N % block_n == 0 and K % 16 == 0 and N % 16 == 0
 
 
 def _aligned(K: int, block_k: int, N: int, block_n: int, w: torch.Tensor, *tensors) -> bool:
@@ -168,7 +193,7 @@ def _aligned(K: int, block_k: int, N: int, block_n: int, w: torch.Tensor, *tenso
     K, N and W's non-unit stride are multiples of 16 elements; W is unit-stride along K or N;
     every base pointer is aligned to 16 elements (torch's allocators align fresh tensors to more)."""
     w_outer_stride = w.stride(0) if w.stride(1) == 1 else w.stride(1)
-    return (K % block_k == 0 and N % block_n == 0 and K % 16 == 0 and N % 16 == 0
+    return (shapes_aligned(K, block_k, N, block_n)
             and 1 in w.stride() and w_outer_stride % 16 == 0
             and all(t.data_ptr() % (16 * t.element_size()) == 0
                     for t in (w, *tensors) if t is not None))
@@ -312,36 +337,61 @@ def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b
 #                       Ahead-of-time compile specifications                    #
 #################################################################################
 
-GET_DIMS = (256, 384, 512, 768)
+# Hidden sizes of the GET and ViT configs (getkern/models/configs.py) and the small test/demo
+# models, and every MLP ratio they use.
+GET_DIMS = (64, 128, 256, 384, 512, 768, 1024, 1152)
 GET_MLP_RATIOS = (4, 6, 8, 12)
 
-# (name, EPILOGUE, HAS_BIAS, STORE_PRE, W is transposed): every launch _forward and _mlp_backward_op
-# make. Tile sizes depend only on dtype and epilogue (see _gpu_config), so these cover every
-# (D, ratio) pair above: M, N, K are runtime arguments.
+# (name, EPILOGUE, HAS_BIAS, STORE_PRE, W is transposed, (K, N) of the launch from (D, H)): every
+# launch _forward and _mlp_backward_op make. Tile sizes depend only on dtype and epilogue (see
+# _gpu_config); M, N, K are runtime arguments, so a spec covers every (D, ratio) that takes the
+# same ALIGNED branch.
 _LAUNCHES = (
-    ("fc1_gelu", "gelu", True, False, False),
-    ("fc1_gelu_keep_pre", "gelu", True, True, False),
-    ("fc2_bias", "none", True, False, False),
-    ("fc2_bias_residual", "residual", True, False, False),
-    ("fc1_gelu_grad", "gelu_grad", False, False, True),
+    ("fc1_gelu", "gelu", True, False, False, lambda D, H: (D, H)),
+    ("fc1_gelu_keep_pre", "gelu", True, True, False, lambda D, H: (D, H)),
+    ("fc2_bias", "none", True, False, False, lambda D, H: (H, D)),
+    ("fc2_bias_residual", "residual", True, False, False, lambda D, H: (H, D)),
+    ("fc2_bias_residual2", "residual2", True, False, False, lambda D, H: (H, D)),
+    ("fc1_gelu_grad", "gelu_grad", False, False, True, lambda D, H: (D, H)),
 )
 
 
+def linear_spec(name: str, kernel, extra_args: dict[str, str], dtype: str, cfg: dict,
+                constexprs: dict) -> AotSpec:
+    """AotSpec of a matmul kernel of this family: pointer args get the element type, the tile
+    config becomes constexprs. Shared with getkern.ops.ln_linear."""
+    constexprs = {**constexprs, **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}}
+    signature = {k: (f"*{dtype}" if v == "*" else v) for k, v in extra_args.items()}
+    signature.update({k: "constexpr" for k in constexprs})
+    return AotSpec(name=name, kernel=kernel, signature=signature, constexprs=constexprs,
+                   num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], uses_dot=True)
+
+
+def aligned_branches(k_n, cfg: dict) -> list[bool]:
+    """The ALIGNED values the dispatcher takes for a launch of (K, N) = k_n(D, H) over GET sizes."""
+    taken = set()
+    for D in GET_DIMS:
+        for ratio in GET_MLP_RATIOS:
+            K, N = k_n(D, D * ratio)
+            taken.add(shapes_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"]))
+    return sorted(taken, reverse=True)
+
+
 def aot_specs():
-    """Every MLP kernel config the dispatcher can pick at GET sizes on a GPU, fp16 and bf16."""
+    """Every MLP kernel config the dispatcher can pick at GET sizes on a GPU, fp16 and bf16: each
+    launch with the ALIGNED branch(es) that some (D, ratio) above takes (D = 64 misses it where
+    N = D is not a multiple of BLOCK_N = 128)."""
+    args = {"A": "*", "W": "*", "BIAS": "*", "RES": "*", "RES2": "*", "PRE": "*", "C": "*",
+            "M": "i32", "N": "i32", "K": "i32", "stride_wn": "i32", "stride_wk": "i32"}
     for torch_dtype, dtype in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
-        p = f"*{dtype}"
-        for name, epilogue, has_bias, store_pre, w_transposed in _LAUNCHES:
+        for name, epilogue, has_bias, store_pre, w_transposed, k_n in _LAUNCHES:
             cfg = _gpu_config(torch_dtype, epilogue)
-            constexprs = {"EPILOGUE": epilogue, "HAS_BIAS": has_bias, "STORE_PRE": store_pre,
-                          "UPCAST": False, "DOT_PRECISION": "tf32", "ALIGNED": True,
-                          "W_K_CONTIGUOUS": not w_transposed,
-                          **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
-                          # a unit stride is specialised to a constant at launch; bake it in too
-                          ("stride_wn" if w_transposed else "stride_wk"): 1}
-            signature = {"A": p, "W": p, "BIAS": p, "RES": p, "PRE": p, "C": p, "M": "i32",
-                         "N": "i32", "K": "i32", "stride_wn": "i32", "stride_wk": "i32"}
-            signature.update({k: "constexpr" for k in constexprs})
-            yield AotSpec(name=f"mlp_{name}[{dtype}]", kernel=_linear_kernel, signature=signature,
-                          constexprs=constexprs, num_warps=cfg["num_warps"],
-                          num_stages=cfg["num_stages"], uses_dot=True)
+            for aligned in aligned_branches(k_n, cfg):
+                constexprs = {"EPILOGUE": epilogue, "HAS_BIAS": has_bias, "STORE_PRE": store_pre,
+                              "UPCAST": False, "DOT_PRECISION": "tf32", "ALIGNED": aligned,
+                              "W_K_CONTIGUOUS": not w_transposed,
+                              # a unit stride is specialised to a constant at launch; bake it in too
+                              ("stride_wn" if w_transposed else "stride_wk"): 1}
+                suffix = "" if aligned else ",masked"
+                yield linear_spec(f"mlp_{name}[{dtype}{suffix}]", _linear_kernel, args, dtype, cfg,
+                                  constexprs)
