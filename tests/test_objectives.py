@@ -11,7 +11,7 @@ from getkern.distill import TrainConfig, Trainer
 from getkern.distill.objectives import Objective
 from getkern.distill.objectives.adversarial import Discriminator, discriminator_loss, generator_loss
 from getkern.distill.objectives.augment import AugmentParams, AugmentSpec, apply_params, sample_params
-from getkern.distill.objectives.freeze import freeze_parameters
+from getkern.distill.objectives.finetune import freeze_parameters
 from getkern.distill.objectives.perceptual import DigitsFeatureLayers, PerceptualDistance, layer_distance
 from getkern.metrics.digits_classifier import load_digits_classifier
 from getkern.teacher import EDMPrecond, Teacher
@@ -203,6 +203,29 @@ def test_vit_baseline_trains_adversarially_with_frozen_embedding(pairs, tmp_path
     assert any(n.startswith("blocks.1.") for n in changed)
     from getkern.distill import load_ema_model
     assert type(load_ema_model(tmp_path / "checkpoint.pt")).__name__ == "ViT"
+
+
+def test_cli_fine_tunes_from_a_checkpoint_with_the_injection_frozen(pairs, tmp_path):
+    """Zheng & Yang's setting: a trained student, injection frozen, adversarial loss alone."""
+    import json
+
+    from getkern.cli import main as cli
+    base = Trainer(config(pairs, tmp_path / "base", max_steps=2))
+    base.fit()
+    injection = ["x_embedder", "y_embedder", "blocks", "qkv_inj"]
+    assert cli(["train", "--pairs", str(pairs), "--out", str(tmp_path / "ft"), "--model", "", "--model-args",
+                json.dumps(MODEL), "--batch-size", "8", "--iters", "2", "--max-steps", "2", "--sample-every", "0",
+                "--no-progress", "--init", str(tmp_path / "base" / "checkpoint.pt"), "--freeze", *injection,
+                "--regression-weight", "0", "--adversarial-weight", "1", "--disc-width", "4"]) == 0
+    ft = torch.load(tmp_path / "ft" / "checkpoint.pt", weights_only=True)
+    assert json.loads(ft["config"])["freeze"] == injection and ft["objective"]["adversarial"]["discriminator"]
+    init = base.ema.state_dict()
+    for k, v in ft["model"].items():
+        if k.startswith(tuple(injection)):
+            assert torch.equal(v, init[k]), k           # frozen at the initial weights
+    assert any(not torch.equal(v, init[k]) for k, v in ft["model"].items() if not k.startswith(tuple(injection)))
+    with pytest.raises(CheckpointError, match="init: .*does not fit GET"):
+        Trainer(config(pairs, tmp_path / "bad", model={**MODEL, "hidden_size": 8}, init=str(tmp_path / "base" / "checkpoint.pt")))
 
 
 # ---------------------------------------------------------------- bad options

@@ -50,6 +50,8 @@ def add_parser(sub) -> None:
                    help="--loss perceptual: the digits classifier, or LPIPS (optional `lpips` package)")
     o.add_argument("--perceptual-ensemble", type=int, default=d.perceptual_ensemble,
                    help="random augmentations per step the perceptual distance is averaged over")
+    o.add_argument("--init", default="", help="start the student from a training checkpoint's EMA weights or a "
+                   "save_pretrained directory (fine-tuning)")
     o.add_argument("--freeze", nargs="*", default=[], metavar="PREFIX",
                    help="student parameter-name prefixes to leave untrained, e.g. x_embedder y_embedder blocks qkv_inj")
     p.add_argument("--grad", choices=GRADS, default=d.grad)
@@ -74,7 +76,7 @@ def run(args) -> int:
                          adversarial_weight=args.adversarial_weight, disc_input=args.disc_input,
                          disc_classes=args.disc_classes, disc_loss=args.disc_loss, disc_lr=args.disc_lr,
                          disc_width=args.disc_width, perceptual_net=args.perceptual_net,
-                         perceptual_ensemble=args.perceptual_ensemble, freeze=list(args.freeze),
+                         perceptual_ensemble=args.perceptual_ensemble, init=args.init, freeze=list(args.freeze),
                          max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
                          sample_every=args.sample_every, seed=args.seed, amp=args.amp, device=args.device,
                          progress=not args.no_progress)

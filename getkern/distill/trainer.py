@@ -30,7 +30,8 @@ import torch.distributed as dist
 from getkern.checkpoint import CheckpointError, atomic_write
 from getkern.distill.distributed import barrier, init_distributed
 from getkern.distill.grid import save_grid
-from getkern.distill.objectives import OBJECTIVE_FIELDS, Objective, check_objective_config, freeze_parameters
+from getkern.distill.objectives import (OBJECTIVE_FIELDS, Objective, check_objective_config, freeze_parameters,
+                                        load_initial_weights)
 from getkern.distill.objectives.regression import fpc_loss
 from getkern.models import GET, ViT
 
@@ -66,6 +67,7 @@ class TrainConfig:
     disc_width: int = 32               # discriminator channels of its first conv
     perceptual_net: str = "digits"     # loss="perceptual": "digits" (the digits classifier) | "lpips"
     perceptual_ensemble: int = 4       # random augmentations the perceptual distance is averaged over
+    init: str = ""                     # initial student weights: a training checkpoint or save_pretrained dir
     freeze: list = field(default_factory=list)  # parameter-name prefixes of the student left untrained
     max_steps: int = 800_000
     checkpoint_every: int = 1000
@@ -166,6 +168,8 @@ class Trainer:
         self.model = build_model(c.model, in_channels=C, input_size=H, cond=self.cond,
                                  num_classes=self.dataset.num_classes,
                                  guidance_range=getattr(self.dataset, "guidance_range", None)).to(self.device)
+        if c.init:
+            load_initial_weights(self.model, c.init)
         freeze_parameters(self.model, c.freeze)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=c.lr,

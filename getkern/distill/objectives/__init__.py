@@ -5,7 +5,8 @@
 
 ``distance`` (TrainConfig.loss): "l1" | "l2" (the reference) | "perceptual" (a frozen network's feature
 distance averaged over an augmentation ensemble, perceptual.py). The adversarial term (adversarial.py)
-trains its own discriminator alongside the student. ``freeze`` (freeze.py) trains only part of the student.
+trains its own discriminator alongside the student. ``init`` and ``freeze`` (finetune.py) start the student
+from trained weights and train only part of it.
 One Trainer step calls ``Objective.loss`` for each micro-batch, then ``Objective.step`` after the student's
 optimiser step; ``state_dict`` (the discriminator and its optimiser) goes into the training checkpoint.
 """
@@ -17,14 +18,14 @@ import torch
 
 from getkern.distill.objectives.adversarial import DISC_INPUTS, DISC_LOSSES, AdversarialLoss
 from getkern.distill.objectives.augment import AugmentSpec, sample_params
-from getkern.distill.objectives.freeze import freeze_parameters
+from getkern.distill.objectives.finetune import freeze_parameters, load_initial_weights
 from getkern.distill.objectives.perceptual import PERCEPTUAL_NETS, PerceptualDistance
 from getkern.distill.objectives.regression import fpc_loss, fpc_sum
 
 LOSSES = ("l1", "l2", "perceptual")
 # TrainConfig fields that define the objective: a run cannot be resumed with other values.
 OBJECTIVE_FIELDS = ("loss", "fpc_weight", "regression_weight", "adversarial_weight", "disc_input", "disc_classes",
-                    "disc_loss", "disc_lr", "disc_width", "perceptual_net", "perceptual_ensemble", "freeze")
+                    "disc_loss", "disc_lr", "disc_width", "perceptual_net", "perceptual_ensemble", "init", "freeze")
 _AUGMENT_STREAM = 0x0A06  # tags the (seed, step) generator of the augmentations
 
 
@@ -50,6 +51,8 @@ def check_objective_config(c) -> None:
         raise ValueError(f"perceptual_net must be one of {PERCEPTUAL_NETS}, got {c.perceptual_net!r}")
     if c.perceptual_ensemble < 1:
         raise ValueError(f"perceptual_ensemble must be >= 1, got {c.perceptual_ensemble!r}")
+    if not isinstance(c.init, str):
+        raise ValueError(f"init must be a path (or '' for fresh weights), got {c.init!r}")
     if not isinstance(c.freeze, (list, tuple)) or not all(isinstance(p, str) and p for p in c.freeze):
         raise ValueError(f"freeze must be a list of parameter-name prefixes, got {c.freeze!r}")
 
@@ -123,4 +126,5 @@ class Objective:
             self.adversarial.load_state_dict(state["adversarial"])
 
 
-__all__ = ["LOSSES", "OBJECTIVE_FIELDS", "Objective", "check_objective_config", "freeze_parameters", "fpc_loss"]
+__all__ = ["LOSSES", "OBJECTIVE_FIELDS", "Objective", "check_objective_config", "fpc_loss", "freeze_parameters",
+           "load_initial_weights"]

@@ -108,7 +108,8 @@ class AdversarialLoss:
             g_loss = generator_loss(self.kind, d(fake, noise if d.pair else None, labels if d.embed is not None else None))
         finally:
             d.requires_grad_(True)
-        self.last = {"d_loss": float(d_loss), "d_real": float(both[:B].mean()), "d_fake": float(both[B:].mean())}
+        both = both.detach()
+        self.last = {"d_loss": float(d_loss.detach()), "d_real": float(both[:B].mean()), "d_fake": float(both[B:].mean())}
         return g_loss
 
     def step(self) -> None:

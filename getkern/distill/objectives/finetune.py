@@ -1,7 +1,26 @@
-"""Freezing parts of the student (Zheng & Yang 2024 train only a few layers of a pretrained network)."""
+"""Fine-tuning a student as Zheng & Yang (2024) do: start from trained weights and freeze most layers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch.nn as nn
+
+from getkern.checkpoint import CheckpointError, load_state_dict_checked
+
+
+def load_initial_weights(model: nn.Module, path: str | Path) -> None:
+    """Load ``model``'s weights from a training checkpoint (its EMA weights) or a ``save_pretrained``
+    directory (``model.safetensors``); every missing or mis-shaped tensor is named in the error."""
+    path = Path(path)
+    if path.is_dir():
+        from safetensors.torch import load_file
+        file = path / "model.safetensors"
+        if not file.is_file():
+            raise CheckpointError(f"init: {path} holds no model.safetensors (not a save_pretrained directory)")
+        load_state_dict_checked(model, load_file(file), f"init: {file}")
+    else:
+        from getkern.distill.trainer import load_train_checkpoint
+        load_state_dict_checked(model, load_train_checkpoint(path)["ema"], f"init: {path}['ema']")
 
 
 def freeze_parameters(model: nn.Module, prefixes: list[str]) -> int:
@@ -11,12 +30,11 @@ def freeze_parameters(model: nn.Module, prefixes: list[str]) -> int:
     "qkv_inj"]`` freezes the injection transformer and trains the equilibrium blocks and the decoder."""
     names = [n for n, _ in model.named_parameters()]
     roots = sorted({n.split(".")[0] for n in names})
-    frozen = 0
     for prefix in prefixes:
-        hits = [n for n in names if n == prefix or n.startswith(prefix + ".")]
-        if not hits:
+        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
             raise ValueError(f"freeze: {prefix!r} names no parameter of the {type(model).__name__} "
                              f"(its top-level parameter names: {roots})")
+    frozen = 0
     for name, p in model.named_parameters():
         if any(name == q or name.startswith(q + ".") for q in prefixes) and p.requires_grad:
             p.requires_grad_(False)
