@@ -1,6 +1,7 @@
 """``getkern sample``: PNG grids and arrays from a GET checkpoint (getkern's or the reference's).
 
     getkern sample --checkpoint runs/get/checkpoint.pt --out runs/samples --iters 1 2 6
+    getkern sample --checkpoint runs/guided/checkpoint.pt --out runs/samples --guidance 0 1 2 4
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch"), help="block kernels")
+    p.add_argument("--guidance", type=float, nargs="+", default=None, metavar="W",
+                   help="guidance-distilled models: guidance weights w (one grid each; within the trained range)")
     p.set_defaults(func=run)
 
 
@@ -30,15 +33,41 @@ def run(args) -> int:
     from getkern.distill.grid import save_grid
     from getkern.distill.sampling import class_rows, load_get, sample_get
     model = load_get(args.checkpoint, backend=args.backend).to(args.device)
+    weights = check_guidance_args(model, args.guidance)
     out = Path(args.out)
     labels = class_rows(model.num_classes, args.per_class) if model.cond else None
     num = len(labels) if model.cond else args.num
     ncol = args.per_class if model.cond else int(np.ceil(np.sqrt(num)))
     for iters in args.iters:
-        images, y = sample_get(model, num, seed=args.seed, iters=iters, solver=args.solver, labels=labels)
-        png = save_grid(images, out / f"samples-{args.solver}-iters{iters}.png", nrow=ncol,
-                        scale=max(1, 32 // images.shape[-1]))
-        arrays = {"images": images.numpy()} | ({"labels": y.numpy()} if y is not None else {})
-        atomic_write(out / f"samples-{args.solver}-iters{iters}.npz", lambda p: np.savez(open(p, "wb"), **arrays))
-        print(f"iters={iters}: {png}")
+        for w in weights:
+            name = f"samples-{args.solver}-iters{iters}" + (f"-w{w:g}" if w is not None else "")
+            images, y = sample_get(model, num, seed=args.seed, iters=iters, solver=args.solver, labels=labels,
+                                   guidance=w)
+            png = save_grid(images, out / f"{name}.png", nrow=ncol, scale=max(1, 32 // images.shape[-1]))
+            arrays = ({"images": images.numpy()} | ({"labels": y.numpy()} if y is not None else {})
+                      | ({"guidance": np.full(num, w, dtype=np.float32)} if w is not None else {}))
+            atomic_write(out / f"{name}.npz", lambda p, a=arrays: np.savez(open(p, "wb"), **a))
+            print(f"iters={iters}" + (f" w={w:g}" if w is not None else "") + f": {png}")
     return 0
+
+
+def check_guidance_args(model, guidance: list[float] | None) -> list[float | None]:
+    """The guidance weights to sample (``[None]`` for a model without guidance); SystemExit naming
+    --guidance when they do not fit the model."""
+    rng = getattr(model, "guidance_range", None)
+    if guidance is None:
+        if rng is not None:
+            raise SystemExit(f"getkern sample: error: this model is guidance-distilled (w in [{rng[0]:g}, {rng[1]:g}]): "
+                             "pass --guidance W [W ...]")
+        return [None]
+    if not model.cond:
+        raise SystemExit("getkern sample: error: --guidance needs a guidance-distilled class-conditional model; "
+                         "this model is unconditional")
+    if rng is None:
+        raise SystemExit("getkern sample: error: --guidance: this model was trained without guidance "
+                         "(its config has no guidance_range); drop --guidance")
+    outside = [w for w in guidance if not rng[0] <= w <= rng[1]]
+    if outside:
+        raise SystemExit(f"getkern sample: error: --guidance {' '.join(f'{w:g}' for w in outside)} outside the "
+                         f"model's trained range [{rng[0]:g}, {rng[1]:g}]")
+    return list(guidance)

@@ -1,7 +1,8 @@
 """Pair datasets: getkern's sharded format and the reference implementation's ``latent/``+``image/`` files.
 
 Both yield ``(latent float32 (C, H, W), image float32 (C, H, W), label int64)`` with label -1 for
-unconditional pairs, and load each file on first use and keep it (the whole set ends up in memory,
+unconditional pairs; a guided getkern pair set (written with ``guidance_range``) yields a fourth item,
+the pair's guidance weight w (float32 scalar). Both load each file on first use and keep it (the whole set ends up in memory,
 as the reference's own loader does: 1M CIFAR-10 pairs are about 25 GB in float32).
 Any unreadable, truncated or inconsistent file raises :class:`PairFileError` naming the file.
 """
@@ -17,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
-from getkern.data.pairs import PairFileError, read_manifest
+from getkern.data.pairs import PairFileError, read_manifest, shard_keys
 
 Item = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -64,7 +65,11 @@ class _ShardedPairs(Dataset):
 
 
 class PairDataset(_ShardedPairs):
-    """Pairs written by :func:`getkern.data.pairs.write_pairs` (reads ``manifest.json`` first)."""
+    """Pairs written by :func:`getkern.data.pairs.write_pairs` (reads ``manifest.json`` first).
+
+    ``guidance_range``: (wmin, wmax) of a guided set, else None (also for sets written before guidance
+    existed). Guided sets yield ``(latent, image, label, w)``; :meth:`guidance` gives every w at once.
+    """
 
     def __init__(self, root):
         self.root = Path(root)
@@ -73,9 +78,28 @@ class PairDataset(_ShardedPairs):
             raise PairFileError(f"{self.root / 'manifest.json'}: pair generation did not finish (complete=false); "
                                 "rerun `getkern pairs` with the same arguments to resume it")
         self.num_classes = int(self.manifest["num_classes"])
+        gr = self.manifest.get("guidance_range")
+        self.guidance_range = None if gr is None else (float(gr[0]), float(gr[1]))
         shards = self.manifest["shards"]
         super().__init__([self.root / s["file"] for s in shards], [int(s["count"]) for s in shards])
         self.first_seeds = [int(s["first_seed"]) for s in shards]
+        self._guidance: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, index: int):
+        item = super().__getitem__(index)
+        if self.guidance_range is None:
+            return item
+        index %= len(self)
+        i = bisect.bisect_right(self.starts, index) - 1
+        return (*item, self._guidance[i][index - self.starts[i]])
+
+    def guidance(self) -> torch.Tensor | None:
+        """Every pair's guidance weight w, float32 (n,), in dataset order; None for an unguided set."""
+        if self.guidance_range is None:
+            return None
+        for i in range(len(self.files)):
+            self._shard(i)
+        return torch.cat([self._guidance[i] for i in range(len(self.files))])
 
     def _load(self, i: int) -> Item:
         path = self.files[i]
@@ -85,11 +109,18 @@ class PairDataset(_ShardedPairs):
             t = load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
             raise PairFileError(f"{path} is not a readable safetensors shard (corrupt or truncated): {e}") from None
-        if set(t) != {"latent", "image", "label", "seed"}:
-            raise PairFileError(f"{path}: expected tensors latent, image, label, seed; found {sorted(t)}")
+        keys = shard_keys(self.guidance_range is not None)
+        if set(t) != keys:
+            raise PairFileError(f"{path}: expected tensors {', '.join(sorted(keys))}; found {sorted(t)}")
         expect = torch.arange(self.first_seeds[i], self.first_seeds[i] + self.counts[i])
         if not torch.equal(t["seed"], expect):
             raise PairFileError(f"{path}: seeds do not match the manifest's range starting at {self.first_seeds[i]}")
+        if "guidance" in t:
+            w, (wmin, wmax) = t["guidance"], self.guidance_range
+            if w.shape != (self.counts[i],) or not bool(((w >= wmin) & (w <= wmax)).all()):
+                raise PairFileError(f"{path}: guidance must be {self.counts[i]} values in the manifest's "
+                                    f"range [{wmin}, {wmax}]")
+            self._guidance[i] = w.float()
         return t["latent"], t["image"], t["label"]
 
 

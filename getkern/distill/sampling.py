@@ -33,10 +33,11 @@ def load_get(path, backend: str = "auto") -> GET:
 @torch.no_grad()
 def sample_get(model: GET, num: int, *, seed: int = 0, iters: int = 6, solver: str = "fixed_point",
                labels: torch.Tensor | None = None, noise: torch.Tensor | None = None, batch_size: int = 500,
+               guidance: float | torch.Tensor | None = None,
                **solver_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``num`` images (num, C, H, W) float32 on CPU. ``noise`` (num, C, H, W) defaults to N(0, I) seeded
     by ``seed``; z0 always comes from ``seed``. Class-conditional models take ``labels`` (num,) int64,
-    default 0, 1, ..., K-1, 0, 1, ... ."""
+    default 0, 1, ..., K-1, 0, 1, ... . Guidance-distilled models take ``guidance`` w (a number or (num,))."""
     device = model.pos_embed.device
     g = torch.Generator().manual_seed(seed)
     shape = (num, model.in_channels, model.input_size, model.input_size)
@@ -46,11 +47,17 @@ def sample_get(model: GET, num: int, *, seed: int = 0, iters: int = 6, solver: s
     z0 = torch.randn((num, model.x_embedder.num_patches, model.hidden_size), generator=g)
     if model.cond and labels is None:
         labels = torch.arange(num) % model.num_classes
+    if guidance is not None:
+        guidance = torch.as_tensor(guidance, dtype=torch.float64)
+        if guidance.dim() > 1 or (guidance.dim() == 1 and guidance.shape[0] != num):
+            raise ValueError(f"guidance must be a number or a ({num},) tensor, got shape {tuple(guidance.shape)}")
+        guidance = guidance.expand(num)
     out = []
     for i in range(0, num, batch_size):
         y = labels[i:i + batch_size].to(device) if model.cond else None
+        w = guidance[i:i + batch_size] if guidance is not None else None
         out.append(model(noise[i:i + batch_size].to(device), y, iters=iters, solver=solver,
-                         z0=z0[i:i + batch_size].to(device), **solver_kwargs).float().cpu())
+                         z0=z0[i:i + batch_size].to(device), guidance=w, **solver_kwargs).float().cpu())
     return torch.cat(out), labels
 
 

@@ -3,6 +3,10 @@
 noise -> patch embedding -> injection transformer (once) -> u_1..u_3
       -> equilibrium transformer f(z) = blocks_3(blocks_2(blocks_1(z; u_1); u_2); u_3), iterated
          to a fixed point from random z0 -> decoder -> image.
+
+Class-conditional models add a class vector c to every block's QKV pre-activation; guidance-distilled
+ones (``guidance_range=(wmin, wmax)``, Meng et al. CVPR 2023) add an embedding of the guidance weight w
+to that same vector.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import torch.nn as nn
 from getkern import deq
 from getkern.models.configs import GET_CONFIGS, parse_model_name
 from getkern.models.inputs import check_inputs
-from getkern.models.layers import Block, ClassEmbedding, FinalLayer, PatchEmbed, init_weights, unpatchify
+from getkern.models.layers import (Block, ClassEmbedding, FinalLayer, GuidanceEmbedding, PatchEmbed,
+                                   check_guidance, init_weights, unpatchify)
 from getkern.models.pretrained import PretrainedMixin
 from getkern.nn import set_backend
 
@@ -23,18 +28,24 @@ class GET(PretrainedMixin, nn.Module):
     def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 3,
                  hidden_size: int = 256, depth: int = 6, deq_depth: int = 3, num_heads: int = 4,
                  mlp_ratio: float = 4.0, deq_mlp_ratio: float = 6.0, num_classes: int = 10,
-                 cond: bool = False, backend: str = "auto", solver_backend: str = "auto"):
+                 cond: bool = False, guidance_range: tuple[float, float] | None = None,
+                 backend: str = "auto", solver_backend: str = "auto"):
         super().__init__()
         self.config = dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
                            hidden_size=hidden_size, depth=depth, deq_depth=deq_depth, num_heads=num_heads,
                            mlp_ratio=mlp_ratio, deq_mlp_ratio=deq_mlp_ratio, num_classes=num_classes,
                            cond=cond)
+        self.guidance_range = _guidance_range(guidance_range, cond)
+        if self.guidance_range is not None:  # only then, so unguided configs stay as they were
+            self.config["guidance_range"] = list(self.guidance_range)
         self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
         self.hidden_size, self.num_classes, self.cond = hidden_size, num_classes, cond
         self.solver_backend = solver_backend
 
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
         self.y_embedder = ClassEmbedding(num_classes, 3 * hidden_size) if cond else None
+        self.w_embedder = (GuidanceEmbedding(3 * hidden_size, hidden_size, self.guidance_range)
+                           if self.guidance_range is not None else None)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.x_embedder.num_patches, hidden_size),
                                       requires_grad=False)
         self.blocks = nn.ModuleList([Block(hidden_size, num_heads, mlp_ratio, backend) for _ in range(depth)])
@@ -62,10 +73,14 @@ class GET(PretrainedMixin, nn.Module):
 
     # ------------------------------------------------------------------ pieces
 
-    def inject(self, noise: torch.Tensor, y: torch.Tensor | None = None):
-        """Run the injection transformer once: returns (c, [u_1, .., u_L]); c: (B, 1, 3D) or None."""
+    def inject(self, noise: torch.Tensor, y: torch.Tensor | None = None, guidance=None):
+        """Run the injection transformer once: returns (c, [u_1, .., u_L]); c: (B, 1, 3D) or None.
+        ``guidance``: w, a number or (B,), for guidance-distilled models (required by them)."""
+        w = check_guidance(self, guidance, noise.shape[0])
         x = self.x_embedder(noise) + self.pos_embed  # (B, N, D)
         c = self.y_embedder(y) if self.cond else None
+        if w is not None:
+            c = c + self.w_embedder(w)
         for block in self.blocks:
             x = block(x, c)
         u = self.qkv_inj(x).chunk(len(self.deq_blocks), dim=-1)  # L x (B, N, 3D)
@@ -94,8 +109,8 @@ class GET(PretrainedMixin, nn.Module):
                 solver: str = "fixed_point", z0: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, return_info: bool = False,
                 return_iterates: bool = False, grad: str = "unrolled", tol: float | None = 1e-3,
-                **solver_kwargs):
-        """noise (B, C, H, W) [+ labels y (B,)] -> images (B, C, H, W).
+                guidance: float | torch.Tensor | None = None, **solver_kwargs):
+        """noise (B, C, H, W) [+ labels y (B,)] [+ guidance w, a number or (B,)] -> images (B, C, H, W).
 
         Inference (default) solves with ``solver`` ("fixed_point" | "anderson") for at most ``iters``
         f-evaluations and decodes the per-sample lowest-residual f-value; with the defaults this is
@@ -106,9 +121,11 @@ class GET(PretrainedMixin, nn.Module):
         phantom steps or the implicit backward). ``solver_kwargs`` go to getkern.deq (stop, m, lam, tau,
         check_every, phantom_steps, phantom_damping, adjoint_*; see docs/solvers.md); the solver
         backend is ``self.solver_backend``. ``return_info=True`` also returns the solver statistics dict.
+        ``guidance`` is required by guidance-distilled models (and must lie in their ``guidance_range``)
+        and refused by the others.
         """
         check_inputs(self, noise, y, iters=iters, z0=z0)
-        c, u = self.inject(noise, y)
+        c, u = self.inject(noise, y, guidance)
         f = self.equilibrium_fn(c, u)
         z0 = self.initial_state(noise, generator) if z0 is None else z0
         if return_iterates:
@@ -120,3 +137,14 @@ class GET(PretrainedMixin, nn.Module):
                                 backend=self.solver_backend, **solver_kwargs)
             out = self.decode(z)
         return (out, info) if return_info else out
+
+
+def _guidance_range(guidance_range, cond: bool) -> tuple[float, float] | None:
+    """(wmin, wmax) as floats, or None; guidance distillation needs a class-conditional model."""
+    if guidance_range is None:
+        return None
+    if not cond:
+        raise ValueError("guidance_range needs a class-conditional model (cond=True): classifier-free "
+                         "guidance is defined by the class condition")
+    from getkern.data.pairs import check_guidance_range
+    return check_guidance_range(guidance_range)

@@ -58,6 +58,61 @@ class ClassEmbedding(nn.Module):
         return self.embedding_table(y).unsqueeze(1)  # (B, 1, 3D)
 
 
+class GuidanceEmbedding(nn.Module):
+    """Guidance weight w (guidance distillation) -> one (3D,) vector added to every block's QKV
+    pre-activation, next to the class vector.
+
+    e(w) = (w / scale) MLP(fourier(w)): exactly zero at w = 0 (a product with 0, no cancellation to trust),
+    so a guided model at w = 0 is the class-conditional model its other weights make, whatever this
+    module has learnt. Fourier features:
+    cos/sin of w * pi * 2^(5 j / (F - 1)) / scale, j < F, with scale the largest |w| of the trained range
+    (from half a period to 32 half-periods over the range).
+    """
+
+    def __init__(self, qkv_dim: int, hidden: int, guidance_range: tuple[float, float], num_freqs: int = 16):
+        super().__init__()
+        self.num_freqs = num_freqs
+        self.scale = max(abs(guidance_range[0]), abs(guidance_range[1]), 1e-3)
+        self.mlp = nn.Sequential(nn.Linear(2 * num_freqs, hidden), nn.SiLU(), nn.Linear(hidden, qkv_dim))
+
+    def fourier(self, w: torch.Tensor) -> torch.Tensor:
+        """(B,) -> (B, 2F) in w's dtype."""
+        j = torch.arange(self.num_freqs, dtype=torch.float64, device=w.device)
+        freqs = (np.pi / self.scale * 2.0 ** (5.0 * j / max(1, self.num_freqs - 1))).to(w.dtype)
+        angles = w[:, None] * freqs[None]
+        return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        """w: (B,) -> (B, 1, 3D)."""
+        return ((w / self.scale)[:, None] * self.mlp(self.fourier(w))).unsqueeze(1)
+
+
+def check_guidance(model: nn.Module, guidance, batch: int) -> torch.Tensor | None:
+    """The guidance weights as a (batch,) tensor in the model's dtype and device (None for a model
+    without guidance); a ValueError naming ``guidance`` for a missing, unexpected, misshaped,
+    non-finite or out-of-range w."""
+    rng = model.guidance_range
+    if rng is None:
+        if guidance is not None:
+            raise ValueError("guidance was given, but this model was built without guidance "
+                             "(guidance_range=None; only guidance-distilled models take w)")
+        return None
+    if guidance is None:
+        raise ValueError(f"this model is guidance-distilled (guidance_range={list(rng)}): the guidance "
+                         "weight w is required (w = 0: the class-conditional sample)")
+    param = model.pos_embed
+    w = torch.as_tensor(guidance, dtype=param.dtype, device=param.device)
+    if w.dim() > 1 or (w.dim() == 1 and w.shape[0] != batch):
+        raise ValueError(f"guidance must be a number or a ({batch},) tensor, got shape {tuple(w.shape)}")
+    w = w.expand(batch)
+    wd = w.double()
+    slack = 1e-6 * (1 + max(abs(rng[0]), abs(rng[1])))  # float32-rounded weights of the range's ends
+    if not bool(torch.isfinite(wd).all()) or float(wd.min()) < rng[0] - slack or float(wd.max()) > rng[1] + slack:
+        raise ValueError(f"guidance must lie in the trained range [{rng[0]}, {rng[1]}], got values in "
+                         f"[{float(wd.min())}, {float(wd.max())}]")
+    return w
+
+
 #################################################################################
 #                                The GET block                                  #
 #################################################################################
@@ -103,7 +158,7 @@ def unpatchify(x: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
 
 def init_weights(model: nn.Module) -> None:
     """Every init in one place: xavier Linear, zero bias, unit LN, xavier patch conv,
-    N(0, 0.02) class table, zero decoder projection, fixed sin-cos positions."""
+    N(0, 0.02) class table, zero guidance-embedding output, zero decoder projection, fixed sin-cos positions."""
     for module in model.modules():
         if isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
@@ -117,6 +172,9 @@ def init_weights(model: nn.Module) -> None:
     nn.init.zeros_(model.x_embedder.proj.bias)
     if getattr(model, "y_embedder", None) is not None:
         nn.init.normal_(model.y_embedder.embedding_table.weight, std=0.02)
+    if getattr(model, "w_embedder", None) is not None:  # w starts with no effect (as the zero decoder)
+        nn.init.zeros_(model.w_embedder.mlp[-1].weight)
+        nn.init.zeros_(model.w_embedder.mlp[-1].bias)
     nn.init.zeros_(model.final_layer.linear.weight)
     nn.init.zeros_(model.final_layer.linear.bias)
     pos = sincos_2d(model.pos_embed.shape[-1], model.x_embedder.grid_size)

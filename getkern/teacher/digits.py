@@ -3,7 +3,9 @@
 Images: the 1797 8x8 grayscale digits, values 0..16, scaled to [-1, 1] as x/8 - 1, shape (B, 1, 8, 8).
 The raw network is a residual MLP over the 64 pixels, conditioned on the EDM noise level (sinusoidal
 embedding of c_noise) and on the class label; :class:`~getkern.teacher.edm.EDMPrecond` turns it into
-the denoiser D(x, sigma, labels).
+the denoiser D(x, sigma, labels). A network built with ``null_class=True`` has one more class row, the
+"no class" condition (label ``num_classes``, or ``class_labels=None``) that label dropout trains and
+classifier-free guidance needs (:mod:`getkern.teacher.guidance`).
 """
 from __future__ import annotations
 
@@ -47,13 +49,19 @@ def load_digits_images(split: str = "train") -> tuple[torch.Tensor, torch.Tensor
 class DigitsMLP(nn.Module):
     """Raw EDM network F(x_in, c_noise, labels) for (B, 1, 8, 8) digits: a residual MLP, width ``hidden``."""
 
-    def __init__(self, hidden: int = 192, layers: int = 4, emb_dim: int = 64, num_classes: int = NUM_CLASSES):
+    def __init__(self, hidden: int = 192, layers: int = 4, emb_dim: int = 64, num_classes: int = NUM_CLASSES,
+                 null_class: bool = False):
         super().__init__()
+        if null_class and not num_classes:
+            raise ValueError("null_class=True needs a class-conditional network (num_classes > 0)")
         self.config = dict(hidden=hidden, layers=layers, emb_dim=emb_dim, num_classes=num_classes)
+        if null_class:  # only written when set, so configs of teachers without it stay as they were
+            self.config["null_class"] = True
+        self.num_classes, self.null_class = num_classes, null_class
         pixels = int(np.prod(IMAGE_SHAPE))
         self.emb_dim = emb_dim
         self.noise_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.class_emb = nn.Embedding(num_classes, hidden) if num_classes else None
+        self.class_emb = nn.Embedding(num_classes + int(null_class), hidden) if num_classes else None
         self.inp = nn.Linear(pixels, hidden)
         self.norms = nn.ModuleList([nn.LayerNorm(hidden) for _ in range(layers)])
         self.fc1 = nn.ModuleList([nn.Linear(hidden, 2 * hidden) for _ in range(layers)])
@@ -68,7 +76,9 @@ class DigitsMLP(nn.Module):
         emb = self.noise_mlp(fourier_embedding(c_noise, self.emb_dim))  # (B, hidden)
         if self.class_emb is not None:
             if class_labels is None:
-                raise ValueError("this digits teacher is class-conditional: class_labels are required")
+                if not self.null_class:
+                    raise ValueError("this digits teacher is class-conditional: class_labels are required")
+                class_labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64, device=x.device)
             emb = emb + self.class_emb(class_labels)
         emb = torch.nn.functional.silu(emb)
         h = self.inp(x.flatten(1))
@@ -79,13 +89,26 @@ class DigitsMLP(nn.Module):
 
 def train_digits_teacher(*, steps: int = 6000, batch_size: int = 256, lr: float = 1e-3, ema_decay: float = 0.999,
                          seed: int = 0, hidden: int = 192, layers: int = 4, log_every: int = 500,
+                         label_dropout: float = 0.0, init: EDMPrecond | None = None,
                          progress: bool = True) -> tuple[EDMPrecond, dict]:
-    """Train the digits teacher with the EDM loss on the 1197 training digits; returns (EMA denoiser, info)."""
+    """Train the digits teacher with the EDM loss on the 1197 training digits; returns (EMA denoiser, info).
+
+    ``label_dropout`` > 0 replaces each label by the null class with that probability (the network
+    gets a null-class row; classifier-free guidance needs it). ``init``: start from these weights
+    (a copy; its network must have the null row when ``label_dropout`` > 0) instead of a fresh network.
+    """
     from tqdm import tqdm
+    if not 0.0 <= label_dropout < 1.0:
+        raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
+    if label_dropout > 0 and init is not None and not init.net.null_class:
+        raise ValueError("label_dropout > 0 needs a network with a null class (DigitsMLP(null_class=True))")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     images, labels = load_digits_images("train")
-    model = EDMPrecond(DigitsMLP(hidden=hidden, layers=layers))
+    if init is None:
+        model = EDMPrecond(DigitsMLP(hidden=hidden, layers=layers, null_class=label_dropout > 0))
+    else:
+        model = copy.deepcopy(init).train().requires_grad_(True)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (steps - s) / (0.3 * steps)))  # linear tail
@@ -93,7 +116,10 @@ def train_digits_teacher(*, steps: int = 6000, batch_size: int = 256, lr: float 
     bar = tqdm(range(steps), desc="digits teacher", disable=not progress)
     for step in bar:
         idx = torch.randint(len(images), (batch_size,), generator=g)
-        loss = edm_loss(model, images[idx], labels[idx], generator=g)
+        y = labels[idx]
+        if label_dropout > 0:  # drawn only then, so runs without dropout keep their random stream
+            y = torch.where(torch.rand(batch_size, generator=g) < label_dropout, model.net.num_classes, y)
+        loss = edm_loss(model, images[idx], y, generator=g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -105,6 +131,7 @@ def train_digits_teacher(*, steps: int = 6000, batch_size: int = 256, lr: float 
         if (step + 1) % log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
     info = dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
+                **({"label_dropout": label_dropout} if label_dropout > 0 else {}),
                 final_loss=float(np.mean(losses[-min(len(losses), log_every):])),
                 seconds=round(time.perf_counter() - t0, 1), torch=torch.__version__,
                 threads=torch.get_num_threads())
