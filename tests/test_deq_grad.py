@@ -157,3 +157,27 @@ def test_implicit_composes_with_distributed_data_parallel(tmp_path):
     finally:
         dist.destroy_process_group()
     torch.testing.assert_close(model.lin.weight.grad, expected)
+
+
+def test_implicit_recompute_gives_the_same_gradient_and_keeps_no_activations_of_f():
+    from getkern.tools.memory import retained_activation_bytes
+    W, U = contraction(n=256)
+    x = torch.randn(3, 256, dtype=W.dtype)
+    grads, kept = {}, {}
+    for recompute in (True, False):
+        Wr = W.clone().requires_grad_()
+
+        def f(z):  # six layers, each keeping its tanh output for backward
+            h = z @ Wr.T + x @ U.T
+            for _ in range(6):
+                h = torch.tanh(h) @ Wr.T + x @ U.T
+            return torch.tanh(h)
+
+        kept[recompute], states = retained_activation_bytes(
+            lambda: deq.train_iterates(f, torch.zeros_like(x), iters=30, grad="implicit", backend="torch",
+                                       recompute=recompute)[0])
+        states[0].square().sum().backward()
+        grads[recompute] = Wr.grad
+    torch.testing.assert_close(grads[True], grads[False], rtol=1e-5, atol=1e-6)
+    # without recompute f's activations stay alive until backward; with it only z* and f(z*) do
+    assert kept[True] < 0.5 * kept[False], kept

@@ -82,6 +82,15 @@ def test_live_tensor_peak():
     assert m.peak_bytes == 8000 and m.live_bytes == 0
 
 
+def test_live_tensor_peak_does_not_count_views_of_tensors_made_before():
+    weight = torch.randn(300, 200)
+    with LiveTensorPeak() as m:
+        y = torch.nn.functional.linear(torch.ones(2, 200), weight)  # dispatches weight.t(): a view
+        weight.t().mul_(1.0)                                          # in place on an old storage
+    assert m.peak_bytes == 2 * 200 * 4 + 2 * 300 * 4 and m.live_bytes == 2 * 300 * 4, (m.peak_bytes, m.live_bytes)
+    del y
+
+
 def test_profile_command_on_checkpoint(tmp_path):
     _tiny_get().save_pretrained(tmp_path / "ckpt")
     out = tmp_path / "out"

@@ -5,6 +5,7 @@ from typing import Callable
 
 import torch
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 from getkern.deq.core import SOLVERS, solve
 from getkern.deq.stats import SolverStats
@@ -19,7 +20,7 @@ def train_iterates(f: Callable[[Tensor], Tensor], z0: Tensor, *, iters: int, gra
                    solver: str = "fixed_point", tol: float | None = None, stop: str = "abs",
                    backend: str = "auto", phantom_steps: int = 3, phantom_damping: float = 0.8,
                    adjoint_solver: str | None = None, adjoint_max_iter: int = 40, adjoint_tol: float | None = 1e-6,
-                   **solver_options) -> tuple[list[Tensor], dict]:
+                   recompute: bool = True, **solver_options) -> tuple[list[Tensor], dict]:
     """States to decode for the fixed-point-correction loss, with gradients from ``grad``.
 
     - "unrolled": [f(z0), f(f(z0)), ...] (``iters`` states), autograd through every step.
@@ -27,6 +28,10 @@ def train_iterates(f: Callable[[Tensor], Tensor], z0: Tensor, *, iters: int, gra
       z <- (1 - phantom_damping) z + phantom_damping f(z) with autograd; those steps are the states.
     - "implicit": solve (no graph), then [f(z*)] whose backward solves the adjoint fixed point
       g = J^T g + v (``adjoint_solver``, default ``solver``; ``adjoint_max_iter``, ``adjoint_tol``).
+      With ``recompute`` (default) f(z*) keeps no activations between forward and backward: backward
+      runs f once more for the adjoint's vector-Jacobian products and once more (activation
+      checkpointing) to carry the result into f's parameters, so activation memory is that of the
+      rest of the model plus z* whatever the iteration count. ``recompute=False`` keeps f(z*)'s graph.
     Every state has z0's shape. ``solver_options`` (m, lam, tau, check_every) go to :func:`solve`.
     info is the forward solve's statistics plus "grad"; for "implicit" the adjoint solve's statistics
     appear under info["adjoint"] once backward has run.
@@ -63,34 +68,40 @@ def train_iterates(f: Callable[[Tensor], Tensor], z0: Tensor, *, iters: int, gra
                    backend=backend, **solver_options)
     z_leaf = z_star.detach().requires_grad_()
     with torch.enable_grad():
-        fz = f(z_leaf)
-    return [_ImplicitGradient.apply(fz, z_leaf, adjoint, info)], info
+        fz = checkpoint(f, z_leaf, use_reentrant=False) if recompute else f(z_leaf)
+    return [_ImplicitGradient.apply(fz, z_leaf, f if recompute else None, adjoint, info)], info
 
 
 class _ImplicitGradient(torch.autograd.Function):
     """Identity on fz = f(z*) forward; backward maps v to the adjoint fixed point g = J^T g + v.
 
-    J = df/dz at z*, applied as vector-Jacobian products on the saved one-step graph fz(z_leaf); the
-    autograd engine then carries g from fz into f's parameters and inputs.
+    J = df/dz at z*, applied as vector-Jacobian products on a one-step graph fz(z_leaf): the saved one,
+    or, when ``f`` is given (recompute), one rebuilt here and freed on return. The autograd engine
+    then carries g from fz into f's parameters and inputs.
     """
 
     @staticmethod
-    def forward(ctx, fz: Tensor, z_leaf: Tensor, adjoint: dict, info: dict) -> Tensor:
+    def forward(ctx, fz: Tensor, z_leaf: Tensor, f: Callable[[Tensor], Tensor] | None, adjoint: dict,
+                info: dict) -> Tensor:
         ctx.save_for_backward(fz, z_leaf)
-        ctx.adjoint, ctx.info = adjoint, info
+        ctx.f, ctx.adjoint, ctx.info = f, adjoint, info
         return fz.detach().clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, v: Tensor):
         fz, z_leaf = ctx.saved_tensors
+        if ctx.f is not None:
+            z_leaf = z_leaf.detach().requires_grad_()
+            with torch.enable_grad():
+                fz = ctx.f(z_leaf)
 
         def adjoint_map(g: Tensor) -> Tensor:
             (vjp,) = torch.autograd.grad(fz, z_leaf, g, retain_graph=True)
             return vjp + v
 
         g, ctx.info["adjoint"] = solve(adjoint_map, torch.zeros_like(v), **ctx.adjoint)
-        return g, None, None, None
+        return g, None, None, None, None
 
 
 def _unrolled(f: Callable[[Tensor], Tensor], z0: Tensor, iters: int, stop: str) -> tuple[list[Tensor], dict]:

@@ -2,6 +2,9 @@
 
 - :func:`saved_activation_bytes`: bytes autograd keeps for backward (saved_tensors_hooks), counting
   each storage once and leaving out parameters and buffers: the activation memory of a training step.
+- :func:`retained_activation_bytes`: bytes of every tensor created by the forward and still alive when
+  it returns (with its result held): what a step keeps between forward and backward, including what
+  activation checkpointing holds outside autograd's saved tensors (its inputs, closures' tensors).
 - :func:`peak_step_memory`: peak memory of one step beyond what existed before it: the CUDA
   allocator's peak on CUDA; on CPU :class:`LiveTensorPeak`, the largest total size of tensor storages
   created during the step and alive at once (weights and inputs that existed before are not counted;
@@ -39,6 +42,17 @@ def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: torch.nn.Mod
     return sum(seen.values()), result
 
 
+def retained_activation_bytes(fn: Callable[[], torch.Tensor]) -> tuple[int, object]:
+    """Run ``fn`` and return (bytes of tensor storages it created that are alive at its end, result).
+
+    Weights and inputs that existed before are not counted (they were not created inside).
+    """
+    with LiveTensorPeak() as meter:
+        result = fn()
+        retained = meter.live_bytes
+    return retained, result
+
+
 class LiveTensorPeak(TorchDispatchMode):
     """``with LiveTensorPeak() as m: run()`` then ``m.peak_bytes``: the largest total size of tensor
     storages created inside the block and alive at once (views share their base's storage)."""
@@ -54,12 +68,16 @@ class LiveTensorPeak(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # views and in-place results share an input's storage: not new memory (a weight's transpose
+        # is not an allocation of the step)
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor):
                 continue
             storage = t.untyped_storage()
             key, nbytes = storage.data_ptr(), storage.nbytes()
-            if nbytes == 0 or key in self._alive:
+            if nbytes == 0 or key in self._alive or key in inputs:
                 continue
             self._alive.add(key)
             self.live_bytes += nbytes
