@@ -254,3 +254,20 @@ def test_pairs_command_refuses_a_teacher_without_null_class(tmp_path):
         cli(["pairs", "--teacher", "digits-guided", "--guidance-range", "4", "0", "--out", str(tmp_path),
              "--num-pairs", "1"])
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_guided_demo_toy(tmp_path, monkeypatch, guided_pairs):
+    """The guidance-distillation run on the embedded default, at toy size: table rows per w, grid, cache."""
+    import getkern.distill.demo as demo
+    from getkern.distill.guided_demo import format_table, run_guided_demo
+    real = demo.DemoConfig
+    monkeypatch.setattr(demo, "DemoConfig", lambda progress=True: real(
+        num_pairs=16, heun_steps=2, model=dict(MODEL), batch_size=8, max_steps=2, train_iters=2, get_iters=2,
+        eval_samples=20, progress=False))
+    s = run_guided_demo(tmp_path, pairs=str(guided_pairs / "g"), eval_w=(0.0, 2.0), progress=False)
+    assert [(r["model"], r["w"]) for r in s["rows"]] == [("teacher", 0.0), ("get", 0.0), ("teacher", 2.0), ("get", 2.0)]
+    assert s["training_steps"] == 2 and not s["get_reused"] and (tmp_path / "guidance_grid.png").is_file()
+    assert "| 2 |" in format_table(s) and (tmp_path / "table.md").read_text() == format_table(s)
+    assert run_guided_demo(tmp_path, pairs=str(guided_pairs / "g"), eval_w=(0.0,), progress=False)["get_reused"]
+    with pytest.raises(ValueError, match="guided pairs"):
+        run_guided_demo(tmp_path, pairs=str(guided_pairs / "u"), progress=False)
