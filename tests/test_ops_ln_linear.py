@@ -136,6 +136,11 @@ def test_block_op_is_two_triton_launches_and_nothing_else():
     # Each input read once (distinct bytes): the byte model of docs/layernorm_mlp.md.
     assert fc1.bytes_read == (2 * M * D + 2 * D + H * D + H) * e
     assert fc2.bytes_read == (M * H + D * H + D + 2 * M * D) * e
+    # LN1 + qkv: one launch reading x, gamma, beta, W, b once; writing only qkv.
+    with torch.no_grad():
+        _, qkv_side = count_triton_traffic(layer_norm_linear, x, *params[:4], backend="triton")
+    (qkv,) = qkv_side.kernel_launches
+    assert (qkv.bytes_read, qkv.bytes_written) == ((M * D + 2 * D + H * D + H) * e, M * H * e)
 
 
 def _random_block(dim=24, heads=2, ratio=2.0):
@@ -260,3 +265,26 @@ def test_triton_on_cpu_without_interpreter_is_unavailable(monkeypatch):
     block = mlp_inputs((2,), 8, 16, torch.float32)
     with pytest.raises(BackendUnavailable, match="add_layer_norm_mlp"):
         add_layer_norm_mlp(*block, backend="triton")
+
+
+def test_autocast():
+    """layer_norm_linear casts to the autocast dtype (as F.linear); the Block keeps its per-module
+    path under autocast (an fp32 residual stream with 16-bit matmuls)."""
+    from getkern.nn.fused_block import fused_prologues_apply
+
+    lin = lin_inputs((3,), 16, 24, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer_norm_linear(*lin, backend="triton")
+        ref = layer_norm_linear(*lin, backend="torch")
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref, atol=5e-2, rtol=5e-2)
+    block = _random_block()
+    for module in (block.norm1, block.norm2, block.mlp):
+        module.backend = "triton"
+    x = torch.randn(1, 3, 24)
+    assert fused_prologues_apply(block, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused_prologues_apply(block, x)
+        x_mlp = mlp_inputs((3,), 16, 32, torch.float32)
+        with pytest.raises(TypeError, match="autocast dtype"):
+            add_layer_norm_mlp(*x_mlp, backend="triton")

@@ -24,11 +24,10 @@ from getkern.ops.ln_mlp import add_layer_norm_mlp
 
 def fused_prologues_apply(block: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``block`` (norm1, attn, norm2, mlp) takes the fused-prologue path for input x."""
-    if torch.is_autocast_enabled(x.device.type):
-        return False
     unsupported = "float64 (PyTorch path only)" if x.dtype == torch.float64 else None
-    return all(resolve_backend(m.backend, x.device, op="block", unsupported=unsupported) == "triton"
-               for m in (block.norm1, block.norm2, block.mlp))
+    return (all(resolve_backend(m.backend, x.device, op="block", unsupported=unsupported) == "triton"
+                for m in (block.norm1, block.norm2, block.mlp))
+            and not torch.is_autocast_enabled(x.device.type))
 
 
 def fused_prologues_forward(block: nn.Module, x: torch.Tensor, c: torch.Tensor | None = None,

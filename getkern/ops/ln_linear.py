@@ -29,8 +29,8 @@ import triton.language as tl
 from getkern._backend import interpreter_enabled, resolve_backend
 from getkern.ops._aot import AotSpec
 from getkern.ops.layernorm import _layer_norm_backward_op
-from getkern.ops.mlp import (_config, _dot_precision, _epilogue_store, _gpu_config, _tile_coords,
-                             aligned_branches, linear_spec, shapes_aligned)
+from getkern.ops.mlp import (_config, _dot_precision, _epilogue_store, _tile_coords, launch_configs,
+                             linear_spec, shapes_aligned, spec_tag)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -154,7 +154,7 @@ def ln_linear_launch(x2d: torch.Tensor, x2_2d: torch.Tensor | None, norm_weight:
         mean = torch.empty(M, device=device, dtype=torch.float32)
         rstd = torch.empty_like(mean)
         pre = torch.empty_like(y) if epilogue == "gelu" else None
-    cfg = _config(dtype, epilogue)
+    cfg = _config(dtype, epilogue, N, narrow=train)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _ln_linear_kernel[grid](
         x2d, x2_2d if x2_2d is not None else x2d, norm_weight, norm_bias, weight,
@@ -300,17 +300,16 @@ _LAUNCHES = (
 
 def aot_specs():
     """Every config the dispatcher picks at GET sizes (mlp.GET_DIMS x mlp.GET_MLP_RATIOS),
-    fp16 and bf16, inference and training (STORE_NORMED, and STORE_PRE for fc1), with the ALIGNED
-    branch each (D, ratio) takes (D = 64: the qkv width 192 is not a multiple of BLOCK_N = 128)."""
+    fp16 and bf16, inference and training (STORE_NORMED, and STORE_PRE for fc1; 128x64 tiles),
+    with every (tile, ALIGNED) pair some (D, ratio) takes."""
     for torch_dtype, dtype in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
         for name, add_input, epilogue, k_n in _LAUNCHES:
-            cfg = _gpu_config(torch_dtype, epilogue)
-            for aligned in aligned_branches(k_n, cfg):
-                for train in (False, True):
+            for train in (False, True):
+                for cfg, aligned in launch_configs(torch_dtype, epilogue, k_n, narrow=train):
                     constexprs = {"ADD_INPUT": add_input, "EPILOGUE": epilogue, "HAS_BIAS": True,
                                   "STORE_PRE": train and epilogue == "gelu", "STORE_NORMED": train,
                                   "UPCAST": False, "DOT_PRECISION": "tf32", "ALIGNED": aligned}
-                    tag = f"{dtype}{'' if aligned else ',masked'}{',train' if train else ''}"
+                    tag = spec_tag(dtype, cfg, aligned) + (",train" if train else "")
                     yield linear_spec(f"ln_linear_{name}[{tag}]", _ln_linear_kernel, _ARGS, dtype,
                                       cfg, constexprs)
 

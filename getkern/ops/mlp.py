@@ -134,24 +134,26 @@ def _linear_kernel(A, W, BIAS, RES, RES2, PRE, C, M, N, K, stride_wn, stride_wk,
 #                     Launch configuration (one rule, documented)               #
 #################################################################################
 
-def _gpu_config(dtype: torch.dtype, epilogue: str) -> dict:
-    """Tile config on a GPU: 128x128 output tiles (8 warps, 64 fp32 accumulators per thread),
-    BLOCK_K 64 for 16-bit inputs and 32 for fp32, so 3 stages take at most 96 KiB of shared memory
-    on sm_80 and sm_90. The backward's "gelu_grad" epilogue loads a second (M, H) tile and evaluates
-    erf and exp on it: 128x64 tiles there (128x128 needs all 255 registers). Every GET width
-    (256..768) and hidden width (4..12 x D) is a multiple of 128 and 64, and M = B*N is large, so
-    one config per epilogue serves every GET size."""
-    block_n = 64 if epilogue == "gelu_grad" else 128
+def _gpu_config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False) -> dict:
+    """Tile config on a GPU for an (M, N) output: 128x128 tiles (8 warps, 64 fp32 accumulators per
+    thread), BLOCK_K 64 for 16-bit inputs and 32 for fp32, so 3 stages take at most 96 KiB of shared
+    memory on sm_80 and sm_90. 128x64 tiles where 128x128 would spill: the backward's "gelu_grad"
+    epilogue (it loads a second (M, H) tile and evaluates erf and exp), launches the caller marks
+    ``narrow`` (the LayerNorm-prologue kernel's training launches, which also store s and LN(s)),
+    and N not a multiple of 128 (the masked path spills at 128x128; with 64, N = D = 64 and the
+    qkv width 3D = 192 of the smallest models stay on the ALIGNED path). Every GET width is a
+    multiple of 64 and M = B*N is large, so these few configs serve every GET size."""
+    block_n = 64 if epilogue == "gelu_grad" or narrow or N % 128 else 128
     block_k = 32 if dtype == torch.float32 else 64
     return dict(BLOCK_M=128, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=3)
 
 
-def _config(dtype: torch.dtype, epilogue: str) -> dict:
+def _config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False) -> dict:
     """The GPU rule, or under the interpreter one small config (its cost grows with the number of
     tiles and K steps, and tests use tiny odd shapes)."""
     if interpreter_enabled():
         return dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, GROUP_M=4, num_warps=4, num_stages=1)
-    return _gpu_config(dtype, epilogue)
+    return _gpu_config(dtype, epilogue, N, narrow)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -169,7 +171,7 @@ def _linear(a2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, *, ep
     M, K = a2d.shape
     N = w.shape[0]
     c = torch.empty(M, N, device=a2d.device, dtype=a2d.dtype)
-    cfg = _config(a2d.dtype, epilogue)
+    cfg = _config(a2d.dtype, epilogue, N)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _linear_kernel[grid](
         a2d, w, bias if bias is not None else c, res if res is not None else c,
@@ -367,31 +369,37 @@ def linear_spec(name: str, kernel, extra_args: dict[str, str], dtype: str, cfg: 
                    num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], uses_dot=True)
 
 
-def aligned_branches(k_n, cfg: dict) -> list[bool]:
-    """The ALIGNED values the dispatcher takes for a launch of (K, N) = k_n(D, H) over GET sizes."""
-    taken = set()
+def launch_configs(torch_dtype: torch.dtype, epilogue: str, k_n, narrow: bool = False
+                   ) -> list[tuple[dict, bool]]:
+    """Distinct (tile config, ALIGNED) pairs the dispatcher picks for a launch of
+    (K, N) = k_n(D, H) over GET_DIMS x GET_MLP_RATIOS."""
+    picked = {}
     for D in GET_DIMS:
         for ratio in GET_MLP_RATIOS:
             K, N = k_n(D, D * ratio)
-            taken.add(shapes_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"]))
-    return sorted(taken, reverse=True)
+            cfg = _gpu_config(torch_dtype, epilogue, N, narrow)
+            aligned = shapes_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"])
+            picked[(tuple(sorted(cfg.items())), aligned)] = (cfg, aligned)
+    return sorted(picked.values(), key=lambda c: (-c[0]["BLOCK_N"], not c[1]))
+
+
+def spec_tag(dtype: str, cfg: dict, aligned: bool) -> str:
+    """'bf16,128x64' (+ ',masked' off the ALIGNED path): the parts of a spec name that vary."""
+    return f"{dtype},{cfg['BLOCK_M']}x{cfg['BLOCK_N']}{'' if aligned else ',masked'}"
 
 
 def aot_specs():
     """Every MLP kernel config the dispatcher can pick at GET sizes on a GPU, fp16 and bf16: each
-    launch with the ALIGNED branch(es) that some (D, ratio) above takes (D = 64 misses it where
-    N = D is not a multiple of BLOCK_N = 128)."""
+    launch with every (tile, ALIGNED) pair some (D, ratio) above takes."""
     args = {"A": "*", "W": "*", "BIAS": "*", "RES": "*", "RES2": "*", "PRE": "*", "C": "*",
             "M": "i32", "N": "i32", "K": "i32", "stride_wn": "i32", "stride_wk": "i32"}
     for torch_dtype, dtype in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
         for name, epilogue, has_bias, store_pre, w_transposed, k_n in _LAUNCHES:
-            cfg = _gpu_config(torch_dtype, epilogue)
-            for aligned in aligned_branches(k_n, cfg):
+            for cfg, aligned in launch_configs(torch_dtype, epilogue, k_n):
                 constexprs = {"EPILOGUE": epilogue, "HAS_BIAS": has_bias, "STORE_PRE": store_pre,
                               "UPCAST": False, "DOT_PRECISION": "tf32", "ALIGNED": aligned,
                               "W_K_CONTIGUOUS": not w_transposed,
                               # a unit stride is specialised to a constant at launch; bake it in too
                               ("stride_wn" if w_transposed else "stride_wk"): 1}
-                suffix = "" if aligned else ",masked"
-                yield linear_spec(f"mlp_{name}[{dtype}{suffix}]", _linear_kernel, args, dtype, cfg,
-                                  constexprs)
+                yield linear_spec(f"mlp_{name}[{spec_tag(dtype, cfg, aligned)}]", _linear_kernel,
+                                  args, dtype, cfg, constexprs)
