@@ -132,7 +132,7 @@ def test_discriminator_learns_to_separate_and_the_generator_gradient_moves_fakes
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
     d.eval()
     assert d(real).mean() > d(fake).mean()

@@ -75,7 +75,9 @@ class Objective:
             self.adversarial = AdversarialLoss(C, H, kind=c.disc_loss, pair=c.disc_input == "pair",
                                                num_classes=num_classes if c.disc_classes else 0,
                                                width=c.disc_width, lr=c.disc_lr, seed=c.seed).to(device)
-        self.perceptual = PerceptualDistance(c.perceptual_net).to(device) if c.loss == "perceptual" else None
+        self.perceptual = None
+        if c.loss == "perceptual" and c.regression_weight > 0:
+            self.perceptual = PerceptualDistance(c.perceptual_net).to(device)
         self.augment, self.image_hw = AugmentSpec(), (H, W)
 
     def loss(self, student_images: list[torch.Tensor], teacher_images: torch.Tensor, noise: torch.Tensor,
