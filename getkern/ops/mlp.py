@@ -137,15 +137,19 @@ def _linear_kernel(A, W, BIAS, RES, RES2, PRE, C, M, N, K, stride_wn, stride_wk,
 def _gpu_config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False) -> dict:
     """Tile config on a GPU for an (M, N) output: 128x128 tiles (8 warps, 64 fp32 accumulators per
     thread), BLOCK_K 64 for 16-bit inputs and 32 for fp32, so 3 stages take at most 96 KiB of shared
-    memory on sm_80 and sm_90. 128x64 tiles where 128x128 would spill: the backward's "gelu_grad"
-    epilogue (it loads a second (M, H) tile and evaluates erf and exp), launches the caller marks
-    ``narrow`` (the LayerNorm-prologue kernel's training launches, which also store s and LN(s)),
-    and N not a multiple of 128 (the masked path spills at 128x128; with 64, N = D = 64 and the
-    qkv width 3D = 192 of the smallest models stay on the ALIGNED path). Every GET width is a
-    multiple of 64 and M = B*N is large, so these few configs serve every GET size."""
-    block_n = 64 if epilogue == "gelu_grad" or narrow or N % 128 else 128
+    memory on sm_80 and sm_90. Smaller tiles where 128x128 would spill:
+    - 128x64 for the backward's "gelu_grad" epilogue (it loads a second (M, H) tile and evaluates
+      erf and exp) and for N not a multiple of 128 (the masked path spills at 128x128; with 64, the
+      N = D = 64 and qkv width 3D = 192 of the smallest models stay on the ALIGNED path);
+    - 64-row tiles for launches the caller marks ``narrow``: the LayerNorm-prologue kernel's
+      training launches, which also hold and store s and LN(s) tiles (128-row tiles spill there).
+    Every GET width is a multiple of 64 and M = B*N is large, so these few configs serve every GET
+    size."""
+    block_m = 64 if narrow else 128
+    block_n = 64 if epilogue == "gelu_grad" or N % 128 else 128
     block_k = 32 if dtype == torch.float32 else 64
-    return dict(BLOCK_M=128, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=3)
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=8,
+                num_stages=3)
 
 
 def _config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False) -> dict:
