@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from getkern.checkpoint import CheckpointError
 from getkern.distill.objectives.adversarial import DISC_INPUTS, DISC_LOSSES, AdversarialLoss
 from getkern.distill.objectives.augment import AugmentSpec, sample_params
 from getkern.distill.objectives.finetune import freeze_parameters, load_initial_weights
@@ -94,7 +95,7 @@ class Objective:
                 if self.perceptual is None:
                     reg = fpc_loss(students, teacher_images, c.fpc_weight, c.loss)
                 else:
-                    reg = fpc_sum(self.perceptual(students, teacher_images, self._ensemble(step, rows),
+                    reg = fpc_sum(self.perceptual(students, teacher_images, self._ensemble(step, rows, len(teacher_images)),
                                                   self.augment.background), c.fpc_weight)
                 total = total + c.regression_weight * reg
             if self.adversarial is not None:
@@ -102,11 +103,13 @@ class Objective:
                 total = total + c.adversarial_weight * adv
         return total
 
-    def _ensemble(self, step: int, rows: slice | None):
+    def _ensemble(self, step: int, rows: slice | None, batch: int):
+        """This micro-batch's rows of the (seed, step) draw for the global batch (``batch`` rows if None)."""
         from getkern.distill.trainer import hash_seeds
         c = self.config
         g = torch.Generator().manual_seed(hash_seeds(c.seed, step, _AUGMENT_STREAM))
-        members = [sample_params(self.augment, c.batch_size, *self.image_hw, g) for _ in range(c.perceptual_ensemble)]
+        total = c.batch_size if rows is not None else batch
+        members = [sample_params(self.augment, total, *self.image_hw, g) for _ in range(c.perceptual_ensemble)]
         return [m.select(rows if rows is not None else slice(None)) for m in members]
 
     def step(self) -> None:
@@ -124,7 +127,7 @@ class Objective:
     def load_state_dict(self, state: dict) -> None:
         if self.adversarial is not None:
             if "adversarial" not in state:
-                raise KeyError("the checkpoint holds no discriminator state")
+                raise CheckpointError("the training checkpoint holds no discriminator state")
             self.adversarial.load_state_dict(state["adversarial"])
 
 
