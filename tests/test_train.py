@@ -2,6 +2,7 @@
 (2 processes, pairs and training), grad modes, the sample command."""
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -56,6 +57,25 @@ def test_fpc_loss_weights():
     expect = 0.64 * (xs[0] - t).abs().mean() + 0.8 * (xs[1] - t).abs().mean() + (xs[2] - t).abs().mean()
     assert torch.allclose(fpc_loss(xs, t, 0.8), expect)
     assert torch.allclose(fpc_loss(xs[:1], t, 0.8, "l2"), ((xs[0] - t) ** 2).mean())
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_ema_warmup_and_lr_schedule(pairs, tmp_path, schedule):
+    trainer = Trainer(config(pairs, tmp_path / "run", ema_warmup=True, ema_decay=0.999, warmup_steps=2,
+                             lr_schedule=schedule, max_steps=10))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_step()
+    for p_ema, p, p0 in zip(trainer.ema.parameters(), trainer.model.parameters(), before):
+        torch.testing.assert_close(p_ema, 0.1 * p0 + 0.9 * p)  # decay (1 + 0) / (10 + 0) at step 0
+    lrs = []  # lrs[k]: the lr of optimiser step k + 1
+    for _ in range(9):
+        lrs.append(trainer.opt.param_groups[0]["lr"])
+        trainer.train_step()
+    assert lrs[:2] == pytest.approx([2e-3 / 3, 1e-3])  # warm-up factor (s + 1) / (warmup + 1)
+    if schedule == "constant":
+        assert lrs[1:] == pytest.approx([1e-3] * 8)
+    else:  # half a cosine from step 2 (lr 1e-3) to 0 at step 10
+        assert lrs[1:] == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(2, 10)])
 
 
 def test_data_order_visits_every_pair_once_per_epoch(pairs, tmp_path):

@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
                    help="after warm-up: constant (the reference) or cosine decay to 0 at --max-steps")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--ema-decay", type=float, default=d.ema_decay)
+    p.add_argument("--ema-warmup", action="store_true",
+                   help="EMA decay min(--ema-decay, (1+s)/(10+s)) at step s (for short runs)")
     p.add_argument("--iters", type=int, default=d.iters, help="unrolled iterations K per step")
     p.add_argument("--fpc-weight", type=float, default=d.fpc_weight)
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="regression distance (docs/objectives.md)")
@@ -69,9 +71,10 @@ def run(args) -> int:
     from getkern.distill import TrainConfig, Trainer
     model = {"name": args.model, **json.loads(args.model_args)} if args.model else json.loads(args.model_args)
     config = TrainConfig(pairs=args.pairs, out=args.out, model=model, batch_size=args.batch_size,
-                         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
-                         weight_decay=args.weight_decay,
-                         ema_decay=args.ema_decay, iters=args.iters, fpc_weight=args.fpc_weight, loss=args.loss,
+                         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps,
+                         lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,
+                         ema_decay=args.ema_decay, ema_warmup=args.ema_warmup, iters=args.iters,
+                         fpc_weight=args.fpc_weight, loss=args.loss,
                          grad=args.grad, regression_weight=args.regression_weight,
                          adversarial_weight=args.adversarial_weight, disc_input=args.disc_input,
                          disc_classes=args.disc_classes, disc_loss=args.disc_loss, disc_lr=args.disc_lr,

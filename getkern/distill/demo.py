@@ -38,6 +38,7 @@ class DemoConfig:
     lr: float = 1e-3
     warmup_steps: int = 100
     ema_decay: float = 0.999
+    ema_warmup: bool = True
     train_iters: int = 4               # K unrolled iterations per step (the reference: 6)
     max_steps: int = 4000
     lr_schedule: str = "constant"
@@ -98,7 +99,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     t0 = time.perf_counter()
     train_cfg = TrainConfig(pairs=str(pairs_dir), out="", model=dict(cfg.model), batch_size=cfg.batch_size,
                             lr=cfg.lr, warmup_steps=cfg.warmup_steps, lr_schedule=cfg.lr_schedule,
-                            ema_decay=cfg.ema_decay, iters=cfg.train_iters, max_steps=cfg.max_steps,
+                            ema_decay=cfg.ema_decay, ema_warmup=cfg.ema_warmup, iters=cfg.train_iters,
+                            max_steps=cfg.max_steps,
                             checkpoint_every=500, sample_every=1000, log_every=10, progress=cfg.progress,
                             **cfg.train_options)
     # With a constant schedule max_steps is not part of the key: a longer run continues the cached one.

@@ -53,6 +53,8 @@ class TrainConfig:
     lr_schedule: str = "constant"      # "constant" (the reference) | "cosine" (to 0 at max_steps)
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
+    ema_warmup: bool = False           # decay min(ema_decay, (1 + s) / (10 + s)) at step s, so short runs
+                                       # do not keep a share of the random init (the reference: False)
     iters: int = 6                     # K unrolled equilibrium iterations per training step
     fpc_weight: float = 0.8            # fixed-point-correction weight w: iterate k gets w^(K-1-k)
     loss: str = "l1"                   # regression distance: "l1" | "l2" | "perceptual"
@@ -235,8 +237,9 @@ class Trainer:
         self.objective.step()
         self.sched.step()
         with torch.no_grad():
+            decay = min(c.ema_decay, (1 + step) / (10 + step)) if c.ema_warmup else c.ema_decay
             for p_ema, p in zip(self.ema.parameters(), self.model.parameters()):
-                p_ema.lerp_(p, 1 - c.ema_decay)
+                p_ema.lerp_(p, 1 - decay)
         if self.dist.world_size > 1:
             dist.all_reduce(total)
             total /= self.dist.world_size
