@@ -8,9 +8,11 @@ classifier-free-guided pairs, then scored per guidance weight against the guided
 2. distillation: :class:`~getkern.distill.demo.DemoConfig`'s GET, batch, steps, lr schedule and EMA,
    the student conditioned on w (it gets a ``guidance_range`` from the pairs);
 3. for each w of ``--eval-w``: 600 samples (the demo's evaluation seeds, balanced classes) from the guided
-   teacher (35 guided evaluations) and the GET (one network evaluation), digits-classifier Frechet distance
-   with floor and ceiling, the digits classifier's agreement with the requested class, and a grid with one
-   row per w (left teacher, right GET, same noise). Cached like the demo: a second run only re-evaluates.
+   teacher (35 guided evaluations) and the GET (one network evaluation): digits-classifier Frechet distance
+   to real digits (with floor and ceiling), the same distance between the GET's and the teacher's samples
+   at that w, and against the GET at w = 0 (does the student follow w?), the digits classifier's agreement
+   with the requested class, and a grid with one row per w (left teacher, right GET, same noise).
+   Cached like the demo: a second run only re-evaluates.
 """
 from __future__ import annotations
 
@@ -37,9 +39,10 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     from getkern.distill.demo import EVAL_FIRST_SEED, DemoConfig, _key, _save_png
     from getkern.distill.grid import make_grid
     from getkern.distill.sampling import sample_get
-    from getkern.distill.trainer import TrainConfig, Trainer
+    from getkern.distill.trainer import Trainer
     from getkern.metrics import DigitsFrechet
     from getkern.metrics.digits_classifier import load_digits_classifier
+    from getkern.metrics.frechet import frechet_distance_features
     from getkern.teacher import load_teacher, network_evaluations
 
     cfg, out = DemoConfig(progress=progress), Path(out)
@@ -54,11 +57,7 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
         raise ValueError(f"{pairs}: expected {cfg.num_pairs} guided pairs (written with --guidance-range)")
     pairs_s = time.perf_counter() - t0
 
-    train_cfg = TrainConfig(pairs=str(pairs), out="", model=dict(cfg.model), batch_size=cfg.batch_size,
-                            lr=cfg.lr, warmup_steps=cfg.warmup_steps, lr_schedule=cfg.lr_schedule,
-                            ema_decay=cfg.ema_decay, iters=cfg.train_iters, max_steps=cfg.max_steps,
-                            checkpoint_every=500, sample_every=1000, log_every=10, progress=progress,
-                            **cfg.train_options)
+    train_cfg = demo_train_config(cfg, pairs)
     train_cfg.out = str(out / f"get-{_key({**train_cfg.to_dict(), 'progress': None})}")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer = Trainer(train_cfg)
@@ -74,6 +73,8 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     metric, classifier = DigitsFrechet(), load_digits_classifier().eval()
     floor, ceiling, _, _ = metric.bounds(n)
     rows, grid_rows = [], {"teacher": [], "get": []}
+    g_zero, _ = sample_get(get, n, seed=EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels, noise=latents,
+                           guidance=0.0)  # the reference for "does the student follow w"
     for w in eval_w:
         t = time.perf_counter()
         t_img = teacher.sample(latents, labels, num_steps=cfg.heun_steps, guidance=w).float()
@@ -89,7 +90,11 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
             q = metric(images)
             rows.append({"model": name, "w": w, "evaluations": evals, "frechet": q.distance, "kid": q.kid,
                          "class_agreement": agree, "ms_per_image": ms})
-        rows[-1]["mse_to_teacher"] = float(((g_img - t_img) ** 2).mean())
+        t_feat = metric.features(t_img)
+        rows[-1].update(fd_to_teacher=frechet_distance_features(metric.features(g_img), t_feat),
+                        fd_w0_to_teacher=frechet_distance_features(metric.features(g_zero), t_feat),
+                        mse_to_teacher=float(((g_img - t_img) ** 2).mean()),
+                        mse_w0_to_teacher=float(((g_zero - t_img) ** 2).mean()))
         grid_rows["teacher"].append(t_img[:10])  # seeds 0..9 of the evaluation set: classes 0..9
         grid_rows["get"].append(g_img[:10])
 
@@ -112,20 +117,34 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     return summary
 
 
+def demo_train_config(cfg, pairs) -> "TrainConfig":
+    """The demo's training settings for ``pairs``: every DemoConfig field named like a TrainConfig field
+    (model, batch, lr, schedule, EMA, steps, ...), ``train_iters`` as ``iters``, ``train_options``, and the
+    demo's checkpoint/sample/log intervals. Taken by name so a retuned demo recipe carries over."""
+    from getkern.distill.trainer import TrainConfig
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"pairs", "out"}
+    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in names}
+    return TrainConfig(pairs=str(pairs), out="", **{**shared, "model": dict(cfg.model)}, iters=cfg.train_iters,
+                       checkpoint_every=500, sample_every=1000, log_every=10, **cfg.train_options)
+
+
 def format_table(summary: dict) -> str:
     """Markdown: one row per w, teacher and GET side by side."""
     n, get_iters = summary["num_samples"], summary["get_iters"]
     evals = next(r["evaluations"] for r in summary["rows"] if r["model"] == "teacher")
-    lines = [f"Digits-classifier Frechet distance (not FID), N = {n}: floor {summary['floor']:.2f} (real held-out "
-             f"digits), ceiling {summary['ceiling']:.2f} (Gaussian noise). Class agreement: the digits "
+    lines = [f"Digits-classifier Frechet distance (FD; not FID), N = {n}: floor {summary['floor']:.2f} (real held-out "
+             f"digits), ceiling {summary['ceiling']:.2f} (Gaussian noise). Teacher: {evals} guided evaluations "
+             f"(Heun); GET: 1 evaluation ({get_iters} iterations). \"vs teacher\": FD between the GET's and the "
+             "teacher's samples at that w; pixel MSE on the same noise and labels. Class agreement: the digits "
              "classifier's prediction equals the requested class.", "",
-             f"| w | teacher FD ({evals} guided evaluations) | GET FD (1 evaluation, {get_iters} iterations) "
-             "| teacher class agreement | GET class agreement | GET-teacher MSE |", "|---|---|---|---|---|---|"]
+             "| w | teacher FD | GET FD | GET vs teacher FD | GET at w=0 vs teacher FD | GET vs teacher MSE "
+             "| GET at w=0 vs teacher MSE | class agreement teacher / GET |", "|---|---|---|---|---|---|---|---|"]
     for w in sorted({r["w"] for r in summary["rows"]}):
         t = next(r for r in summary["rows"] if r["w"] == w and r["model"] == "teacher")
         g = next(r for r in summary["rows"] if r["w"] == w and r["model"] == "get")
-        lines.append(f"| {w:g} | {t['frechet']:.2f} | {g['frechet']:.2f} | {t['class_agreement']:.3f} | "
-                     f"{g['class_agreement']:.3f} | {g['mse_to_teacher']:.4f} |")
+        lines.append(f"| {w:g} | {t['frechet']:.2f} | {g['frechet']:.2f} | {g['fd_to_teacher']:.2f} | "
+                     f"{g['fd_w0_to_teacher']:.2f} | {g['mse_to_teacher']:.4f} | {g['mse_w0_to_teacher']:.4f} | "
+                     f"{t['class_agreement']:.3f} / {g['class_agreement']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
