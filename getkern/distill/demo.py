@@ -41,7 +41,7 @@ class DemoConfig:
     ema_warmup: bool = True
     train_iters: int = 4               # K unrolled iterations per step (the reference: 6)
     max_steps: int = 4000
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"         # to 0 at max_steps (the reference: constant)
     train_options: dict = field(default_factory=dict)  # further TrainConfig fields (e.g. an objective's)
     eval_samples: int = 600            # the digits metric's maximum (its floor uses 600 held-out digits)
     teacher_eval_steps: tuple = (2, 3, 4, 6, 8, 12, 18)
