@@ -57,8 +57,8 @@ def check_guidance_args(model, guidance: list[float] | None) -> list[float | Non
     rng = getattr(model, "guidance_range", None)
     if guidance is None:
         if rng is not None:
-            raise SystemExit(f"getkern sample: error: this model is guidance-distilled (w in [{rng[0]:g}, {rng[1]:g}]): "
-                             "pass --guidance W [W ...]")
+            raise SystemExit(f"getkern sample: error: this model is guidance-distilled "
+                             f"(w in [{rng[0]:g}, {rng[1]:g}]): pass --guidance W [W ...]")
         return [None]
     if not model.cond:
         raise SystemExit("getkern sample: error: --guidance needs a guidance-distilled class-conditional model; "

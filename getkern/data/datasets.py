@@ -2,8 +2,8 @@
 
 Both yield ``(latent float32 (C, H, W), image float32 (C, H, W), label int64)`` with label -1 for
 unconditional pairs; a guided getkern pair set (written with ``guidance_range``) yields a fourth item,
-the pair's guidance weight w (float32 scalar). Both load each file on first use and keep it (the whole set ends up in memory,
-as the reference's own loader does: 1M CIFAR-10 pairs are about 25 GB in float32).
+the pair's guidance weight w (float32 scalar). Both load each file on first use and keep it (the whole
+set ends up in memory, as the reference's own loader does: 1M CIFAR-10 pairs are about 25 GB in float32).
 Any unreadable, truncated or inconsistent file raises :class:`PairFileError` naming the file.
 """
 from __future__ import annotations

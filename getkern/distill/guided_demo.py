@@ -117,10 +117,11 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     return summary
 
 
-def demo_train_config(cfg, pairs) -> "TrainConfig":
+def demo_train_config(cfg, pairs):
     """The demo's training settings for ``pairs``: every DemoConfig field named like a TrainConfig field
     (model, batch, lr, schedule, EMA, steps, ...), ``train_iters`` as ``iters``, ``train_options``, and the
-    demo's checkpoint/sample/log intervals. Taken by name so a retuned demo recipe carries over."""
+    demo's checkpoint/sample/log intervals. Taken by name so a retuned demo recipe carries over.
+    Returns a :class:`~getkern.distill.trainer.TrainConfig`."""
     from getkern.distill.trainer import TrainConfig
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"pairs", "out"}
     shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in names}
