@@ -160,7 +160,7 @@ def test_implicit_composes_with_distributed_data_parallel(tmp_path):
 
 
 def test_implicit_recompute_gives_the_same_gradient_and_keeps_no_activations_of_f():
-    from getkern.tools.memory import retained_activation_bytes
+    from getkern.tools.memory import training_step_memory
     W, U = contraction(n=256)
     x = torch.randn(3, 256, dtype=W.dtype)
     grads, kept = {}, {}
@@ -173,10 +173,9 @@ def test_implicit_recompute_gives_the_same_gradient_and_keeps_no_activations_of_
                 h = torch.tanh(h) @ Wr.T + x @ U.T
             return torch.tanh(h)
 
-        kept[recompute], states = retained_activation_bytes(
+        kept[recompute] = training_step_memory(
             lambda: deq.train_iterates(f, torch.zeros_like(x), iters=30, grad="implicit", backend="torch",
-                                       recompute=recompute)[0])
-        states[0].square().sum().backward()
+                                       recompute=recompute)[0][0].square().sum(), torch.device("cpu"))["retained"]
         grads[recompute] = Wr.grad
     torch.testing.assert_close(grads[True], grads[False], rtol=1e-5, atol=1e-6)
     # without recompute f's activations stay alive until backward; with it only z* and f(z*) do

@@ -2,9 +2,10 @@
 
 - :func:`saved_activation_bytes`: bytes autograd keeps for backward (saved_tensors_hooks), counting
   each storage once and leaving out parameters and buffers: the activation memory of a training step.
-- :func:`retained_activation_bytes`: bytes of every tensor created by the forward and still alive when
-  it returns (with its result held): what a step keeps between forward and backward, including what
-  activation checkpointing holds outside autograd's saved tensors (its inputs, closures' tensors).
+- :func:`training_step_memory`: those saved bytes, the bytes of every tensor the forward created that
+  is still alive when it returns (what a step keeps between forward and backward, including what
+  activation checkpointing holds outside autograd's saved tensors: its inputs, closures' tensors) and
+  the step's peak, from one forward + backward.
 - :func:`peak_step_memory`: peak memory of one step beyond what existed before it: the CUDA
   allocator's peak on CUDA; on CPU :class:`LiveTensorPeak`, the largest total size of tensor storages
   created during the step and alive at once (weights and inputs that existed before are not counted;
@@ -42,15 +43,30 @@ def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: torch.nn.Mod
     return sum(seen.values()), result
 
 
-def retained_activation_bytes(fn: Callable[[], torch.Tensor]) -> tuple[int, object]:
-    """Run ``fn`` and return (bytes of tensor storages it created that are alive at its end, result).
-
-    Weights and inputs that existed before are not counted (they were not created inside).
-    """
+def training_step_memory(forward: Callable[[], torch.Tensor], device: torch.device,
+                         exclude: torch.nn.Module | None = None) -> dict[str, int]:
+    """One training step, ``forward()`` (returns the loss with its graph) then backward, measured three
+    ways at once: {"saved": bytes saved for backward (:func:`saved_activation_bytes`), "retained":
+    bytes created by the forward and alive when it returns, "peak": peak bytes of the whole step},
+    all beyond what existed before the step. On CUDA from the caching allocator's counters, on CPU
+    from :class:`LiveTensorPeak`."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        saved, loss = saved_activation_bytes(forward, exclude)
+        torch.cuda.synchronize(device)
+        retained = torch.cuda.memory_allocated(device) - base
+        loss.backward()
+        del loss
+        torch.cuda.synchronize(device)
+        return {"saved": saved, "retained": retained, "peak": torch.cuda.max_memory_allocated(device) - base}
     with LiveTensorPeak() as meter:
-        result = fn()
+        saved, loss = saved_activation_bytes(forward, exclude)
         retained = meter.live_bytes
-    return retained, result
+        loss.backward()
+        del loss
+    return {"saved": saved, "retained": retained, "peak": meter.peak_bytes}
 
 
 class LiveTensorPeak(TorchDispatchMode):
