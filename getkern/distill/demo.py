@@ -14,11 +14,15 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from getkern.checkpoint import atomic_write
+
+if TYPE_CHECKING:
+    from getkern.distill.trainer import TrainConfig
 
 EVAL_FIRST_SEED = 1_000_000_000  # evaluation noise never overlaps training pairs (seeds 0..num_pairs-1)
 
@@ -52,6 +56,17 @@ class DemoConfig:
     progress: bool = True
 
 
+def train_config(cfg: DemoConfig, pairs) -> TrainConfig:
+    """The demo's training settings for ``pairs``: every DemoConfig field named like a TrainConfig field
+    (model, batch, lr, schedule, EMA, steps, ...), ``train_iters`` as ``iters``, ``train_options``, and
+    the demo's checkpoint/sample/log intervals (``out`` is left for the caller)."""
+    from getkern.distill.trainer import TrainConfig
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"pairs", "out"}
+    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in names}
+    return TrainConfig(pairs=str(pairs), out="", **{**shared, "model": dict(cfg.model)}, iters=cfg.train_iters,
+                       checkpoint_every=500, sample_every=1000, log_every=10, **cfg.train_options)
+
+
 def _key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -63,7 +78,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from getkern.data.pairs import seed_inputs
     from getkern.distill.grid import make_grid
     from getkern.distill.sampling import sample_get
-    from getkern.distill.trainer import TrainConfig, Trainer
+    from getkern.distill.trainer import Trainer
     from getkern.metrics import DigitsFrechet
     from getkern.teacher import load_teacher, network_evaluations
 
@@ -97,12 +112,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     # 3. distillation
     t0 = time.perf_counter()
-    train_cfg = TrainConfig(pairs=str(pairs_dir), out="", model=dict(cfg.model), batch_size=cfg.batch_size,
-                            lr=cfg.lr, warmup_steps=cfg.warmup_steps, lr_schedule=cfg.lr_schedule,
-                            ema_decay=cfg.ema_decay, ema_warmup=cfg.ema_warmup, iters=cfg.train_iters,
-                            max_steps=cfg.max_steps,
-                            checkpoint_every=500, sample_every=1000, log_every=10, progress=cfg.progress,
-                            **cfg.train_options)
+    train_cfg = train_config(cfg, pairs_dir)
     # With a constant schedule max_steps is not part of the key: a longer run continues the cached one.
     keyed = {**train_cfg.to_dict(), "progress": None}
     if cfg.lr_schedule == "constant":

@@ -36,7 +36,7 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     the summary also written to ``<out>/summary.json``."""
     from getkern.data import PairDataset, write_pairs
     from getkern.data.pairs import seed_inputs
-    from getkern.distill.demo import EVAL_FIRST_SEED, DemoConfig, _key, _save_png
+    from getkern.distill.demo import EVAL_FIRST_SEED, DemoConfig, _key, _save_png, train_config
     from getkern.distill.grid import make_grid
     from getkern.distill.sampling import sample_get
     from getkern.distill.trainer import Trainer
@@ -57,7 +57,7 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
         raise ValueError(f"{pairs}: expected {cfg.num_pairs} guided pairs (written with --guidance-range)")
     pairs_s = time.perf_counter() - t0
 
-    train_cfg = demo_train_config(cfg, pairs)
+    train_cfg = train_config(cfg, pairs)
     train_cfg.out = str(out / f"get-{_key({**train_cfg.to_dict(), 'progress': None})}")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer = Trainer(train_cfg)
@@ -115,18 +115,6 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
     atomic_write(out / "table.md", lambda p: Path(p).write_text(format_table(summary)))
     return summary
-
-
-def demo_train_config(cfg, pairs):
-    """The demo's training settings for ``pairs``: every DemoConfig field named like a TrainConfig field
-    (model, batch, lr, schedule, EMA, steps, ...), ``train_iters`` as ``iters``, ``train_options``, and the
-    demo's checkpoint/sample/log intervals. Taken by name so a retuned demo recipe carries over.
-    Returns a :class:`~getkern.distill.trainer.TrainConfig`."""
-    from getkern.distill.trainer import TrainConfig
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"pairs", "out"}
-    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in names}
-    return TrainConfig(pairs=str(pairs), out="", **{**shared, "model": dict(cfg.model)}, iters=cfg.train_iters,
-                       checkpoint_every=500, sample_every=1000, log_every=10, **cfg.train_options)
 
 
 def format_table(summary: dict) -> str:
