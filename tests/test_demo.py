@@ -3,7 +3,8 @@ import json
 
 import torch
 
-from getkern.distill.demo import DemoConfig, run_demo
+from getkern.distill.demo import ADVERSARIAL, DemoConfig, run_demo
+from getkern.distill.trainer import load_train_checkpoint
 
 torch.set_num_threads(1)
 
@@ -24,6 +25,10 @@ def test_demo_writes_its_outputs_and_reuses_the_cache(tmp_path):
     assert {r["setting"] for r in summary["rows"]} >= {"2 steps", "18 steps", "1 iterations", "2 iterations"}
     assert first["reused"] == {"teacher": True, "pairs": False, "get": False}
     assert "|" in (tmp_path / "metrics.md").read_text()
+    # the default objective: GET's L1 recipe plus the small adversarial term, discriminator checkpointed
+    assert summary["config"]["train_options"] == ADVERSARIAL
+    state = load_train_checkpoint(f"{first['artifacts']['get_run']}/checkpoint.pt")
+    assert state["objective"], "the discriminator's state is missing from the demo's checkpoint"
 
     second = run_demo(cfg)
     assert second["reused"] == {"teacher": True, "pairs": True, "get": True}

@@ -14,6 +14,8 @@ def add_parser(sub) -> None:
                    "loading the shipped one (cached)")
     p.add_argument("--num-pairs", type=int, default=d.num_pairs)
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="GET training steps")
+    p.add_argument("--regression-only", action="store_true", help="GET's L1 recipe alone, without the "
+                   "default's small adversarial term (docs/objectives.md)")
     p.add_argument("--no-profile", action="store_true", help="skip the hand-over to `getkern profile`")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -22,10 +24,11 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import time
 
-    from getkern.distill.demo import DemoConfig, run_demo
+    from getkern.distill.demo import ADVERSARIAL, REGRESSION_ONLY, DemoConfig, run_demo
     t0 = time.perf_counter()
     cfg = DemoConfig(out=args.out, teacher="train" if args.train_teacher else "digits", num_pairs=args.num_pairs,
-                     max_steps=args.max_steps, profile=not args.no_profile, progress=not args.no_progress)
+                     max_steps=args.max_steps, profile=not args.no_profile, progress=not args.no_progress,
+                     train_options=dict(REGRESSION_ONLY if args.regression_only else ADVERSARIAL))
     s = run_demo(cfg)
     print(f"\n{s['metric']} at N={s['num_samples']} (floor {s['floor']:.2f}, ceiling {s['ceiling']:.2f}):")
     print(f"  EDM teacher, {s['teacher']['network_evaluations']} evaluations: {s['teacher']['frechet']:.2f}")
