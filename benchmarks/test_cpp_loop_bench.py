@@ -17,7 +17,7 @@ from getkern import GET, deq
 from getkern.deq import cpp_backend
 from getkern.models.compiled import CompiledSampler
 
-pytestmark = pytest.mark.skipif(not cpp_backend.cpp_available(), reason="getkern._C (C++ solver loop) not built")
+pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 
 ITERS = 64
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMANDS = ("demo", "pairs", "train", "sample", "profile", "fid_stats")
+COMMANDS = ("demo", "pairs", "train", "sample", "profile", "fid_stats", "build_ext")
 
 
 def build_parser() -> argparse.ArgumentParser:

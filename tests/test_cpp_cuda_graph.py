@@ -16,7 +16,7 @@ from torch.utils._pytree import tree_flatten
 from getkern import GET, deq
 from getkern.deq import cpp_backend, cuda_graph
 
-pytestmark = pytest.mark.skipif(not cpp_backend.cpp_available(), reason="getkern._C (C++ solver loop) not built")
+pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 
 
 class EmulatedGraph:

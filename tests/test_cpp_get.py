@@ -7,7 +7,7 @@ import torch
 from getkern import GET
 from getkern.deq import cpp_backend
 
-pytestmark = pytest.mark.skipif(not cpp_backend.cpp_available(), reason="getkern._C (C++ solver loop) not built")
+pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 
 
 def tiny_get(dtype: torch.dtype, seed: int = 0) -> GET:

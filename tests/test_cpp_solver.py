@@ -14,7 +14,7 @@ from getkern import deq
 from getkern._backend import BackendUnavailable
 from getkern.deq import cpp_backend
 
-pytestmark = pytest.mark.skipif(not cpp_backend.cpp_available(), reason="getkern._C (C++ solver loop) not built")
+pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 
 INFO_TENSORS = ("nstep", "abs_trace", "rel_trace", "abs_lowest", "rel_lowest", "best_res", "nan", "fallback")
 
@@ -114,24 +114,37 @@ def test_auto_prefers_cpp():
     assert info["backend"] == "cpp"
 
 
-def test_missing_extension_warns_once_and_cpp_raises(monkeypatch):
-    """Without getkern._C: "auto" warns once and runs the Python loop; an explicit "cpp" is an error."""
-    import sys
+def test_failed_build_warns_once_and_cpp_raises(monkeypatch):
+    """A build that fails: "auto" warns once and runs the Python loop; an explicit "cpp" is an error
+    naming the cause."""
+    from getkern import _extension
 
-    import getkern
-    cpp_backend._extension.cache_clear()
-    monkeypatch.setitem(sys.modules, "getkern._C", None)  # with the attribute gone, `from getkern import _C`
-    monkeypatch.delattr(getkern, "_C", raising=False)     # raises ImportError
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            _, info1 = deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="auto")
-            _, info2 = deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="auto")
-        assert info1["backend"] == info2["backend"] == "torch"
-        assert len([w for w in caught if "getkern._C" in str(w.message)]) == 1
-        with pytest.raises(BackendUnavailable, match="cpp"):
-            deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="cpp")
-    finally:
-        monkeypatch.undo()
-        cpp_backend._extension.cache_clear()
-    assert cpp_backend.cpp_available()
+    def failing_build(**kwargs):
+        raise _extension.ExtensionError("no compiler (simulated)")
+
+    monkeypatch.setattr(cpp_backend, "_loaded", None)
+    monkeypatch.setattr(cpp_backend, "_failure", None)
+    monkeypatch.setattr(_extension, "build", failing_build)
+    monkeypatch.setattr(_extension, "cached", lambda: True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, info1 = deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="auto")
+        _, info2 = deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="auto")
+    assert info1["backend"] == info2["backend"] == "torch"
+    assert len([w for w in caught if "simulated" in str(w.message)]) == 1
+    with pytest.raises(BackendUnavailable, match="cpp"):
+        deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="cpp")
+
+
+def test_auto_never_compiles(monkeypatch):
+    """Without a cached build "auto" takes the Python loop at once; it never starts a compiler."""
+    from getkern import _extension
+
+    def build(**kwargs):
+        raise AssertionError("auto started a build")
+
+    monkeypatch.setattr(cpp_backend, "_loaded", None)
+    monkeypatch.setattr(cpp_backend, "_failure", None)
+    monkeypatch.setattr(_extension, "build", build)
+    monkeypatch.setattr(_extension, "cached", lambda: False)
+    assert deq.solve(lambda z: 0.5 * z, torch.ones(2, 3), max_iter=3, backend="auto")[1]["backend"] == "torch"

@@ -286,7 +286,7 @@ def test_anderson_passes_receive_the_resolved_backend(monkeypatch):
 
     monkeypatch.setattr(deq_anderson, "anderson_record", spy(deq_anderson.anderson_record))
     monkeypatch.setattr(deq_anderson, "anderson_mix", spy(deq_anderson.anderson_mix))
-    monkeypatch.setattr(deq_core, "_cpp_backend", lambda: None)
+    monkeypatch.setattr(deq_core.cpp_backend, "cpp_available", lambda device=None, build=False: False)
     f, z_star = linear_problem(n=8)
     _, info = deq.solve(f, z_star, solver="anderson", max_iter=3, backend="triton")  # interpreter is on
     assert seen == ["triton"] * 6 and info["backend"] == "triton"
@@ -306,22 +306,17 @@ def test_anderson_triton_passes_agree_with_torch_when_available():
 
 def test_cpp_backend_is_used_when_available_and_a_clear_error_when_not(monkeypatch):
     f, z_star = linear_problem(n=8)
-    monkeypatch.setattr(deq_core, "_cpp_backend", lambda: None)
+    monkeypatch.setattr(deq_core.cpp_backend, "cpp_available", lambda device=None, build=False: False)
     with pytest.raises(BackendUnavailable, match="cpp"):
         deq.solve(f, z_star, max_iter=3, backend="cpp")
     assert deq.solve(f, z_star, max_iter=3, backend="auto")[1]["backend"] == "torch"
 
-    class FakeCpp:
-        @staticmethod
-        def cpp_available(device=None):
-            return True
+    def solve_cpp(f, z0, **options):
+        assert options["max_iter"] == 3 and options["m"] == 6 and "backend" not in options
+        return z0, {"nstep": torch.zeros(z0.shape[0]), "backend": "cpp"}
 
-        @staticmethod
-        def solve_cpp(f, z0, **options):
-            assert options["max_iter"] == 3 and options["m"] == 6 and "backend" not in options
-            return z0, {"nstep": torch.zeros(z0.shape[0])}
-
-    monkeypatch.setattr(deq_core, "_cpp_backend", lambda: FakeCpp)
+    monkeypatch.setattr(deq_core.cpp_backend, "cpp_available", lambda device=None, build=False: True)
+    monkeypatch.setattr(deq_core.cpp_backend, "solve_cpp", solve_cpp)
     for backend in ("cpp", "auto"):
         assert deq.solve(f, z_star, max_iter=3, backend=backend)[1]["backend"] == "cpp"
 

@@ -1,5 +1,7 @@
 """Guidance distillation: the guided teacher D_w, the null-class digits teacher, guided pairs (w from the
 seed), the w conditioning of GET and ViT, the trainer's and the sample command's guidance handling."""
+import copy
+
 import pytest
 import torch
 
@@ -115,6 +117,8 @@ def test_shipped_guided_teacher_and_its_init(monkeypatch):
 
 def test_guided_pairs_regenerate_from_their_seed(tmp_path):
     t = tiny_guided_teacher()
+    t64 = copy.deepcopy(t)
+    t64.denoiser.double()
     write_pairs(t, tmp_path / "g", num_pairs=7, first_seed=50, shard_size=4, num_steps=2, batch_size=3,
                 guidance_range=(0.5, 3.0), progress=False)
     m = read_manifest(tmp_path / "g")
@@ -129,8 +133,13 @@ def test_guided_pairs_regenerate_from_their_seed(tmp_path):
         z, y = seed_inputs(50 + i, (1, 8, 8), 10)
         w_seed = seed_guidance(50 + i, (1, 8, 8), 10, (0.5, 3.0))
         assert torch.equal(latent, z) and int(label) == y and float(w) == pytest.approx(w_seed, rel=1e-7)
-        again = t.sample(z[None], torch.tensor([y]), num_steps=2, guidance=torch.tensor([w_seed])).float()[0]
-        assert torch.allclose(image, again, rtol=1e-5, atol=1e-5)
+        # The stored image (batch of 3) against a float64 regeneration from the seed: batch size, thread
+        # count and CPU model change the float32 summation order, so the bound is float32 rounding of the
+        # magnitudes involved (images reach ~200 here; 8 network evaluations, each a few eps of |x|).
+        exact = t64.sample(z[None].double(), torch.tensor([y]), num_steps=2,
+                           guidance=torch.tensor([w_seed], dtype=torch.float64))[0]
+        tol = 16 * torch.finfo(torch.float32).eps * float(exact.abs().max())
+        assert float((image.double() - exact).abs().max()) <= tol
     # same seeds without guidance: same z and labels, no guidance field, 3-tuples
     write_pairs(t, tmp_path / "u", num_pairs=7, first_seed=50, shard_size=4, num_steps=2, progress=False)
     plain = PairDataset(tmp_path / "u")

@@ -1,12 +1,12 @@
 """``solve``: argument checks, flattening to (B, n), backend routing, then the chosen solver."""
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 import torch
 
 from getkern._backend import BackendUnavailable, resolve_backend
+from getkern.deq import cpp_backend
 from getkern.deq.anderson import anderson
 from getkern.deq.fixed_point import fixed_point
 
@@ -35,15 +35,13 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_poi
     options = dict(solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau,
                    check_every=check_every)
     if backend in ("auto", "cpp"):
-        cpp = _cpp_backend()
-        if cpp is not None and cpp.cpp_available(z0.device):
+        if cpp_backend.cpp_available(z0.device, build=backend == "cpp"):
             with torch.no_grad():
-                z, info = cpp.solve_cpp(f, z0, **options)
-            info.setdefault("backend", "cpp")
+                z, info = cpp_backend.solve_cpp(f, z0, **options)
             return z, info
         if backend == "cpp":
-            raise BackendUnavailable("deq.solve: backend='cpp' requested but the C++ solver loop is not "
-                                     "available (getkern.deq.cpp_backend missing or extension not built); "
+            raise BackendUnavailable(f"deq.solve: backend='cpp' requested but the C++ solver loop cannot run on "
+                                     f"{z0.device.type} tensors here (see the warning above, docs/cpp.md); "
                                      "use backend='torch' or 'auto'")
         backend = "auto"
 
@@ -66,14 +64,6 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_poi
             z, info = anderson(f_flat, flat, max_iter=max_iter, tol=tol, stop=stop, check_every=check_every,
                                m=m, lam=lam, tau=tau, backend=path)
     return z.view(shape), info
-
-
-def _cpp_backend():
-    """The C++ loop module, or None when it is absent (it is optional)."""
-    try:
-        return importlib.import_module("getkern.deq.cpp_backend")
-    except ImportError:
-        return None
 
 
 def _check_args(f, z0, *, solver, max_iter, tol, stop, m, lam, tau, check_every, backend) -> None:

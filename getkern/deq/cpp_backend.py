@@ -1,4 +1,4 @@
-"""The C++ solver loop (getkern._C, csrc/solver.cpp): ``getkern.deq.solve(..., backend="cpp")``.
+"""The C++ solver loop (getkern/csrc/solver.cpp, compiled by getkern/_extension.py): ``getkern.deq.solve(..., backend="cpp")``.
 
 Same algorithm, options, results and info dict as the Python solvers (docs/solvers.md); the loop and
 all its bookkeeping run in C++ (ATen) and Python is entered only to evaluate ``f``. On CPU the results
@@ -6,39 +6,43 @@ equal the Python loop's bitwise (same ATen operations in the same order). See do
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import Callable
 
 import torch
 
+from getkern import _extension as _extension_mod
+from getkern._backend import BackendUnavailable
+
 Tensor = torch.Tensor
 
 
-@functools.lru_cache(maxsize=None)
-def _extension():
-    """getkern._C, or None when it was not built (getkern works without it)."""
+_loaded = None
+_failure: str | None = None
+
+
+def _extension(build: bool):
+    """The compiled extension, or None. ``build``: compile it now if it is not in the cache (explicit
+    ``backend="cpp"``); "auto" only takes a build that is already there, so ``model(noise)`` never
+    starts a compiler behind the user's back. A failed build or load warns once and is not retried."""
+    global _loaded, _failure
+    if _loaded is not None or _failure is not None:
+        return _loaded
+    if not build and not _extension_mod.cached():
+        return None
     try:
-        from getkern import _C
-    except ImportError as error:
-        warnings.warn(f"getkern._C (the C++ solver loop) is not built ({error}); solvers fall back to the "
-                      "Python loop. Build it with `pip install --no-build-isolation -e .` (docs/cpp.md).",
+        _loaded = _extension_mod.build()
+    except _extension_mod.ExtensionError as error:
+        _failure = str(error)
+        warnings.warn(f"the C++ solver loop is unavailable ({error}); solvers use the Python loop",
                       RuntimeWarning, stacklevel=3)
-        return None
-    if not hasattr(_C, "solve"):  # an older build of the extension: rebuild
-        warnings.warn("getkern._C is out of date (no solver loop); solvers fall back to the Python loop. "
-                      "Rebuild with `pip install --no-build-isolation -e .` (docs/cpp.md).",
-                      RuntimeWarning, stacklevel=3)
-        return None
-    return _C
+    return _loaded
 
 
-def cpp_available(device: torch.device | str | None = None) -> bool:
-    """Whether the C++ loop can run (for tensors on ``device``, when given: CUDA needs the CUDA build).
-
-    Warns once per process when the extension is not built.
-    """
-    ext = _extension()
+def cpp_available(device: torch.device | str | None = None, *, build: bool = False) -> bool:
+    """Whether the C++ loop can run (for tensors on ``device``, when given: CUDA needs the CUDA part).
+    ``build=True`` compiles the extension first if needed (once; getkern/_extension.py)."""
+    ext = _extension(build)
     if ext is None:
         return False
     if device is not None and torch.device(device).type == "cuda":
@@ -54,15 +58,13 @@ def solve_cpp(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed
     z_star of z0's shape and dtype and the info dict of docs/solvers.md (``backend="cpp"``).
     Forward only: no autograd graph is built (gradients come from ``train_iterates``).
     """
-    ext = _extension()
+    ext = _extension(build=True)
     if ext is None:
-        from getkern._backend import BackendUnavailable
-        raise BackendUnavailable("solve_cpp: getkern._C is not built; install with "
-                                 "`pip install --no-build-isolation -e .` or use backend='torch'")
+        raise BackendUnavailable(f"solve_cpp: the C++ extension could not be built or loaded ({_failure}); "
+                                 "use backend='torch'")
     if z0.is_cuda and not ext.with_cuda:
-        from getkern._backend import BackendUnavailable
-        raise BackendUnavailable("solve_cpp: getkern._C was built without its CUDA part; rebuild with a CUDA "
-                                 "toolkit (docs/cpp.md) or use backend='torch'")
+        raise BackendUnavailable("solve_cpp: the C++ extension was built without its CUDA part "
+                                 f"({_extension_mod.plan().why_no_cuda}); use backend='torch'")
     with torch.no_grad():
         z, info = ext.solve(f, z0, solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau,
                             check_every=check_every)

@@ -107,8 +107,8 @@ class CapturedSampler:
         from getkern.models.inputs import check_inputs
 
         _require_cuda(noise, "noise")
-        if not cpp_backend.cpp_available(noise.device):
-            raise RuntimeError("CapturedSampler needs getkern._C built with its CUDA part (docs/cpp.md)")
+        if not cpp_backend.cpp_available(noise.device, build=True):
+            raise RuntimeError("CapturedSampler needs the C++ extension with its CUDA part (docs/cpp.md)")
         check_inputs(model, noise, y, iters=iters)
         self.model = model
         self.noise = noise.detach().clone()

@@ -28,14 +28,10 @@ from __future__ import annotations
 import torch
 
 from getkern._backend import resolve_backend
+from getkern.ops._triton import jit, tl, triton
 from getkern.ops._aot import AotSpec
 from getkern.tools.traffic import Traffic
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # CPU-only torch without triton: the torch path still works
-    triton = tl = None
 
 REL_EPS = 1e-5  # rel residual = ||f(z) - z|| / (||f(z)|| + REL_EPS)
 BLOCK = 1024          # state elements per program of the mix kernel (4 warps, 8 per thread)
@@ -148,18 +144,13 @@ def _mix_torch(F, G, alpha, tau, k, res, best, best_res):
 # bf16/fp16 values are upcast to fp32 right after every load (the interpreter computes wrongly on
 # bf16 otherwise); g is rounded to the state dtype before it enters any dot, as the torch path does.
 
-def _jit(**options):
-    """triton.jit when triton is importable (without it the kernels are never launched)."""
-    return (lambda fn: triton.jit(fn, **options)) if triton is not None else (lambda fn: fn)
-
-
 # Ring positions change every iteration: not specialising on them (Triton would on the value 1 and on
 # multiples of 16) keeps one compiled kernel per configuration in aot_specs(). n stays specialised,
 # so 16-divisible sizes get 16-byte loads.
 _RUNTIME_INTS = ("m", "slot", "valid", "nchunks")
 
 
-@_jit()
+@jit
 def _round_to(x, dtype: tl.constexpr):
     """fp32 -> state dtype, rounding to nearest even. bf16 is rounded with integer ops (what the
     hardware conversion does): the interpreter's own fp32 -> bf16 cast truncates."""
@@ -170,7 +161,7 @@ def _round_to(x, dtype: tl.constexpr):
     return x.to(dtype)
 
 
-@_jit(do_not_specialize=_RUNTIME_INTS)
+@jit(do_not_specialize=_RUNTIME_INTS)
 def _record_stream_kernel(fz_ptr, z_ptr, F_ptr, G_ptr, part_ptr, n, m, slot, valid,
                           ROWS: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
@@ -196,7 +187,7 @@ def _record_stream_kernel(fz_ptr, z_ptr, F_ptr, G_ptr, part_ptr, n, m, slot, val
     tl.store(part_ptr + (b * nchunks + chunk) * (m + 1) + r, sums, mask=(r < valid) | (r == m))
 
 
-@_jit(do_not_specialize=_RUNTIME_INTS)
+@jit(do_not_specialize=_RUNTIME_INTS)
 def _record_finish_kernel(part_ptr, gram_ptr, abs_ptr, rel_ptr, nchunks, m, slot, valid, rel_eps,
                           ROWS: tl.constexpr, COLS: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
@@ -224,7 +215,7 @@ def _record_finish_kernel(part_ptr, gram_ptr, abs_ptr, rel_ptr, nchunks, m, slot
     tl.store(rel_ptr + b, abs_res / (tl.sqrt(ff) + rel_eps))
 
 
-@_jit(do_not_specialize=_RUNTIME_INTS)
+@jit(do_not_specialize=_RUNTIME_INTS)
 def _mix_kernel(F_ptr, G_ptr, alpha_ptr, res_ptr, best_ptr, best_res_ptr, ticket_ptr, out_ptr,
                 n, m, slot, valid, one_minus_tau, DAMPED: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)

@@ -30,23 +30,22 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from getkern._backend import interpreter_enabled, resolve_backend
+from getkern.ops._triton import constexpr, jit, tl, triton
 from getkern.ops._aot import AotSpec
 
 HEAD_DIMS = (32, 64, 128)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)          # the Triton kernels
 REFERENCE_DTYPES = DTYPES + (torch.float64,)                       # the PyTorch path also takes float64
-_LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): softmax runs in exp2
+_LOG2E = constexpr(1.4426950408889634)  # log2(e): softmax runs in exp2
 
 
 #################################################################################
 #                                Triton kernels                                 #
 #################################################################################
 
-@triton.jit
+@jit
 def _load_tile(QKV, C, U, b, rows, cols, N, stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
                HAS_C: tl.constexpr, HAS_U: tl.constexpr, ALIGNED: tl.constexpr):
     """(len(rows), len(cols)) fp32 tile of qkv + c + u; rows >= N load as c (masked by the caller).
@@ -71,7 +70,7 @@ def _load_tile(QKV, C, U, b, rows, cols, N, stride_qkv_b, stride_qkv_n, stride_c
     return x
 
 
-@triton.jit
+@jit
 def _operand(x, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr):
     """Round an fp32 tile to the compute dtype for tl.dot (kept in fp32 under the interpreter for bf16)."""
     if DOT_IN_FP32:
@@ -79,7 +78,7 @@ def _operand(x, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr):
     return x.to(DTYPE)
 
 
-@triton.jit
+@jit
 def _attn_fwd_kernel(QKV, C, U, Out, Lse,
                      stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
                      N, H, qk_scale_log2,
@@ -124,7 +123,7 @@ def _attn_fwd_kernel(QKV, C, U, Out, Lse,
     tl.store(Lse + bh * N + offs_m, (m_i + tl.math.log2(l_i)) / _LOG2E, mask=row_ok)  # natural log
 
 
-@triton.jit
+@jit
 def _attn_bwd_delta_kernel(Out, dOut, Delta, N, H, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     """delta[b, h, n] = sum_d out * dout over head h's channels (both (B, N, D) contiguous)."""
     pid_m = tl.program_id(0)
@@ -141,7 +140,7 @@ def _attn_bwd_delta_kernel(Out, dOut, Delta, N, H, HEAD_DIM: tl.constexpr, BLOCK
     tl.store(Delta + bh * N + offs_m, tl.sum(o * do, 1), mask=offs_m < N)
 
 
-@triton.jit
+@jit
 def _bwd_dk_dv(QKV, C, U, dout_base, lse_base, delta_base, b, offs_n, q_cols, D, N, strides, qk_scale_log2,
                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
                ALIGNED: tl.constexpr, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
@@ -170,7 +169,7 @@ def _bwd_dk_dv(QKV, C, U, dout_base, lse_base, delta_base, b, offs_n, q_cols, D,
     return dk, dv
 
 
-@triton.jit
+@jit
 def _bwd_dq(QKV, C, U, dout_base, lse_base, delta_base, b, offs_m, q_cols, D, N, strides, qk_scale_log2,
             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
             ALIGNED: tl.constexpr, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
@@ -197,7 +196,7 @@ def _bwd_dq(QKV, C, U, dout_base, lse_base, delta_base, b, offs_m, q_cols, D, N,
     return dq
 
 
-@triton.jit
+@jit
 def _attn_bwd_kernel(QKV, C, U, dOut, Lse, Delta, dQKV,
                      stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
                      N, H, sm_scale,

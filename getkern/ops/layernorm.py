@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from getkern._backend import resolve_backend
+from getkern.ops._triton import jit, tl, triton
 from getkern.ops._aot import AotSpec
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -25,7 +24,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #                                   Kernels                                     #
 #################################################################################
 
-@triton.jit
+@jit
 def _ln_fwd_kernel(X, R, W, B, S, Y, MEAN, RSTD, M, D, eps,
                    HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """Rows [pid*BLOCK_M, +BLOCK_M) of the (M, D) row-major inputs: s = x (+ r), y = LN(s)."""
@@ -51,7 +50,7 @@ def _ln_fwd_kernel(X, R, W, B, S, Y, MEAN, RSTD, M, D, eps,
     tl.store(RSTD + rows, rstd, mask=row_ok)
 
 
-@triton.jit
+@jit
 def _ln_bwd_kernel(DY, DS, S, W, MEAN, RSTD, DX, DW_PART, DB_PART, M, D,
                    HAS_DS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """dx = LN'(s)^T dy (+ ds, the gradient reaching s directly); program p also sums dy*xhat and

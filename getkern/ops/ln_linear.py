@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from getkern._backend import interpreter_enabled, resolve_backend
+from getkern.ops._triton import jit, tl, triton
 from getkern.ops._aot import AotSpec
 from getkern.ops.layernorm import _layer_norm_backward_op
 from getkern.ops.mlp import (_config, _dot_precision, _epilogue_store, _tile_coords, launch_configs,
@@ -39,7 +38,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #                                   Kernel                                      #
 #################################################################################
 
-@triton.jit
+@jit
 def _load_input(X, X2, offs, row_ok, k_ok, ADD_INPUT: tl.constexpr, ALIGNED: tl.constexpr,
                 BLOCK_K: tl.constexpr):
     """fp32 (BLOCK_M, BLOCK_K) tile of x (+ x2) at offs; upcast before any arithmetic (bf16)."""
@@ -56,7 +55,7 @@ def _load_input(X, X2, offs, row_ok, k_ok, ADD_INPUT: tl.constexpr, ALIGNED: tl.
     return t
 
 
-@triton.jit
+@jit
 def _ln_linear_kernel(X, X2, LN_W, LN_B, W, BIAS, PRE, C, S, H, MEAN, RSTD, M, N, K, eps,
                       ADD_INPUT: tl.constexpr, EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
                       STORE_PRE: tl.constexpr, STORE_NORMED: tl.constexpr,
@@ -93,7 +92,8 @@ def _ln_linear_kernel(X, X2, LN_W, LN_B, W, BIAS, PRE, C, S, H, MEAN, RSTD, M, N
     rstd = 1.0 / tl.sqrt(m2 / K + eps)
 
     # Pass 2: the K loop of the matmul on normalised A tiles.
-    first_tile = pid_n == 0
+    # Rows the pid_n == 0 programs store s, h for (a scalar bool in a mask turns int32 in triton 3.9's interpreter).
+    normed_rows_ok = rows < M * (pid_n == 0).to(tl.int32)
     w_ptrs = W + cols[None, :].to(tl.int64) * K + ks[:, None]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, K, BLOCK_K):
@@ -111,7 +111,7 @@ def _ln_linear_kernel(X, X2, LN_W, LN_B, W, BIAS, PRE, C, S, H, MEAN, RSTD, M, N
         a = (t - mean[:, None]) * rstd[:, None] * g.to(tl.float32)[None, :] + b.to(tl.float32)[None, :]
         a = a.to(X.dtype.element_ty)
         if STORE_NORMED:
-            normed_mask = row_ok[:, None] & k_ok[None, :] & first_tile
+            normed_mask = normed_rows_ok[:, None] & k_ok[None, :]
             tl.store(H + row_offs + k, a, mask=normed_mask)
             if ADD_INPUT:
                 tl.store(S + row_offs + k, t.to(S.dtype.element_ty), mask=normed_mask)
@@ -121,8 +121,8 @@ def _ln_linear_kernel(X, X2, LN_W, LN_B, W, BIAS, PRE, C, S, H, MEAN, RSTD, M, N
         acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
         w_ptrs += BLOCK_K
     if STORE_NORMED:
-        tl.store(MEAN + rows, mean, mask=row_ok & first_tile)
-        tl.store(RSTD + rows, rstd, mask=row_ok & first_tile)
+        tl.store(MEAN + rows, mean, mask=normed_rows_ok)
+        tl.store(RSTD + rows, rstd, mask=normed_rows_ok)
     _epilogue_store(acc, rows, cols, M, N, BIAS, C, C, PRE, C,
                     EPILOGUE, HAS_BIAS, STORE_PRE, ALIGNED, BLOCK_N)
 

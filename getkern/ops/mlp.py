@@ -14,23 +14,22 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from getkern._backend import interpreter_enabled, resolve_backend
+from getkern.ops._triton import constexpr, jit, tl, triton
 from getkern.ops._aot import AotSpec
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-_SQRT1_2 = tl.constexpr(0.7071067811865476)       # 1/sqrt(2)
-_INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1/sqrt(2*pi)
+_SQRT1_2 = constexpr(0.7071067811865476)       # 1/sqrt(2)
+_INV_SQRT_2PI = constexpr(0.3989422804014327)  # 1/sqrt(2*pi)
 
 
 #################################################################################
 #                                   Kernel                                      #
 #################################################################################
 
-@triton.jit
+@jit
 def _tile_coords(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """(pid_m, pid_n) of this program in grouped order: GROUP_M row-tiles share each W column-tile
     while it is in L2."""
@@ -43,7 +42,7 @@ def _tile_coords(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl
     return first_m + (pid % group_size) % group_m, (pid % group_size) // group_m
 
 
-@triton.jit
+@jit
 def _epilogue_store(acc, rows, cols, M, N, BIAS, RES, RES2, PRE, C,
                     EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr,
                     ALIGNED: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -86,7 +85,7 @@ def _epilogue_store(acc, rows, cols, M, N, BIAS, RES, RES2, PRE, C,
     tl.store(c_ptrs, acc.to(C.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@jit
 def _linear_kernel(A, W, BIAS, RES, RES2, PRE, C, M, N, K, stride_wn, stride_wk,
                    EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr,
                    UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,

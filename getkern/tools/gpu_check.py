@@ -6,7 +6,7 @@ No machine of this project has a GPU, so the kernels' code generation is checked
   ``getkern.ops`` (discovered with pkgutil, so a new module is covered without editing this file) is
   compiled with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 80|90, 32))``. A
   ``@triton.jit`` function of such a module that no spec compiles (directly or as a callee) is an error.
-- CUDA: every ``csrc/*.cu`` is compiled device-side for sm_80 and sm_90 with ``-Xptxas -v``.
+- CUDA: every ``getkern/csrc/*.cu`` is compiled device-side for sm_80 and sm_90 with ``-Xptxas -v``.
 
 Reported per kernel and architecture: registers, spill bytes and stack frame (from the ptxas -v log of
 the very ptxas run that produced the cubin), shared memory, tensor-core instructions (PTX ``mma.sync`` /
@@ -40,6 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from getkern import _extension
 from getkern.tools.docs_section import replace_generated_section
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +102,7 @@ class GateResult:
     problems: list[str]          # failures not tied to one compiled kernel (imports, coverage, tools)
     seconds: float               # wall time
     cpu_seconds: float           # CPU time of the compiling processes (independent of machine load)
+    notes: list[str] = field(default_factory=list)   # what was left out and why (not failures)
 
     @property
     def ok(self) -> bool:
@@ -359,10 +361,26 @@ def _worker_env(cache_dir: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- CUDA sources
 
 def find_nvcc() -> str | None:
-    cuda_home = os.environ.get("CUDA_HOME")
+    cuda_home = _extension.find_cuda_home()
     if cuda_home and (Path(cuda_home) / "bin" / "nvcc").exists():
         return str(Path(cuda_home) / "bin" / "nvcc")
     return shutil.which("nvcc")
+
+
+def cuda_skip_reason() -> str | None:
+    """Why csrc/*.cu cannot be compiled against this torch's headers here, or None. torch's CUDA wheels
+    bring their CUDA release's headers, which another nvcc release refuses; the stack whose CUDA matches
+    the toolkit (in CI the oldest, the GPU machine's) compiles them."""
+    import torch
+    cuda_home = _extension.find_cuda_home()
+    if find_nvcc() is None or cuda_home is None:
+        return "nvcc not found (set CUDA_HOME or put nvcc on PATH)"
+    if torch.version.cuda is None:
+        return None  # a CPU torch: no CUDA headers of its own to clash with the toolkit's
+    nvcc = _extension.nvcc_version(cuda_home)
+    if nvcc != ".".join(torch.version.cuda.split(".")[:2]):
+        return f"nvcc {nvcc} is not this torch's CUDA {torch.version.cuda}"
+    return None
 
 
 def nvcc_command(source: Path, output: Path, archs: list[int]) -> list[str]:
@@ -370,7 +388,7 @@ def nvcc_command(source: Path, output: Path, archs: list[int]) -> list[str]:
     import torch
     from torch.utils import cpp_extension
 
-    includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"], str(ROOT / "csrc"),
+    includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"], str(_extension.SOURCE_DIR),
                 *map(str, Path(torch.__file__).parent.parent.glob("nvidia/cu*/include"))]
     gencode = [f"-gencode=arch=compute_{cc},code=sm_{cc}" for cc in archs]
     return [find_nvcc(), "--fatbin", str(source), "-o", str(output), "-std=c++20", "-O3",
@@ -425,14 +443,15 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tupl
 def run_gate(sources: list[str] | None = None, archs: list[int] = (80, 90), jobs: int = 2,
              cuda_sources: list[Path] | None = None, log_dir: Path = LOG_DIR) -> GateResult:
     """Compile every Triton spec of ``sources`` (default: every getkern.ops module) and every CUDA source
-    (default: csrc/*.cu; pass [] to skip) for ``archs``; ``jobs`` Triton worker processes."""
+    (default: getkern/csrc/*.cu; pass [] to skip) for ``archs``; ``jobs`` Triton worker processes."""
     start = time.perf_counter()
     cpu_start = _children_cpu_seconds()
     sources = discover_sources() if sources is None else list(sources)
-    cuda_sources = sorted((ROOT / "csrc").glob("*.cu")) if cuda_sources is None else list(cuda_sources)
+    cuda_sources = sorted(_extension.SOURCE_DIR.glob("*.cu")) if cuda_sources is None else list(cuda_sources)
     archs = list(archs)
     log_dir.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
+    notes: list[str] = []
     reports: list[KernelReport] = []
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         tmp = Path(tmp)
@@ -443,9 +462,11 @@ def run_gate(sources: list[str] | None = None, archs: list[int] = (80, 90), jobs
             cmd = [sys.executable, "-m", "getkern.tools.gpu_check", "--worker", f"{shard}/{jobs}",
                    "--out", str(out), "--log-dir", str(log_dir), "--archs", *map(str, archs), "--sources", *sources]
             procs.append(("triton", f"shard {shard}", _spawn(cmd, tmp / f"shard{shard}.log", env), out))
-        nvcc = find_nvcc() if cuda_sources else None
-        if cuda_sources and nvcc is None:
-            problems.append("nvcc not found (set CUDA_HOME or put nvcc on PATH): csrc/*.cu not checked")
+        skip = cuda_skip_reason() if cuda_sources else None
+        if skip is not None and find_nvcc() is None:
+            problems.append(f"{skip}: getkern/csrc/*.cu not checked")
+        elif skip is not None:
+            notes.append(f"getkern/csrc/*.cu skipped on this stack: {skip}")
         elif cuda_sources:
             for cu in cuda_sources:
                 out = tmp / f"{cu.stem}.fatbin"
@@ -467,7 +488,7 @@ def run_gate(sources: list[str] | None = None, archs: list[int] = (80, 90), jobs
                     continue
                 reports += cuda_reports(Path(label), archs, output, out)
     reports.sort(key=lambda r: (r.kind != "triton", r.origin, r.name, r.arch))
-    return GateResult(reports, problems, time.perf_counter() - start, _children_cpu_seconds() - cpu_start)
+    return GateResult(reports, problems, time.perf_counter() - start, _children_cpu_seconds() - cpu_start, notes)
 
 
 def _children_cpu_seconds() -> float:
@@ -491,6 +512,8 @@ def format_table(result: GateResult) -> str:
     text = "\n".join([head, *rows]) if rows else "(no kernels)"
     if result.problems:
         text += "\n\nProblems:\n" + "\n".join(f"- {p}" for p in result.problems)
+    if result.notes:
+        text += "\n\nNotes:\n" + "\n".join(f"- {n}" for n in result.notes)
     return text
 
 
@@ -505,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="spec sources, 'pkg.module[:func]' or 'file.py[:func]' (default: every getkern.ops module)")
     parser.add_argument("--archs", nargs="*", type=int, default=[80, 90], choices=sorted(ARCHS))
     parser.add_argument("--jobs", type=int, default=2, help="Triton worker processes (default 2)")
-    parser.add_argument("--no-cuda", action="store_true", help="skip csrc/*.cu")
+    parser.add_argument("--no-cuda", action="store_true", help="skip getkern/csrc/*.cu")
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite the generated section of {DOCS}")
     parser.add_argument("--log-dir", type=Path, default=LOG_DIR, help="ptxas/nvcc logs, PTX and cubins")
     parser.add_argument("--worker", help=argparse.SUPPRESS)   # "k/n": internal, one Triton shard

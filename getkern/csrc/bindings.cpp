@@ -1,6 +1,7 @@
-// Python bindings of the getkern C++ extension (module getkern._C). getkern/deq/cpp_backend.py is the
-// public entry; this layer only converts arguments and results.
+// Python bindings of the getkern C++ extension (module getkern_C, compiled by getkern/_extension.py).
+// getkern/deq/cpp_backend.py is the public entry; this layer only converts arguments and results.
 #include <torch/extension.h>
+#include <torch/headeronly/version.h>
 
 #include "solver.h"
 
@@ -48,6 +49,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("solve", &solve, "The fixed-point / Anderson solver loop of docs/solvers.md", py::arg("f"), py::arg("z0"),
         py::arg("solver"), py::arg("max_iter"), py::arg("tol"), py::arg("stop"), py::arg("m"), py::arg("lam"),
         py::arg("tau"), py::arg("check_every"));
+  // Checked at load against the importing torch (getkern/_extension.py): never a silent mismatch.
+  m.attr("torch_version") = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+                            std::to_string(TORCH_VERSION_PATCH);
 #ifdef GETKERN_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

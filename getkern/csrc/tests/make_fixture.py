@@ -1,20 +1,20 @@
-"""Writes csrc/tests/anderson_fixture.txt: the Python Anderson solver's results on a fixed linear map,
-which the C++ unit test (test_solver anderson_matches_python) must reproduce.
+"""Writes the Python Anderson solver's results on a fixed linear map to a text file, which the C++ unit
+test (test_solver anderson_matches_python) must reproduce. ctest runs it first (the make_fixture test in
+CMakeLists.txt), on the same machine and torch, so the comparison never crosses CPUs or BLAS builds:
 
-    .venv/bin/python csrc/tests/make_fixture.py        # rewrite the fixture
-tests/test_cpp_fixture.py checks that the file still matches the Python solver.
+    python getkern/csrc/tests/make_fixture.py build/cmake/anderson_fixture.txt
 
 Format: one array per line, `name dtype numel v0 v1 ...` (values printed exactly, repr of float64).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
 from getkern import deq
 
-PATH = Path(__file__).with_name("anderson_fixture.txt")
 B, N = 3, 7
 OPTIONS = dict(solver="anderson", max_iter=12, tol=None, stop="abs", m=4, lam=1e-4, tau=0.8)
 
@@ -52,5 +52,7 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    PATH.write_text(render())
-    print(f"wrote {PATH}")
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} OUTPUT_FILE")
+    Path(sys.argv[1]).write_text(render())
+    print(f"wrote {sys.argv[1]}")
