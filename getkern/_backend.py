@@ -73,3 +73,10 @@ def resolve_backend(backend: str, device: torch.device, *, op: str, unsupported:
         raise BackendUnavailable(f"{op}: the Triton kernel does not support these inputs: {unsupported}; "
                                  "use backend='torch' (or 'auto')")
     return "triton"
+
+
+def dense(*tensors):
+    """The tensors (None and non-tensors passed through), each made contiguous if it is not: how the
+    Triton paths take strided and channels-last views (one copy) instead of refusing them."""
+    return tuple(t.contiguous() if isinstance(t, torch.Tensor) and not t.is_contiguous() else t
+                 for t in tensors)

@@ -1,4 +1,6 @@
 """The shipped digits classifier and the digits-classifier Frechet distance with floor and ceiling."""
+import copy
+
 import pytest
 import torch
 
@@ -16,8 +18,25 @@ def metric():
 
 def test_shipped_classifier_accuracy(metric):
     _, _, ho_x, ho_y = digits_split()
-    acc = accuracy(metric.classifier, ho_x, ho_y)
-    assert acc >= 0.97 and acc == pytest.approx(metric.classifier.metadata["heldout_accuracy"], abs=1e-3)
+    clf, n = metric.classifier, len(ho_y)
+    assert clf.metadata["heldout_size"] == n
+    acc = accuracy(clf, ho_x, ho_y)
+    assert acc >= 0.97
+    # The stored accuracy was measured in float32 on another machine, whose logits differ from these by
+    # float32 rounding; a float64 evaluation here is the machine-independent reference. Bound: six float32
+    # layers (fan-in <= 576), each rounding to a few eps of the logits' size (k = 64; measured ~1.5 here).
+    with torch.no_grad():
+        logits64 = copy.deepcopy(clf).double()(ho_x.double())
+        logits32 = clf(ho_x).double()
+    tol = 64 * torch.finfo(torch.float32).eps * logits64.abs().amax(1)
+    assert ((logits32 - logits64).abs().amax(1) <= tol).all()
+    # Only images whose top-two float64 logits are within 2 tol can be classified differently elsewhere.
+    top2 = logits64.topk(2, dim=1).values
+    ambiguous = int((top2[:, 0] - top2[:, 1] <= 2 * tol).sum())
+    correct64 = int((logits64.argmax(1) == ho_y).sum())
+    assert abs(round(acc * n) - correct64) <= ambiguous
+    # heldout_accuracy is rounded to 4 decimals: +-0.03 images at n = 600, so compare whole images
+    assert abs(round(clf.metadata["heldout_accuracy"] * n) - correct64) <= ambiguous
 
 
 def test_floor_ceiling_and_ordering(metric):

@@ -289,57 +289,22 @@ def test_aot_specs_cover_every_dispatched_config():
 
 # ---------------------------------------------------------------- traffic model vs a counted run
 
-@pytest.fixture
-def interpreter_traffic(monkeypatch):
-    """Counts every lane of every load, store and atomic the interpreted kernels issue, and launches."""
-    from triton.runtime import interpreter
-
-    from getkern.tools.traffic import Traffic
-
-    traffic = Traffic()
-    builder = interpreter.interpreter_builder
-    load, store, rmw = builder.create_masked_load, builder.create_masked_store, builder.create_atomic_rmw
-    launch = interpreter.GridExecutor.__call__
-
-    def nbytes(dtype, mask):
-        return int(mask.data.sum()) * dtype.primitive_bitwidth // 8
-
-    def counted_load(ptrs, mask, *args):
-        traffic.bytes_read += nbytes(ptrs.get_element_ty(), mask)
-        return load(ptrs, mask, *args)
-
-    def counted_store(ptrs, value, mask, *args):
-        traffic.bytes_written += nbytes(value.dtype.scalar, mask)
-        return store(ptrs, value, mask, *args)
-
-    def counted_rmw(op, ptr, val, mask, *args):
-        traffic.bytes_read += nbytes(val.dtype.scalar, mask)
-        traffic.bytes_written += nbytes(val.dtype.scalar, mask)
-        return rmw(op, ptr, val, mask, *args)
-
-    def counted_launch(self, *args, **kwargs):
-        traffic.launches += 1
-        return launch(self, *args, **kwargs)
-
-    monkeypatch.setattr(builder, "create_masked_load", counted_load)
-    monkeypatch.setattr(builder, "create_masked_store", counted_store)
-    monkeypatch.setattr(builder, "create_atomic_rmw", counted_rmw)
-    monkeypatch.setattr(interpreter.GridExecutor, "__call__", counted_launch)
-    return traffic
-
-
 @pytest.mark.parametrize("tau", [1.0, 0.7])
-def test_traffic_model_matches_counted_run(tau, interpreter_traffic):
+def test_traffic_model_matches_counted_run(tau):
+    """The docs' byte model vs every lane of every load, store and atomic the interpreted kernels issue."""
+    from getkern.tools.traffic import TritonTrafficCounter
+
     B, m, n, k, dtype = 2, 3, 1101, 4, torch.bfloat16
     gen = torch.Generator().manual_seed(0)
     F, G, gram = history(B, m, n, k, dtype, gen)
     z, fz = torch.randn(B, n, generator=gen).to(dtype), torch.randn(B, n, generator=gen).to(dtype)
     best, best_res = torch.zeros(B, n, dtype=dtype), torch.tensor([float("inf"), 0.0])  # one improves
-    res, _ = anderson_record(fz, z, F, G, gram, k, backend="triton")
-    anderson_mix(F, G, mixing_weights(gram, k), tau, k=k, res=res, best=best, best_res=best_res,
-                 backend="triton")
+    with TritonTrafficCounter() as counter:
+        res, _ = anderson_record(fz, z, F, G, gram, k, backend="triton")
+        alpha = mixing_weights(gram, k)
+        anderson_mix(F, G, alpha, tau, k=k, res=res, best=best, best_res=best_res, backend="triton")
     model = ops.triton_traffic(B, m, n, k, dtype, tau, improved=1)
-    counted = interpreter_traffic
-    assert (counted.bytes_read, counted.bytes_written, counted.launches) == \
+    counted = counter.traffic
+    assert (counted.requested_bytes_read, counted.requested_bytes_written, counted.launches) == \
         (model.bytes_read, model.bytes_written, model.launches)
     assert ops.triton_traffic(B, m, n, k, dtype, tau).bytes <= 1.3 * ops.traffic_floor(B, m, n, k, dtype, tau)

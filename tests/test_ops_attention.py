@@ -141,7 +141,6 @@ def test_dispatch(monkeypatch):
     (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, c=torch.zeros(2, 4, 96)), r"c must have shape \(2, 1, 96\)"),
     (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, u=torch.zeros(1, 4, 96)), r"u must have shape \(2, 4, 96\)"),
     (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, u=torch.zeros(2, 4, 96, device="meta")), "u is on meta"),
-    (lambda: dict(qkv=torch.zeros(2, 96, 4).transpose(1, 2), num_heads=1), "qkv must have unit stride"),
     (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, scale=math.inf), "scale"),
     (lambda: dict(qkv=torch.zeros(2, 4, 48), num_heads=1), "head dim 16"),  # torch only
 ])
@@ -222,6 +221,14 @@ def test_nn_attention_module_switches_backend():
     module.backend = "torch"
     torch.testing.assert_close(fused, module(h), rtol=1e-5, atol=1e-6)
     assert set(dict(module.named_parameters())) == {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}
+
+
+def test_channel_strided_qkv_matches_dense(poisoned):
+    """A qkv whose channel dim is not unit-stride (a transposed view) is copied once, not refused."""
+    qkv = torch.randn(2, 3 * 64, 9).transpose(1, 2)            # (B, N, 3D) view, channel stride N
+    assert qkv.stride(-1) != 1
+    torch.testing.assert_close(fused_attention(qkv, 2, backend="triton"),
+                               fused_attention(qkv, 2, backend="torch"), rtol=1e-5, atol=1e-5)
 
 
 def test_traffic_model_matches_the_counted_forward():

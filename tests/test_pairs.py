@@ -1,6 +1,7 @@
 """Pair writer (manifest, per-seed regeneration, resume) and the two pair datasets.
 (The torchrun 2-rank pair run is tested together with DDP training in test_train.py.)"""
 import argparse
+import copy
 import json
 
 import pytest
@@ -36,12 +37,19 @@ def test_manifest_and_every_pair_regenerates_from_its_seed(tmp_path):
     assert [s["count"] for s in manifest["shards"]] == [5, 5, 5, 5, 3]
     ds = PairDataset(tmp_path)
     assert len(ds) == 23
+    t64 = copy.deepcopy(teacher)
+    t64.denoiser.double()
     for i in (0, 7, 22):
         z, y = seed_inputs(100 + i, (1, 8, 8), 10)
         latent, image, label = ds[i]
         assert torch.equal(latent, z) and int(label) == y
-        again = teacher.sample(z[None], torch.tensor([y]), num_steps=STEPS).float()[0]
-        assert torch.allclose(image, again, rtol=1e-5, atol=1e-5)
+        # The stored image (batch of 4) against a float64 regeneration from the seed: batch size, thread
+        # count and CPU model change the float32 summation order, so no float32 rerun is a fixed reference.
+        # Bound: each of the 2 * STEPS - 1 float32 network evaluations rounds to a few eps of the image's
+        # magnitude (k = 4 per evaluation; measured <= 7 eps in total here), plus the float32 store.
+        exact = t64.sample(z[None].double(), torch.tensor([y]), num_steps=STEPS)[0]
+        tol = 4 * (2 * STEPS - 1) * torch.finfo(torch.float32).eps * float(exact.abs().max())
+        assert float((image.double() - exact).abs().max()) <= tol
     labels = ds.tensors()[2]
     assert labels.min() >= 0 and labels.max() <= 9 and len(labels.unique()) > 3
 

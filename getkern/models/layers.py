@@ -44,7 +44,9 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        # Token-major and dense: a transposed view would make every later elementwise op keep its
+        # strides, and the residual stream would be copied again at each fused kernel.
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
 
 
 class ClassEmbedding(nn.Module):

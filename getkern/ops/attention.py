@@ -313,9 +313,6 @@ def _check_inputs(qkv, num_heads, c, u, scale) -> None:
                             f"got {t.dtype}")
         if t.device != qkv.device:
             raise ValueError(f"{name} is on {t.device} but qkv is on {qkv.device}")
-        if t.stride(-1) != 1:
-            raise ValueError(f"{name} must have unit stride in its last dim (got strides {t.stride()}); "
-                             "call .contiguous() first")
     if scale is not None and not math.isfinite(scale):
         raise ValueError(f"scale must be a finite float, got {scale!r}")
 
@@ -465,8 +462,8 @@ def fused_attention(qkv: torch.Tensor, num_heads: int, *, c: torch.Tensor | None
     """softmax(q k^T * scale) v per head, with q, k, v split from qkv + c + u.
 
     qkv: (B, N, 3D) fp16/bf16/fp32, token-major (see the module docstring); c: (B, 1, 3D) or None;
-    u: (B, N, 3D) or None; each with unit stride in the last dim (other strides are free, so views
-    such as ``chunk`` outputs need no copy). scale defaults to 1/sqrt(D / num_heads).
+    u: (B, N, 3D) or None; any strides (views such as ``chunk`` outputs need no copy; a last dim
+    that is not unit-stride is copied once). scale defaults to 1/sqrt(D / num_heads).
     Returns (B, N, D) in the promoted dtype of qkv, c, u. Differentiable in qkv, c and u.
     backend: "auto" | "triton" | "torch" (see getkern._backend); Triton needs D / num_heads in
     HEAD_DIMS.
@@ -482,6 +479,8 @@ def fused_attention(qkv: torch.Tensor, num_heads: int, *, c: torch.Tensor | None
     if path == "torch":
         return attention_reference(qkv, num_heads, c, u, scale)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    # The kernels take any row/batch strides; only the channel dim must be dense (else one copy).
+    qkv, c, u = (t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (qkv, c, u))
     return _attention_forward_op(qkv, c, u, num_heads, scale)[0]
 
 

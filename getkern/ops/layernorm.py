@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from getkern._backend import resolve_backend
+from getkern._backend import dense, resolve_backend
 from getkern.ops._triton import jit, tl, triton
 from getkern.ops._aot import AotSpec
 
@@ -241,10 +241,6 @@ def _check_inputs(x, weight, bias, residual) -> None:
             raise TypeError(f"layer_norm: {name} has dtype {t.dtype}, x has {x.dtype}")
         if t.device != x.device:
             raise ValueError(f"layer_norm: {name} is on {t.device}, x is on {x.device}")
-    for name, t in {"x": x, **named}.items():
-        if not t.is_contiguous():
-            raise ValueError(f"layer_norm: {name} must be contiguous for the Triton kernel "
-                             "(call .contiguous() first)")
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6, *,
@@ -267,6 +263,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
         dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
         x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
         residual = residual.to(dtype) if residual is not None else None
+    x, weight, bias, residual = dense(x, weight, bias, residual)
     _check_inputs(x, weight, bias, residual)
     if residual is None:
         return torch.ops.getkern.layer_norm(x, weight, bias, eps)[0]

@@ -24,9 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from getkern._backend import interpreter_enabled, resolve_backend
+from getkern._backend import dense, interpreter_enabled, resolve_backend
 from getkern.ops._triton import jit, tl, triton
-from getkern.ops._aot import AotSpec
 from getkern.ops.layernorm import _layer_norm_backward_op
 from getkern.ops.mlp import (_config, _dot_precision, _epilogue_store, _tile_coords, launch_configs,
                              linear_spec, shapes_aligned, spec_tag)
@@ -235,7 +234,7 @@ _layer_norm_linear_train_op.register_autograd(_backward_layer_norm_linear,
 
 def check_inputs(op: str, ref_name: str, ref: torch.Tensor, expected: dict) -> None:
     """Clear errors naming the argument: ``expected`` maps name -> (tensor, shape); every tensor
-    must have the shape, ref's dtype (fp32/fp16/bf16) and device, and be contiguous."""
+    must have the shape, ref's dtype (fp32/fp16/bf16) and device (callers make them contiguous)."""
     if ref.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{op}: {ref_name} has dtype {ref.dtype}; supported: {SUPPORTED_DTYPES}")
     for name, (t, shape) in expected.items():
@@ -247,9 +246,6 @@ def check_inputs(op: str, ref_name: str, ref: torch.Tensor, expected: dict) -> N
             raise TypeError(f"{op}: {name} has dtype {t.dtype}, {ref_name} has {ref.dtype}")
         if t.device != ref.device:
             raise ValueError(f"{op}: {name} is on {t.device}, {ref_name} is on {ref.device}")
-        if not t.is_contiguous():
-            raise ValueError(f"{op}: {name} must be contiguous for the Triton kernel "
-                             "(call .contiguous() first)")
 
 
 def layer_norm_linear(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
@@ -271,6 +267,7 @@ def layer_norm_linear(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: tor
         dtype = torch.get_autocast_dtype(x.device.type)
         x, norm_weight, norm_bias, weight, bias = (
             t.to(dtype) for t in (x, norm_weight, norm_bias, weight, bias))
+    x, norm_weight, norm_bias, weight, bias = dense(x, norm_weight, norm_bias, weight, bias)
     K = x.shape[-1]
     N = weight.shape[0] if isinstance(weight, torch.Tensor) and weight.dim() == 2 else -1
     check_inputs("layer_norm_linear", "x", x, {

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from getkern._backend import resolve_backend
+from getkern._backend import dense, resolve_backend
 from getkern.ops.layernorm import _layer_norm_backward_op
 from getkern.ops.ln_linear import check_inputs, ln_linear_launch
 from getkern.ops.mlp import _linear, _mlp_backward_op
@@ -110,6 +110,7 @@ def add_layer_norm_mlp(x: torch.Tensor, a: torch.Tensor, norm_weight: torch.Tens
                             f"dtype {dtype} (got {x.dtype}, {a.dtype}); use layer_norm + mlp")
         norm_weight, norm_bias, w1, b1, w2, b2 = (
             t.to(dtype) for t in (norm_weight, norm_bias, w1, b1, w2, b2))
+    x, a, norm_weight, norm_bias, w1, b1, w2, b2 = dense(x, a, norm_weight, norm_bias, w1, b1, w2, b2)
     D = x.shape[-1]
     H = w1.shape[0] if isinstance(w1, torch.Tensor) and w1.dim() == 2 else -1
     check_inputs("add_layer_norm_mlp", "x", x, {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from getkern._backend import interpreter_enabled, resolve_backend
+from getkern._backend import dense, interpreter_enabled, resolve_backend
 from getkern.ops._triton import constexpr, jit, tl, triton
 from getkern.ops._aot import AotSpec
 
@@ -308,10 +308,6 @@ def _check_inputs(h, w1, b1, w2, b2, residual) -> None:
             raise TypeError(f"mlp: {name} has dtype {t.dtype}, h has {h.dtype}")
         if t.device != h.device:
             raise ValueError(f"mlp: {name} is on {t.device}, h is on {h.device}")
-    for name, t in {"h": h, **named}.items():
-        if not t.is_contiguous():
-            raise ValueError(f"mlp: {name} must be contiguous for the Triton kernels "
-                             "(call .contiguous() first)")
 
 
 def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, *,
@@ -331,6 +327,7 @@ def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b
         h, w1, b1, w2, b2 = (t.to(dtype) for t in (h, w1, b1, w2, b2))
         if residual is not None and residual.dtype != dtype:
             return residual + mlp(h, w1, b1, w2, b2, backend=backend)
+    h, w1, b1, w2, b2, residual = dense(h, w1, b1, w2, b2, residual)
     _check_inputs(h, w1, b1, w2, b2, residual)
     tensors = (h, w1, b1, w2, b2, residual)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
