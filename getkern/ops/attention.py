@@ -86,9 +86,9 @@ def _attn_fwd_kernel(QKV, C, U, Out, Lse,
                      HAS_C: tl.constexpr, HAS_U: tl.constexpr, ALIGNED: tl.constexpr,
                      DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     pid_m = tl.program_id(0)  # fastest-varying: the query blocks of one head run together (K/V in L2)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    h = tl.program_id(1)  # heads and batch on axes 1 and 2 (65535 each), not B*H on one
+    b = tl.program_id(2)
+    bh = b.to(tl.int64) * H + h  # int64: B*H*N may pass 2**31 in the lse/delta offsets
     D = H * HEAD_DIM
     DTYPE: tl.constexpr = Out.dtype.element_ty
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -127,9 +127,9 @@ def _attn_fwd_kernel(QKV, C, U, Out, Lse,
 def _attn_bwd_delta_kernel(Out, dOut, Delta, N, H, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     """delta[b, h, n] = sum_d out * dout over head h's channels (both (B, N, D) contiguous)."""
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    h = tl.program_id(1)  # heads and batch on axes 1 and 2 (65535 each), not B*H on one
+    b = tl.program_id(2)
+    bh = b.to(tl.int64) * H + h  # int64: B*H*N may pass 2**31 in the lse/delta offsets
     D = H * HEAD_DIM
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = h * HEAD_DIM + tl.arange(0, HEAD_DIM)
@@ -205,9 +205,9 @@ def _attn_bwd_kernel(QKV, C, U, dOut, Lse, Delta, dQKV,
                      ALIGNED: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Program (j, bh): dk, dv of key rows [j*BLOCK_N1, +BLOCK_N1), then dq of the same query rows."""
     pid = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    h = tl.program_id(1)  # heads and batch on axes 1 and 2 (65535 each), not B*H on one
+    b = tl.program_id(2)
+    bh = b.to(tl.int64) * H + h  # int64: B*H*N may pass 2**31 in the lse/delta offsets
     D = H * HEAD_DIM
     DTYPE: tl.constexpr = dQKV.dtype.element_ty
     qk_scale_log2 = sm_scale * _LOG2E
@@ -357,7 +357,7 @@ def _forward_triton(qkv, c, u, num_heads: int, scale: float):
     out = torch.empty((B, N, D), dtype=dtype, device=qkv.device)
     lse = torch.empty((B, num_heads, N), dtype=torch.float32, device=qkv.device)
     c_arg, u_arg, strides, aligned = _kernel_args(qkv, c, u)
-    grid = (triton.cdiv(N, cfg.fwd_block_m), B * num_heads)
+    grid = (triton.cdiv(N, cfg.fwd_block_m), num_heads, B)
     _attn_fwd_kernel[grid](qkv, c_arg, u_arg, out, lse, *strides, N, num_heads, scale * _LOG2E.value,
                            HEAD_DIM=head_dim, BLOCK_M=cfg.fwd_block_m, BLOCK_N=cfg.fwd_block_n,
                            HAS_C=c is not None, HAS_U=u is not None, ALIGNED=aligned, **_dot_flags(dtype),
@@ -375,11 +375,11 @@ def _backward_triton(dout, qkv, c, u, out, lse, num_heads: int, scale: float):
     if dout.data_ptr() % (16 * dout.element_size()):  # the kernels read dout as an aligned buffer
         dout = dout.clone()
     delta = torch.empty_like(lse)
-    _attn_bwd_delta_kernel[(triton.cdiv(N, cfg.delta_block_m), B * num_heads)](
+    _attn_bwd_delta_kernel[(triton.cdiv(N, cfg.delta_block_m), num_heads, B)](
         out, dout, delta, N, num_heads, HEAD_DIM=head_dim, BLOCK_M=cfg.delta_block_m)
     dqkv = torch.empty((B, N, three_d), dtype=dtype, device=qkv.device)
     c_arg, u_arg, strides, aligned = _kernel_args(qkv, c, u)
-    grid = (triton.cdiv(N, cfg.bwd_block_n1), B * num_heads)
+    grid = (triton.cdiv(N, cfg.bwd_block_n1), num_heads, B)
     _attn_bwd_kernel[grid](qkv, c_arg, u_arg, dout, lse, delta, dqkv, *strides, N, num_heads, scale,
                            HEAD_DIM=head_dim, BLOCK_M1=cfg.bwd_block_m1, BLOCK_N1=cfg.bwd_block_n1,
                            BLOCK_N2=cfg.bwd_block_n2, HAS_C=c is not None, HAS_U=u is not None, ALIGNED=aligned,
