@@ -18,3 +18,22 @@ def test_compiled_sampler_matches_eager_model():
             ref, ref_info = model(noise, y, z0=z0, iters=iters, solver=solver, return_info=True)
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
             assert info["abs_trace"].shape == ref_info["abs_trace"].shape
+
+
+def test_model_compiles_fullgraph_with_auto_solver_and_checks_values_in_eager():
+    """torch.compile(model, fullgraph=True) of inference (PyTorch path; solver "auto", which takes the
+    Python loop while compiling since the C++ loop cannot be traced): no graph break from the input
+    checks (their value checks need the host, so they run in eager mode only), same images."""
+    import pytest
+    torch.manual_seed(0)
+    model = GET(input_size=8, in_channels=1, hidden_size=32, depth=1, num_heads=2, deq_mlp_ratio=2,
+                cond=True, backend="torch", solver_backend="auto").eval()
+    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.2)
+    noise, y, z0 = torch.randn(3, 1, 8, 8), torch.tensor([1, 2, 9]), torch.randn(3, 16, 32)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        out = compiled(noise, y, z0=z0, iters=4, tol=None)
+        ref = model(noise, y, z0=z0, iters=4, tol=None)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="NaN"):
+            model(noise.clone().fill_(float("nan")), y, z0=z0)

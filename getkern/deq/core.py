@@ -34,7 +34,10 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_poi
                 check_every=check_every, backend=backend)
     options = dict(solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau,
                    check_every=check_every)
-    if backend in ("auto", "cpp"):
+    if backend == "cpp" and torch.compiler.is_compiling():
+        raise BackendUnavailable("deq.solve: the C++ loop cannot be traced by torch.compile; use backend='auto' "
+                                 "(the Python loop while compiling) or 'torch'")
+    if backend in ("auto", "cpp") and not torch.compiler.is_compiling():  # compiled: the traceable Python loop
         if cpp_backend.cpp_available(z0.device, build=backend == "cpp"):
             with torch.no_grad():
                 z, info = cpp_backend.solve_cpp(f, z0, **options)

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from getkern.models.inputs import value_checks_enabled
 from getkern.nn import MLP, Attention, LayerNorm
 from getkern.nn.fused_block import fused_prologues_apply, fused_prologues_forward
 
@@ -107,6 +108,8 @@ def check_guidance(model: nn.Module, guidance, batch: int) -> torch.Tensor | Non
     if w.dim() > 1 or (w.dim() == 1 and w.shape[0] != batch):
         raise ValueError(f"guidance must be a number or a ({batch},) tensor, got shape {tuple(w.shape)}")
     w = w.expand(batch)
+    if not value_checks_enabled(w):
+        return w
     wd = w.double()
     slack = 1e-6 * (1 + max(abs(rng[0]), abs(rng[1])))  # float32-rounded weights of the range's ends
     if not bool(torch.isfinite(wd).all()) or float(wd.min()) < rng[0] - slack or float(wd.max()) > rng[1] + slack:
