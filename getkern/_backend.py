@@ -50,17 +50,20 @@ def check_backend_name(backend: str, allowed: tuple[str, ...] = BACKENDS, *, arg
         raise ValueError(f"{arg} must be one of {allowed}, got {backend!r}")
 
 
-def resolve_backend(backend: str, device: torch.device, *, op: str, unsupported: str | None = None) -> str:
+def resolve_backend(backend: str, device: torch.device, *, op: str, unsupported: str | None = None,
+                    slower: bool = False) -> str:
     """Map ``backend`` ("auto"|"triton"|"torch") to the one that runs for tensors on ``device``.
 
     ``unsupported``: why the kernel cannot take these particular inputs (a dtype or size it does not
     implement), or None. "auto" then takes the PyTorch path; an explicit "triton" raises.
+    ``slower``: the kernel runs these inputs but the PyTorch path is expected to be faster (e.g. IEEE
+    fp32 matmuls, where cuBLAS beats Triton's FMA dots): "auto" takes PyTorch, "triton" still runs.
     """
     check_backend_name(backend)
     if backend == "torch":
         return "torch"
     if backend == "auto":
-        return "triton" if triton_can_run(device) and unsupported is None else "torch"
+        return "triton" if triton_can_run(device) and unsupported is None and not slower else "torch"
     if not triton_importable():
         raise BackendUnavailable(f"{op}: backend='triton' requested but triton is not importable")
     if not triton_can_run(device):
@@ -80,3 +83,18 @@ def dense(*tensors):
     Triton paths take strided and channels-last views (one copy) instead of refusing them."""
     return tuple(t.contiguous() if isinstance(t, torch.Tensor) and not t.is_contiguous() else t
                  for t in tensors)
+
+
+def cuda_fp32_matmul_is_tf32() -> bool:
+    """Whether torch runs CUDA fp32 matmuls as TF32, read through the current API
+    (``torch.backends.cuda.matmul.fp32_precision``, then the global ``torch.backends.fp32_precision``;
+    "none" defers to the next level) and, only where neither decides, the legacy
+    ``torch.get_float32_matmul_precision()`` (which raises once the two APIs were mixed)."""
+    for level in (getattr(torch.backends.cuda.matmul, "fp32_precision", None),
+                  getattr(torch.backends, "fp32_precision", None)):
+        if level in ("tf32", "ieee"):
+            return level == "tf32"
+    try:
+        return torch.get_float32_matmul_precision() != "highest"
+    except RuntimeError:
+        return False

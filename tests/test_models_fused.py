@@ -9,6 +9,7 @@ involved (the PyTorch path can be luckier than its rounding on some entries).
 from __future__ import annotations
 
 import copy
+import importlib
 
 import pytest
 import torch
@@ -71,8 +72,15 @@ def run(model, kind, noise, y, w, z0, **kw):
     return model(noise.to(dtype), y, **args, **kw)
 
 
+@pytest.fixture(params=["per_op", "prologue"])
+def block_path(request, monkeypatch):
+    """Both Triton block paths (getkern.nn.fused_block.BLOCK_PATH)."""
+    monkeypatch.setattr("getkern.nn.fused_block.BLOCK_PATH", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_get_inference_on_the_fused_path_matches_float64(kind, poisoned):
+def test_get_inference_on_the_fused_path_matches_float64(kind, block_path, poisoned):
     fused, ref, exact = variants(build(kind))
     noise, y, w, z0 = inputs(kind)
     with torch.no_grad():
@@ -113,14 +121,19 @@ def fpc_loss(outs, target):
 
 @pytest.mark.parametrize("grad", ["unrolled", "phantom", "implicit"])
 @pytest.mark.parametrize("kind", ["uncond", "guided"])
-def test_get_training_gradients_on_the_fused_path_match_float64(kind, grad):
+def test_get_training_gradients_on_the_fused_path_match_float64(kind, grad, monkeypatch):
+    if (kind, grad) == ("guided", "implicit"):  # one gradient case on the other block path too
+        monkeypatch.setattr("getkern.nn.fused_block.BLOCK_PATH", "prologue")
     models = [m.train() for m in variants(build(kind))]
     noise, y, w, z0 = inputs(kind)
     target = torch.randn(noise.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     grads = []
     for model in models:
         dtype = next(model.parameters()).dtype
-        outs = run(model, kind, noise, y, w, z0, iters=3, return_iterates=True, grad=grad)
+        # implicit: 8 adjoint iterations exactly on every path (interpreted kernels are slow; equal counts
+        # keep the three comparable)
+        extra = dict(adjoint_max_iter=8, adjoint_tol=None) if grad == "implicit" else {}
+        outs = run(model, kind, noise, y, w, z0, iters=3, return_iterates=True, grad=grad, **extra)
         fpc_loss(outs, target.to(dtype)).backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
     assert grads[0].keys() == grads[2].keys()
@@ -154,12 +167,12 @@ def test_auto_takes_the_fused_path_and_never_raises_where_torch_runs(monkeypatch
     """Under the interpreter "auto" is the Triton path; float64 (which no kernel takes) and strided noise
     still run; an explicit "triton" on float64 is a clear error."""
     from getkern._backend import BackendUnavailable
-    from getkern.ops import ln_linear
+    mlp_ops = importlib.import_module("getkern.ops.mlp")  # the module (getkern.ops.mlp is also a function)
 
     model = build("cond").set_backend("auto")
     noise, y, _, z0 = inputs("cond")
     calls = []
-    monkeypatch.setattr(ln_linear, "ln_linear_launch", _counting(ln_linear.ln_linear_launch, calls))
+    monkeypatch.setattr(mlp_ops, "_linear", _counting(mlp_ops._linear, calls))  # the MLP's Triton matmul
     with torch.no_grad():
         fused = model(noise, y, z0=z0, tol=None, iters=2)
         assert calls, "auto did not take the fused path under the interpreter"
@@ -177,3 +190,25 @@ def _counting(fn, calls):
         calls.append(1)
         return fn(*args, **kwargs)
     return wrapper
+
+
+def test_fp32_precision_setting_is_read_through_the_current_api():
+    """IEEE fp32 ("highest", torch's default) vs TF32 ("high"), through torch.backends.*.fp32_precision;
+    at IEEE, CUDA fp32 matmuls are handed to cuBLAS under "auto"."""
+    from getkern import _backend
+    mlp_ops = importlib.import_module("getkern.ops.mlp")  # the module (getkern.ops.mlp is also a function)
+
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision  # torch >= 2.9 (the oldest supported torch is 2.11)
+    try:
+        matmul.fp32_precision = "tf32"
+        assert _backend.cuda_fp32_matmul_is_tf32() and mlp_ops._dot_precision(torch.float32) == "tf32"
+        matmul.fp32_precision = "ieee"
+        assert not _backend.cuda_fp32_matmul_is_tf32() and mlp_ops._dot_precision(torch.float32) == "ieee"
+    finally:
+        matmul.fp32_precision = saved
+    assert mlp_ops._dot_precision(torch.bfloat16) == "tf32"
+    x = torch.randn(2, 4)
+    assert not mlp_ops.ieee_fp32_on_cuda(x)  # CPU tensors: the interpreter computes exactly anyway
+    assert _backend.resolve_backend("auto", x.device, op="t", slower=True) == "torch"
+    assert _backend.resolve_backend("triton", x.device, op="t", slower=True) == "triton"

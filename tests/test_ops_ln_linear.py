@@ -43,6 +43,12 @@ def lin_inputs(lead, K, N, dtype, seed=0, offset=0.0):
     return tuple(t.to(dtype) for t in tensors)
 
 
+@pytest.fixture(autouse=True)
+def prologue_block_path(monkeypatch):
+    """Blocks here take the prologue path (getkern.nn.fused_block.BLOCK_PATH; the default is per_op)."""
+    monkeypatch.setattr("getkern.nn.fused_block.BLOCK_PATH", "prologue")
+
+
 def mlp_inputs(lead, D, H, dtype, seed=0):
     r = rand_factory(seed)
     tensors = (r(*lead, D), r(*lead, D), 1 + 0.5 * r(D), 0.5 * r(D), r(H, D) / D ** 0.5,

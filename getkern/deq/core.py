@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from getkern._backend import BackendUnavailable, resolve_backend
+from getkern._backend import BackendUnavailable, resolve_backend, triton_can_run
 from getkern.deq import cpp_backend
 from getkern.deq.anderson import anderson
 from getkern.deq.fixed_point import fixed_point
@@ -38,7 +38,8 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_poi
         raise BackendUnavailable("deq.solve: the C++ loop cannot be traced by torch.compile; use backend='auto' "
                                  "(the Python loop while compiling) or 'torch'")
     if backend in ("auto", "cpp") and not torch.compiler.is_compiling():  # compiled: the traceable Python loop
-        if cpp_backend.cpp_available(z0.device, build=backend == "cpp"):
+        if cpp_backend.cpp_available(z0.device, build=backend == "cpp") and not _fused_anderson_first(
+                backend, solver, z0):
             with torch.no_grad():
                 z, info = cpp_backend.solve_cpp(f, z0, **options)
             return z, info
@@ -67,6 +68,14 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_poi
             z, info = anderson(f_flat, flat, max_iter=max_iter, tol=tol, stop=stop, check_every=check_every,
                                m=m, lam=lam, tau=tau, backend=path)
     return z.view(shape), info
+
+
+def _fused_anderson_first(backend: str, solver: str, z0: Tensor) -> bool:
+    """"auto" on CUDA runs Anderson in the Python loop with the fused Triton passes (3 launches, 1.004x
+    their byte floor) rather than the C++ loop's unfused ATen passes (1.8x the floor's bytes in fp32,
+    5.4x in bf16; docs/anderson.md). Fixed point stays in the C++ loop (no history to move: its
+    launches and host round trips are all there is to save). Reasoning and figures: docs/defaults.md."""
+    return backend == "auto" and solver == "anderson" and z0.is_cuda and triton_can_run(z0.device)
 
 
 def _check_args(f, z0, *, solver, max_iter, tol, stop, m, lam, tau, check_every, backend) -> None:

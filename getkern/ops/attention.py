@@ -31,7 +31,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from getkern._backend import interpreter_enabled, resolve_backend
+from getkern._backend import cuda_fp32_matmul_is_tf32, interpreter_enabled, resolve_backend
 from getkern.ops._triton import constexpr, jit, tl, triton
 from getkern.ops._aot import AotSpec
 
@@ -343,9 +343,11 @@ def _kernel_args(qkv, c, u):
 
 
 def _dot_flags(dtype: torch.dtype) -> dict:
-    """fp32 operands multiply in true fp32 ("ieee"); fp16/bf16 ignore the precision argument."""
+    """fp32 operands follow torch's CUDA fp32 matmul setting ("ieee" unless TF32 is allowed, as for the
+    matmul ops); fp16/bf16 ignore the precision argument (the interpreter's bf16 runs as exact fp32)."""
     interp_bf16 = interpreter_enabled() and dtype == torch.bfloat16
-    return dict(DOT_IN_FP32=interp_bf16, DOT_PRECISION="ieee" if (dtype == torch.float32 or interp_bf16) else "tf32")
+    ieee = interp_bf16 or (dtype == torch.float32 and not cuda_fp32_matmul_is_tf32())
+    return dict(DOT_IN_FP32=interp_bf16, DOT_PRECISION="ieee" if ieee else "tf32")
 
 
 def _forward_triton(qkv, c, u, num_heads: int, scale: float):

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from getkern._backend import dense, interpreter_enabled, resolve_backend
 from getkern.ops._triton import jit, tl, triton
 from getkern.ops.layernorm import _layer_norm_backward_op
-from getkern.ops.mlp import (_config, _dot_precision, _epilogue_store, _tile_coords, launch_configs,
-                             linear_spec, shapes_aligned, spec_tag)
+from getkern.ops.mlp import (_config, _dot_precision, _epilogue_store, _tile_coords, ieee_fp32_on_cuda,
+                             launch_configs, linear_spec, shapes_aligned, spec_tag)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -260,7 +260,8 @@ def layer_norm_linear(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: tor
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] == 0:
         raise ValueError("layer_norm_linear: x must be a tensor of shape (..., K) with K > 0")
     unsupported = "float64 (PyTorch path only)" if x.dtype == torch.float64 else None
-    path = resolve_backend(backend, x.device, op="layer_norm_linear", unsupported=unsupported)
+    path = resolve_backend(backend, x.device, op="layer_norm_linear", unsupported=unsupported,
+                           slower=ieee_fp32_on_cuda(x))
     if path == "torch":
         return F.linear(F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps), weight, bias)
     if torch.is_autocast_enabled(x.device.type):  # autocast does not touch custom ops

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from getkern._backend import dense, resolve_backend
 from getkern.ops.layernorm import _layer_norm_backward_op
 from getkern.ops.ln_linear import check_inputs, ln_linear_launch
-from getkern.ops.mlp import _linear, _mlp_backward_op
+from getkern.ops.mlp import _linear, _mlp_backward_op, ieee_fp32_on_cuda
 
 
 def _forward(x, a, norm_weight, norm_bias, w1, b1, w2, b2, eps, train: bool):
@@ -98,7 +98,8 @@ def add_layer_norm_mlp(x: torch.Tensor, a: torch.Tensor, norm_weight: torch.Tens
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] == 0:
         raise ValueError("add_layer_norm_mlp: x must be a tensor of shape (..., D) with D > 0")
     unsupported = "float64 (PyTorch path only)" if x.dtype == torch.float64 else None
-    path = resolve_backend(backend, x.device, op="add_layer_norm_mlp", unsupported=unsupported)
+    path = resolve_backend(backend, x.device, op="add_layer_norm_mlp", unsupported=unsupported,
+                           slower=ieee_fp32_on_cuda(x))
     if path == "torch":
         s = x + a
         h = F.layer_norm(s, s.shape[-1:], norm_weight, norm_bias, eps)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from getkern._backend import dense, interpreter_enabled, resolve_backend
+from getkern._backend import cuda_fp32_matmul_is_tf32, dense, interpreter_enabled, resolve_backend
 from getkern.ops._triton import constexpr, jit, tl, triton
 from getkern.ops._aot import AotSpec
 
@@ -160,11 +160,17 @@ def _config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False) -> 
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs follow torch's own matmul setting (IEEE by default, TF32 if the user allowed it),
+    """fp32 inputs follow torch's own matmul setting (IEEE by default, TF32 once the user allows it),
     so the Triton path matches F.linear; 16-bit inputs go to the tensor cores as they are."""
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+    if dtype == torch.float32 and not cuda_fp32_matmul_is_tf32():
         return "ieee"
     return "tf32"
+
+
+def ieee_fp32_on_cuda(x: torch.Tensor) -> bool:
+    """fp32 CUDA matmuls at torch's "highest" precision: Triton would run them as FMA dots at about half
+    cuBLAS' fp32 rate (docs/layernorm_mlp.md), so "auto" hands these to torch."""
+    return x.is_cuda and x.dtype == torch.float32 and _dot_precision(x.dtype) == "ieee"
 
 
 def _linear(a2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, *, epilogue: str,
@@ -316,7 +322,7 @@ def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b
     w2: (D, H); b2: (D,). One dtype (fp32, fp16 or bf16) and device for all; fp32 accumulation.
     Under autocast, h and the parameters are cast to the autocast dtype first (as for F.linear)."""
     unsupported = "float64 (PyTorch path only)" if h.dtype == torch.float64 else None
-    path = resolve_backend(backend, h.device, op="mlp", unsupported=unsupported)
+    path = resolve_backend(backend, h.device, op="mlp", unsupported=unsupported, slower=ieee_fp32_on_cuda(h))
     if path == "torch":
         out = F.linear(F.gelu(F.linear(h, w1, b1)), w2, b2)
         return out if residual is None else residual + out
