@@ -65,7 +65,8 @@ def resolve_backend(backend: str, device: torch.device, *, op: str, unsupported:
     if backend == "auto":
         return "triton" if triton_can_run(device) and unsupported is None and not slower else "torch"
     if not triton_importable():
-        raise BackendUnavailable(f"{op}: backend='triton' requested but triton is not importable")
+        raise BackendUnavailable(f"{op}: backend='triton' requested but triton is not importable (the triton package is "
+                                 "not installed: pip install triton, Linux x86-64; or use backend='torch')")
     if not triton_can_run(device):
         raise BackendUnavailable(
             f"{op}: backend='triton' cannot run on {device.type} tensors without a GPU; "
