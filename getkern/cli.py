@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMANDS = ("demo", "pairs", "train", "sample", "profile", "fid_stats", "build_ext")
+COMMANDS = ("demo", "pairs", "train", "sample", "profile", "fid_stats", "build_ext", "gpu_validate")
 
 
 def build_parser() -> argparse.ArgumentParser:
