@@ -1,6 +1,8 @@
 """The code-generation gate on demo kernels defined here: it must pass good kernels and fail a spilling
 kernel and a tl.dot kernel without tensor-core instructions. The full gate over getkern's own kernels
 runs separately (`make gpu-check`, a few minutes)."""
+import dataclasses
+import importlib
 import sys
 import textwrap
 from pathlib import Path
@@ -9,7 +11,7 @@ import pytest
 import triton
 import triton.language as tl
 
-from getkern.ops._aot import AotSpec
+from getkern.ops._aot import AotSpec, distinct_specializations, jit_launch
 from getkern.tools import gpu_check
 
 THIS = str(Path(__file__).resolve())
@@ -64,9 +66,9 @@ def _demo_spill(X, Y, BLOCK: tl.constexpr):
 def good_specs():
     mm = {"A": "*bf16", "B": "*bf16", "C": "*bf16", "M": "i32", "N": "i32", "K": "i32"}
     yield AotSpec("demo_matmul[bf16,64x64x32]", _demo_matmul, mm, {"BM": 64, "BN": 64, "BK": 32},
-                  num_warps=4, num_stages=2, uses_dot=True)
+                  num_warps=4, num_stages=2, uses_dot=True, values={"M": 4096, "N": 768, "K": 768})
     yield AotSpec("demo_add[bf16]", _demo_add, {"X": "*bf16", "Y": "*bf16", "Z": "*bf16", "n": "i32"},
-                  {"BLOCK": 1024}, num_warps=4)
+                  {"BLOCK": 1024}, num_warps=4, values={"n": 1000})
 
 
 def bad_specs():
@@ -190,10 +192,101 @@ def test_getkern_ops_specs_are_valid_and_cover_every_kernel():
 
 
 def test_identical_compilations_are_compiled_once():
-    """Two specs that differ only in name (one config chosen for two widths) share one compilation."""
+    """Two specs that differ only in name (one config chosen for two widths) share one compilation;
+    a size the JIT specialises differently (n not a multiple of 16, n = 1) is a compilation of its own."""
     sig = {"X": "*bf16", "Y": "*bf16", "Z": "*bf16", "n": "i32"}
-    a = AotSpec("add[D=384]", _demo_add, sig, {"BLOCK": 512})
-    b = AotSpec("add[D=512]", _demo_add, sig, {"BLOCK": 512})
-    c = AotSpec("add[D=768]", _demo_add, sig, {"BLOCK": 1024})
+    a = AotSpec("add[D=384]", _demo_add, sig, {"BLOCK": 512}, values={"n": 384 * 256})
+    b = AotSpec("add[D=512]", _demo_add, sig, {"BLOCK": 512}, values={"n": 512 * 256})
+    c = AotSpec("add[D=768]", _demo_add, sig, {"BLOCK": 1024}, values={"n": 768 * 256})
     assert gpu_check._compile_key(a, 90) == gpu_check._compile_key(b, 90)
     assert len({gpu_check._compile_key(s, cc) for s in (a, b, c) for cc in (80, 90)}) == 4
+    odd = dataclasses.replace(a, values={"n": 1000})
+    one = dataclasses.replace(a, values={"n": 1})
+    assert len({gpu_check._compile_key(s, 90) for s in (a, odd, one)}) == 3
+    # One name per GET size in, one spec per distinct specialisation out, tagged where they differ.
+    names = [s.name for s in distinct_specializations([a, dataclasses.replace(b, name=a.name), odd, one])]
+    assert names == ["add[D=384,n%16=0]", "add[D=384,n%16>0]", "add[D=384,n=1]"]
+    signature, _, attrs, _ = jit_launch(one)
+    assert signature["n"] == "constexpr" and signature["X"] == "*bf16"
+    assert {k: v for k, v in attrs.items() if v} == {(i,): [["tt.divisibility", 16]] for i in range(3)}
+
+
+def _record_launches(monkeypatch, module, kernel_name: str) -> list:
+    """Replace module.<kernel_name> by a recorder of the (args, kwargs) of each launch."""
+    launches = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append((args, kwargs))
+
+    monkeypatch.setattr(module, kernel_name, Recorder())
+    monkeypatch.setattr(module, "interpreter_enabled", lambda: False)  # the GPU configs, as on CUDA
+    return launches
+
+
+def _jit_specialization(kernel, args, kwargs, cc=90):
+    """What Triton's JIT hands to ASTSource for this launch, by its own code: the binder that
+    JITFunction.run calls, then JITFunction._pack_args; attrs without the empty entries. (Under
+    TRITON_INTERPRET=1 the kernel is an InterpretedFunction: the JITFunction of the same function.)"""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import JITFunction, create_function_from_signature
+    if not isinstance(kernel, JITFunction):
+        kernel = JITFunction(kernel.fn, **kernel.kwargs)
+    backend = make_backend(GPUTarget("cuda", cc, 32))
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*args, **kwargs)
+    _, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, specialization, options)
+    return signature, constexprs, {k: v for k, v in attrs.items() if v}
+
+
+def _assert_launches_are_specs(kernel, launches, specs):
+    """Every recorded launch specialises exactly as some spec of the kernel with its config does."""
+    assert launches
+    for args, kwargs in launches:
+        real = _jit_specialization(kernel, args, kwargs)
+        candidates = [s for s in specs if s.kernel is kernel and s.num_warps == kwargs.get("num_warps", 4)
+                      and s.num_stages == kwargs.get("num_stages", 3)
+                      and all(kwargs.get(k, v) == v for k, v in s.constexprs.items())
+                      and s.signature[kernel.arg_names[0]] == real[0][kernel.arg_names[0]]]
+        assert candidates, f"no spec for the launch {kwargs}"
+        from_specs = []
+        for spec in candidates:
+            signature, constexprs, attrs, _ = jit_launch(spec)
+            from_specs.append((signature, constexprs, {k: v for k, v in attrs.items() if v}))
+        assert real in from_specs, (real, [s.name for s in candidates])
+
+
+@pytest.mark.parametrize("dtype,tf32", [("bfloat16", True), ("float32", True), ("float32", False)])
+def test_mlp_spec_attrs_are_the_jits_for_real_tensors(monkeypatch, dtype, tf32):
+    """The MLP launches of GET-B at patch 8 (D = 768, hidden 3072, 16 tokens), forward with and without
+    the kept pre-activation and the backward's GELU-grad launch, with the CPU tensors the dispatcher
+    builds: the JIT's own specialisation of them equals the one the gate compiles for their spec."""
+    import torch
+    mlp = importlib.import_module("getkern.ops.mlp")
+    kernel, specs = mlp._linear_kernel, list(mlp.aot_specs())
+    launches = _record_launches(monkeypatch, mlp, "_linear_kernel")
+    monkeypatch.setattr(mlp, "cuda_fp32_matmul_is_tf32", lambda: tf32)
+    dt = getattr(torch, dtype)
+    B, N, D, H = 1, 16, 768, 3072
+    h, residual = torch.randn(B, N, D, dtype=dt), torch.randn(B, N, D, dtype=dt)
+    w1, b1, w2, b2 = (torch.randn(*shape, dtype=dt) for shape in ((H, D), (H,), (D, H), (D,)))
+    mlp._forward(h, w1, b1, w2, b2, None, keep_pre=False)
+    _, _, pre = mlp._forward(h, w1, b1, w2, b2, residual, keep_pre=True)
+    mlp._linear(h.reshape(-1, D), w2.t(), None, epilogue="gelu_grad", pre=pre)  # as _mlp_backward_op
+    assert len(launches) == 5
+    assert {kw["DOT_PRECISION"] for _, kw in launches} == {"tf32" if tf32 or dt != torch.float32 else "ieee"}
+    _assert_launches_are_specs(kernel, launches, specs)
+
+
+@pytest.mark.parametrize("D,heads", [(768, 12), (1024, 16)])
+def test_attention_spec_attrs_are_the_jits_for_real_tensors(monkeypatch, D, heads):
+    """GET-B (12 heads) and ViT-L (16 heads: H a multiple of 16, a variant of its own) at 64 tokens,
+    with c and u: the JIT's specialisation of the dispatcher's launches is one the gate compiles."""
+    import torch
+    attn = importlib.import_module("getkern.ops.attention")
+    kernel, specs = attn._attn_fwd_kernel, list(attn.aot_specs())
+    launches = _record_launches(monkeypatch, attn, "_attn_fwd_kernel")
+    qkv, c, u = torch.randn(2, 64, 3 * D), torch.randn(2, 1, 3 * D), torch.randn(2, 64, 3 * D)
+    attn._forward_triton(qkv.half(), c.half(), u.half(), heads, 0.125)
+    _assert_launches_are_specs(kernel, launches, specs)

@@ -29,7 +29,7 @@ import torch
 
 from getkern._backend import resolve_backend
 from getkern.ops._triton import jit, tl, triton
-from getkern.ops._aot import AotSpec
+from getkern.ops._aot import GET_TOKENS, AotSpec, distinct_specializations
 from getkern.tools.traffic import Traffic
 
 
@@ -340,28 +340,39 @@ _PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
 def aot_specs():
     """Every kernel configuration the launchers above choose for history sizes m = 1..8: the record
     stream kernel per state dtype and tile shape, the mix kernel per state dtype, damped or not, and
-    the finish kernel once (it only sees fp32)."""
-    tiles = sorted({_stream_config(m) for m in range(1, 9)})
+    the finish kernel once (it only sees fp32). Values: every ring position (slot, valid) of every m,
+    at the state sizes n = tokens x D of GET (m, slot, valid and nchunks are not specialised on)."""
+    from getkern.ops.mlp import GET_DIMS
+    sizes = [t * D for t in GET_TOKENS for D in GET_DIMS]
+    launches = ([(n, 8, 0, 1) for n in sizes]
+                + [(sizes[0], m, k % m, min(k + 1, m)) for m in range(1, 9) for k in range(m + 1)])
+    specs = []
     for dtype, ptr in _PTR.items():
         name = str(dtype).removeprefix("torch.")
-        for rows, block in tiles:
-            yield AotSpec(
+        for n, m, slot, valid in launches:
+            rows, block = _stream_config(m)
+            specs.append(AotSpec(
                 name=f"anderson_record_stream[{name},rows={rows},block={block}]", kernel=_record_stream_kernel,
                 signature={"fz_ptr": ptr, "z_ptr": ptr, "F_ptr": ptr, "G_ptr": ptr, "part_ptr": "*fp32",
                            "n": "i32", "m": "i32", "slot": "i32", "valid": "i32",
                            "ROWS": "constexpr", "BLOCK": "constexpr"},
-                constexprs={"ROWS": rows, "BLOCK": block}, num_warps=NUM_WARPS)
+                constexprs={"ROWS": rows, "BLOCK": block}, num_warps=NUM_WARPS,
+                values={"n": n, "m": m, "slot": slot, "valid": valid}))
         for damped in (False, True):
-            yield AotSpec(
+            specs += [AotSpec(
                 name=f"anderson_mix[{name},damped={damped}]", kernel=_mix_kernel,
                 signature={"F_ptr": ptr, "G_ptr": ptr, "alpha_ptr": "*fp32", "res_ptr": "*fp32",
                            "best_ptr": ptr, "best_res_ptr": "*fp32", "ticket_ptr": "*i32", "out_ptr": ptr,
                            "n": "i32", "m": "i32", "slot": "i32", "valid": "i32", "one_minus_tau": "fp32",
                            "DAMPED": "constexpr", "BLOCK": "constexpr"},
-                constexprs={"DAMPED": damped, "BLOCK": BLOCK}, num_warps=NUM_WARPS)
-    yield AotSpec(
+                constexprs={"DAMPED": damped, "BLOCK": BLOCK}, num_warps=NUM_WARPS,
+                values={"n": n, "m": m, "slot": slot, "valid": valid}) for n, m, slot, valid in launches]
+    specs += [AotSpec(
         name="anderson_record_finish", kernel=_record_finish_kernel,
         signature={"part_ptr": "*fp32", "gram_ptr": "*fp32", "abs_ptr": "*fp32", "rel_ptr": "*fp32",
                    "nchunks": "i32", "m": "i32", "slot": "i32", "valid": "i32", "rel_eps": "fp32",
                    "ROWS": "constexpr", "COLS": "constexpr"},
-        constexprs={"ROWS": FINISH_ROWS, "COLS": FINISH_COLS}, num_warps=NUM_WARPS)
+        constexprs={"ROWS": FINISH_ROWS, "COLS": FINISH_COLS}, num_warps=NUM_WARPS,
+        values={"nchunks": triton.cdiv(n, _stream_config(m)[1]), "m": m, "slot": slot, "valid": valid})
+        for n, m, slot, valid in launches]
+    yield from distinct_specializations(specs)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from getkern._backend import cuda_fp32_matmul_is_tf32, interpreter_enabled, resolve_backend
 from getkern.ops._triton import constexpr, jit, tl, triton
-from getkern.ops._aot import AotSpec
+from getkern.ops._aot import GET_TOKENS, AotSpec, distinct_specializations
 
 HEAD_DIMS = (32, 64, 128)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)          # the Triton kernels
@@ -251,9 +251,11 @@ class AttentionConfig:
 INTERPRETER_ARCH = (9, 0)  # the interpreter runs the sm_90 tiles: the largest, so the fewest steps
 
 
-def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int]) -> AttentionConfig:
+def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int],
+                     precision: str | None = None) -> AttentionConfig:
     """The launch configuration for ``head_dim`` in HEAD_DIMS, compute ``dtype`` and GPU ``arch``
-    (compute capability; the interpreter uses INTERPRETER_ARCH).
+    (compute capability; the interpreter uses INTERPRETER_ARCH); ``precision``: the DOT_PRECISION of
+    fp32 inputs ("ieee" or "tf32"; default: what _dot_flags passes under torch's current setting).
 
     Rule (each case compiled for sm_80 and sm_90 by getkern.tools.gpu_check with zero spills; figures
     in docs/attention.md). The K/V tiles pass through registers (c and u are added on load), so
@@ -262,23 +264,30 @@ def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int]) -
       for head dims 32/64 (at GET's N = 256 one program per head: K/V read once), 128 x 64 at 128;
       backward 128 key rows per program with 32-row steps on 8 warps; at head dim 128 only 16-row
       tiles on 4 warps fit (mma.sync, not wgmma).
-    - sm_80 (mma.sync): forward 128 x 64 on 8 warps (128 x 16 at head dim 128); backward 16-row
-      steps on 4 warps with 64 / 32 / 16 key rows per program at head dim 32 / 64 / 128.
-    - fp32 inputs use ieee dots (CUDA-core FMA, whose operand layouts replicate rows across threads):
-      32 x 16 forward tiles, 16-row backward tiles, 8 warps, no pipelining, on every arch.
+    - sm_80 (mma.sync): forward 128 query rows on 8 warps with 64 / 32 / 16 keys per step at head
+      dim 32 / 64 / 128 (128 x 64 at head dim 64 spills 268 B in bf16 with c and u under the JIT's
+      argument specialisation); backward 16-row steps on 4 warps with 64 / 32 / 16 key rows per
+      program at head dim 32 / 64 / 128.
+    - fp32 inputs: ieee dots (CUDA-core FMA, whose operand layouts replicate rows across threads) or
+      TF32 dots: 32 x 16 forward tiles, 16-row backward steps with 16 key rows per program (32 with
+      TF32: 16 spills on sm_80 at head dim 128 and sm_90 at 64), 8 warps, no pipelining (in the ieee
+      backward at head dim 64 two stages: one spills 12 B on sm_80 under triton 3.9), every arch.
     """
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"head_dim must be one of {HEAD_DIMS}, got {head_dim}")
     if dtype == torch.float32:
+        tf32 = (precision or _dot_flags(dtype)["DOT_PRECISION"]) == "tf32"
         return AttentionConfig(fwd_block_m=32, fwd_block_n=16, fwd_warps=8, fwd_stages=1, bwd_block_m1=16,
-                               bwd_block_n1=16, bwd_block_n2=16, bwd_warps=8, bwd_stages=1)
+                               bwd_block_n1=32 if tf32 else 16, bwd_block_n2=16, bwd_warps=8,
+                               bwd_stages=2 if head_dim == 64 and not tf32 else 1)
     big = head_dim == 128
     if arch[0] >= 9:
         return AttentionConfig(fwd_block_m=128 if big else 256, fwd_block_n=64, fwd_warps=8,
                                fwd_stages=2 if big else 3, bwd_block_m1=16 if big else 32,
                                bwd_block_n1=16 if big else 128, bwd_block_n2=16 if big else 32,
                                bwd_warps=4 if big else 8, bwd_stages=2)
-    return AttentionConfig(fwd_block_m=128, fwd_block_n=16 if big else 64, fwd_warps=8, fwd_stages=2,
+    return AttentionConfig(fwd_block_m=128, fwd_block_n={32: 64, 64: 32, 128: 16}[head_dim], fwd_warps=8,
+                           fwd_stages=2,
                            bwd_block_m1=16, bwd_block_n1={32: 64, 64: 32, 128: 16}[head_dim], bwd_block_n2=16,
                            bwd_warps=4, bwd_stages=2)
 
@@ -538,23 +547,45 @@ _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "
 AOT_ARCHS = ((8, 0), (9, 0))
 
 
+# (compute dtype, DOT_PRECISION) pairs _dot_flags can pass: fp32 runs IEEE dots under torch's default
+# "highest" fp32 matmul precision and TF32 dots (tensor cores) once torch allows TF32.
+_AOT_PRECISIONS = ((torch.float16, "tf32"), (torch.bfloat16, "tf32"), (torch.float32, "ieee"),
+                   (torch.float32, "tf32"))
+# Head counts of the GET and ViT configs (getkern/models/configs.py), taken at every head dim: with
+# GET_TOKENS, the (N, H) the kernels get at GET sizes. H = 16 (ViT-L) is a multiple of 16, which the JIT
+# specialises on: a binary of its own.
+GET_HEADS = (4, 6, 8, 12, 16)
+
+
+def _aot_values(N: int, H: int, head_dim: int, has_c: bool, has_u: bool) -> dict[str, int]:
+    """The ints _forward_triton / _backward_triton pass for fresh (B, N, 3D) qkv and u, (B, 1, 3D) c."""
+    three_d = 3 * H * head_dim
+    return {"stride_qkv_b": N * three_d, "stride_qkv_n": three_d, "stride_c_b": three_d if has_c else 0,
+            "stride_u_b": N * three_d if has_u else 0, "stride_u_n": three_d if has_u else 0, "N": N, "H": H}
+
+
 def aot_specs() -> Iterator[AotSpec]:
     """Every kernel configuration attention_config can choose, for sm_80 and sm_90 (one spec per arch),
-    with c and u both present and both absent (the other two mixes load a subset of the same tiles)."""
+    fp16, bf16 and fp32 (IEEE and TF32 dots), with c and u both present and both absent (the other two
+    mixes load a subset of the same tiles), once per JIT specialisation the GET sizes (GET_TOKENS x
+    GET_HEADS) give."""
+    specs = []
     for arch in AOT_ARCHS:
-        for dtype, ty in _TRITON_DTYPE.items():
-            dots = dtype != torch.float32  # fp32 uses ieee dots: FMA, not tensor cores
-            precision = "ieee" if dtype == torch.float32 else "tf32"
+        for dtype, precision in _AOT_PRECISIONS:
+            ty = _TRITON_DTYPE[dtype]
+            dots = dtype != torch.float32 or precision == "tf32"  # fp32 ieee dots: FMA, not tensor cores
             for head_dim in HEAD_DIMS:
-                cfg = attention_config(head_dim, dtype, arch)
+                cfg = attention_config(head_dim, dtype, arch, precision)
                 tag = f"sm{arch[0]}{arch[1]},hd={head_dim},{ty}"
+                dot_tag = f"{tag},{precision}" if dtype == torch.float32 else tag
                 cc = (arch[0] * 10 + arch[1],)
-                yield AotSpec(
+                sizes = [(N, H) for H in GET_HEADS for N in GET_TOKENS]
+                specs += [AotSpec(
                     name=f"attention_bwd_delta[{tag}]", kernel=_attn_bwd_delta_kernel,
                     signature={"Out": f"*{ty}", "dOut": f"*{ty}", "Delta": "*fp32", "N": "i32", "H": "i32",
                                "HEAD_DIM": "constexpr", "BLOCK_M": "constexpr"},
                     constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.delta_block_m}, num_warps=4, num_stages=1,
-                    archs=cc)
+                    archs=cc, values={"N": N, "H": H}) for N, H in sizes]
                 for has_c, has_u in ((True, True), (False, False)):
                     common_sig = {"QKV": f"*{ty}", "C": f"*{ty}", "U": f"*{ty}"}
                     stride_sig = {s: "i32" for s in ("stride_qkv_b", "stride_qkv_n", "stride_c_b",
@@ -562,21 +593,24 @@ def aot_specs() -> Iterator[AotSpec]:
                     flags = {"HAS_C": has_c, "HAS_U": has_u, "ALIGNED": True, "DOT_IN_FP32": False,
                              "DOT_PRECISION": precision}
                     inj = f"{'c' if has_c else ''}{'u' if has_u else ''}" or "none"
-                    yield AotSpec(
-                        name=f"attention_fwd[{tag},inj={inj}]", kernel=_attn_fwd_kernel,
+                    specs += [AotSpec(
+                        name=f"attention_fwd[{dot_tag},inj={inj}]", kernel=_attn_fwd_kernel,
                         signature={**common_sig, "Out": f"*{ty}", "Lse": "*fp32", **stride_sig, "N": "i32",
                                    "H": "i32", "qk_scale_log2": "fp32",
                                    **{k: "constexpr" for k in ("HEAD_DIM", "BLOCK_M", "BLOCK_N", *flags)}},
                         constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.fwd_block_m, "BLOCK_N": cfg.fwd_block_n,
                                     **flags},
-                        num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages, uses_dot=dots, archs=cc)
-                    yield AotSpec(
-                        name=f"attention_bwd[{tag},inj={inj}]", kernel=_attn_bwd_kernel,
+                        num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages, uses_dot=dots, archs=cc,
+                        values=_aot_values(N, H, head_dim, has_c, has_u)) for N, H in sizes]
+                    specs += [AotSpec(
+                        name=f"attention_bwd[{dot_tag},inj={inj}]", kernel=_attn_bwd_kernel,
                         signature={**common_sig, "dOut": f"*{ty}", "Lse": "*fp32", "Delta": "*fp32",
                                    "dQKV": f"*{ty}", **stride_sig, "N": "i32", "H": "i32", "sm_scale": "fp32",
                                    **{k: "constexpr" for k in ("HEAD_DIM", "BLOCK_M1", "BLOCK_N1", "BLOCK_N2",
                                                                *flags)}},
                         constexprs={"HEAD_DIM": head_dim, "BLOCK_M1": cfg.bwd_block_m1,
                                     "BLOCK_N1": cfg.bwd_block_n1, "BLOCK_N2": cfg.bwd_block_n2, **flags},
-                        num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages, uses_dot=dots, archs=cc)
+                        num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages, uses_dot=dots, archs=cc,
+                        values=_aot_values(N, H, head_dim, has_c, has_u)) for N, H in sizes]
+    yield from distinct_specializations(specs)
 

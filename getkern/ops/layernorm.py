@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from getkern._backend import dense, resolve_backend
 from getkern.ops._triton import jit, tl, triton
-from getkern.ops._aot import AotSpec
+from getkern.ops._aot import GET_BATCH, GET_TOKENS, AotSpec, distinct_specializations
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -279,9 +279,11 @@ GET_DIMS = (256, 384, 512, 768)
 
 
 def aot_specs():
-    """Every LayerNorm kernel config the dispatcher picks at GET widths, for fp16 and bf16. Widths
-    that share a config (384 and 512 both tile as BLOCK_D = 512) share one spec."""
-    for dtype in ("fp16", "bf16"):
+    """Every LayerNorm kernel config the dispatcher picks at GET widths, for fp16, bf16 and fp32
+    (GET.from_config(...).cuda() runs fp32). Widths that share a config (384 and 512 both tile as
+    BLOCK_D = 512) and specialise alike (values: M = GET_BATCH x tokens rows, D) share one spec."""
+    specs = []
+    for dtype in ("fp16", "bf16", "fp32"):
         p = f"*{dtype}"
         kernels = (  # (name, kernel, config rule, flag's name in the spec, flag argument, args)
             ("layer_norm_fwd", _ln_fwd_kernel, _fwd_config, "residual", "HAS_RESIDUAL",
@@ -298,7 +300,9 @@ def aot_specs():
             for (block_m, block_d, num_warps), dims in widths_of.items():
                 for flag in (False, True):
                     constexprs = {flag_arg: flag, "BLOCK_M": block_m, "BLOCK_D": block_d}
-                    yield AotSpec(
+                    specs += [AotSpec(
                         name=f"{name}[D={'/'.join(map(str, dims))},{dtype},{flag_name}={flag}]",
                         kernel=kernel, signature={**args, **{k: "constexpr" for k in constexprs}},
-                        constexprs=constexprs, num_warps=num_warps)
+                        constexprs=constexprs, num_warps=num_warps, values={"M": GET_BATCH * tokens, "D": D})
+                        for D in dims for tokens in GET_TOKENS]
+    yield from distinct_specializations(specs)

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from getkern._backend import dense, interpreter_enabled, resolve_backend
 from getkern.ops._triton import jit, tl, triton
 from getkern.ops.layernorm import _layer_norm_backward_op
-from getkern.ops.mlp import (_config, _dot_precision, _epilogue_store, _tile_coords, ieee_fp32_on_cuda,
-                             launch_configs, linear_spec, shapes_aligned, spec_tag)
+from getkern.ops._aot import distinct_specializations
+from getkern.ops.mlp import (AOT_DTYPES, _config, _dot_precision, _epilogue_store, _tile_coords,
+                             ieee_fp32_on_cuda, launch_sizes, linear_spec, shapes_aligned, spec_tag)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -297,17 +298,22 @@ _LAUNCHES = (
 
 
 def aot_specs():
-    """Every config the dispatcher picks at GET sizes (mlp.GET_DIMS x mlp.GET_MLP_RATIOS),
-    fp16 and bf16, inference and training (STORE_NORMED, and STORE_PRE for fc1; 128x64 tiles),
-    with every (tile, ALIGNED) pair some (D, ratio) takes."""
-    for torch_dtype, dtype in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+    """Every config the dispatcher picks at GET sizes (mlp.launch_sizes: mlp.GET_DIMS x
+    mlp.GET_MLP_RATIOS), fp16, bf16 and fp32 (TF32 and IEEE, mlp.AOT_DTYPES), inference and training
+    (STORE_NORMED, and STORE_PRE for fc1; 64-row tiles), with every (tile, ALIGNED, JIT
+    specialisation) some GET size takes; values: the M, N, K that ln_linear_launch passes."""
+    specs = []
+    for torch_dtype, dtype, precision in AOT_DTYPES:
+        dtype_tag = f"{dtype},{precision}" if torch_dtype == torch.float32 else dtype
         for name, add_input, epilogue, k_n in _LAUNCHES:
             for train in (False, True):
-                for cfg, aligned in launch_configs(torch_dtype, epilogue, k_n, narrow=train):
+                for cfg, aligned, M, K, N in launch_sizes(torch_dtype, epilogue, k_n, train, precision):
                     constexprs = {"ADD_INPUT": add_input, "EPILOGUE": epilogue, "HAS_BIAS": True,
                                   "STORE_PRE": train and epilogue == "gelu", "STORE_NORMED": train,
-                                  "UPCAST": False, "DOT_PRECISION": "tf32", "ALIGNED": aligned}
-                    tag = spec_tag(dtype, cfg, aligned) + (",train" if train else "")
-                    yield linear_spec(f"ln_linear_{name}[{tag}]", _ln_linear_kernel, _ARGS, dtype,
-                                      cfg, constexprs)
+                                  "UPCAST": False, "DOT_PRECISION": precision, "ALIGNED": aligned}
+                    tag = spec_tag(dtype_tag, cfg, aligned) + (",train" if train else "")
+                    specs.append(linear_spec(f"ln_linear_{name}[{tag}]", _ln_linear_kernel, _ARGS, dtype,
+                                             cfg, constexprs, {"M": M, "N": N, "K": K},
+                                             uses_dot=precision != "ieee" or torch_dtype != torch.float32))
+    yield from distinct_specializations(specs)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from getkern._backend import cuda_fp32_matmul_is_tf32, dense, interpreter_enabled, resolve_backend
 from getkern.ops._triton import constexpr, jit, tl, triton
-from getkern.ops._aot import AotSpec
+from getkern.ops._aot import GET_BATCH, GET_TOKENS, AotSpec, distinct_specializations
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -133,10 +133,12 @@ def _linear_kernel(A, W, BIAS, RES, RES2, PRE, C, M, N, K, stride_wn, stride_wk,
 #                     Launch configuration (one rule, documented)               #
 #################################################################################
 
-def _gpu_config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False) -> dict:
+def _gpu_config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False,
+                precision: str = "tf32") -> dict:
     """Tile config on a GPU for an (M, N) output: 128x128 tiles (8 warps, 64 fp32 accumulators per
-    thread), BLOCK_K 64 for 16-bit inputs and 32 for fp32, so 3 stages take at most 96 KiB of shared
-    memory on sm_80 and sm_90. Smaller tiles where 128x128 would spill:
+    thread), BLOCK_K 64 for 16-bit inputs and 32 for fp32 (16 for fp32 at ``precision`` "ieee": its
+    FMA dots hold both operand tiles in registers, and BLOCK_K 32 spills on sm_80), so 3 stages take
+    at most 96 KiB of shared memory on sm_80 and sm_90. Smaller tiles where 128x128 would spill:
     - 128x64 for the backward's "gelu_grad" epilogue (it loads a second (M, H) tile and evaluates
       erf and exp) and for N not a multiple of 128 (the masked path spills at 128x128; with 64, the
       N = D = 64 and qkv width 3D = 192 of the smallest models stay on the ALIGNED path);
@@ -146,7 +148,7 @@ def _gpu_config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False)
     size."""
     block_m = 64 if narrow else 128
     block_n = 64 if epilogue == "gelu_grad" or N % 128 else 128
-    block_k = 32 if dtype == torch.float32 else 64
+    block_k = (16 if precision == "ieee" else 32) if dtype == torch.float32 else 64
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=8,
                 num_stages=3)
 
@@ -156,7 +158,7 @@ def _config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False) -> 
     tiles and K steps, and tests use tiny odd shapes)."""
     if interpreter_enabled():
         return dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=32, GROUP_M=4, num_warps=4, num_stages=1)
-    return _gpu_config(dtype, epilogue, N, narrow)
+    return _gpu_config(dtype, epilogue, N, narrow, _dot_precision(dtype))
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -350,10 +352,16 @@ def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b
 GET_DIMS = (64, 128, 256, 384, 512, 768, 1024, 1152)
 GET_MLP_RATIOS = (4, 6, 8, 12)
 
+# (torch dtype, its name in specs, DOT_PRECISION): 16-bit inputs, and fp32 as GET.from_config(...).cuda()
+# runs it: TF32 once torch allows TF32 matmuls, IEEE (FMA dots, no tensor cores) under torch's default
+# "highest" precision, which "auto" hands to cuBLAS but backend="triton" still runs here.
+AOT_DTYPES = ((torch.float16, "fp16", "tf32"), (torch.bfloat16, "bf16", "tf32"),
+              (torch.float32, "fp32", "tf32"), (torch.float32, "fp32", "ieee"))
+
 # (name, EPILOGUE, HAS_BIAS, STORE_PRE, W is transposed, (K, N) of the launch from (D, H)): every
-# launch _forward and _mlp_backward_op make. Tile sizes depend only on dtype and epilogue (see
-# _gpu_config); M, N, K are runtime arguments, so a spec covers every (D, ratio) that takes the
-# same ALIGNED branch.
+# launch _forward and _mlp_backward_op make. Tile sizes depend only on dtype, precision and epilogue
+# (see _gpu_config); M, N, K are runtime arguments, so a spec covers every (D, ratio) that takes the
+# same ALIGNED branch and specialises alike (getkern.ops._aot.distinct_specializations).
 _LAUNCHES = (
     ("fc1_gelu", "gelu", True, False, False, lambda D, H: (D, H)),
     ("fc1_gelu_keep_pre", "gelu", True, True, False, lambda D, H: (D, H)),
@@ -365,14 +373,16 @@ _LAUNCHES = (
 
 
 def linear_spec(name: str, kernel, extra_args: dict[str, str], dtype: str, cfg: dict,
-                constexprs: dict) -> AotSpec:
+                constexprs: dict, values: dict[str, int] | None = None, uses_dot: bool = True) -> AotSpec:
     """AotSpec of a matmul kernel of this family: pointer args get the element type, the tile
-    config becomes constexprs. Shared with getkern.ops.ln_linear."""
+    config becomes constexprs; ``values``: the int arguments at one GET size. Shared with
+    getkern.ops.ln_linear."""
     constexprs = {**constexprs, **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}}
     signature = {k: (f"*{dtype}" if v == "*" else v) for k, v in extra_args.items()}
     signature.update({k: "constexpr" for k in constexprs})
     return AotSpec(name=name, kernel=kernel, signature=signature, constexprs=constexprs,
-                   num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], uses_dot=True)
+                   num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], uses_dot=uses_dot,
+                   values=dict(values or {}))
 
 
 def launch_configs(torch_dtype: torch.dtype, epilogue: str, k_n, narrow: bool = False
@@ -389,23 +399,40 @@ def launch_configs(torch_dtype: torch.dtype, epilogue: str, k_n, narrow: bool = 
     return sorted(picked.values(), key=lambda c: (-c[0]["BLOCK_N"], not c[1]))
 
 
+def launch_sizes(torch_dtype: torch.dtype, epilogue: str, k_n, narrow: bool = False,
+                 precision: str = "tf32"):
+    """(tile config, ALIGNED, M, K, N) of a launch of (K, N) = k_n(D, H) at every GET size:
+    GET_DIMS x GET_MLP_RATIOS, M = GET_BATCH x each of GET_TOKENS rows."""
+    for D in GET_DIMS:
+        for ratio in GET_MLP_RATIOS:
+            K, N = k_n(D, D * ratio)
+            cfg = _gpu_config(torch_dtype, epilogue, N, narrow, precision)
+            for tokens in GET_TOKENS:
+                yield cfg, shapes_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"]), GET_BATCH * tokens, K, N
+
+
 def spec_tag(dtype: str, cfg: dict, aligned: bool) -> str:
     """'bf16,128x64' (+ ',masked' off the ALIGNED path): the parts of a spec name that vary."""
     return f"{dtype},{cfg['BLOCK_M']}x{cfg['BLOCK_N']}{'' if aligned else ',masked'}"
 
 
 def aot_specs():
-    """Every MLP kernel config the dispatcher can pick at GET sizes on a GPU, fp16 and bf16: each
-    launch with every (tile, ALIGNED) pair some (D, ratio) above takes."""
+    """Every MLP kernel config the dispatcher can pick at GET sizes on a GPU, fp16, bf16 and fp32
+    (TF32 and IEEE): each launch with every (tile, ALIGNED, JIT specialisation) some GET size takes.
+    Spec values are the ints _linear passes: M, N, K and W's strides (w (N, K) contiguous, or the
+    (H, D) view w2.t() of the backward; its unit stride becomes a constant at launch)."""
     args = {"A": "*", "W": "*", "BIAS": "*", "RES": "*", "RES2": "*", "PRE": "*", "C": "*",
             "M": "i32", "N": "i32", "K": "i32", "stride_wn": "i32", "stride_wk": "i32"}
-    for torch_dtype, dtype in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+    specs = []
+    for torch_dtype, dtype, precision in AOT_DTYPES:
+        dtype_tag = f"{dtype},{precision}" if torch_dtype == torch.float32 else dtype
         for name, epilogue, has_bias, store_pre, w_transposed, k_n in _LAUNCHES:
-            for cfg, aligned in launch_configs(torch_dtype, epilogue, k_n):
+            for cfg, aligned, M, K, N in launch_sizes(torch_dtype, epilogue, k_n, precision=precision):
                 constexprs = {"EPILOGUE": epilogue, "HAS_BIAS": has_bias, "STORE_PRE": store_pre,
-                              "UPCAST": False, "DOT_PRECISION": "tf32", "ALIGNED": aligned,
-                              "W_K_CONTIGUOUS": not w_transposed,
-                              # a unit stride is specialised to a constant at launch; bake it in too
-                              ("stride_wn" if w_transposed else "stride_wk"): 1}
-                yield linear_spec(f"mlp_{name}[{spec_tag(dtype, cfg, aligned)}]", _linear_kernel,
-                                  args, dtype, cfg, constexprs)
+                              "UPCAST": False, "DOT_PRECISION": precision, "ALIGNED": aligned,
+                              "W_K_CONTIGUOUS": not w_transposed}
+                strides = {"stride_wn": 1, "stride_wk": N} if w_transposed else {"stride_wn": K, "stride_wk": 1}
+                specs.append(linear_spec(f"mlp_{name}[{spec_tag(dtype_tag, cfg, aligned)}]", _linear_kernel,
+                                         args, dtype, cfg, constexprs, {"M": M, "N": N, "K": K, **strides},
+                                         uses_dot=precision != "ieee" or torch_dtype != torch.float32))
+    yield from distinct_specializations(specs)

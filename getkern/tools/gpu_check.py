@@ -4,7 +4,9 @@ No machine of this project has a GPU, so the kernels' code generation is checked
 
 - Triton: every :class:`~getkern.ops._aot.AotSpec` yielded by an ``aot_specs()`` function of a module of
   ``getkern.ops`` (discovered with pkgutil, so a new module is covered without editing this file) is
-  compiled with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 80|90, 32))``. A
+  compiled with ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 80|90, 32))``, with the
+  signature, constexprs, attrs and options Triton's JIT would use when the dispatcher launches it at
+  the spec's GET size (getkern.ops._aot.jit_launch: the JIT's own argument specialisation). A
   ``@triton.jit`` function of such a module that no spec compiles (directly or as a callee) is an error.
 - CUDA: every ``getkern/csrc/*.cu`` is compiled device-side for sm_80 and sm_90 with ``-Xptxas -v``.
 
@@ -23,6 +25,7 @@ from an earlier run can stand in for a compile), ``--jobs`` of them plus one nvc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -260,10 +263,6 @@ def collect_specs(sources: list[str]) -> tuple[list[tuple[str, object]], list[st
 
 # --------------------------------------------------------------------------- Triton compilation
 
-def _full_signature(spec) -> dict[str, str]:
-    return {**spec.signature, **{k: "constexpr" for k in spec.constexprs if k not in spec.signature}}
-
-
 def compile_triton_spec(origin: str, spec, cc: int, scratch: Path, log_dir: Path) -> KernelReport:
     """Compile one spec for one architecture (interpreter off) and analyse PTX, ptxas log and SASS.
     Works in ``scratch`` (private to this run: concurrent runs cannot mix their logs), then copies the
@@ -272,12 +271,23 @@ def compile_triton_spec(origin: str, spec, cc: int, scratch: Path, log_dir: Path
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    from getkern.ops._aot import jit_launch
+
     arch = ARCHS[cc]
     report = KernelReport("triton", spec.name, origin, cc, f"w{spec.num_warps} s{spec.num_stages}")
-    stem = re.sub(r"[^\w.-]+", "_", f"{spec.name}.sm{cc}")
+    # File names from the spec name, plus a hash of it: "H%16=0" and "H%16>0" must not share files.
+    digest = hashlib.sha1(spec.name.encode()).hexdigest()[:6]
+    stem = re.sub(r"[^\w.-]+", "_", f"{spec.name}.{digest}.sm{cc}")
     log_path = scratch / f"{stem}.ptxas.log"
     # Triton runs `ptxas -v` itself and prints the log (TRITON_DUMP_PTXAS_LOG=1, set for the worker);
     # catch that print at the file-descriptor level, where ptxas' own output lands too.
+    # What the JIT would compile at launch: its own specialisation of the spec's arguments (attrs:
+    # tt.divisibility on aligned pointers and 16-divisible ints; ints equal to 1 as constants).
+    try:
+        signature, constexprs, attrs, options = jit_launch(spec, cc)
+    except Exception as exc:
+        report.failures.append(f"specialisation error: {type(exc).__name__}: {exc}"[:400])
+        return report
     sys.stdout.flush()
     saved = os.dup(1)
     try:
@@ -285,9 +295,8 @@ def compile_triton_spec(origin: str, spec, cc: int, scratch: Path, log_dir: Path
             os.dup2(log.fileno(), 1)
             try:
                 compiled = triton.compile(
-                    ASTSource(fn=spec.kernel, signature=_full_signature(spec), constexprs=spec.constexprs),
-                    target=GPUTarget("cuda", cc, 32),
-                    options={"num_warps": spec.num_warps, "num_stages": spec.num_stages})
+                    ASTSource(fn=spec.kernel, signature=signature, constexprs=constexprs, attrs=attrs),
+                    target=GPUTarget("cuda", cc, 32), options=options)
             finally:
                 sys.stdout.flush()
                 os.dup2(saved, 1)
@@ -317,10 +326,16 @@ def compile_triton_spec(origin: str, spec, cc: int, scratch: Path, log_dir: Path
 
 
 def _compile_key(spec, cc: int) -> tuple:
-    """Specs with equal keys compile to the same binary (e.g. one config chosen for two widths)."""
+    """Specs with equal keys compile to the same binary (e.g. one config chosen for two widths): same
+    kernel, JIT specialisation (signature, attrs, constants; getkern.ops._aot.specialization_key),
+    warps, stages and architecture."""
+    from getkern.ops._aot import specialization_key
     fn = spec.kernel.fn
-    return (fn.__module__, fn.__qualname__, tuple(sorted(_full_signature(spec).items())),
-            tuple(sorted((k, repr(v)) for k, v in spec.constexprs.items())), spec.num_warps, spec.num_stages, cc)
+    try:
+        specialization = specialization_key(spec, cc)
+    except Exception as exc:  # reported by compile_triton_spec; keep the spec apart
+        specialization = ("error", spec.name, str(exc))
+    return (fn.__module__, fn.__qualname__, specialization, spec.num_warps, spec.num_stages, cc)
 
 
 def run_worker(sources: list[str], archs: list[int], shard: int, shards: int, out: Path, log_dir: Path) -> None:
