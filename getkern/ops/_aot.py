@@ -98,7 +98,7 @@ def jit_launch(spec: AotSpec, cc: int = 90) -> tuple[dict, dict, dict, dict]:
 
 def specialization_key(spec: AotSpec, cc: int = 90) -> tuple:
     """What the JIT's specialisation of ``spec`` makes of it, independent of the triton version's
-    spelling of attrs: the sorted (argument, type, attrs) and the constants it adds, by name."""
+    spelling of attrs: (argument, type, attrs, constant value) per argument, in the kernel's order."""
     signature, constexprs, attrs, _ = jit_launch(spec, cc)
     names = spec.kernel.arg_names
     attr_of = {names[path[0]]: tuple(tuple(a) for a in value) for path, value in attrs.items() if value}

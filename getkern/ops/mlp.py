@@ -385,20 +385,6 @@ def linear_spec(name: str, kernel, extra_args: dict[str, str], dtype: str, cfg: 
                    values=dict(values or {}))
 
 
-def launch_configs(torch_dtype: torch.dtype, epilogue: str, k_n, narrow: bool = False
-                   ) -> list[tuple[dict, bool]]:
-    """Distinct (tile config, ALIGNED) pairs the dispatcher picks for a launch of
-    (K, N) = k_n(D, H) over GET_DIMS x GET_MLP_RATIOS."""
-    picked = {}
-    for D in GET_DIMS:
-        for ratio in GET_MLP_RATIOS:
-            K, N = k_n(D, D * ratio)
-            cfg = _gpu_config(torch_dtype, epilogue, N, narrow)
-            aligned = shapes_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"])
-            picked[(tuple(sorted(cfg.items())), aligned)] = (cfg, aligned)
-    return sorted(picked.values(), key=lambda c: (-c[0]["BLOCK_N"], not c[1]))
-
-
 def launch_sizes(torch_dtype: torch.dtype, epilogue: str, k_n, narrow: bool = False,
                  precision: str = "tf32"):
     """(tile config, ALIGNED, M, K, N) of a launch of (K, N) = k_n(D, H) at every GET size:
