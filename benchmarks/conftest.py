@@ -31,15 +31,3 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["cuda"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     machine_info["triton_interpret"] = os.environ.get("TRITON_INTERPRET")
 
-
-def pytest_collection_modifyitems(config, items):
-    """Benchmarks marked ``cpp`` need the C++ extension (built here if not cached); skipped where it
-    cannot be built, except in CI."""
-    if not any(item.get_closest_marker("cpp") for item in items):
-        return
-    from getkern.deq import cpp_backend
-    if cpp_backend.cpp_available(build=True) or os.environ.get("CI"):
-        return
-    for item in items:
-        if item.get_closest_marker("cpp"):
-            item.add_marker(pytest.mark.skip(reason=f"the C++ extension cannot be built: {cpp_backend._failure}"))

@@ -29,20 +29,3 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
-
-def cpp_marker_hook(items) -> None:
-    """Tests marked ``cpp`` need the C++ extension: it is built here if not cached (as on first use).
-    They are skipped where it cannot be built, except in CI, where they run and fail."""
-    if not any(item.get_closest_marker("cpp") for item in items):
-        return
-    from getkern.deq import cpp_backend
-    if cpp_backend.cpp_available(build=True) or os.environ.get("CI"):
-        return
-    skip = pytest.mark.skip(reason=f"the C++ extension cannot be built here: {cpp_backend._failure}")
-    for item in items:
-        if item.get_closest_marker("cpp"):
-            item.add_marker(skip)
-
-
-def pytest_collection_modifyitems(config, items):
-    cpp_marker_hook(items)

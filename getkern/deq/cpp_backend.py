@@ -1,4 +1,5 @@
-"""The C++ solver loop (getkern/csrc/solver.cpp, compiled by getkern/_extension.py): ``getkern.deq.solve(..., backend="cpp")``.
+"""The C++ solver loop (getkern/csrc/solver.cpp, compiled by getkern/_extension.py):
+``getkern.deq.solve(..., backend="cpp")``.
 
 Same algorithm, options, results and info dict as the Python solvers (docs/solvers.md); the loop and
 all its bookkeeping run in C++ (ATen) and Python is entered only to evaluate ``f``. On CPU the results
