@@ -1,5 +1,24 @@
-"""getkern: fast one-step image generation with Generative Equilibrium Transformers."""
-from getkern.models import GET, ViT
+"""getkern: fast one-step image generation with Generative Equilibrium Transformers.
+
+The public names load on first use, so ``import getkern`` (and ``getkern --help``) stays fast.
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["GET", "ViT", "__version__"]
+
+_PUBLIC = {"GET": "getkern.models", "ViT": "getkern.models"}
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'getkern' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

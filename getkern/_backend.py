@@ -15,11 +15,12 @@ import importlib.util
 import os
 
 import torch
+from getkern.errors import GetkernError
 
 BACKENDS = ("auto", "triton", "torch")
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(GetkernError, RuntimeError):
     """An explicitly requested backend cannot run on these inputs or this machine."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from getkern.errors import GetkernError
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
 MODULE_NAME = "getkern_C"
@@ -36,7 +37,7 @@ CXX_FLAGS = ["-O3"]
 NVCC_FLAGS = ["-O3", "--expt-relaxed-constexpr"]
 
 
-class ExtensionError(RuntimeError):
+class ExtensionError(GetkernError, RuntimeError):
     """The extension cannot be built or loaded here (the message says why)."""
 
 

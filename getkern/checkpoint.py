@@ -18,13 +18,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from getkern.models.configs import GET_CONFIGS, parse_model_name
+from getkern.errors import GetkernError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GetkernError, ValueError):
     """A checkpoint file is missing, corrupt, foreign or does not fit the model."""
 
 

@@ -1,16 +1,39 @@
-"""The ``getkern`` command line. Each subcommand lives in getkern/commands/<name>.py and provides
-``add_parser(subparsers)`` (which sets ``func``) so adding one is a one-line change here."""
+"""The ``getkern`` command line: distill a diffusion teacher into a Generative Equilibrium Transformer,
+sample it, and profile solver iterations against quality.
+
+Each subcommand lives in getkern/commands/<name>.py and provides ``add_parser(subparsers)`` (which sets
+``func``); parsers import nothing heavy, so ``--help`` is fast. User mistakes and explainable failures
+print one line (exit 2 and 1, see getkern/errors.py); ``--debug`` shows the traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+
+from getkern import __version__
+from getkern.commands._common import HelpFormatter
+from getkern.errors import GetkernError, UsageError
 
 COMMANDS = ("demo", "pairs", "train", "sample", "profile", "fid_stats", "build_ext", "gpu_validate")
 
+DESCRIPTION = ("getkern: distill a diffusion teacher into a Generative Equilibrium Transformer (GET), sample it, "
+               "and profile solver iterations against quality.")
+EXAMPLES = """examples:
+  getkern demo                                   # the main job on the embedded digits default (CPU)
+  getkern pairs --out runs/pairs --num-pairs 20000
+  getkern train --pairs runs/pairs --out runs/get --model GET-T/2
+  getkern sample --checkpoint runs/get --out runs/samples --iters 1 2 6
+  getkern profile --checkpoint runs/get --out runs/profile
+  getkern <command> --help                       # every option, with its default
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="getkern", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="getkern", description=DESCRIPTION,
+                                     epilog=EXAMPLES, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"getkern {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name in COMMANDS:
         importlib.import_module(f"getkern.commands.{name}").add_parser(sub)
     return parser
@@ -18,4 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        if args.debug:
+            raise
+        print(f"getkern {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (GetkernError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"getkern {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"getkern {args.command}: interrupted", file=sys.stderr)
+        return 130

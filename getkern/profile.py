@@ -33,6 +33,7 @@ from getkern import deq
 from getkern._backend import resolve_backend
 from getkern.checkpoint import atomic_write
 from getkern.tools.memory import peak_step_memory
+from getkern.errors import UsageError
 
 REFERENCE_SETTING = ("fixed_point", 6)
 
@@ -159,19 +160,19 @@ def _fmt(x, spec: str) -> str:
 def check_settings(iters: Sequence[int], solvers: Sequence[str], num_samples: int, batch_size: int) -> None:
     """Clear errors for bad settings, before any work starts."""
     if not iters:
-        raise ValueError("iters must list at least one iteration count")
+        raise UsageError("iters must list at least one iteration count")
     for k in iters:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"iteration counts must be integers >= 1, got {k!r}")
+            raise UsageError(f"iteration counts must be integers >= 1, got {k!r}")
     if not solvers:
-        raise ValueError("solvers must list at least one solver")
+        raise UsageError("solvers must list at least one solver")
     for s in solvers:
         if s not in deq.SOLVERS:
-            raise ValueError(f"unknown solver {s!r}; expected one of {deq.SOLVERS}")
+            raise UsageError(f"unknown solver {s!r}; expected one of {deq.SOLVERS}")
     if not isinstance(num_samples, int) or num_samples < 2:
-        raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}")
+        raise UsageError(f"num_samples must be an integer >= 2, got {num_samples!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 def kernel_path(model: torch.nn.Module, device: torch.device) -> str:

@@ -13,6 +13,7 @@ from getkern.data import PairDataset, PairFileError, read_manifest, seed_inputs,
 from getkern.data.pairs import seed_guidance
 from getkern.distill import TrainConfig, Trainer
 from getkern.distill.sampling import load_get, sample_get
+from getkern.errors import UsageError
 from getkern.models import GET, ViT
 from getkern.teacher import EDMPrecond, Teacher, guided_denoiser, heun_sample, load_teacher
 import getkern.teacher.digits as digits_mod
@@ -245,23 +246,24 @@ def test_sample_command_guidance(tmp_path, capsys):
     b = np.load(tmp_path / "s" / "samples-fixed_point-iters1-w3.5.npz")
     assert (tmp_path / "s" / "samples-fixed_point-iters1-w3.5.png").is_file()
     assert a["images"].shape == (20, 1, 8, 8) and (b["guidance"] == 3.5).all() and not np.allclose(a["images"], b["images"])
-    with pytest.raises(SystemExit, match=r"--guidance 5 outside the model's trained range \[0, 4\]"):
+    with pytest.raises(UsageError, match=r"--guidance 5 outside the model's trained range \[0, 4\]"):
         check_guidance_args(g, [1.0, 5.0])
-    with pytest.raises(SystemExit, match="pass --guidance"):
+    with pytest.raises(UsageError, match="pass --guidance"):
         check_guidance_args(g, None)
-    with pytest.raises(SystemExit, match="trained without guidance"):
+    with pytest.raises(UsageError, match="trained without guidance"):
         check_guidance_args(GET(**GET_SMALL, cond=True), [1.0])
-    with pytest.raises(SystemExit, match="unconditional"):
+    with pytest.raises(UsageError, match="unconditional"):
         check_guidance_args(GET(**GET_SMALL), [1.0])
     assert check_guidance_args(GET(**GET_SMALL), None) == [None]
 
 
-def test_pairs_command_refuses_a_teacher_without_null_class(tmp_path):
-    with pytest.raises(SystemExit, match="--guidance-range cannot be used with --teacher digits"):
-        cli(["pairs", "--teacher", "digits", "--guidance-range", "0", "4", "--out", str(tmp_path), "--num-pairs", "1"])
-    with pytest.raises(SystemExit, match="--guidance-range must be finite"):
-        cli(["pairs", "--teacher", "digits-guided", "--guidance-range", "4", "0", "--out", str(tmp_path),
-             "--num-pairs", "1"])
+def test_pairs_command_refuses_a_teacher_without_null_class(tmp_path, capsys):
+    assert cli(["pairs", "--teacher", "digits", "--guidance-range", "0", "4", "--out", str(tmp_path),
+                "--num-pairs", "1"]) == 2
+    assert "getkern pairs: error: --guidance-range cannot be used with --teacher digits" in capsys.readouterr().err
+    assert cli(["pairs", "--teacher", "digits-guided", "--guidance-range", "4", "0", "--out", str(tmp_path),
+                "--num-pairs", "1"]) == 2
+    assert "getkern pairs: error: --guidance-range must be finite" in capsys.readouterr().err
     assert not (tmp_path / "manifest.json").exists()
 
 

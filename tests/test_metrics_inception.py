@@ -66,7 +66,7 @@ def test_fid_stats_command_and_fid(tiny_nets, tmp_path):
     real = _samples(30, 1)
     images = ((real * 127.5 + 128).clip(0, 255).to(torch.uint8)).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
     np.save(tmp_path / "real.npy", images)
-    assert cli.main(["fid-stats", str(tmp_path / "real.npy"), "-o", str(tmp_path / "ref.npz"),
+    assert cli.main(["fid-stats", str(tmp_path / "real.npy"), "--out", str(tmp_path / "ref.npz"),
                      "--inception-weights", str(tiny_nets / "features.pt"), "--with-features"]) == 0
     ref = load_stats(tmp_path / "ref.npz", dim=8)
     assert ref.features.shape == (30, 8)

@@ -3,6 +3,7 @@ memory measure, and bad inputs rejected before any work."""
 import argparse
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -94,9 +95,9 @@ def test_live_tensor_peak_does_not_count_views_of_tensors_made_before():
 def test_profile_command_on_checkpoint(tmp_path):
     _tiny_get().save_pretrained(tmp_path / "ckpt")
     out = tmp_path / "out"
-    assert cli.main(["profile", str(tmp_path / "ckpt"), "--iters", "1", "2", "--solvers", "fixed_point", "anderson",
+    assert cli.main(["profile", "--checkpoint", str(tmp_path / "ckpt"), "--iters", "1", "2", "--solvers", "fixed_point", "anderson",
                      "--samples", "12", "--batch-size", "6", "--backend", "torch", "--solver-backend", "torch",
-                     "--out-dir", str(out), "--no-progress"]) == 0
+                     "--out", str(out), "--no-progress"]) == 0
     rows = list(csv.DictReader(open(out / "profile.csv")))
     assert len(rows) == 6 and {r["solver"] for r in rows} == {"fixed_point", "anderson"}
     assert all(np.isfinite(float(r["distance"])) and float(r["images_per_sec"]) > 0 for r in rows)
@@ -106,20 +107,22 @@ def test_profile_command_on_checkpoint(tmp_path):
     assert (out / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _run_expecting_error(argv, match):
-    with pytest.raises(SystemExit, match=match):
-        cli.main(["profile", *argv])
-
-
-def test_bad_inputs_fail_before_work(tmp_path):
+def test_bad_inputs_fail_before_work(tmp_path, capsys):
+    def expect(argv, code, match):
+        assert cli.main(["profile", "--out", str(tmp_path / "out"), *argv]) == code
+        err = capsys.readouterr().err
+        assert err.startswith("getkern profile: error: ") and err.count("\n") == 1 and re.search(match, err), err
     (tmp_path / "weights.txt").write_text("?")
-    _run_expecting_error([str(tmp_path / "weights.txt")], "unknown checkpoint format")
-    _run_expecting_error(["--iters", "0", "2"], "iteration counts must be integers >= 1")
-    _run_expecting_error(["--solvers", "newton"], "unknown solver 'newton'")
-    _run_expecting_error(["--samples", "601"], "2..600 samples")
+    expect(["--checkpoint", str(tmp_path / "weights.txt")], 1, "unknown checkpoint format")
+    expect(["--iters", "0", "2"], 2, "iteration counts must be integers >= 1")
+    expect(["--solvers", "newton"], 2, "unknown solver 'newton'")
+    expect(["--samples", "601"], 2, "2..600 samples")
     np.savez(tmp_path / "s.npz", mu=np.zeros(7), sigma=np.eye(7))
-    _run_expecting_error(["--in-channels", "3", "--ref-stats", str(tmp_path / "s.npz"), "--inception-weights",
-                          str(tmp_path / "missing.pt")], "Inception weights .* do not exist")
+    expect(["--in-channels", "3", "--ref-stats", str(tmp_path / "s.npz"), "--inception-weights",
+            str(tmp_path / "missing.pt")], 1, "Inception weights .* do not exist")
+    assert cli.main(["profile", "--out", str(tmp_path / "weights.txt")]) == 2  # checked before any sampling
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_checkpoint_formats(tmp_path):

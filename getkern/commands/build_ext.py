@@ -1,11 +1,15 @@
 """``getkern build-ext``: compile the C++/CUDA solver loop now (it is otherwise compiled on first use of
-``backend="cpp"``) into the per-torch cache, and say where it is."""
+``backend="cpp"``) into the per-torch cache, and say where it is.
+
+    getkern build-ext                 # MAX_JOBS and TORCH_CUDA_ARCH_LIST are honoured
+    getkern build-ext --verbose
+"""
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("build-ext", help="compile the C++/CUDA solver loop now (otherwise on first use)",
-                       description=__doc__.splitlines()[0])
+    from getkern.commands._common import command_parser
+    p = command_parser(sub, "build-ext", __doc__, help="compile the C++/CUDA solver loop now (otherwise on first use)")
     p.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")
     p.set_defaults(func=run)
 

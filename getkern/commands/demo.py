@@ -1,32 +1,38 @@
 """``getkern demo``: the main job. Distills the shipped digits teacher into a small GET on CPU, offline,
 and writes sample grids (teacher vs GET), a metrics table and plot, a profile and summary.json.
-A second run reuses the cached pairs and GET (under <out>/cache). See docs/pipeline.md."""
+A second run reuses the cached pairs and GET (under <out>/cache). See docs/pipeline.md.
+
+    getkern demo                                  # minutes on a laptop CPU; a rerun reuses the cache
+    getkern demo --out runs/demo-l1 --regression-only
+"""
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from getkern.distill.demo import DemoConfig
+    from getkern.commands._common import add_out, add_progress, command_parser
+    from getkern.distill.demo_config import DemoConfig
     d = DemoConfig()
-    p = sub.add_parser("demo", help="run the main job on the embedded default (digits)",
-                       description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=d.out, help=f"output folder (default {d.out}; cache in <out>/cache)")
+    p = command_parser(sub, "demo", __doc__, help="run the main job on the embedded default (digits)")
+    add_out(p, "output folder (the cache of pairs and models is <out>/cache)", default=d.out)
     p.add_argument("--train-teacher", action="store_true", help="train the digits teacher instead of "
                    "loading the shipped one (cached)")
-    p.add_argument("--num-pairs", type=int, default=d.num_pairs)
+    p.add_argument("--num-pairs", type=int, default=d.num_pairs, help="teacher pairs to distill")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="GET training steps")
     p.add_argument("--regression-only", action="store_true", help="GET's L1 recipe alone, without the "
                    "default's small adversarial term (docs/objectives.md)")
     p.add_argument("--no-profile", action="store_true", help="skip the hand-over to `getkern profile`")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import time
 
+    from getkern.commands._common import check_out_dir
     from getkern.distill.demo import ADVERSARIAL, REGRESSION_ONLY, DemoConfig, run_demo
     t0 = time.perf_counter()
-    cfg = DemoConfig(out=args.out, teacher="train" if args.train_teacher else "digits", num_pairs=args.num_pairs,
+    check_out_dir(args.out)
+    cfg = DemoConfig(out=str(args.out), teacher="train" if args.train_teacher else "digits", num_pairs=args.num_pairs,
                      max_steps=args.max_steps, profile=not args.no_profile, progress=not args.no_progress,
                      train_options=dict(REGRESSION_ONLY if args.regression_only else ADVERSARIAL))
     s = run_demo(cfg)

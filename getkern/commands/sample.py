@@ -1,26 +1,28 @@
 """``getkern sample``: PNG grids and arrays from a GET checkpoint (getkern's or the reference's).
 
-    getkern sample --checkpoint runs/get/checkpoint.pt --out runs/samples --iters 1 2 6
+    getkern sample --checkpoint runs/get --out runs/samples --iters 1 2 6
     getkern sample --checkpoint runs/guided/checkpoint.pt --out runs/samples --guidance 0 1 2 4
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from getkern.errors import UsageError
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sample", help="sample image grids (PNG) and arrays (.npz) from a GET checkpoint",
-                       description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True,
-                   help="training checkpoint .pt, save_pretrained directory, or reference checkpoint")
-    p.add_argument("--out", required=True)
+    from getkern.commands._common import add_backend, add_checkpoint, add_device, add_out, command_parser
+    p = command_parser(sub, "sample", __doc__,
+                       help="sample image grids (PNG) and arrays (.npz) from a GET checkpoint")
+    add_checkpoint(p)
+    add_out(p, "folder for samples-<solver>-iters<K>[-w<W>].png and .npz")
     p.add_argument("--num", type=int, default=100, help="images for unconditional models")
     p.add_argument("--per-class", type=int, default=10, help="columns per class row (conditional models)")
-    p.add_argument("--iters", type=int, nargs="+", default=[6], help="solver iteration counts")
-    p.add_argument("--solver", default="fixed_point")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch"), help="block kernels")
+    p.add_argument("--iters", type=int, nargs="+", default=[6], help="solver iteration counts (one grid each)")
+    p.add_argument("--solver", default="fixed_point", help="fixed_point or anderson")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise, labels and z0")
+    add_device(p)
+    add_backend(p)
     p.add_argument("--guidance", type=float, nargs="+", default=None, metavar="W",
                    help="guidance-distilled models: guidance weights w (one grid each; within the trained range)")
     p.set_defaults(func=run)
@@ -32,7 +34,10 @@ def run(args) -> int:
     from getkern.checkpoint import atomic_write
     from getkern.distill.grid import save_grid
     from getkern.distill.sampling import class_rows, load_get, sample_get
-    model = load_get(args.checkpoint, backend=args.backend).to(args.device)
+    from getkern.commands._common import check_out_dir, resolve_device
+    check_out_dir(args.out)
+    device = resolve_device(args.device)
+    model = load_get(args.checkpoint, backend=args.backend).to(device)
     weights = check_guidance_args(model, args.guidance)
     out = Path(args.out)
     labels = class_rows(model.num_classes, args.per_class) if model.cond else None
@@ -52,22 +57,22 @@ def run(args) -> int:
 
 
 def check_guidance_args(model, guidance: list[float] | None) -> list[float | None]:
-    """The guidance weights to sample (``[None]`` for a model without guidance); SystemExit naming
+    """The guidance weights to sample (``[None]`` for a model without guidance); UsageError naming
     --guidance when they do not fit the model."""
     rng = getattr(model, "guidance_range", None)
     if guidance is None:
         if rng is not None:
-            raise SystemExit(f"getkern sample: error: this model is guidance-distilled "
+            raise UsageError(f"this model is guidance-distilled "
                              f"(w in [{rng[0]:g}, {rng[1]:g}]): pass --guidance W [W ...]")
         return [None]
     if not model.cond:
-        raise SystemExit("getkern sample: error: --guidance needs a guidance-distilled class-conditional model; "
+        raise UsageError("--guidance needs a guidance-distilled class-conditional model; "
                          "this model is unconditional")
     if rng is None:
-        raise SystemExit("getkern sample: error: --guidance: this model was trained without guidance "
+        raise UsageError("--guidance: this model was trained without guidance "
                          "(its config has no guidance_range); drop --guidance")
     outside = [w for w in guidance if not rng[0] <= w <= rng[1]]
     if outside:
-        raise SystemExit(f"getkern sample: error: --guidance {' '.join(f'{w:g}' for w in outside)} outside the "
+        raise UsageError(f"--guidance {' '.join(f'{w:g}' for w in outside)} outside the "
                          f"model's trained range [{rng[0]:g}, {rng[1]:g}]")
     return list(guidance)

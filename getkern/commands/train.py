@@ -18,9 +18,10 @@ def add_parser(sub) -> None:
     from getkern.distill.objectives.perceptual import PERCEPTUAL_NETS
     from getkern.distill.trainer import LR_SCHEDULES
     d = TrainConfig(pairs="", out="")
-    p = sub.add_parser("train", help="distill teacher pairs into a GET", description=__doc__.splitlines()[0])
+    from getkern.commands._common import add_device, add_out, add_progress, command_parser
+    p = command_parser(sub, "train", __doc__, help="distill teacher pairs into a GET")
     p.add_argument("--pairs", required=True, help="getkern pair directory or reference root (latent/, image/)")
-    p.add_argument("--out", required=True, help="run directory; an existing checkpoint there is resumed")
+    add_out(p, "run folder; an existing checkpoint there is resumed")
     p.add_argument("--model", default="GET-T/2", help="a named size (GET-T/2 ..., or ViT-S/2 ... for the "
                    "one-pass baseline) (default: GET-T/2)")
     p.add_argument("--model-args", default="{}", help='JSON GET keyword overrides, e.g. \'{"hidden_size": 64}\'')
@@ -62,15 +63,17 @@ def add_parser(sub) -> None:
     p.add_argument("--sample-every", type=int, default=d.sample_every, help="0: no grids")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=d.amp)
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_device(p)
+    add_progress(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from getkern.commands._common import check_out_dir
     from getkern.distill import TrainConfig, Trainer
     model = {"name": args.model, **json.loads(args.model_args)} if args.model else json.loads(args.model_args)
-    config = TrainConfig(pairs=args.pairs, out=args.out, model=model, batch_size=args.batch_size,
+    check_out_dir(args.out)
+    config = TrainConfig(pairs=args.pairs, out=str(args.out), model=model, batch_size=args.batch_size,
                          grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps,
                          lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,
                          ema_decay=args.ema_decay, ema_warmup=args.ema_warmup, iters=args.iters,

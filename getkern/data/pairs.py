@@ -29,13 +29,14 @@ from getkern.checkpoint import atomic_write, read_json
 from getkern.distill.distributed import barrier, init_distributed
 from getkern.teacher import Teacher
 from getkern.teacher.edm import RHO, SIGMA_MAX, SIGMA_MIN, network_evaluations
+from getkern.errors import GetkernError, UsageError
 
 MANIFEST = "manifest.json"
 FORMAT = "getkern-pairs"
 FORMAT_VERSION = 1
 
 
-class PairFileError(ValueError):
+class PairFileError(GetkernError, ValueError):
     """A pair file or manifest is missing, corrupt, truncated or inconsistent with its manifest."""
 
 
@@ -69,9 +70,9 @@ def check_guidance_range(guidance_range, name: str = "guidance_range") -> tuple[
     try:
         wmin, wmax = (float(w) for w in guidance_range)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be two numbers (wmin, wmax), got {guidance_range!r}") from None
+        raise UsageError(f"{name} must be two numbers (wmin, wmax), got {guidance_range!r}") from None
     if not (math.isfinite(wmin) and math.isfinite(wmax) and wmin <= wmax):
-        raise ValueError(f"{name} must be finite with wmin <= wmax, got ({wmin}, {wmax})")
+        raise UsageError(f"{name} must be finite with wmin <= wmax, got ({wmin}, {wmax})")
     return wmin, wmax
 
 

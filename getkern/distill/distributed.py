@@ -23,12 +23,12 @@ class DistInfo:
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the torchrun process group if WORLD_SIZE > 1 (NCCL on CUDA, else gloo); a no-op otherwise.
 
-    ``device``: "cpu", "cuda" or None (CUDA when available). Under torchrun each rank uses
+    ``device``: "cpu", "cuda", or "auto"/None (CUDA when available). Under torchrun each rank uses
     cuda:LOCAL_RANK.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kind = device if device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(f"cuda:{local}") if kind == "cuda" else torch.device(kind)
     if kind == "cuda":
         torch.cuda.set_device(dev)

@@ -24,6 +24,7 @@ from getkern.metrics.digits_classifier import (HELDOUT_SIZE, DigitsCNN, digits_s
                                                load_digits_classifier)
 from getkern.metrics.frechet import feature_statistics, frechet_distance
 from getkern.metrics.kid import kernel_inception_distance
+from getkern.errors import UsageError
 
 METRIC_NAME = "digits-classifier Frechet distance"
 MAX_SAMPLES = HELDOUT_SIZE
@@ -120,9 +121,9 @@ class DigitsFrechet:
         """Raise before any work when ``model``'s samples or ``num_samples`` cannot be scored."""
         shape = (model.in_channels, model.input_size, model.input_size)
         if shape != (1, 8, 8):
-            raise ValueError(f"the {METRIC_NAME} scores (1, 8, 8) digits, but the model makes {shape} images")
+            raise UsageError(f"the {METRIC_NAME} scores (1, 8, 8) digits, but the model makes {shape} images")
         if not 2 <= num_samples <= MAX_SAMPLES:
-            raise ValueError(f"the {METRIC_NAME} needs 2..{MAX_SAMPLES} samples (its floor uses that many "
+            raise UsageError(f"the {METRIC_NAME} needs 2..{MAX_SAMPLES} samples (its floor uses that many "
                              f"real held-out digits), got {num_samples}")
 
     def __call__(self, images: torch.Tensor) -> DigitsQuality:

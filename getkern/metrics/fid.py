@@ -12,6 +12,7 @@ from getkern.metrics.inception import InceptionFeatures
 from getkern.metrics.inception_score import inception_score
 from getkern.metrics.kid import kernel_inception_distance
 from getkern.metrics.stats_file import load_stats
+from getkern.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,9 @@ class InceptionFID:
     def check_model(self, model: torch.nn.Module, num_samples: int) -> None:
         """Raise before any work when ``model``'s samples cannot be scored."""
         if model.in_channels not in (1, 3):
-            raise ValueError(f"FID scores 1- or 3-channel images, the model makes {model.in_channels} channels")
+            raise UsageError(f"FID scores 1- or 3-channel images, the model makes {model.in_channels} channels")
         if num_samples < 2:
-            raise ValueError(f"FID needs at least 2 samples, got {num_samples}")
+            raise UsageError(f"FID needs at least 2 samples, got {num_samples}")
 
     def __call__(self, samples: torch.Tensor) -> InceptionQuality:
         features, logits = self.extractor.from_samples(samples, progress=self.progress)
