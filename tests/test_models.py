@@ -1,13 +1,11 @@
 """GET and ViT: parameter counts, shapes, determinism, lowest-residual selection, faithfulness to an
 op-by-op float64 re-derivation of the reference forward, and input errors."""
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 import getkern
 from getkern import GET, ViT
+from getkern.models.reference import reference_get
 
 GET_PARAMS = {"GET-T/2": 8_558_092, "GET-M/2": 19_177_740, "GET-S/2": 37_173_260,
               "GET-B/2": 62_207_244, "GET-B+/2": 83_481_612}
@@ -141,55 +139,6 @@ def test_return_iterates_gives_every_decoded_iterate_with_gradients():
 
 
 # ---------------------------------------------------------------- faithfulness to the reference
-
-def reference_block(sd, prefix, x, heads, c=None, u=None):
-    """The reference block written op for op from the published description, no getkern code."""
-    D = x.shape[-1]
-    h = F.layer_norm(x, (D,), sd[f"{prefix}.norm1.weight"], sd[f"{prefix}.norm1.bias"], 1e-6)
-    qkv = F.linear(h, sd[f"{prefix}.attn.qkv.weight"], sd[f"{prefix}.attn.qkv.bias"])
-    if c is not None:
-        qkv = qkv + c
-    if u is not None:
-        qkv = qkv + u
-    B, N, _ = qkv.shape
-    q, k, v = qkv.reshape(B, N, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
-    attn = (q @ k.transpose(-2, -1) / math.sqrt(D // heads)).softmax(-1)
-    a = (attn @ v).transpose(1, 2).reshape(B, N, D)
-    x = x + F.linear(a, sd[f"{prefix}.attn.proj.weight"], sd[f"{prefix}.attn.proj.bias"])
-    h = F.layer_norm(x, (D,), sd[f"{prefix}.norm2.weight"], sd[f"{prefix}.norm2.bias"], 1e-6)
-    h = F.gelu(F.linear(h, sd[f"{prefix}.mlp.fc1.weight"], sd[f"{prefix}.mlp.fc1.bias"]))
-    return x + F.linear(h, sd[f"{prefix}.mlp.fc2.weight"], sd[f"{prefix}.mlp.fc2.bias"])
-
-
-def reference_get(sd, noise, y, z0, *, heads, depth, deq_depth, patch, iters):
-    x = F.conv2d(noise, sd["x_embedder.proj.weight"], sd["x_embedder.proj.bias"], stride=patch)
-    x = x.flatten(2).transpose(1, 2) + sd["pos_embed"]
-    c = sd["y_embedder.embedding_table.weight"][y].unsqueeze(1) if y is not None else None
-    for i in range(depth):
-        x = reference_block(sd, f"blocks.{i}", x, heads, c)
-    us = F.linear(x, sd["qkv_inj.weight"]).chunk(deq_depth, dim=-1)
-    z, best, lowest = z0, None, None
-    for _ in range(iters):
-        fz = z
-        for j in range(deq_depth):
-            fz = reference_block(sd, f"deq_blocks.{j}", fz, heads, c, us[j])
-        r = (fz - z).flatten(1).norm(dim=1)
-        if best is None:
-            best, lowest = fz, r
-        else:
-            take = r < lowest
-            best = torch.where(take[:, None, None], fz, best)
-            lowest = torch.where(take, r, lowest)
-        z = fz
-    D = best.shape[-1]
-    out = F.linear(F.layer_norm(best, (D,), sd["final_layer.norm_final.weight"],
-                                sd["final_layer.norm_final.bias"], 1e-6),
-                   sd["final_layer.linear.weight"], sd["final_layer.linear.bias"])
-    B, N, _ = out.shape
-    g, C = int(N ** 0.5), noise.shape[1]
-    out = out.reshape(B, g, g, patch, patch, C).permute(0, 5, 1, 3, 2, 4)
-    return out.reshape(B, C, g * patch, g * patch)
-
 
 @pytest.mark.parametrize("cond", [False, True])
 def test_get_matches_an_op_by_op_float64_reference(cond):

@@ -136,6 +136,9 @@ class Block(nn.Module):
                 u: torch.Tensor | None = None) -> torch.Tensor:
         if fused_prologues_apply(self, x):   # Triton: LN1, LN2 inside the qkv and fc1 matmuls
             return fused_prologues_forward(self, x, c, u)
+        if self.attn.residual_in_matmul(x):  # CPU inference: residual adds inside the matmuls (oneDNN)
+            x = self.attn(self.norm1(x), c, u, residual=x)
+            return self.mlp(self.norm2(x), residual=x)
         a = self.attn(self.norm1(x), c, u)   # (B, N, D)
         x, h = self.norm2(a, residual=x)     # x <- x + a; h = LN2(x), one pass
         return self.mlp(h, residual=x)       # x + fc2(GELU(fc1(h)))

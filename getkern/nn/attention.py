@@ -4,14 +4,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from getkern.ops import cpu_epilogues
 from getkern.ops.attention import fused_attention
 
 
 class Attention(nn.Module):
-    """proj(attention(qkv(h) + c + u)). h: (B, N, D); c: (B, 1, 3D) or None; u: (B, N, 3D) or None.
+    """proj(attention(qkv(h) + c + u)) (+ residual). h: (B, N, D); c: (B, 1, 3D) or None;
+    u: (B, N, 3D) or None; residual: (B, N, D) or None.
 
     The middle step is :func:`getkern.ops.fused_attention` (c and u added inside the kernel);
-    ``backend = "torch"`` forces the PyTorch reference, "auto"/"triton" as in getkern._backend.
+    ``backend = "torch"`` forces the PyTorch reference, "auto"/"triton" as in getkern._backend. On a
+    CPU without gradients, "auto" adds c + u, the biases and the residual inside the two matmuls
+    (getkern.ops.cpu_epilogues).
     """
 
     def __init__(self, dim: int, num_heads: int, backend: str = "auto"):
@@ -23,7 +27,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=True)
         self.backend = backend
 
-    def forward(self, h: torch.Tensor, c: torch.Tensor | None = None,
-                u: torch.Tensor | None = None) -> torch.Tensor:
-        a = fused_attention(self.qkv(h), self.num_heads, c=c, u=u, backend=self.backend)  # (B, N, D)
-        return self.proj(a)
+    def forward(self, h: torch.Tensor, c: torch.Tensor | None = None, u: torch.Tensor | None = None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.residual_in_matmul(h):
+            return cpu_epilogues.attention(h, self.qkv.weight, self.qkv.bias, self.proj.weight, self.proj.bias,
+                                           self.num_heads, c, u, residual)
+        a = self.proj(fused_attention(self.qkv(h), self.num_heads, c=c, u=u, backend=self.backend))
+        return a if residual is None else residual + a
+
+    def residual_in_matmul(self, h: torch.Tensor) -> bool:
+        """Whether the residual add is free here (a oneDNN post-op of proj) rather than a pass of its
+        own, which the block then fuses with LN2 instead."""
+        return cpu_epilogues.applies(self.backend, h, *self.parameters())

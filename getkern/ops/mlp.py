@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from getkern._backend import cuda_fp32_matmul_is_tf32, dense, interpreter_enabled, resolve_backend
 from getkern.ops._triton import constexpr, jit, tl, triton
+from getkern.ops import cpu_epilogues
 from getkern.ops._aot import GET_BATCH, GET_TOKENS, AotSpec, distinct_specializations
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -326,6 +327,8 @@ def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b
     unsupported = "float64 (PyTorch path only)" if h.dtype == torch.float64 else None
     path = resolve_backend(backend, h.device, op="mlp", unsupported=unsupported, slower=ieee_fp32_on_cuda(h))
     if path == "torch":
+        if cpu_epilogues.applies(backend, h, w1, b1, w2, b2, residual):  # CPU inference: 2 oneDNN calls
+            return cpu_epilogues.mlp(h, w1, b1, w2, b2, residual)
         out = F.linear(F.gelu(F.linear(h, w1, b1)), w2, b2)
         return out if residual is None else residual + out
     if torch.is_autocast_enabled(h.device.type):

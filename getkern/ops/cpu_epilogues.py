@@ -1,0 +1,66 @@
+"""CPU inference: a matmul's bias, exact GELU and residual add as oneDNN post-ops.
+
+On a CPU the block's eager sequence spends about a third of its time outside the matmuls: addmm
+copies the bias into its output before the GEMM, and GELU and each residual add are further passes
+over (B, N, H) activations. oneDNN (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor's
+CPU freezing passes emit) applies them to each output tile while it is still in cache, so each
+linear is one pass. Numerically the same operations in float32, in another summation order: equal to
+the plain sequence to float rounding (tests/test_cpu_epilogues.py).
+
+``backend="auto"`` takes this path for float32 CPU tensors when no gradient is needed (the oneDNN
+ops have no backward), outside torch.compile (inductor fuses on its own) and outside autocast;
+``backend="torch"`` keeps the plain PyTorch sequence, the reference every path is tested against.
+"""
+from __future__ import annotations
+
+import torch
+
+from getkern.ops.attention import attention_reference
+
+
+def _onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+# Decided once at import: a plain constant keeps dispatch free of guards under torch.compile.
+_AVAILABLE = _onednn_available()
+
+
+def applies(backend: str, x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether ``backend`` runs the oneDNN epilogue path for input ``x`` and these parameters."""
+    if backend != "auto" or not _AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return False
+    return not (torch.is_grad_enabled()
+                and any(t is not None and t.requires_grad for t in (x, *params)))
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, gelu: bool = False,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``residual + x @ weight^T + bias`` or ``GELU_exact(x @ weight^T + bias)`` in one oneDNN call.
+    x: (..., K); weight: (N, K); residual: x's leading shape with N last."""
+    if residual is not None:
+        if gelu:
+            raise ValueError("linear: gelu and residual are exclusive (the MLP applies them in different layers)")
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual.expand(*x.shape[:-1], weight.shape[0]),
+                                                        weight, bias, "add")
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [],
+                                              "none" if gelu else "")
+
+
+def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+        residual: torch.Tensor | None) -> torch.Tensor:
+    """fc2(GELU_exact(fc1(h))) (+ residual): two oneDNN calls, nothing else."""
+    return linear(linear(h, w1, b1, gelu=True), w2, b2, residual=residual)
+
+
+def attention(h: torch.Tensor, qkv_weight: torch.Tensor, qkv_bias: torch.Tensor, proj_weight: torch.Tensor,
+              proj_bias: torch.Tensor, num_heads: int, c: torch.Tensor | None, u: torch.Tensor | None,
+              residual: torch.Tensor | None) -> torch.Tensor:
+    """proj(attention(qkv(h) + c + u)) (+ residual) with the injection added inside the qkv matmul.
+
+    c: (B, 1, 3D) and u: (B, N, 3D) are summed first (one pass instead of two over qkv)."""
+    inject = u if c is None else (c if u is None else u + c)
+    qkv = linear(h, qkv_weight, qkv_bias, residual=inject)
+    return linear(attention_reference(qkv, num_heads), proj_weight, proj_bias, residual=residual)

@@ -1,0 +1,105 @@
+"""The CPU inference path (getkern/ops/cpu_epilogues.py): bias, exact GELU and residual adds as oneDNN
+post-ops of the matmuls. Each linear against float64 on odd shapes; when "auto" takes it and when it
+must not; whole GET (unconditional, conditional, guided) and ViT against the PyTorch path and float64.
+
+"auto" on CPU resolves to the Triton interpreter under this suite (tests/conftest.py), so the tests
+that need the user's dispatch switch the interpreter off for themselves.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from getkern.ops import cpu_epilogues
+from test_models_fused import KINDS, assert_as_accurate, build, inputs, run
+
+pytestmark = pytest.mark.skipif(not cpu_epilogues._AVAILABLE, reason="torch built without oneDNN")
+
+
+@pytest.fixture
+def user_dispatch(monkeypatch):
+    """backend="auto" as a user's CPU process resolves it: no Triton interpreter."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+
+
+def _linear_f64(x, w, b, gelu, residual):
+    out = F.linear(x.double(), w.double(), None if b is None else b.double())
+    out = F.gelu(out) if gelu else out
+    return out if residual is None else out + residual.double()
+
+
+@pytest.mark.parametrize("epilogue", ["none", "gelu", "residual", "residual_broadcast", "no_bias"])
+def test_linear_matches_float64(epilogue):
+    g = torch.Generator().manual_seed(0)
+    M, K, N = 2 * 37, 53, 91  # odd sizes, leading (2, 37) batch
+    x = torch.randn(2, 37, K, generator=g)
+    w, b = torch.randn(N, K, generator=g) / K ** 0.5, torch.randn(N, generator=g)
+    residual = {"residual": torch.randn(2, 37, N, generator=g),
+                "residual_broadcast": torch.randn(2, 1, N, generator=g)}.get(epilogue)
+    b = None if epilogue == "no_bias" else b
+    gelu = epilogue == "gelu"
+    got = cpu_epilogues.linear(x, w, b, gelu=gelu, residual=residual)
+    plain = F.linear(x, w, b)
+    plain = F.gelu(plain) if gelu else (plain if residual is None else residual + plain)
+    exact = _linear_f64(x, w, b, gelu, residual)
+    assert got.shape == (2, 37, N) and got.dtype == torch.float32
+    # K products summed in float32: |error| <= K eps sum|x w| (bounded here by the plain path's own
+    # error, which the rule allows twice, plus a floor of a few units of the magnitudes).
+    assert_as_accurate(got, plain, exact, floor_ulps=4 * K ** 0.5, what=epilogue)
+
+
+def test_gelu_and_residual_are_exclusive():
+    x, w = torch.randn(3, 4), torch.randn(5, 4)
+    with pytest.raises(ValueError, match="exclusive"):
+        cpu_epilogues.linear(x, w, None, gelu=True, residual=torch.randn(3, 5))
+
+
+def test_applies_only_where_it_can_run():
+    x = torch.randn(2, 3, 8)
+    p = torch.nn.Parameter(torch.randn(8, 8))
+    with torch.no_grad():
+        assert cpu_epilogues.applies("auto", x, p)
+        assert not cpu_epilogues.applies("torch", x, p)          # the reference stays the reference
+        assert not cpu_epilogues.applies("auto", x.double(), p)  # float32 only
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not cpu_epilogues.applies("auto", x, p)
+    assert not cpu_epilogues.applies("auto", x, p)               # a gradient is needed: no backward here
+    assert cpu_epilogues.applies("auto", x, p.detach())          # grad mode on, nothing requires it
+
+
+@pytest.mark.parametrize("arch", ["GET", "ViT"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_whole_model_on_the_cpu_inference_path(user_dispatch, monkeypatch, kind, arch):
+    calls = []
+    linear = cpu_epilogues.linear
+    monkeypatch.setattr(cpu_epilogues, "linear", lambda *a, **k: calls.append(1) or linear(*a, **k))
+    model = build(kind, arch).eval()
+    fast = copy.deepcopy(model).set_backend("auto")
+    exact = copy.deepcopy(model).double()
+    noise, y, w, z0 = inputs(kind)
+    kw = dict(iters=4) if arch == "GET" else {}
+    with torch.no_grad():
+        assert fast.blocks[0].attn.residual_in_matmul(torch.zeros(1, 16, 64))
+        got = run(fast, kind, noise, y, w, z0, **kw)
+        assert torch.equal(got, run(fast, kind, noise, y, w, z0, **kw))  # deterministic on one machine
+        plain = run(model, kind, noise, y, w, z0, **kw)
+        ref = run(exact, kind, noise, y, w, z0, **kw)
+    assert_as_accurate(got, plain, ref, what=f"{arch} {kind}")
+    blocks = len(model.blocks) + (4 * len(model.deq_blocks) if arch == "GET" else 0)
+    assert len(calls) == 2 * 4 * blocks  # 4 oneDNN calls a block application, in both runs of `fast`
+
+
+def test_training_keeps_the_plain_path(user_dispatch):
+    """Unrolled training iterates need gradients: the plain sequence, bitwise the torch backend's."""
+    model = build("cond").train()
+    fast = copy.deepcopy(model).set_backend("auto")
+    noise, y, _, z0 = inputs("cond")
+    assert not fast.blocks[0].attn.residual_in_matmul(noise)
+    kw = dict(z0=z0, iters=2, return_iterates=True, grad="unrolled")
+    states = fast(noise, y, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(states, model(noise, y, **kw)))
+    states[-1].square().mean().backward()
+    assert fast.deq_blocks[0].mlp.fc1.weight.grad is not None
