@@ -46,3 +46,19 @@ def test_block_flops_equal_on_both_paths(train):
     with torch.set_grad_enabled(train):
         assert counted(lambda: step(fused)) == expected
         assert counted(lambda: step(block)) == expected - missed
+
+
+def test_cpu_inference_path_counts_the_same(monkeypatch):
+    """The oneDNN linears of the CPU inference path (getkern.ops.cpu_epilogues) count as matmuls."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # "auto" as a user's CPU process resolves it
+    B, N, D, H, ratio = 2, 17, 64, 2, 3
+    torch.manual_seed(0)
+    block = Block(D, H, ratio, backend="torch").eval()
+    fast = copy.deepcopy(block)
+    for m in fast.modules():
+        if hasattr(m, "backend"):
+            m.backend = "auto"
+    x, c, u = torch.randn(B, N, D), torch.randn(B, 1, 3 * D), torch.randn(B, N, 3 * D)
+    with torch.no_grad():
+        assert fast.attn.residual_in_matmul(x)
+        assert counted(lambda: fast(x, c, u)) == counted(lambda: block(x, c, u)) > 0

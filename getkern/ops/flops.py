@@ -63,3 +63,12 @@ def _attention_forward_flops(qkv, *args, out_shape=None, **kwargs) -> int:
 @register_flop_formula(ops.attention_backward)
 def _attention_backward_flops(dout, qkv, *args, out_shape=None, **kwargs) -> int:
     return 5 * _attention_matmul_flops(qkv)               # q k^T again, dv, dp, dq, dk
+
+
+# oneDNN linears with fused epilogues (getkern.ops.cpu_epilogues, the CPU inference path):
+# default (x, weight, bias, attr, ...) and binary (x, other, weight, bias, attr) share one packet.
+@register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+def _onednn_linear_flops(x, second, third, *args, out_shape=None, **kwargs) -> int:
+    weight = third if third is not None and len(third) == 2 else second
+    n, k = weight
+    return 2 * _rows(x) * k * n
