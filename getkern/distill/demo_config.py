@@ -16,8 +16,8 @@ class DemoConfig:
     heun_steps: int = 18               # 35 teacher evaluations per pair
     # GET for 8x8x1 digits: patch 2 -> 16 tokens of width 64 (see docs/pipeline.md).
     model: dict = field(default_factory=lambda: dict(patch_size=2, hidden_size=64, depth=2, num_heads=4,
-                                                     mlp_ratio=4.0, deq_mlp_ratio=4.0, backend="torch",
-                                                     solver_backend="torch"))
+                                                     mlp_ratio=4.0, deq_mlp_ratio=4.0, backend="auto",
+                                                     solver_backend="auto"))
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 100
