@@ -15,3 +15,17 @@ class GetkernError(Exception):
 
 class UsageError(GetkernError, ValueError):
     """An argument, option, config field or path that cannot be used; the message names it."""
+
+
+class SettingError(UsageError):
+    """One setting outside its allowed values: ``setting`` names it, ``allowed`` says what is allowed.
+
+    The command line renames it to its flag (``renamed("--warmup-steps")``) so the message names what
+    the user typed."""
+
+    def __init__(self, setting: str, value, allowed: str):
+        super().__init__(f"{setting} must be {allowed}, got {value!r}")
+        self.setting, self.value, self.allowed = setting, value, allowed
+
+    def renamed(self, setting: str) -> SettingError:
+        return SettingError(setting, self.value, self.allowed)

@@ -80,3 +80,10 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, code, message
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         cli.main(["sample", "--debug", "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "s")])
+
+
+def test_torch_free_copies_of_choices_match_their_owners():
+    """The parsers read choice lists from torch-free modules; the owners are the layers that use them."""
+    from getkern import deq
+    from getkern.distill import config
+    assert config.GRADS == deq.GRADS

@@ -18,6 +18,7 @@ from getkern.checkpoint import CheckpointError
 from getkern.cli import main as cli
 from getkern.data import PairDataset, write_pairs
 from getkern.distill import TrainConfig, Trainer, fpc_loss
+from getkern.errors import UsageError
 from getkern.models import GET
 from getkern.teacher import EDMPrecond, Teacher
 from getkern.teacher.digits import DigitsMLP
@@ -125,7 +126,7 @@ def test_grad_accumulation_matches_one_big_batch(pairs, tmp_path):
 
 def test_resume_refuses_other_settings_and_corrupt_checkpoints(pairs, tmp_path):
     Trainer(config(pairs, tmp_path, max_steps=3)).fit()
-    with pytest.raises(CheckpointError, match="batch_size"):
+    with pytest.raises(UsageError, match="batch_size: 8 in the run, 4 now"):
         Trainer(config(pairs, tmp_path, max_steps=4, batch_size=4)).fit()
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])

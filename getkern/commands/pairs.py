@@ -29,13 +29,19 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+FLAGS = {"num_pairs": "--num-pairs", "first_seed": "--first-seed", "shard_size": "--shard-size",
+         "num_steps": "--steps", "batch_size": "--batch-size"}
+
+
 def run(args) -> int:
     from getkern.data import write_pairs
-    from getkern.data.pairs import check_guidance_range
+    from getkern.data.pairs import check_guidance_range, check_pair_arguments
     from getkern.distill.distributed import init_distributed
     from getkern.errors import UsageError
     from getkern.teacher import load_teacher
     from getkern.commands._common import check_out_dir
+    check_pair_arguments(num_pairs=args.num_pairs, first_seed=args.first_seed, shard_size=args.shard_size,
+                         num_steps=args.steps, batch_size=args.batch_size, names=FLAGS)  # before loading a teacher
     check_out_dir(args.out)
     device = init_distributed(args.device).device
     teacher = load_teacher(args.teacher, trust_pickle=args.trust_pickle, edm_root=args.edm_root, device=device)

@@ -7,62 +7,43 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+
+# The options are TrainConfig's fields (getkern/distill/config.py: default, help, allowed values), except
+# these, whose options have their own shape: a required path, the model's two options, shared options.
+OWN_OPTIONS = ("pairs", "out", "model", "device", "progress")
+GROUPS = {"objectives": "objectives (docs/objectives.md)"}
+
+
+def flag(name: str) -> str:
+    """The option of TrainConfig field ``name``."""
+    return {"model": "--model-args", "progress": "--no-progress"}.get(name, "--" + name.replace("_", "-"))
 
 
 def add_parser(sub) -> None:
-    from getkern.deq import GRADS
-    from getkern.distill import TrainConfig
-    from getkern.distill.objectives import LOSSES
-    from getkern.distill.objectives.adversarial import DISC_INPUTS, DISC_LOSSES
-    from getkern.distill.objectives.perceptual import PERCEPTUAL_NETS
-    from getkern.distill.trainer import LR_SCHEDULES
-    d = TrainConfig(pairs="", out="")
     from getkern.commands._common import add_device, add_out, add_progress, command_parser
+    from getkern.distill.config import TrainConfig, allowed
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     p = command_parser(sub, "train", __doc__, help="distill teacher pairs into a GET")
-    p.add_argument("--pairs", required=True, help="getkern pair directory or reference root (latent/, image/)")
+    p.add_argument("--pairs", required=True, help=fields["pairs"].metadata["help"])
     add_out(p, "run folder; an existing checkpoint there is resumed")
     p.add_argument("--model", default="GET-T/2", help="a named size (GET-T/2 ..., or ViT-S/2 ... for the "
-                   "one-pass baseline) (default: GET-T/2)")
+                   "one-pass baseline); '' for --model-args alone")
     p.add_argument("--model-args", default="{}", help='JSON GET keyword overrides, e.g. \'{"hidden_size": 64}\'')
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
-                   help="after warm-up: constant (the reference) or cosine decay to 0 at --max-steps")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--ema-decay", type=float, default=d.ema_decay)
-    p.add_argument("--ema-warmup", action="store_true",
-                   help="EMA decay min(--ema-decay, (1+s)/(10+s)) at step s (for short runs)")
-    p.add_argument("--iters", type=int, default=d.iters, help="unrolled iterations K per step")
-    p.add_argument("--fpc-weight", type=float, default=d.fpc_weight)
-    p.add_argument("--loss", choices=LOSSES, default=d.loss, help="regression distance (docs/objectives.md)")
-    o = p.add_argument_group("objectives (docs/objectives.md)")
-    o.add_argument("--regression-weight", type=float, default=d.regression_weight,
-                   help="weight of the fixed-point-correction regression term (0: adversarial alone)")
-    o.add_argument("--adversarial-weight", type=float, default=d.adversarial_weight,
-                   help="weight of the discriminator's generator loss (0: no discriminator)")
-    o.add_argument("--disc-input", choices=DISC_INPUTS, default=d.disc_input,
-                   help="the discriminator sees (noise, image) pairs or images alone")
-    o.add_argument("--disc-classes", action="store_true", help="class projection in the discriminator")
-    o.add_argument("--disc-loss", choices=DISC_LOSSES, default=d.disc_loss)
-    o.add_argument("--disc-lr", type=float, default=d.disc_lr, help="discriminator Adam lr (betas 0.0, 0.99)")
-    o.add_argument("--disc-width", type=int, default=d.disc_width)
-    o.add_argument("--perceptual-net", choices=PERCEPTUAL_NETS, default=d.perceptual_net,
-                   help="--loss perceptual: the digits classifier, or LPIPS (optional `lpips` package)")
-    o.add_argument("--perceptual-ensemble", type=int, default=d.perceptual_ensemble,
-                   help="random augmentations per step the perceptual distance is averaged over")
-    o.add_argument("--init", default="", help="start the student from a training checkpoint's EMA weights or a "
-                   "save_pretrained directory (fine-tuning)")
-    o.add_argument("--freeze", nargs="*", default=[], metavar="PREFIX",
-                   help="student parameter-name prefixes to leave untrained, e.g. x_embedder y_embedder blocks qkv_inj")
-    p.add_argument("--grad", choices=GRADS, default=d.grad)
-    p.add_argument("--max-steps", type=int, default=d.max_steps)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--sample-every", type=int, default=d.sample_every, help="0: no grids")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=d.amp)
+    groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
+    for f in fields.values():
+        if f.name in OWN_OPTIONS:
+            continue
+        target, m = groups.get(f.metadata["group"], p), f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, bool):  # every such field defaults to off
+            target.add_argument(flag(f.name), action="store_true", help=m["help"])
+        elif isinstance(default, list):
+            target.add_argument(flag(f.name), nargs="*", default=default, metavar=m["metavar"], help=m["help"])
+        else:
+            help = f"{m['help']}; {allowed(f)}" if isinstance(default, (int, float)) else m["help"]
+            target.add_argument(flag(f.name), type=type(default), default=default, choices=m["choices"], help=help)
     add_device(p)
     add_progress(p)
     p.set_defaults(func=run)
@@ -70,21 +51,22 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from getkern.commands._common import check_out_dir
-    from getkern.distill import TrainConfig, Trainer
-    model = {"name": args.model, **json.loads(args.model_args)} if args.model else json.loads(args.model_args)
+    from getkern.distill.config import TrainConfig
+    from getkern.errors import SettingError, UsageError
+    try:
+        extra = json.loads(args.model_args)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--model-args is not JSON: {e}") from None
+    if not isinstance(extra, dict):
+        raise UsageError(f"--model-args must be a JSON object, got {args.model_args!r}")
+    model = {"name": args.model, **extra} if args.model else extra
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in OWN_OPTIONS}
+    try:
+        config = TrainConfig(pairs=args.pairs, out=str(args.out), model=model, device=args.device,
+                             progress=not args.no_progress, **settings)
+    except SettingError as e:
+        raise e.renamed(flag(e.setting)) from None
     check_out_dir(args.out)
-    config = TrainConfig(pairs=args.pairs, out=str(args.out), model=model, batch_size=args.batch_size,
-                         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps,
-                         lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,
-                         ema_decay=args.ema_decay, ema_warmup=args.ema_warmup, iters=args.iters,
-                         fpc_weight=args.fpc_weight, loss=args.loss,
-                         grad=args.grad, regression_weight=args.regression_weight,
-                         adversarial_weight=args.adversarial_weight, disc_input=args.disc_input,
-                         disc_classes=args.disc_classes, disc_loss=args.disc_loss, disc_lr=args.disc_lr,
-                         disc_width=args.disc_width, perceptual_net=args.perceptual_net,
-                         perceptual_ensemble=args.perceptual_ensemble, init=args.init, freeze=list(args.freeze),
-                         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
-                         sample_every=args.sample_every, seed=args.seed, amp=args.amp, device=args.device,
-                         progress=not args.no_progress)
+    from getkern.distill.trainer import Trainer
     Trainer(config).fit()
     return 0

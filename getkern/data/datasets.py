@@ -4,21 +4,25 @@ Both yield ``(latent float32 (C, H, W), image float32 (C, H, W), label int64)`` 
 unconditional pairs; a guided getkern pair set (written with ``guidance_range``) yields a fourth item,
 the pair's guidance weight w (float32 scalar). Both load each file on first use and keep it (the whole
 set ends up in memory, as the reference's own loader does: 1M CIFAR-10 pairs are about 25 GB in float32).
-Any unreadable, truncated or inconsistent file raises :class:`PairFileError` naming the file.
+Any unreadable, truncated or inconsistent file raises :class:`PairFileError` naming the file; a getkern
+shard whose sha256 differs from its manifest's does too (``verify=False`` or GETKERN_VERIFY_PAIRS=0 skips
+the hashing). ``identity()`` names a pair set by its content, not its path (what a resumed run compares).
 """
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load, load_file
 from torch.utils.data import Dataset
 
-from getkern.data.pairs import PairFileError, read_manifest, shard_keys
+from getkern.data.pairs import PairFileError, plan_fields, read_manifest, shard_keys, verify_default
 
 Item = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -64,6 +68,10 @@ class _ShardedPairs(Dataset):
         return tuple(torch.cat([p[k] for p in parts]) for k in range(3))
 
 
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
 class PairDataset(_ShardedPairs):
     """Pairs written by :func:`getkern.data.pairs.write_pairs` (reads ``manifest.json`` first).
 
@@ -71,8 +79,9 @@ class PairDataset(_ShardedPairs):
     existed). Guided sets yield ``(latent, image, label, w)``; :meth:`guidance` gives every w at once.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, verify: bool | None = None):
         self.root = Path(root)
+        self.verify = verify_default() if verify is None else verify
         self.manifest = read_manifest(self.root)
         if not self.manifest.get("complete"):
             raise PairFileError(f"{self.root / 'manifest.json'}: pair generation did not finish (complete=false); "
@@ -83,7 +92,16 @@ class PairDataset(_ShardedPairs):
         shards = self.manifest["shards"]
         super().__init__([self.root / s["file"] for s in shards], [int(s["count"]) for s in shards])
         self.first_seeds = [int(s["first_seed"]) for s in shards]
+        self.digests = [s.get("sha256") for s in shards]  # None in sets written before digests
         self._guidance: dict[int, torch.Tensor] = {}
+
+    def identity(self) -> dict:
+        """The set's defining fields (teacher without its folder, sampler, shapes, seeds, count) and a digest
+        of its shards (names, counts, and each file's sha256, or its size for sets without digests)."""
+        fields = plan_fields(self.manifest)
+        files = [[s["file"], s["count"], d or self.files[i].stat().st_size]
+                 for i, (s, d) in enumerate(zip(self.manifest["shards"], self.digests))]
+        return {**fields, "shards": _digest(files)}
 
     def __getitem__(self, index: int):
         item = super().__getitem__(index)
@@ -105,8 +123,17 @@ class PairDataset(_ShardedPairs):
         path = self.files[i]
         if not path.is_file():
             raise PairFileError(f"{path} is listed in the manifest but does not exist")
+        digest = self.digests[i] if self.verify else None
         try:
-            t = load_file(path)
+            data = path.read_bytes() if digest else None  # read whole anyway: hashing costs one more pass
+        except OSError as e:
+            raise PairFileError(f"{path} cannot be read: {e}") from None
+        if digest and hashlib.sha256(data).hexdigest() != digest:
+            raise PairFileError(f"{path}: its sha256 differs from the one {self.root / 'manifest.json'} recorded: "
+                                "the file is corrupt or was replaced; rerun `getkern pairs` with the same "
+                                "arguments to regenerate it")
+        try:
+            t = load(data) if digest else load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
             raise PairFileError(f"{path} is not a readable safetensors shard (corrupt or truncated): {e}") from None
         keys = shard_keys(self.guidance_range is not None)
@@ -164,6 +191,13 @@ class ReferencePairDataset(_ShardedPairs):
             self.counts[i] = latent.shape[0]
             self.starts[i + 1] = self.starts[i] + self.counts[i]
             self._cache[i] = self._check(i, latent, image, label)
+
+    def identity(self) -> dict:
+        """The pair count, classes and a digest of the files' names and sizes (the reference's files carry
+        no digests)."""
+        files = [[p.parent.name, p.name, p.stat().st_size] for p in [*self.files, *self.image_files]]
+        return {"format": "reference", "num_pairs": len(self), "num_classes": self.num_classes,
+                "files": _digest(files)}
 
     def _load(self, i: int) -> Item:
         latent_obj = _torch_load_pairs(self.files[i])

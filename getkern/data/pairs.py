@@ -2,7 +2,8 @@
 
 Layout of ``<out>/``::
 
-    manifest.json                          the plan (teacher, sampler, shapes, dtypes, seeds, shards)
+    manifest.json                          the plan (teacher, sampler, shapes, dtypes, seeds, shards;
+                                           once complete, each shard's sha256)
     pairs-000000000-000000999.safetensors  latent float32 (n, C, H, W), image float32 (n, C, H, W),
     ...                                    label int64 (n,) (-1: unconditional), seed int64 (n,)
                                            [guidance float32 (n,): guided pair sets only]
@@ -13,27 +14,39 @@ seed alone. A guided pair set (``guidance_range=(wmin, wmax)``) draws the classi
 w ~ U[wmin, wmax] third from the same generator and samples the guided teacher D_w; z and label are the
 same as in an unguided set. Shard ``i`` holds seeds ``first_seed + i*shard_size ...``; each is written atomically, so a
 killed run restarted with the same arguments skips finished shards and produces exactly the same set
-(no duplicate, no missing seed). Under torchrun, rank r writes shards r, r + world, r + 2 world, ...
+(no duplicate, no missing seed); a finished shard whose sha256 differs from the manifest's is regenerated.
+One process at a time writes a folder (getkern.runlock; under torchrun rank 0 holds the lock), and
+rank r writes shards r, r + world, r + 2 world, ...
+Arguments are checked before anything is written, plans are bounded (at most MAX_SHARDS shard files,
+and no more bytes than the disk has free).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import warnings
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from getkern.checkpoint import atomic_write, read_json
-from getkern.distill.distributed import barrier, init_distributed
+from getkern.checkpoint import atomic_write, file_sha256, read_json
+from getkern.distill.distributed import barrier, init_distributed, merge_on_main, share_refusal
+from getkern.errors import GetkernError, SettingError, UsageError
+from getkern.runlock import LOCK_FILE, hold_folder, remove_stale_temporaries
 from getkern.teacher import Teacher
 from getkern.teacher.edm import RHO, SIGMA_MAX, SIGMA_MIN, network_evaluations
-from getkern.errors import GetkernError, UsageError
 
 MANIFEST = "manifest.json"
 FORMAT = "getkern-pairs"
 FORMAT_VERSION = 1
+MAX_SHARDS = 1_000_000       # the manifest lists every shard: beyond this, use larger shards
+MAX_SEED = 2 ** 63 - 1
+SHARD_HEADER_BYTES = 1024    # a generous bound on a shard's safetensors header
+VERIFY_ENV = "GETKERN_VERIFY_PAIRS"  # "0": trust shards without hashing them (faster loads)
 
 
 class PairFileError(GetkernError, ValueError):
@@ -65,6 +78,31 @@ def seed_guidance(seed: int, image_shape: tuple[int, ...], num_classes: int,
     return guidance_range[0] + u * (guidance_range[1] - guidance_range[0])
 
 
+def verify_default() -> bool:
+    """Whether shards are checked against the manifest's sha256 when read (unless the caller says)."""
+    return os.environ.get(VERIFY_ENV, "1") != "0"
+
+
+def check_pair_arguments(*, num_pairs, first_seed, shard_size, num_steps, batch_size, names=None) -> None:
+    """Refuse (SettingError, UsageError) arguments that cannot make a pair set, before anything is loaded or
+    written. ``names`` maps an argument to what the message calls it (the command line's flags)."""
+    names = names or {}
+    for name, value, low, allowed in (
+            ("num_pairs", num_pairs, 1, "an integer >= 1"), ("first_seed", first_seed, 0, "an integer >= 0"),
+            ("shard_size", shard_size, 1, "an integer >= 1"), ("batch_size", batch_size, 1, "an integer >= 1"),
+            ("num_steps", num_steps, 2, "an integer >= 2 (Heun steps from sigma_max to sigma_min)")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise SettingError(names.get(name, name), value, allowed)
+    if first_seed + num_pairs - 1 > MAX_SEED:
+        raise UsageError(f"{names.get('first_seed', 'first_seed')} + {names.get('num_pairs', 'num_pairs')} - 1 = "
+                         f"{first_seed + num_pairs - 1} exceeds the largest seed {MAX_SEED}")
+    shards = -(-num_pairs // shard_size)
+    if shards > MAX_SHARDS:
+        raise UsageError(f"{names.get('num_pairs', 'num_pairs')} {num_pairs} in shards of {shard_size} makes "
+                         f"{shards:,} shard files, more than {MAX_SHARDS:,}: raise "
+                         f"{names.get('shard_size', 'shard_size')}")
+
+
 def check_guidance_range(guidance_range, name: str = "guidance_range") -> tuple[float, float]:
     """(wmin, wmax) as floats, finite, wmin <= wmax; a ValueError naming ``name`` otherwise."""
     try:
@@ -93,6 +131,45 @@ def plan_manifest(teacher: Teacher, *, num_pairs: int, first_seed: int, shard_si
             "image_shape": list(teacher.image_shape), "num_classes": teacher.num_classes,
             "latent_dtype": "float32", "image_dtype": "float32", "label_dtype": "int64", **guided,
             "first_seed": first_seed, "num_pairs": num_pairs, "shard_size": shard_size, "shards": shards}
+
+
+def teacher_identity(meta: dict) -> dict:
+    """The teacher's metadata without the folder it lives in (only its file name): the shipped teacher
+    of another install, or a moved EDM pickle, makes the same pair set."""
+    return {**meta, "path": Path(meta["path"]).name} if "path" in meta else dict(meta)
+
+
+def plan_fields(manifest: dict) -> dict:
+    """What defines a pair set: the manifest without its completion flag, shard digests and teacher folder."""
+    fields = {k: v for k, v in manifest.items() if k != "complete"}
+    fields["teacher"] = teacher_identity(fields.get("teacher", {}))
+    fields["shards"] = [{k: v for k, v in s.items() if k != "sha256"} for s in fields.get("shards", [])]
+    return fields
+
+
+def describe_differences(old: dict, new: dict, then: str, now: str) -> list[str]:
+    """``"key: <old> <then>, <new> <now>"`` for each differing key (nested dicts by dotted key); the shard
+    list (or its digest) only when nothing else explains the difference, since seeds and counts decide it."""
+    def walk(a, b, prefix):
+        for k in sorted(set(a) | set(b), key=str):
+            x, y = a.get(k), b.get(k)
+            if isinstance(x, dict) and isinstance(y, dict):
+                yield from walk(x, y, f"{prefix}{k}.")
+            elif x != y:
+                yield f"{prefix}{k}", x, y
+    found = list(walk(old, new, ""))
+    if len(found) > 1:
+        found = [f for f in found if f[0] != "shards"]
+    return [f"{k}: {_describe(x)} {then}, {_describe(y)} {now}" for k, x, y in found]
+
+
+def _describe(value) -> str:
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{len(value)} entries]"
+    if isinstance(value, str) and len(value) == 64:  # a sha256
+        return repr(value[:12] + "...")
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def shard_keys(guided: bool) -> set[str]:
@@ -145,55 +222,124 @@ def _write_manifest(out: Path, plan: dict, complete: bool) -> None:
     atomic_write(out / MANIFEST, lambda p: Path(p).write_text(text))
 
 
+def bytes_per_pair(image_shape, guided: bool) -> int:
+    """Bytes a pair takes in a shard: latent and image float32, label and seed int64, guidance float32."""
+    return 2 * 4 * math.prod(image_shape) + 8 + 8 + (4 if guided else 0)
+
+
+def check_disk_space(out: Path, plan: dict, guided: bool) -> None:
+    """Refuse (UsageError) a plan whose missing shards need more bytes than the disk under ``out`` has free."""
+    sizes = {p.name: p.stat().st_size for p in out.glob("pairs-*.safetensors")} if out.is_dir() else {}
+    per_pair = bytes_per_pair(plan["image_shape"], guided)
+    need = sum(s["count"] * per_pair + SHARD_HEADER_BYTES for s in plan["shards"] if s["file"] not in sizes)
+    base = out
+    while not base.exists():
+        base = base.parent
+    free = shutil.disk_usage(base).free
+    if need > free:
+        raise UsageError(f"the pair set needs about {need / 1e9:,.1f} GB more ({per_pair} bytes a pair), "
+                         f"but {base} has {free / 1e9:,.1f} GB free")
+
+
+def _prepare_folder(out: Path, plan: dict, guided: bool) -> None:
+    """Under the folder's lock: clear a killed writer's temporaries, refuse another pair set or a folder
+    holding other files, and write the plan first (so a rerun is checked against it)."""
+    remove_stale_temporaries(out)
+    if (out / MANIFEST).is_file():
+        differing = describe_differences(plan_fields(read_manifest(out)), plan_fields(plan), "there", "asked")
+        if differing:
+            raise PairFileError(f"{out / MANIFEST} describes a different pair set ({'; '.join(differing)}); "
+                                "use another output directory")
+    else:
+        names = {s["file"] for s in plan["shards"]} | {LOCK_FILE}
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in names)
+        if foreign:
+            raise UsageError(f"{out} holds files that belong to no pair set ({', '.join(foreign[:5])}"
+                             f"{', ...' if len(foreign) > 5 else ''}) and no {MANIFEST}: use an empty or new folder")
+        _write_manifest(out, plan, complete=False)
+
+
+def _finished_shards(out: Path, shards: list[dict], guided: bool, verify: bool) -> dict[str, str]:
+    """{file: sha256} of the ``shards`` already written whole and (when the manifest records a digest and
+    ``verify``) unchanged; a changed one is left out, so it is generated again."""
+    recorded = {s["file"]: s.get("sha256") for s in read_manifest(out)["shards"]}
+    done = {}
+    for s in shards:
+        path = out / s["file"]
+        if not shard_is_complete(path, s["count"], guided):
+            continue
+        if recorded.get(s["file"]) and not verify:
+            done[s["file"]] = recorded[s["file"]]
+            continue
+        digest = file_sha256(path)
+        if recorded.get(s["file"]) in (None, digest):
+            done[s["file"]] = digest
+        else:
+            warnings.warn(f"{path}: its sha256 differs from the manifest's (the file is corrupt): generating it again",
+                          stacklevel=3)
+    return done
+
+
 def write_pairs(teacher: Teacher, out_dir, *, num_pairs: int, first_seed: int = 0, shard_size: int = 1000,
                 num_steps: int = 18, batch_size: int = 500, guidance_range: tuple[float, float] | None = None,
-                progress: bool = True) -> Path:
+                progress: bool = True, verify: bool | None = None) -> Path:
     """Generate (or finish generating) ``num_pairs`` pairs into ``out_dir``; returns the manifest path.
 
     ``guidance_range=(wmin, wmax)``: a guided set for guidance distillation; pair s gets its own
     w ~ U[wmin, wmax] (:func:`seed_guidance`) and the image is the classifier-free-guided teacher's
     sample at that w (the teacher needs a null class, e.g. ``load_teacher("digits-guided")``).
-    Safe to call again with the same arguments: finished shards are kept. Different arguments on an
-    existing directory raise PairFileError rather than mixing two pair sets. Under torchrun each rank
-    writes its own shards and rank 0 writes the manifest once all ranks are done.
+    Safe to call again with the same arguments: finished shards are kept (``verify``: their sha256 is
+    checked against the manifest's; default: on unless GETKERN_VERIFY_PAIRS=0). Different arguments on
+    an existing directory raise PairFileError rather than mixing two pair sets; a folder another process
+    is writing raises FolderBusy. Under torchrun each rank writes its own shards and rank 0 holds the
+    folder's lock and writes the manifest once all ranks are done.
     """
     from tqdm import tqdm
-    if num_pairs < 1 or shard_size < 1 or batch_size < 1:
-        raise ValueError(f"num_pairs, shard_size and batch_size must be >= 1, got {num_pairs}, {shard_size}, {batch_size}")
+    check_pair_arguments(num_pairs=num_pairs, first_seed=first_seed, shard_size=shard_size, num_steps=num_steps,
+                         batch_size=batch_size)
     if guidance_range is not None:
         guidance_range = check_guidance_range(guidance_range)
         teacher.guided(0.0)  # raises now, with the reason, if the teacher cannot be guided
+    verify = verify_default() if verify is None else verify
     dist_info = init_distributed(str(next(teacher.denoiser.parameters()).device.type))
     out = Path(out_dir)
     plan = plan_manifest(teacher, num_pairs=num_pairs, first_seed=first_seed, shard_size=shard_size,
                          num_steps=num_steps, guidance_range=guidance_range)
     guided = guidance_range is not None
-    if (out / MANIFEST).is_file():
-        old = read_manifest(out)
-        differing = sorted(k for k in plan if old.get(k) != plan[k])
-        if differing:
-            raise PairFileError(f"{out / MANIFEST} describes a different pair set (differs in {differing}); "
-                                "use another output directory")
-    elif dist_info.is_main:  # the plan goes first, so a resumed run is checked against it
-        _write_manifest(out, plan, complete=False)
-    barrier()
-    mine = plan["shards"][dist_info.rank::dist_info.world_size]
-    todo = [s for s in mine if not shard_is_complete(out / s["file"], s["count"], guided)]
-    device = next(teacher.denoiser.parameters()).device
-    bar = tqdm(total=sum(s["count"] for s in mine), initial=sum(s["count"] for s in mine) - sum(s["count"] for s in todo),
-               desc=f"pairs (rank {dist_info.rank})", unit="pair", disable=not progress)
-    for shard in todo:
-        tensors = _generate_shard(teacher, shard["first_seed"], shard["count"], num_steps, batch_size, device,
-                                  guidance_range)
-        meta = {"first_seed": str(shard["first_seed"]), "count": str(shard["count"])}
-        atomic_write(out / shard["file"], lambda p, t=tensors: save_file(t, p, metadata=meta))
-        bar.update(shard["count"])
-    bar.close()
-    barrier()
+    lock, refusal = None, None
     if dist_info.is_main:
-        missing = [s["file"] for s in plan["shards"] if not shard_is_complete(out / s["file"], s["count"], guided)]
-        if missing:
-            raise PairFileError(f"{out}: shards missing or incomplete after generation: {missing[:5]}")
-        _write_manifest(out, plan, complete=True)
-    barrier()
+        try:
+            check_disk_space(out, plan, guided)  # before the lock creates the folder
+            lock = hold_folder(out, "getkern pairs")
+            _prepare_folder(out, plan, guided)
+        except (GetkernError, OSError) as e:
+            refusal = e
+    try:
+        share_refusal(refusal)
+        mine = plan["shards"][dist_info.rank::dist_info.world_size]
+        digests = _finished_shards(out, mine, guided, verify)
+        todo = [s for s in mine if s["file"] not in digests]
+        device = next(teacher.denoiser.parameters()).device
+        bar = tqdm(total=sum(s["count"] for s in mine), initial=sum(s["count"] for s in mine if s["file"] in digests),
+                   desc=f"pairs (rank {dist_info.rank})", unit="pair", disable=not progress)
+        for shard in todo:
+            tensors = _generate_shard(teacher, shard["first_seed"], shard["count"], num_steps, batch_size, device,
+                                      guidance_range)
+            meta = {"first_seed": str(shard["first_seed"]), "count": str(shard["count"])}
+            atomic_write(out / shard["file"], lambda p, t=tensors: save_file(t, p, metadata=meta))
+            digests[shard["file"]] = file_sha256(out / shard["file"])  # read back from the page cache
+            bar.update(shard["count"])
+        bar.close()
+        digests = merge_on_main(digests)
+        if dist_info.is_main:
+            missing = [s["file"] for s in plan["shards"]
+                       if s["file"] not in digests or not shard_is_complete(out / s["file"], s["count"], guided)]
+            if missing:
+                raise PairFileError(f"{out}: shards missing or incomplete after generation: {missing[:5]}")
+            shards = [{**s, "sha256": digests[s["file"]]} for s in plan["shards"]]
+            _write_manifest(out, {**plan, "shards": shards}, complete=True)
+        barrier()
+    finally:
+        if lock is not None:
+            lock.release()
     return out / MANIFEST

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from getkern.errors import GetkernError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -40,3 +42,25 @@ def init_distributed(device: str | None = None) -> DistInfo:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def share_refusal(error: BaseException | None) -> None:
+    """Call on every rank with what rank 0's folder checks raised (None: all well): rank 0 raises it, every
+    other rank raises a GetkernError with its message, so a refusal (a busy folder, another run's
+    settings) stops all ranks at once instead of leaving them waiting in a barrier."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        message = [None if error is None else str(error)]
+        dist.broadcast_object_list(message, src=0)
+        if error is None and message[0] is not None:
+            raise GetkernError(f"rank 0 refused: {message[0]}")
+    if error is not None:
+        raise error
+
+
+def merge_on_main(part: dict) -> dict:
+    """Every rank's ``part`` merged into one dict on rank 0 (other ranks get their own part back)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return dict(part)
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, part)
+    return {k: v for p in parts for k, v in p.items()} if dist.get_rank() == 0 else dict(part)

@@ -11,77 +11,49 @@ One optimisation step at step s (0-based) with global batch B:
 Checkpoints hold model, EMA, optimiser, RNG states and the data position, written atomically, so a
 run killed at any moment resumes from its last checkpoint and then reproduces the uninterrupted run's
 losses exactly (same machine, same thread count).
+
+The run folder belongs to one process at a time (getkern.runlock; under torchrun, rank 0 holds it).
+``checkpoint.pt`` has its sha256 beside it (``checkpoint.pt.sha256``) and the one it replaced is kept
+as ``checkpoint.prev.pt``, so a checkpoint found damaged on resume falls back to the one before. A
+resume compares every setting with the checkpoint's (config.MAY_CHANGE_ON_RESUME lists those that may
+differ) and the pair set by content (PairDataset.identity), and refuses naming each difference.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import json
 import math
+import os
 import time
-from dataclasses import dataclass, field
+import warnings
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from getkern.checkpoint import CheckpointError, atomic_write
-from getkern.distill.distributed import barrier, init_distributed
+from getkern.checkpoint import CheckpointError, atomic_write, file_sha256
+from getkern.distill.config import MAY_CHANGE_ON_RESUME, TrainConfig, resume_differences
+from getkern.distill.distributed import barrier, init_distributed, share_refusal
 from getkern.distill.grid import save_grid
-from getkern.distill.objectives import (OBJECTIVE_FIELDS, Objective, check_objective_config, freeze_parameters,
-                                        load_initial_weights)
-from getkern.distill.objectives.regression import fpc_loss
+from getkern.distill.objectives import Objective, freeze_parameters, load_initial_weights
+from getkern.errors import GetkernError, UsageError
 from getkern.models import GET, ViT
+from getkern.runlock import hold_folder, remove_stale_temporaries
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"    # the one checkpoint.pt replaced, the fallback on resume
+CORRUPT_CHECKPOINT = "checkpoint.corrupt.pt"  # a latest one that failed its check, set aside on resume
+DIGEST_SUFFIX = ".sha256"                      # sidecar holding a checkpoint's sha256, checked on reading
 LOG = "log.jsonl"
+TRAIN_CONFIG = "train_config.json"
+LEGACY_CONFIG = "config.json"  # where runs wrote their settings before: the name save_pretrained folders use
 CHECKPOINT_FORMAT = "getkern-train"
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a run; saved in each checkpoint. Defaults: the reference's recipe."""
-    pairs: str                         # a getkern pair directory, or a reference root (latent/, image/)
-    out: str                           # run directory: checkpoint.pt, log.jsonl, samples/, ema/
-    model: dict = field(default_factory=lambda: {"name": "GET-T/2"})  # {"name": ..} and/or GET kwargs
-    batch_size: int = 128              # global batch, over all ranks and accumulation steps
-    grad_accum: int = 1
-    lr: float = 1e-4
-    warmup_steps: int = 0              # linear learning-rate warm-up (the reference uses none)
-    lr_schedule: str = "constant"      # "constant" (the reference) | "cosine" (to 0 at max_steps)
-    weight_decay: float = 0.0
-    ema_decay: float = 0.9999
-    ema_warmup: bool = False           # decay min(ema_decay, (1 + s) / (10 + s)) at step s, so short runs
-                                       # do not keep a share of the random init (the reference: False)
-    iters: int = 6                     # K unrolled equilibrium iterations per training step
-    fpc_weight: float = 0.8            # fixed-point-correction weight w: iterate k gets w^(K-1-k)
-    loss: str = "l1"                   # regression distance: "l1" | "l2" | "perceptual"
-    grad: str = "unrolled"             # gradient mode of getkern.deq: "unrolled" | "phantom" | "implicit"
-    # Further objectives (getkern/distill/objectives/, docs/objectives.md); the defaults are the reference's.
-    regression_weight: float = 1.0     # weight of the fixed-point-correction regression term
-    adversarial_weight: float = 0.0    # weight of the discriminator's generator loss (0: no discriminator)
-    disc_input: str = "pair"           # the discriminator sees "pair" (noise and image) | "image"
-    disc_classes: bool = False         # class projection in the discriminator (conditional pairs only)
-    disc_loss: str = "hinge"           # "hinge" | "nonsaturating"
-    disc_lr: float = 2e-4              # discriminator Adam, betas (0.0, 0.99)
-    disc_width: int = 32               # discriminator channels of its first conv
-    perceptual_net: str = "digits"     # loss="perceptual": "digits" (the digits classifier) | "lpips"
-    perceptual_ensemble: int = 4       # random augmentations the perceptual distance is averaged over
-    init: str = ""                     # initial student weights: a training checkpoint or save_pretrained dir
-    freeze: list = field(default_factory=list)  # parameter-name prefixes of the student left untrained
-    max_steps: int = 800_000
-    checkpoint_every: int = 1000
-    sample_every: int = 5000
-    log_every: int = 1
-    seed: int = 0
-    amp: str = "none"                  # "none" | "bf16" | "fp16" (CUDA autocast)
-    device: str | None = None          # None: CUDA when available
-    progress: bool = True
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+class ResumeError(UsageError, CheckpointError):
+    """The run folder's checkpoint was trained with other settings or another pair set than asked for."""
 
 
 def build_model(model_cfg: dict, *, in_channels: int, input_size: int, cond: bool, num_classes: int,
@@ -115,9 +87,6 @@ def load_pairs(path):
     return PairDataset(path) if (Path(path) / "manifest.json").is_file() else ReferencePairDataset(path)
 
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
 def lr_factor(step: int, config: TrainConfig) -> float:
     """Multiplier of config.lr at optimiser step ``step``: linear warm-up, then the schedule."""
     warm = min(1.0, (step + 1) / (config.warmup_steps + 1))
@@ -146,23 +115,22 @@ class Trainer:
 
     def __init__(self, config: TrainConfig):
         self.config = c = config
-        if c.batch_size < 1 or c.grad_accum < 1 or c.iters < 1:
-            raise ValueError(f"batch_size, grad_accum and iters must be >= 1, "
-                             f"got {c.batch_size}, {c.grad_accum}, {c.iters}")
-        check_objective_config(c)
-        if c.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {c.lr_schedule!r}")
-        if c.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {c.amp!r}")
+        c.validate()  # again: a field may have been set after construction
+        if not c.pairs or not c.out:
+            raise UsageError(f"a run needs pairs (a pair folder) and out (its run folder), got pairs={c.pairs!r}, "
+                             f"out={c.out!r}")
         self.dist = init_distributed(c.device)
         self.device = self.dist.device
         if c.batch_size % (self.dist.world_size * c.grad_accum):
-            raise ValueError(f"batch_size={c.batch_size} must be divisible by world_size*grad_accum="
+            raise UsageError(f"batch_size={c.batch_size} must be divisible by world_size*grad_accum="
                              f"{self.dist.world_size * c.grad_accum}")
         self.micro = c.batch_size // (self.dist.world_size * c.grad_accum)
         self.out = Path(c.out)
+        if (self.out / "manifest.json").is_file():
+            raise UsageError(f"out={c.out!r} is a pair folder (it holds manifest.json): give the run its own folder")
         self.dataset = load_pairs(c.pairs)
         self.latents, self.images, self.labels = self.dataset.tensors()
+        self.pairs_identity = self.dataset.identity()  # after tensors(): every shard has been read and checked
         self.guidance = self.dataset.guidance() if hasattr(self.dataset, "guidance") else None  # (n,) or None
         n, C, H, W = self.latents.shape
         self.cond = self.dataset.num_classes > 0
@@ -256,31 +224,58 @@ class Trainer:
         return {"format": CHECKPOINT_FORMAT, "step": self.step, "model": self.model.state_dict(),
                 "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                 "scaler": self.scaler.state_dict(), "objective": self.objective.state_dict(),
-                "model_class": type(self.model).__name__, "rng": rng, "data": {"epoch": self.step * B // n, "offset": self.step * B % n, "num_pairs": n},
+                "model_class": type(self.model).__name__, "rng": rng,
+                "data": {"epoch": self.step * B // n, "offset": self.step * B % n, "num_pairs": n,
+                         "pairs": self.pairs_identity},
                 "config": json.dumps(self.config.to_dict()), "model_config": json.dumps(self.model.config)}
 
     def save_checkpoint(self) -> None:
+        """Write checkpoint.pt whole before it replaces anything, keep the one it replaces as
+        checkpoint.prev.pt, then record its sha256 beside it."""
         if self.dist.is_main:
-            state = self.state_dict()
-            atomic_write(self.out / CHECKPOINT, lambda p: torch.save(state, p))
+            state, latest, digest = self.state_dict(), self.out / CHECKPOINT, {}
+
+            def write(tmp):
+                torch.save(state, tmp)
+                digest["sha256"] = file_sha256(tmp)
+                _keep_as_previous(latest, self.out / PREVIOUS_CHECKPOINT)
+            atomic_write(latest, write)
+            atomic_write(_sidecar(latest), lambda p: Path(p).write_text(digest["sha256"] + "\n"))
         barrier()
 
-    def load_checkpoint(self, path) -> None:
-        state = load_train_checkpoint(path)
-        if json.loads(state["model_config"]) != self.model.config:
-            raise CheckpointError(f"{path}: model config {state['model_config']} differs from this run's "
-                                  f"{json.dumps(self.model.config)}")
-        saved = json.loads(state["config"])
-        keys = ["batch_size", "seed", "iters", "pairs", "lr", "warmup_steps", "lr_schedule", "grad",
-                *OBJECTIVE_FIELDS]
-        if self.config.lr_schedule != "constant":
-            keys.append("max_steps")  # the schedule's length
-        defaults = TrainConfig(pairs="", out="").to_dict()  # for checkpoints older than a field
-        for key in keys:
-            ours = json.loads(json.dumps(getattr(self.config, key)))
-            if saved.get(key, defaults[key]) != ours:
-                raise CheckpointError(f"{path}: cannot resume with {key}={ours!r}, "
-                                      f"the checkpoint was trained with {saved.get(key, defaults[key])!r}")
+    def find_checkpoint(self) -> tuple[Path | None, dict | None]:
+        """(path, state) of the checkpoint to resume from: checkpoint.pt, or checkpoint.prev.pt when the
+        latest is missing or fails its check (with a warning saying why); (None, None) for a new run.
+        Raises CheckpointError when checkpoints exist but none is readable."""
+        problems = []
+        for path in (self.out / CHECKPOINT, self.out / PREVIOUS_CHECKPOINT):
+            if not path.is_file():
+                continue
+            try:
+                state = load_train_checkpoint(path)
+            except CheckpointError as e:
+                problems.append(str(e))
+                continue
+            if problems:
+                warnings.warn(f"{problems[0]}; resuming from the previous checkpoint {path} instead", stacklevel=3)
+            return path, state
+        if problems:
+            raise CheckpointError("; ".join(problems) + "; no earlier checkpoint is kept to resume from")
+        return None, None
+
+    def load_checkpoint(self, path, state: dict | None = None) -> None:
+        """Restore the run from ``path`` (``state``: what was already read from it). Refuses (ResumeError) a
+        checkpoint trained with other settings or another pair set, naming every difference."""
+        state = load_train_checkpoint(path) if state is None else state
+        differences = resume_differences(json.loads(state["config"]), self.config)
+        saved_model = json.loads(state["model_config"])
+        if saved_model != self.model.config:
+            differences.append(f"model (as built): {saved_model} in the run, {self.model.config} now")
+        differences += self._pairs_differences(json.loads(state["config"]), state.get("data", {}))
+        if differences:
+            raise ResumeError(f"{path} was trained with other settings than asked for now: {'; '.join(differences)}. "
+                              "Resume with the run's values or start another run folder (a resume may change only "
+                              f"{', '.join(MAY_CHANGE_ON_RESUME)})")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
@@ -291,6 +286,17 @@ class Trainer:
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = int(state["step"])
+
+    def _pairs_differences(self, saved: dict, data: dict) -> list[str]:
+        """The pair set compared by content, so the same set at another path (or spelled otherwise) resumes
+        and another set regenerated at the same path does not."""
+        old = data.get("pairs")
+        if old is None:  # a checkpoint from before pair identities recorded only the path
+            same = Path(saved.get("pairs", "")).resolve() == Path(self.config.pairs).resolve()
+            return [] if same else [f"pairs: {saved.get('pairs')!r} in the run, {self.config.pairs!r} now"]
+        from getkern.data.pairs import describe_differences
+        shown = describe_differences(old, self.pairs_identity, "in the run", "now")
+        return [f"pairs: {self.config.pairs} is another pair set than the run's ({'; '.join(shown)})"] if shown else []
 
     # ---------------------------------------------------------------- loop
 
@@ -312,16 +318,45 @@ class Trainer:
                          scale=max(1, 32 // images.shape[-1]))
 
     def fit(self) -> list[dict]:
-        """Train to ``max_steps`` (resuming if a checkpoint exists); returns this call's log records."""
+        """Train to ``max_steps`` (resuming if a checkpoint exists); returns this call's log records.
+        Holds the run folder for the whole call; another process holding it raises FolderBusy."""
+        lock, refusal = None, None
+        if self.dist.is_main:
+            try:
+                lock = hold_folder(self.out, "getkern train")
+                remove_stale_temporaries(self.out, ("ema", "samples"))
+            except (GetkernError, OSError) as e:
+                refusal = e
+        try:
+            share_refusal(refusal)
+            self._resume()
+            return self._train()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _resume(self) -> None:
+        path, state = self.find_checkpoint()
+        if state is not None:
+            self.load_checkpoint(path, state)
+        barrier()  # every rank has read its checkpoint before rank 0 moves files
+        refusal = None
+        if self.dist.is_main:
+            try:
+                latest = self.out / CHECKPOINT
+                if path is not None and path != latest and latest.is_file():  # the latest failed its check
+                    _set_aside(latest, self.out / CORRUPT_CHECKPOINT)
+                _truncate_log(self.out / LOG, self.step)
+                text = json.dumps(self.config.to_dict(), indent=2) + "\n"
+                atomic_write(self.out / TRAIN_CONFIG, lambda p: Path(p).write_text(text))
+                _drop_legacy_config(self.out)
+            except (GetkernError, OSError) as e:
+                refusal = e
+        share_refusal(refusal)
+
+    def _train(self) -> list[dict]:
         from tqdm import tqdm
         c = self.config
-        ckpt = self.out / CHECKPOINT
-        if ckpt.is_file():
-            self.load_checkpoint(ckpt)
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            _truncate_log(self.out / LOG, self.step)
-            (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
         records = []
         bar = tqdm(total=c.max_steps, initial=self.step, desc="distill", disable=not (c.progress and self.dist.is_main))
         t0, seen = time.perf_counter(), 0
@@ -348,19 +383,82 @@ class Trainer:
         return records
 
 
+def _sidecar(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + DIGEST_SUFFIX)
+
+
+def _keep_as_previous(latest: Path, previous: Path) -> None:
+    """Make ``previous`` what ``latest`` is now, digest sidecar first (a crash between the steps never pairs
+    a file with another's digest), while ``latest`` stays until the caller replaces it: a hard link where
+    the file system has them, so some checkpoint.pt exists at every moment."""
+    if not latest.is_file():
+        return
+    if _sidecar(latest).is_file():
+        os.replace(_sidecar(latest), _sidecar(previous))
+    else:
+        _sidecar(previous).unlink(missing_ok=True)
+    link = previous.with_name(f".{previous.name}.{os.urandom(6).hex()}.tmp")
+    try:
+        os.link(latest, link)
+    except OSError:  # no hard links on this file system: for a moment only checkpoint.prev.pt exists
+        os.replace(latest, previous)
+        return
+    os.replace(link, previous)
+
+
+def _set_aside(checkpoint: Path, target: Path) -> None:
+    """Move a damaged checkpoint (and its sidecar) out of the way, kept for inspection, so the next save
+    does not push the good previous checkpoint out."""
+    if _sidecar(checkpoint).is_file():
+        os.replace(_sidecar(checkpoint), _sidecar(target))
+    os.replace(checkpoint, target)
+
+
+def _drop_legacy_config(out: Path) -> None:
+    """An older run's settings file (config.json, now train_config.json) is removed once train_config.json
+    holds them, so the run folder is not mistaken for a save_pretrained one; a config.json that does not
+    parse as TrainConfig settings is someone else's and stays."""
+    legacy = out / LEGACY_CONFIG
+    try:
+        TrainConfig.from_dict(json.loads(legacy.read_text()))
+    except (OSError, ValueError, TypeError):
+        return
+    legacy.unlink()
+
+
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records after ``step`` (written after the checkpoint a resumed run restarts from)."""
+    """Drop log records after ``step`` (written after the checkpoint a resumed run restarts from) and a torn
+    last record (a run killed while writing it), with a warning; a damaged record elsewhere is an error."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    lines = path.read_text(errors="replace").splitlines()
+    keep = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):
+                warnings.warn(f"{path}: dropped its torn last line {number} ({line[:40]!r}...): the run was killed "
+                              "while writing it", stacklevel=4)
+                continue
+            raise GetkernError(f"{path}: line {number} is not a log record ({line[:60]!r}); repair or remove "
+                               "that line to resume") from None
+        if record_step <= step:
+            keep.append(line)
     atomic_write(path, lambda p: Path(p).write_text("".join(line + "\n" for line in keep)))
 
 
 def load_train_checkpoint(path) -> dict:
-    """A checkpoint written by :class:`Trainer` (torch.load with weights_only=True)."""
+    """A checkpoint written by :class:`Trainer` (torch.load with weights_only=True), checked against its
+    sha256 sidecar when it has one (checkpoints from before sidecars load unchecked)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training checkpoint {path} does not exist")
+    sidecar = _sidecar(path)
+    if sidecar.is_file() and file_sha256(path) != sidecar.read_text().strip():
+        raise CheckpointError(f"{path}: its sha256 differs from the one in {sidecar.name}: the file is corrupt")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling/zip failure means the same thing here

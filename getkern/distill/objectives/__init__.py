@@ -12,50 +12,16 @@ optimiser step; ``state_dict`` (the discriminator and its optimiser) goes into t
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from getkern.checkpoint import CheckpointError
-from getkern.distill.objectives.adversarial import DISC_INPUTS, DISC_LOSSES, AdversarialLoss
+from getkern.distill.objectives.adversarial import AdversarialLoss
 from getkern.distill.objectives.augment import AugmentSpec, sample_params
 from getkern.distill.objectives.finetune import freeze_parameters, load_initial_weights
-from getkern.distill.objectives.perceptual import PERCEPTUAL_NETS, PerceptualDistance
+from getkern.distill.objectives.perceptual import PerceptualDistance
 from getkern.distill.objectives.regression import fpc_loss, fpc_sum
 
-LOSSES = ("l1", "l2", "perceptual")
-# TrainConfig fields that define the objective: a run cannot be resumed with other values.
-OBJECTIVE_FIELDS = ("loss", "fpc_weight", "regression_weight", "adversarial_weight", "disc_input", "disc_classes",
-                    "disc_loss", "disc_lr", "disc_width", "perceptual_net", "perceptual_ensemble", "init", "freeze")
 _AUGMENT_STREAM = 0x0A06  # tags the (seed, step) generator of the augmentations
-
-
-def check_objective_config(c) -> None:
-    """Raise ValueError naming the TrainConfig option when the objective's settings are invalid."""
-    if c.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {c.loss!r}")
-    for name in ("fpc_weight", "regression_weight", "adversarial_weight"):
-        v = getattr(c, name)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    if c.regression_weight == 0 and c.adversarial_weight == 0:
-        raise ValueError("regression_weight and adversarial_weight are both 0: nothing to train")
-    if c.disc_input not in DISC_INPUTS:
-        raise ValueError(f"disc_input must be one of {DISC_INPUTS}, got {c.disc_input!r}")
-    if c.disc_loss not in DISC_LOSSES:
-        raise ValueError(f"disc_loss must be one of {DISC_LOSSES}, got {c.disc_loss!r}")
-    if not (math.isfinite(c.disc_lr) and c.disc_lr > 0):
-        raise ValueError(f"disc_lr must be > 0, got {c.disc_lr!r}")
-    if c.disc_width < 1:
-        raise ValueError(f"disc_width must be >= 1, got {c.disc_width!r}")
-    if c.perceptual_net not in PERCEPTUAL_NETS:
-        raise ValueError(f"perceptual_net must be one of {PERCEPTUAL_NETS}, got {c.perceptual_net!r}")
-    if c.perceptual_ensemble < 1:
-        raise ValueError(f"perceptual_ensemble must be >= 1, got {c.perceptual_ensemble!r}")
-    if not isinstance(c.init, str):
-        raise ValueError(f"init must be a path (or '' for fresh weights), got {c.init!r}")
-    if not isinstance(c.freeze, (list, tuple)) or not all(isinstance(p, str) and p for p in c.freeze):
-        raise ValueError(f"freeze must be a list of parameter-name prefixes, got {c.freeze!r}")
 
 
 class Objective:
@@ -65,7 +31,7 @@ class Objective:
     are unconditional."""
 
     def __init__(self, config, *, image_shape: tuple[int, int, int], num_classes: int, device="cpu"):
-        check_objective_config(config)
+        config.validate()  # TrainConfig's own checks (it may have been changed after construction)
         self.config = c = config
         C, H, W = image_shape
         if c.adversarial_weight > 0 and c.disc_classes and num_classes == 0:
@@ -131,5 +97,4 @@ class Objective:
             self.adversarial.load_state_dict(state["adversarial"])
 
 
-__all__ = ["LOSSES", "OBJECTIVE_FIELDS", "Objective", "check_objective_config", "fpc_loss", "freeze_parameters",
-           "load_initial_weights"]
+__all__ = ["Objective", "fpc_loss", "freeze_parameters", "load_initial_weights"]

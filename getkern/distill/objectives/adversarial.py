@@ -29,8 +29,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-DISC_INPUTS = ("image", "pair")
-DISC_LOSSES = ("hinge", "nonsaturating")
 DISC_BETAS = (0.0, 0.99)
 
 

@@ -19,9 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from getkern.distill.config import PERCEPTUAL_NETS  # listed with the training settings, torch-free
 from getkern.distill.objectives.augment import AugmentParams, apply_params
-
-PERCEPTUAL_NETS = ("digits", "lpips")
 
 
 class DigitsFeatureLayers(nn.Module):
