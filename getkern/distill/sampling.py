@@ -1,33 +1,26 @@
-"""Loading a GET from any checkpoint kind and drawing seeded samples from it."""
+"""Seeded sampling for the commands and the demo (``sample_get``), on top of :func:`getkern.sample`."""
 from __future__ import annotations
 
-from pathlib import Path
+import warnings
 
 import torch
 
-from getkern.checkpoint import CheckpointError
 from getkern.models import GET
+from getkern.sampling import sample
 
 
 def load_get(path, backend: str = "auto") -> GET:
-    """A GET in eval mode from a ``save_pretrained`` directory, a getkern training checkpoint (its EMA
-    weights) or a reference checkpoint (``{'args', 'model', 'ema', ...}``, EMA weights)."""
-    from getkern.distill.trainer import load_ema_model
-    path = Path(path)
-    if path.is_dir():
-        model = GET.from_pretrained(path)
-    elif not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    else:
-        try:
-            model = load_ema_model(path)
-        except CheckpointError as ours:
-            try:
-                model = GET.from_official_checkpoint(path)
-            except CheckpointError as theirs:
-                raise CheckpointError(f"{path} is neither a getkern training checkpoint ({ours}) nor a "
-                                      f"reference checkpoint ({theirs})") from None
-    return model.set_backend(backend).eval()
+    """Deprecated: use :func:`getkern.load` (which also loads ViTs, run folders and Hub ids).
+
+    A GET in eval mode from any checkpoint kind :func:`getkern.load` reads."""
+    warnings.warn("getkern.distill.sampling.load_get is deprecated: use getkern.load(path, backend=...)",
+                  DeprecationWarning, stacklevel=2)
+    from getkern.checkpoint import CheckpointError
+    from getkern.loading import load
+    model = load(path, backend=backend)
+    if not isinstance(model, GET):
+        raise CheckpointError(f"{path} holds a {type(model).__name__}, not a GET")
+    return model
 
 
 @torch.no_grad()
@@ -35,30 +28,20 @@ def sample_get(model: GET, num: int, *, seed: int = 0, iters: int = 6, solver: s
                labels: torch.Tensor | None = None, noise: torch.Tensor | None = None, batch_size: int = 500,
                guidance: float | torch.Tensor | None = None,
                **solver_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``num`` images (num, C, H, W) float32 on CPU. ``noise`` (num, C, H, W) defaults to N(0, I) seeded
-    by ``seed``; z0 always comes from ``seed``. Class-conditional models take ``labels`` (num,) int64,
-    default 0, 1, ..., K-1, 0, 1, ... . Guidance-distilled models take ``guidance`` w (a number or (num,))."""
-    device = model.pos_embed.device
+    """``num`` images (num, C, H, W) float32 on CPU, and the labels. ``noise`` (num, C, H, W) defaults to
+    N(0, I) seeded by ``seed``; z0 always comes from ``seed`` (drawn after the noise, as
+    ``getkern.sample(generator=torch.Generator().manual_seed(seed))`` draws them). Class-conditional
+    models take ``labels`` (num,) int64, default 0, 1, ..., K-1, 0, 1, ... . Guidance-distilled models
+    take ``guidance`` w (a number or (num,))."""
     g = torch.Generator().manual_seed(seed)
-    shape = (num, model.in_channels, model.input_size, model.input_size)
-    noise = torch.randn(shape, generator=g) if noise is None else noise
-    if tuple(noise.shape) != shape:
-        raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-    z0 = torch.randn((num, model.x_embedder.num_patches, model.hidden_size), generator=g)
     if model.cond and labels is None:
         labels = torch.arange(num) % model.num_classes
-    if guidance is not None:
-        guidance = torch.as_tensor(guidance, dtype=torch.float64)
-        if guidance.dim() > 1 or (guidance.dim() == 1 and guidance.shape[0] != num):
-            raise ValueError(f"guidance must be a number or a ({num},) tensor, got shape {tuple(guidance.shape)}")
-        guidance = guidance.expand(num)
-    out = []
-    for i in range(0, num, batch_size):
-        y = labels[i:i + batch_size].to(device) if model.cond else None
-        w = guidance[i:i + batch_size] if guidance is not None else None
-        out.append(model(noise[i:i + batch_size].to(device), y, iters=iters, solver=solver,
-                         z0=z0[i:i + batch_size].to(device), guidance=w, **solver_kwargs).float().cpu())
-    return torch.cat(out), labels
+    if model.cond and len(labels) != num:
+        raise ValueError(f"labels must have shape ({num},), got {tuple(labels.shape)}")
+    images, used = sample(model, labels if model.cond else num, generator=g, iters=iters, solver=solver,
+                          noise=noise, guidance=guidance, batch_size=batch_size, return_labels=True,
+                          **solver_kwargs)
+    return images.float().cpu(), (used if model.cond else labels)
 
 
 def class_rows(num_classes: int, per_class: int) -> torch.Tensor:

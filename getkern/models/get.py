@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 
 from getkern import deq
-from getkern.models.configs import GET_CONFIGS, parse_model_name
+from getkern.errors import UsageError
+from getkern.models.configs import GET_CONFIGS, check_model_config, parse_model_name
 from getkern.models.inputs import check_inputs
 from getkern.models.layers import (Block, ClassEmbedding, FinalLayer, GuidanceEmbedding, PatchEmbed,
                                    check_guidance, init_weights, unpatchify)
@@ -23,13 +24,52 @@ from getkern.nn import set_backend
 
 
 class GET(PretrainedMixin, nn.Module):
-    """Generative Equilibrium Transformer. Parameter names match the reference's state dicts."""
+    """Generative Equilibrium Transformer. Parameter names match the reference's state dicts.
+
+    ``GET(noise)`` maps the teacher's unit-Gaussian noise (B, C, H, W) to images (B, C, H, W) on the
+    teacher's data scale, nominally [-1, 1]; outputs are not clamped (clamp before converting to pixels).
+    The defaults are GET-T/2 on 32x32x3 images (:meth:`from_config` gives the named sizes).
+
+    Args:
+        input_size: image height = width in pixels, an integer >= 1 divisible by ``patch_size``
+            (default 32).
+        patch_size: side of the square patches that become tokens, an integer >= 1 (default 2; the named
+            sizes use 2, 4 or 8). Tokens N = (input_size / patch_size) ** 2.
+        in_channels: image channels, an integer >= 1 (default 3; also the output channels).
+        hidden_size: token width D, an integer >= 4, a multiple of 4 (sin-cos positions) and of
+            ``num_heads`` (default 256).
+        depth: blocks of the injection transformer, run once per sample, an integer >= 0 (default 6).
+        deq_depth: blocks of the weight-tied equilibrium transformer f, iterated to a fixed point, an
+            integer >= 1 (default 3, as published).
+        num_heads: attention heads of every block, an integer >= 1 dividing ``hidden_size`` (default 4).
+        mlp_ratio: MLP hidden width / D in the injection blocks, a number > 0 (default 4.0).
+        deq_mlp_ratio: MLP hidden width / D in the equilibrium blocks, a number > 0 (default 6.0; the
+            published sizes widen these, which run once per solver iteration).
+        num_classes: classes of a class-conditional model, an integer >= 1 (default 10; unused unless
+            ``cond``).
+        cond: class-conditional (True: ``forward`` requires labels y in [0, num_classes)) or
+            unconditional (False, default).
+        guidance_range: (wmin, wmax), finite, wmin <= wmax, for a guidance-distilled model that takes a
+            guidance weight w in that range (needs ``cond=True``); None (default): no guidance input.
+        backend: block kernels, "auto" (default: Triton where it runs, else PyTorch), "triton" or "torch"
+            (the PyTorch reference path); a runtime choice, changeable with :meth:`set_backend`, not
+            part of the architecture.
+        solver_backend: the fixed-point solver loop, "auto" (default), "torch", "triton" or "cpp" (the
+            C++ loop); a runtime choice, settable later as ``model.solver_backend``.
+
+    Invalid values raise :class:`getkern.errors.UsageError` (a ValueError) naming the argument.
+    """
 
     def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 3,
                  hidden_size: int = 256, depth: int = 6, deq_depth: int = 3, num_heads: int = 4,
                  mlp_ratio: float = 4.0, deq_mlp_ratio: float = 6.0, num_classes: int = 10,
                  cond: bool = False, guidance_range: tuple[float, float] | None = None,
                  backend: str = "auto", solver_backend: str = "auto"):
+        check_model_config("GET", dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
+                                       hidden_size=hidden_size, depth=depth, deq_depth=deq_depth,
+                                       num_heads=num_heads, mlp_ratio=mlp_ratio, deq_mlp_ratio=deq_mlp_ratio,
+                                       num_classes=num_classes, cond=cond, backend=backend,
+                                       solver_backend=solver_backend))
         super().__init__()
         self.config = dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
                            hidden_size=hidden_size, depth=depth, deq_depth=deq_depth, num_heads=num_heads,
@@ -110,7 +150,10 @@ class GET(PretrainedMixin, nn.Module):
                 generator: torch.Generator | None = None, return_info: bool = False,
                 return_iterates: bool = False, grad: str = "unrolled", tol: float | None = 1e-3,
                 guidance: float | torch.Tensor | None = None, **solver_kwargs):
-        """noise (B, C, H, W) [+ labels y (B,)] [+ guidance w, a number or (B,)] -> images (B, C, H, W).
+        """noise (B, C, H, W) [+ labels y (B,)] [+ guidance w, a number or (B,)] -> images (B, C, H, W),
+        nominally in [-1, 1] (not clamped). ``z0`` (B, N, D), the solver's start, defaults to N(0, I)
+        drawn with ``generator``; a caller's ``z0`` must be finite. :func:`getkern.sample` draws noise,
+        labels and z0 from one generator.
 
         Inference (default) solves with ``solver`` ("fixed_point" | "anderson") for at most ``iters``
         f-evaluations and decodes the per-sample lowest-residual f-value; with the defaults this is
@@ -144,7 +187,7 @@ def _guidance_range(guidance_range, cond: bool) -> tuple[float, float] | None:
     if guidance_range is None:
         return None
     if not cond:
-        raise ValueError("guidance_range needs a class-conditional model (cond=True): classifier-free "
+        raise UsageError("guidance_range needs a class-conditional model (cond=True): classifier-free "
                          "guidance is defined by the class condition")
     from getkern.data.pairs import check_guidance_range
     return check_guidance_range(guidance_range)

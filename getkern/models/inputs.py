@@ -34,11 +34,15 @@ def check_inputs(model, noise: torch.Tensor, y: torch.Tensor | None, *, iters: i
     if iters is not None and (not isinstance(iters, int) or iters < 1):
         raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
     if z0 is not None:
+        if not isinstance(z0, torch.Tensor):
+            raise TypeError(f"z0 must be a torch.Tensor, got {type(z0).__name__}")
         shape = (noise.shape[0], model.x_embedder.num_patches, model.hidden_size)
         if tuple(z0.shape) != shape:
             raise ValueError(f"z0 must have shape {shape}, got {tuple(z0.shape)}")
         if z0.dtype != param.dtype or z0.device != param.device:
             raise ValueError(f"z0 must be {param.dtype} on {param.device}, got {z0.dtype} on {z0.device}")
+        if values and not torch.isfinite(z0).all():
+            raise ValueError("z0 contains NaN or Inf (the solver would return NaN images)")
     if not model.cond:
         if y is not None:
             raise ValueError("labels y were given to an unconditional model (built with cond=False)")

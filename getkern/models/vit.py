@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from getkern.models.configs import VIT_CONFIGS, parse_model_name
+from getkern.models.configs import VIT_CONFIGS, check_model_config, parse_model_name
 from getkern.models.get import _guidance_range
 from getkern.models.inputs import check_inputs
 from getkern.models.layers import (Block, ClassEmbedding, FinalLayer, GuidanceEmbedding, PatchEmbed,
@@ -14,12 +14,41 @@ from getkern.nn import set_backend
 
 
 class ViT(PretrainedMixin, nn.Module):
-    """noise (B, C, H, W) [+ labels] -> image, through ``depth`` distinct blocks run once."""
+    """noise (B, C, H, W) [+ labels] -> image, through ``depth`` distinct blocks run once.
+
+    Outputs are on the teacher's data scale, nominally [-1, 1], and not clamped. The defaults are
+    ViT-S/2 on 32x32x3 images (:meth:`from_config` gives the named sizes).
+
+    Args:
+        input_size: image height = width in pixels, an integer >= 1 divisible by ``patch_size``
+            (default 32).
+        patch_size: side of the square patches that become tokens, an integer >= 1 (default 2; the named
+            sizes use 2, 4 or 8).
+        in_channels: image channels, an integer >= 1 (default 3; also the output channels).
+        hidden_size: token width D, an integer >= 4, a multiple of 4 (sin-cos positions) and of
+            ``num_heads`` (default 384).
+        depth: transformer blocks, each with its own weights, run once, an integer >= 1 (default 12).
+        num_heads: attention heads of every block, an integer >= 1 dividing ``hidden_size`` (default 6).
+        mlp_ratio: MLP hidden width / D, a number > 0 (default 4.0).
+        num_classes: classes of a class-conditional model, an integer >= 1 (default 10; unused unless
+            ``cond``).
+        cond: class-conditional (True: ``forward`` requires labels y in [0, num_classes)) or
+            unconditional (False, default).
+        guidance_range: (wmin, wmax), finite, wmin <= wmax, for a guidance-distilled model that takes a
+            guidance weight w in that range (needs ``cond=True``); None (default): no guidance input.
+        backend: block kernels, "auto" (default: Triton where it runs, else PyTorch), "triton" or "torch";
+            a runtime choice (:meth:`set_backend`), not part of the architecture.
+
+    Invalid values raise :class:`getkern.errors.UsageError` (a ValueError) naming the argument.
+    """
 
     def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 3,
                  hidden_size: int = 384, depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0,
                  num_classes: int = 10, cond: bool = False, guidance_range: tuple[float, float] | None = None,
                  backend: str = "auto"):
+        check_model_config("ViT", dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
+                                       hidden_size=hidden_size, depth=depth, num_heads=num_heads,
+                                       mlp_ratio=mlp_ratio, num_classes=num_classes, cond=cond, backend=backend))
         super().__init__()
         self.config = dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
                            hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
@@ -50,7 +79,8 @@ class ViT(PretrainedMixin, nn.Module):
 
     def forward(self, noise: torch.Tensor, y: torch.Tensor | None = None, *,
                 guidance: float | torch.Tensor | None = None) -> torch.Tensor:
-        """noise (B, C, H, W) [+ labels y (B,)] [+ guidance w, a number or (B,), for guidance-distilled models]."""
+        """noise (B, C, H, W) [+ labels y (B,)] [+ guidance w, a number or (B,), for guidance-distilled models]
+        -> images (B, C, H, W), nominally in [-1, 1] (not clamped)."""
         check_inputs(self, noise, y)
         w = check_guidance(self, guidance, noise.shape[0])
         x = self.x_embedder(noise) + self.pos_embed  # (B, N, D)
