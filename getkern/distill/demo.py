@@ -142,10 +142,11 @@ def run_demo(cfg: DemoConfig) -> dict:
     pick = torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in range(10)])
     t_grid = make_grid(teacher_images[cfg.heun_steps][pick], nrow=per_class, scale=4)
     g_grid = make_grid(get_images[cfg.get_iters][pick], nrow=per_class, scale=4)
-    gap = np.full((t_grid.shape[0], 12), 255, dtype=np.uint8)
     _save_png(out / "samples_teacher.png", t_grid)
     _save_png(out / "samples_get.png", g_grid)
-    _save_png(out / "samples_teacher_vs_get.png", np.concatenate([t_grid, gap, g_grid], axis=1))
+    one_class_per_row = all(int((labels == k).sum()) >= per_class for k in range(10))
+    _save_comparison(out / "samples_teacher_vs_get.png", t_grid, g_grid, cfg,
+                     [f"class {k}" for k in range(10)] if one_class_per_row else None)
     _write_table(out / "metrics.md", rows, floor, ceiling, cfg.eval_samples)
     _plot(out / "metrics.png", rows, floor, ceiling, cfg)
 
@@ -175,7 +176,19 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 def _save_png(path: Path, grid: np.ndarray) -> None:
     import matplotlib.image
-    atomic_write(path, lambda p: matplotlib.image.imsave(p, grid, cmap="gray", vmin=0, vmax=255, format="png"))
+
+    from getkern.distill.grid import as_rgb
+    atomic_write(path, lambda p: matplotlib.image.imsave(p, as_rgb(grid), format="png"))
+
+
+def _save_comparison(path: Path, teacher_grid: np.ndarray, get_grid: np.ndarray, cfg: DemoConfig,
+                     row_labels: list[str] | None) -> None:
+    """samples_teacher_vs_get.png: the two grids side by side, each titled, rows labelled by class."""
+    from getkern.distill.grid import save_labelled
+    from getkern.teacher import network_evaluations
+    save_labelled(path, [(f"EDM teacher (Heun, {network_evaluations(cfg.heun_steps)} evaluations)", teacher_grid),
+                         (f"distilled GET (1 evaluation, {cfg.get_iters} iterations)", get_grid)],
+                  row_labels=row_labels, title="the same noise and class at the same place in both grids")
 
 
 def _write_table(path: Path, rows: list[dict], floor: float, ceiling: float, n: int) -> None:

@@ -36,7 +36,7 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     the summary also written to ``<out>/summary.json``."""
     from getkern.data import PairDataset, write_pairs
     from getkern.data.pairs import seed_inputs
-    from getkern.distill.demo import EVAL_FIRST_SEED, DemoConfig, _key, _save_png, train_config
+    from getkern.distill.demo import EVAL_FIRST_SEED, DemoConfig, _key, train_config
     from getkern.distill.grid import make_grid
     from getkern.distill.sampling import sample_get
     from getkern.distill.trainer import Trainer
@@ -100,8 +100,8 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
 
     t_grid = make_grid(torch.cat(grid_rows["teacher"]), nrow=10, scale=4)
     g_grid = make_grid(torch.cat(grid_rows["get"]), nrow=10, scale=4)
-    _save_png(out / "guidance_grid.png", np.concatenate(
-        [t_grid, np.full((t_grid.shape[0], 12), 255, dtype=np.uint8), g_grid], axis=1))
+    save_guidance_grid(out / "guidance_grid.png", t_grid, g_grid, eval_w, network_evaluations(cfg.heun_steps),
+                       cfg.get_iters, classes=[int(c) for c in labels[:10]])
     log = [json.loads(line) for line in (trainer.out / "log.jsonl").read_text().splitlines()]
     summary = {"metric": metric.name, "num_samples": n, "floor": floor, "ceiling": ceiling,
                "guidance_range": list(dataset.guidance_range), "pairs": str(pairs), "get_run": str(trainer.out),
@@ -115,6 +115,17 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
     atomic_write(out / "table.md", lambda p: Path(p).write_text(format_table(summary)))
     return summary
+
+
+def save_guidance_grid(path, teacher_grid: np.ndarray, get_grid: np.ndarray, eval_w, teacher_evaluations: int,
+                       get_iters: int, classes) -> None:
+    """guidance_grid.png: one row per w (labelled), one column per evaluation seed (labelled by its class),
+    left the guided teacher, right the GET, each titled."""
+    from getkern.distill.grid import save_labelled
+    save_labelled(path, [(f"guided teacher ({teacher_evaluations} guided evaluations)", teacher_grid),
+                         (f"GET (1 evaluation, {get_iters} iterations)", get_grid)],
+                  row_labels=[f"w = {w:g}" for w in eval_w], col_labels=[str(c) for c in classes],
+                  title="columns: class (the same noise in every row); rows: guidance weight w")
 
 
 def format_table(summary: dict) -> str:

@@ -68,6 +68,30 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt_product(s1, s2))
 
 
+def frechet_distance_to_statistics(features: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
+    """Frechet distance between the Gaussian fitted to (N, D) ``features`` and N(mu2, sigma2); the same
+    value as ``frechet_distance(*feature_statistics(features), mu2, sigma2)``, faster when N <= D.
+
+    With A = centred features^T / sqrt(N - 1) (D, N), S1 = A A^T, and the nonzero eigenvalues of
+    S1 S2 = A (A^T S2) are those of the (N, N) PSD matrix A^T S2 A: one small ``eigh`` instead of two
+    (D, D) ones (a 2048-d Inception covariance from 600 samples: ~30x less work)."""
+    f = as_float64(features, "features")
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"features must have shape (N >= 2, D), got {f.shape}")
+    n, d = f.shape
+    if n > d:
+        return frechet_distance(*feature_statistics(f), mu2, sigma2)
+    mu2, s2 = as_float64(mu2, "mu2"), as_float64(sigma2, "sigma2")
+    if mu2.shape != (d,) or s2.shape != (d, d):
+        raise ValueError(f"shapes do not match: features {f.shape}, mu2 {mu2.shape}, sigma2 {s2.shape}")
+    mu1 = f.mean(axis=0)
+    a = (f - mu1).T / np.sqrt(n - 1)                      # (D, N)
+    m = a.T @ ((s2 + s2.T) / 2) @ a                       # (N, N), PSD
+    tr_sqrt = float(np.sqrt(_clip_roundoff(np.linalg.eigvalsh((m + m.T) / 2))).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + np.einsum("ij,ij->", a, a) + np.trace(s2) - 2.0 * tr_sqrt)
+
+
 def frechet_distance_features(features1: ArrayLike, features2: ArrayLike) -> float:
     """Frechet distance between Gaussians fitted to two (N, D) feature sets."""
     return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
