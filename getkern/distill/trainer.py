@@ -142,8 +142,10 @@ class Trainer:
             load_initial_weights(self.model, c.init)
         freeze_parameters(self.model, c.freeze)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        # fused: one kernel over all parameters instead of about ten small ops per tensor (on CPU the
+        # per-tensor loop was a third of a digits-demo step); same update to float rounding.
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=c.lr,
-                                     weight_decay=c.weight_decay)
+                                     weight_decay=c.weight_decay, fused=fused_optimizer(self.device))
         self.net = self.model
         if self.dist.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -206,8 +208,7 @@ class Trainer:
         self.sched.step()
         with torch.no_grad():
             decay = min(c.ema_decay, (1 + step) / (10 + step)) if c.ema_warmup else c.ema_decay
-            for p_ema, p in zip(self.ema.parameters(), self.model.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
         if self.dist.world_size > 1:
             dist.all_reduce(total)
             total /= self.dist.world_size
@@ -467,6 +468,11 @@ def load_train_checkpoint(path) -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a getkern training checkpoint (format != {CHECKPOINT_FORMAT!r})")
     return state
+
+
+def fused_optimizer(device: torch.device) -> bool | None:
+    """Whether torch's fused Adam/AdamW implementation runs on ``device`` (None: torch's default)."""
+    return True if device.type in ("cpu", "cuda") else None
 
 
 def load_ema_model(path) -> GET | ViT:
