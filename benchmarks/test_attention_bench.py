@@ -1,7 +1,9 @@
 """Fused attention vs the unfused sequence (qkv + c + u, F.scaled_dot_product_attention) at GET-B shapes.
 
-With a GPU: times both providers, forward and forward+backward. Without one: the benchmark records the
-counted bytes and launches in extra_info and times only the counting (not attention).
+With a GPU, in bf16 and fp32: the numerics of the fused op (output, and gradients in fwd+bwd) against
+the PyTorch sequence, both against float64 (harness.check_numerics), then both providers timed on the
+GPU's clock (CUDA events, L2 flushed per round: the gpu_timed fixture of conftest.py). Without one:
+the counted bytes and launches go to the run's summary and the test skips; nothing is timed.
 
 Byte models (docs/attention.md):
 - unfused: getkern.tools.traffic.count_torch_traffic over attention_reference on CPU tensors at B=2
@@ -17,6 +19,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import harness
 from getkern.ops.attention import attention_reference, fused_attention, fused_attention_traffic
 from getkern.tools.traffic import Traffic, count_torch_traffic
 
@@ -80,37 +83,78 @@ def test_fused_forward_moves_within_1p2x_of_the_floor():
     assert fused_attention_traffic(B, N, D, H, DTYPE, (9, 0), backward=False)["tile_bytes"] <= 1.2 * floor
 
 
-@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("provider", ["fused", "unfused"])
-def test_attention_get_b(benchmark, provider, mode):
+def counted_row(provider: str, mode: str, dtype: torch.dtype) -> dict:
+    """The summary's counted facts of one provider (fused: the sm_90 configuration)."""
     B, N, D, H = GET_B.values()
     backward = mode == "fwd+bwd"
-    benchmark.group = f"attention GET-B {mode}"
+    floor = floor_bytes(B, N, D, dtype)
+    if provider == "fused":
+        f = fused_attention_traffic(B, N, D, H, dtype, (9, 0), backward)
+        return dict(bytes=f["op_bytes"], tile_bytes=f["tile_bytes"], launches=f["launches"], floor_bytes=floor,
+                    counted=f"{f['op_bytes'] / floor:.2f}x floor (tile level {f['tile_bytes'] / floor:.2f}x, "
+                            f"sm_90 config; {f['launches']} launch{'es' if f['launches'] > 1 else ''})")
+    t = unfused_traffic(B, N, D, H, dtype, backward)
+    return dict(bytes=t.bytes, launches=t.launches, floor_bytes=floor,
+                counted=f"{t.bytes / floor:.2f}x floor ({t.launches} launches)")
+
+
+def numerics(provider: str, mode: str, dtype: torch.dtype, device, shape=GET_B) -> None | dict:
+    """The fused op's output (and gradients of qkv, c, u) vs the PyTorch sequence in ``dtype``, both
+    against float64 on the same inputs; returns check_numerics' arguments (None for the reference)."""
+    if provider != "fused":
+        return None
+    B, N, D, H = shape.values()
+    backward = mode == "fwd+bwd"
+    g = torch.Generator(device=device).manual_seed(1)
+    lowp = [t.to(dtype) for t in _inputs(B, N, D, torch.float32, device)]  # float64 sees the same values
+    dout = torch.randn(B, N, D, generator=g, device=device).to(dtype)
+
+    def run(fn, dt):
+        ts = [t.to(dt, copy=True).requires_grad_(backward) for t in lowp]
+        with harness.no_grad_if(not backward):
+            out = fn(*ts)
+        if backward:
+            out.backward(dout.to(dt))
+        return out.detach(), [t.grad for t in ts]
+
+    fused = run(lambda q, c, u: fused_attention(q, H, c=c, u=u, backend="triton"), dtype)
+    same = run(lambda q, c, u: attention_reference(q, H, c, u), dtype)
+    exact = run(lambda q, c, u: attention_reference(q, H, c, u), torch.float64)
+    grads = {f"d{n}": (fused[1][i], same[1][i], exact[1][i]) for i, n in enumerate(("qkv", "c", "u"))}
+    return dict(outputs={"out": (fused[0], same[0], exact[0])}, grads=grads if backward else None)
+
+
+@pytest.mark.parametrize("dtype", harness.KERNEL_DTYPES, ids=harness.dtype_name)
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("provider", ["fused", "unfused"])
+def test_attention_get_b(benchmark, gpu_timed, summary, provider, mode, dtype):
+    B, N, D, H = GET_B.values()
+    backward = mode == "fwd+bwd"
+    subject = f"attention GET-B {mode} {harness.dtype_name(dtype)}"
+    benchmark.group = f"{subject}: fused vs unfused"
+    key = dict(question=benchmark.group, order=("fused", "unfused"), baseline="unfused")
     if not torch.cuda.is_available():
-        benchmark.extra_info["note"] = "no GPU: counted traffic; the time is that of the counting"
-        if provider == "fused":
-            info = fused_attention_traffic(B, N, D, H, DTYPE, (9, 0), backward)
-            benchmark.extra_info.update(info)
-            benchmark.pedantic(fused_attention_traffic, args=(B, N, D, H, DTYPE, (9, 0), backward), rounds=1)
-        else:
-            t = benchmark.pedantic(unfused_traffic, args=(B, N, D, H, DTYPE, backward), rounds=1)
-            benchmark.extra_info.update(bytes=t.bytes, launches=t.launches, ops=dict(t.ops))
-        benchmark.extra_info["floor_bytes"] = floor_bytes(B, N, D, DTYPE)
-        return
-    qkv, c, u = _inputs(B, N, D, DTYPE, "cuda", requires_grad=backward)
+        summary.put(subject, provider, **key, **counted_row(provider, mode, dtype))
+        pytest.skip(harness.NOT_TIMED)
+    benchmark.extra_info.update(harness.precision_info(dtype), provider=provider, mode=mode, **GET_B)
+    checks = numerics(provider, mode, dtype, "cuda")
+    if checks:
+        harness.check_numerics(benchmark, **checks)
+    qkv, c, u = _inputs(B, N, D, dtype, "cuda", requires_grad=backward)
     if provider == "fused":
         fn = lambda: fused_attention(qkv, H, c=c, u=u, backend="triton")  # noqa: E731
     else:
         fn = lambda: attention_reference(qkv, H, c, u)  # noqa: E731
-    dout = torch.randn(B, N, D, device="cuda", dtype=DTYPE)
+    dout = torch.randn(B, N, D, device="cuda", dtype=dtype)
 
     def step():
-        out = fn()
+        with harness.no_grad_if(not backward):
+            out = fn()
         if backward:
             out.backward(dout)
-        torch.cuda.synchronize()
 
-    benchmark.pedantic(step, warmup_rounds=3, rounds=20)
+    gpu_timed(step, rounds=20, grads=(qkv, c, u) if backward else ())
+    summary.put_timed(benchmark, subject, provider, "CUDA events", **key)
 
 
 if __name__ == "__main__":

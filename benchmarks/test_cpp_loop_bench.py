@@ -7,12 +7,14 @@
    equilibrium map and the injection compiled by inductor with freezing, the C++ loop); only with
    --benchmark-only (inductor takes minutes to compile on 2 cores).
 Run: `OMP_NUM_THREADS=2 .venv/bin/pytest benchmarks/test_cpp_loop_bench.py --benchmark-only`.
+All on CPU (wall clock), also on a GPU machine; the run's summary gives each question's speed-up.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
+import harness
 from getkern import GET, deq
 from getkern.deq import cpp_backend
 from getkern.models.compiled import CompiledSampler
@@ -33,9 +35,11 @@ def tiny_problem():
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_per_iteration_overhead(benchmark, solver, backend):
     f, z0 = tiny_problem()
-    benchmark.group = f"loop overhead, {solver}, per {ITERS} iterations"
+    subject = f"solver loop overhead, {solver}, {ITERS} iterations of a tiny f"
+    benchmark.group = f"{subject}: C++ loop vs Python loop"
     benchmark.extra_info.update(solver=solver, backend=backend, iterations=ITERS)
     z, info = benchmark(deq.solve, f, z0, solver=solver, max_iter=ITERS, tol=None, backend=backend)
+    harness.SUMMARY.put_timed(benchmark, subject, backend, "wall clock", order=("cpp", "torch"), baseline="torch")
     assert info["backend"] == backend and info["nfev"] == ITERS
 
 
@@ -55,7 +59,8 @@ def get_t():
 def test_get_t_sampling(benchmark, get_t, solver, backend):
     model, noise, z0 = get_t
     model.solver_backend = backend
-    benchmark.group = f"GET-T/2 sampling, batch 16, 6 iterations, {solver}"
+    subject = f"GET-T/2 sampling, batch 16, 6 iterations, {solver}, CPU"
+    benchmark.group = f"{subject}: C++ loop vs Python loop"
     benchmark.extra_info.update(solver=solver, backend=backend, batch=16, iterations=6)
 
     def sample():
@@ -63,6 +68,7 @@ def test_get_t_sampling(benchmark, get_t, solver, backend):
             return model(noise, z0=z0, iters=6, solver=solver, tol=None, return_info=True)
 
     images, info = benchmark.pedantic(sample, rounds=3, iterations=1, warmup_rounds=1)
+    harness.SUMMARY.put_timed(benchmark, subject, backend, "wall clock", order=("cpp", "torch"), baseline="torch")
     assert info["backend"] == backend and images.shape == noise.shape
 
 
@@ -71,7 +77,8 @@ def test_get_t_cpu_target(benchmark, get_t, path):
     if benchmark.disabled:
         pytest.skip("inductor compilation takes minutes on 2 cores: run with --benchmark-only")
     model, noise, z0 = get_t
-    benchmark.group = "GET-T/2 end to end, batch 16, 6 iterations, fp32 (issue target)"
+    subject = "GET-T/2 end to end, batch 16, 6 iterations, fp32, CPU"
+    benchmark.group = f"{subject}: fastest CPU path vs plain PyTorch (issue target)"
     with torch.no_grad():
         model.solver_backend = "torch"
         reference = model(noise, z0=z0, iters=6)
@@ -81,4 +88,6 @@ def test_get_t_cpu_target(benchmark, get_t, path):
             sample = CompiledSampler(model, solver_backend="cpp")
             run = lambda: sample(noise, z0=z0, iters=6)  # noqa: E731
         out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    harness.SUMMARY.put_timed(benchmark, subject, path, "wall clock", order=("fastest", "reference"),
+                              baseline="reference")
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())

@@ -32,6 +32,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import harness
 from getkern import GET
 from getkern.models.reference import reference_get
 
@@ -172,6 +173,18 @@ def format_table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def summary_lines(r: dict, smoke: bool) -> list[str]:
+    """The run's summary (benchmarks/conftest.py): the ratios, measured interleaved in this test (the
+    table row is the whole measurement's runtime, not a path's)."""
+    tag = f" [smoke run, {r['size']}x{r['size']}: --benchmark-disable]" if smoke else ""
+    return [f"CPU speed, GET-T/2 sampling (batch {r['batch']}, 6 iterations, fp32){tag}: default path "
+            f"{r['default_vs_reference']:.2f}x the published procedure's speed (median ratio of {r['rounds']} "
+            f"interleaved rounds, wall clock), {100 * r['default_fraction_of_sgemm']:.0f}% of the machine's "
+            f"sgemm rate ({r['sgemm_gflops']:.0f} GFLOP/s)",
+            f"CPU speed, digits demo{tag}: GET at its headline iterations takes {r['demo_get_vs_teacher_time']:.2f}x "
+            f"the 35-evaluation teacher's time per image"]
+
+
 def write_readme(line: str) -> None:
     text = README.read_text()
     start, end = (text.index(m) for m in MARKERS)
@@ -181,12 +194,13 @@ def write_readme(line: str) -> None:
 def test_cpu_speed(benchmark):
     if torch.cuda.is_available():
         pytest.skip("CPU benchmark (the GPU's are in getkern gpu-validate and the other files)")
-    benchmark.group = "CPU speed: default path and demo vs the published procedure"
+    benchmark.group = "CPU speed: default path and demo vs the published procedure (row: the whole measurement)"
     small = benchmark.disabled  # smoke run: toy size, one round, so the code cannot rot
     r = benchmark.pedantic(measure, kwargs=dict(rounds=1 if small else 3, batch=2 if small else 16,
                                                 size=8 if small else 32, demo_batch=20 if small else 600),
                            rounds=1, iterations=1)
     benchmark.extra_info.update({k: v for k, v in r.items() if not isinstance(v, dict)})
+    harness.SUMMARY.put("CPU speed", "run", question=benchmark.group, render=lambda s: summary_lines(r, small))
     assert r["rel_error"]["default"] <= 1e-5, r["rel_error"]
     print("\n" + format_table(r))
 

@@ -10,7 +10,10 @@ h = LN2(s), out = s + fc2(GELU(fc1(h))). Three providers, each also running the 
 - prologue: layer_norm_linear (LN1 in the qkv matmul's prologue) and add_layer_norm_mlp (LN2 in
   fc1's prologue, x + a in fc2's epilogue): the Block's Triton path.
 
-With a GPU: times the three. Without one: records counted bytes and launches in extra_info.
+With a GPU, in bf16 and fp32: the numerics of both fused paths (qkv and the block output) against the
+unfused sequence, both against float64 (harness.check_numerics), then the three timed on the GPU's
+clock (the gpu_timed fixture of conftest.py). Without one: the counted bytes and launches go to the
+run's summary and the test skips; nothing is timed.
 Counting (docs/layernorm_mlp.md): unfused = getkern.tools.traffic.count_torch_traffic on meta
 tensors (every ATen op reads its inputs and writes its outputs once); fused = each launch reads
 each input tensor once and writes each output once (the model tests/test_ops_ln_linear.py checks
@@ -28,6 +31,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import harness
 from getkern.ops.layernorm import layer_norm
 from getkern.ops.ln_linear import layer_norm_linear
 from getkern.ops.ln_mlp import add_layer_norm_mlp
@@ -121,30 +125,59 @@ def test_prologue_path_meets_the_targets():
                 assert u["launches"] >= 3 * p["launches"]
 
 
+STEPS = {"prologue": prologue_step, "per_op": per_op_step, "unfused": unfused_step}
+LABELS = {"prologue": "prologue", "per_op": "per-op", "unfused": "unfused"}
+SCOPES = (("ln_mlp", False), ("with_qkv", True))
+
+
+def counted_row(provider: str, dtype: torch.dtype) -> dict:
+    """The summary's counted facts of one provider, both scopes."""
+    if provider == "unfused":
+        t = {scope: unfused_traffic(**GET_B, dtype=dtype, qkv=qkv) for scope, qkv in SCOPES}
+    else:
+        t = {scope: fused_traffic(**GET_B, dtype=dtype, path=provider, qkv=qkv) for scope, qkv in SCOPES}
+    u = {scope: unfused_traffic(**GET_B, dtype=dtype, qkv=qkv) for scope, qkv in SCOPES}
+    ratio = lambda scope: t[scope]["bytes"] / u[scope]["bytes"]  # noqa: E731
+    detail = (f"{t['ln_mlp']['bytes'] / 1e6:.0f} MB" if provider == "unfused" else
+              f"{ratio('with_qkv'):.2f}x with qkv")
+    return dict(ln_mlp=t["ln_mlp"], with_qkv=t["with_qkv"], what="bytes vs unfused (LN+MLP scope)",
+                counted=f"{ratio('ln_mlp'):.2f}x ({detail}; {t['ln_mlp']['launches']} launches)")
+
+
+def numerics(provider: str, dtype: torch.dtype, device, shape=GET_B) -> None | dict:
+    """qkv and the block output of a fused path vs the unfused sequence in ``dtype``, both against the
+    unfused sequence in float64 on the same inputs (None for the unfused reference itself)."""
+    if provider == "unfused":
+        return None
+    x, a, p = _inputs(**shape, dtype=dtype, device=device)
+    x64, a64, p64 = x.double(), a.double(), {k: v.double() for k, v in p.items()}
+    with torch.no_grad():
+        fused, same, exact = STEPS[provider](x, a, p), unfused_step(x, a, p), unfused_step(x64, a64, p64)
+    return dict(outputs={"qkv": (fused[0], same[0], exact[0]), "out": (fused[1], same[1], exact[1])})
+
+
+@pytest.mark.parametrize("dtype", harness.KERNEL_DTYPES, ids=harness.dtype_name)
 @pytest.mark.parametrize("provider", ["prologue", "per_op", "unfused"])
-def test_ln_mlp_get_b(benchmark, provider):
-    benchmark.group = "LN1+qkv, LN2+MLP GET-B block iteration (inference)"
+def test_ln_mlp_get_b(benchmark, gpu_timed, summary, provider, dtype):
+    subject = f"LN1+qkv, LN2+MLP GET-B block iteration {harness.dtype_name(dtype)} (inference)"
+    benchmark.group = f"{subject}: prologue vs per-op vs unfused"
+    key = dict(question=benchmark.group, order=("prologue", "per-op", "unfused"), baseline="unfused")
     if not torch.cuda.is_available():
-        benchmark.extra_info["note"] = "no GPU: counted traffic; the time is that of the counting"
-
-        def count():
-            if provider == "unfused":
-                return {scope: unfused_traffic(**GET_B, dtype=DTYPE, qkv=qkv)
-                        for scope, qkv in (("ln_mlp", False), ("with_qkv", True))}
-            return {scope: fused_traffic(**GET_B, dtype=DTYPE, path=provider, qkv=qkv)
-                    for scope, qkv in (("ln_mlp", False), ("with_qkv", True))}
-
-        benchmark.extra_info.update(benchmark.pedantic(count, rounds=1))
-        return
-    x, a, p = _inputs(**GET_B, dtype=DTYPE, device="cuda")
-    step = {"prologue": prologue_step, "per_op": per_op_step, "unfused": unfused_step}[provider]
+        summary.put(subject, LABELS[provider], **key, **counted_row(provider, dtype))
+        pytest.skip(harness.NOT_TIMED)
+    benchmark.extra_info.update(harness.precision_info(dtype), provider=provider, **GET_B)
+    checks = numerics(provider, dtype, "cuda")
+    if checks:
+        harness.check_numerics(benchmark, **checks)
+    x, a, p = _inputs(**GET_B, dtype=dtype, device="cuda")
+    step = STEPS[provider]
 
     def run():
         with torch.no_grad():
             step(x, a, p)
-        torch.cuda.synchronize()
 
-    benchmark.pedantic(run, warmup_rounds=3, rounds=20)
+    gpu_timed(run, rounds=20)
+    summary.put_timed(benchmark, subject, LABELS[provider], "CUDA events", **key)
 
 
 if __name__ == "__main__":

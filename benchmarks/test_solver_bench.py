@@ -5,13 +5,16 @@
 
 Each row prints the per-sample evaluation counts (the first iteration whose relative residual is below
 1e-3; "-" when the cap was reached first) and the lowest relative residual reached. The time per
-solve is pytest-benchmark's. GET-T here is randomly initialised (no trained checkpoint).
+solve is pytest-benchmark's (wall clock; the solves run on CPU, with the PyTorch loop). The run's
+summary gives one line per problem: the most evaluations any sample needed, fixed point vs Anderson.
+GET-T here is randomly initialised (no trained checkpoint).
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
+import harness
 from getkern import GET, deq
 
 TOL = 1e-3
@@ -32,6 +35,20 @@ def report(name: str, row: dict) -> None:
           f"lowest rel: {lowest}  fallbacks: {row['fallback']}")
 
 
+def _line(subject) -> str:
+    def most(row):
+        evals, lowest = row["evals_to_1e-3"], row["rel_lowest"]
+        if any(n is None for n in evals):
+            return f"not every sample within {row['cap']} (lowest rel {min(lowest):.1e} .. {max(lowest):.1e})"
+        return f"{max(evals)} (max over samples)"
+    return f"{subject.name}: " + " vs ".join(f"{lb} {most(r)}" for lb, r in harness.ordered(subject))
+
+
+def put(benchmark, subject: str, row: dict) -> None:
+    harness.SUMMARY.put(subject, row["solver"], question=benchmark.group, order=("fixed_point", "anderson"),
+                        render=_line, **{k: row[k] for k in ("cap", "evals_to_1e-3", "rel_lowest")})
+
+
 def toy_map(n: int = 256, batch: int = 4, seed: int = 0):
     """z -> z A^T + 0.05 tanh(z) + b, A symmetric with eigenvalues in [-0.5, 0.93]: a slow nonlinear
     contraction (Lipschitz <= 0.98), the regime Anderson is for."""
@@ -45,8 +62,11 @@ def toy_map(n: int = 256, batch: int = 4, seed: int = 0):
 @pytest.mark.parametrize("solver", ["fixed_point", "anderson"])
 def test_toy_map_evaluations_to_rel_1e3(benchmark, solver):
     f, z0 = toy_map()
+    subject = "f-evaluations to rel 1e-3, toy map n=256 B=4"
+    benchmark.group = f"{subject}: fixed point vs anderson"
     row = benchmark.pedantic(count_evaluations, args=(f, z0, solver, 500), rounds=1, iterations=1)
     benchmark.extra_info.update(row)
+    put(benchmark, subject, row)
     report("toy map n=256 B=4", row)
     assert all(n is not None for n in row["evals_to_1e-3"])
     if solver == "anderson":
@@ -63,7 +83,10 @@ def test_get_t_evaluations_to_rel_1e3(benchmark, solver, full):
     with torch.no_grad():
         f = model.equilibrium_fn(*model.inject(noise))
         z0 = model.initial_state(noise, torch.Generator().manual_seed(1))
+        subject = f"f-evaluations to rel 1e-3, GET-T/2 {size}x{size} random init B=2"
+        benchmark.group = f"{subject}: fixed point vs anderson"
         row = benchmark.pedantic(count_evaluations, args=(f, z0, solver, cap), rounds=1, iterations=1)
     benchmark.extra_info.update(row)
+    put(benchmark, subject, row)
     report(f"GET-T/2 {size}x{size} random init B=2", row)
     assert all(r == r for r in row["rel_lowest"])  # finite statistics, whatever the convergence
