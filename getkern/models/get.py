@@ -128,6 +128,9 @@ class GET(PretrainedMixin, nn.Module):
 
     def equilibrium_fn(self, c: torch.Tensor | None, u: list[torch.Tensor]):
         """The map f(z) whose fixed point GET solves for. z: (B, N, D)."""
+        if c is not None and u and self.deq_blocks[0].attn.residual_in_matmul(u[0]):
+            u, c = [u_i + c for u_i in u], None  # the CPU inference path adds c + u once per solve
+
         def f(z: torch.Tensor) -> torch.Tensor:
             for block, u_i in zip(self.deq_blocks, u):
                 z = block(z, c, u_i)
