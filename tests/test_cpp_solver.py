@@ -16,19 +16,22 @@ from getkern.deq import cpp_backend
 
 pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 
-INFO_TENSORS = ("nstep", "abs_trace", "rel_trace", "abs_lowest", "rel_lowest", "best_res", "nan", "fallback")
+INFO_TENSORS = ("nstep", "abs_trace", "rel_trace", "abs_lowest", "rel_lowest", "best_res", "nan", "fallback",
+                "restarts")
 
 
 class Recording:
-    """A toy contractive map z -> 0.9 tanh(z W^T + c) on (B, 3, 5) states that records its inputs."""
+    """A toy contractive map z -> 0.9 tanh(z W^T + c) on (B, 3, 5) states that records its inputs.
+    Optionally sample 1 turns NaN from call ``nan_sample_from`` on, or gets 10 added at call ``glitch_at``."""
 
-    def __init__(self, dtype: torch.dtype, seed: int, nan_sample_from: int | None = None):
+    def __init__(self, dtype: torch.dtype, seed: int, nan_sample_from: int | None = None,
+                 glitch_at: int | None = None):
         g = torch.Generator().manual_seed(seed)
         n = 15
         w = torch.randn(n, n, generator=g, dtype=torch.float64)
         self.w = (w / torch.linalg.matrix_norm(w, ord=2)).to(dtype)
         self.c = torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
-        self.nan_sample_from = nan_sample_from
+        self.nan_sample_from, self.glitch_at = nan_sample_from, glitch_at
         self.inputs: list[torch.Tensor] = []
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
@@ -36,12 +39,14 @@ class Recording:
         out = 0.9 * torch.tanh(z.reshape(z.shape[0], -1) @ self.w.T + self.c).reshape(z.shape)
         if self.nan_sample_from is not None and len(self.inputs) > self.nan_sample_from:
             out[1] = float("nan")
+        if self.glitch_at is not None and len(self.inputs) == self.glitch_at + 1:
+            out[1] += 10.0
         return out
 
 
-def run_both(dtype, seed=0, nan_sample_from=None, batch=5, **options):
+def run_both(dtype, seed=0, nan_sample_from=None, glitch_at=None, batch=5, **options):
     z0 = torch.randn(batch, 3, 5, generator=torch.Generator().manual_seed(seed + 100), dtype=dtype)
-    f_py, f_cpp = Recording(dtype, seed, nan_sample_from), Recording(dtype, seed, nan_sample_from)
+    f_py, f_cpp = (Recording(dtype, seed, nan_sample_from, glitch_at) for _ in range(2))
     z_py, info_py = deq.solve(f_py, z0, backend="torch", **options)
     z_cpp, info_cpp = deq.solve(f_cpp, z0, backend="cpp", **options)
     return (z_py, info_py, f_py.inputs), (z_cpp, info_cpp, f_cpp.inputs)
@@ -70,6 +75,24 @@ def test_matches_python(dtype, solver, tol, stop, check_every):
     assert_same(py, cpp)
     if tol is not None:  # the early exit was reached, so the trimming and the check were exercised
         assert py[1]["abs_trace"].shape[0] < 25
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stop", ["abs", "rel"])
+def test_matches_python_down_to_the_precision_floor(dtype, stop):
+    """Long enough to reach the rounding floor (where fp64 samples start to restart)."""
+    py, cpp = run_both(dtype, solver="anderson", max_iter=80, tol=None, stop=stop, m=6)
+    assert_same(py, cpp)
+    assert (cpp[1]["rel_lowest"] < 10 * torch.finfo(dtype).eps).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tau", [1.0, 0.7])
+def test_safeguard_restart_matches_python(dtype, tau):
+    """A transient fault in f: the rejected step, the jump to the best iterate and the restarted history."""
+    py, cpp = run_both(dtype, glitch_at=6, solver="anderson", max_iter=20, tol=None, m=4, tau=tau)
+    assert_same(py, cpp)
+    assert cpp[1]["restarts"].tolist() == [0, 1, 0, 0, 0]
 
 
 @pytest.mark.parametrize("solver", ["fixed_point", "anderson"])

@@ -1,5 +1,7 @@
 """getkern.deq.solve on toy maps with known fixed points: convergence, traces, best iterate, stopping,
 host synchronisation, NaN handling, the guarded Anderson solve, backends and argument errors."""
+import functools
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -220,25 +222,31 @@ def test_a_dead_sample_does_not_block_the_early_stop():
 def test_bordered_solve_matches_the_constrained_least_squares_in_float64():
     g = torch.Generator().manual_seed(2)
     B, m, n, lam = 3, 6, 40, 1e-4
-    G = torch.randn(B, m, n, generator=g)
+    G = torch.randn(B, m, n, generator=g, dtype=torch.float64)
     for k in (1, 3, 9):
-        valid = min(k + 1, m)
-        gram = torch.zeros(B, m, m)
-        gram[:, :valid, :valid] = G[:, :valid] @ G[:, :valid].transpose(1, 2)
-        alpha, ok = deq.bordered_solve(gram, k, lam)
-        assert ok.all() and (alpha[:, valid:] == 0).all()
-        G64 = G[:, :valid].double()
-        gram64 = G64 @ G64.transpose(1, 2)
-        s = gram64.diagonal(dim1=1, dim2=2).amax(1).view(B, 1, 1)
-        # KKT system of min ||alpha G||^2/s + lam ||alpha||^2 subject to sum(alpha) = 1
-        H = torch.zeros(B, valid + 1, valid + 1, dtype=torch.float64)
-        H[:, 0, 1:] = H[:, 1:, 0] = 1
-        H[:, 1:, 1:] = gram64 / s + lam * torch.eye(valid, dtype=torch.float64)
-        rhs = torch.zeros(B, valid + 1, dtype=torch.float64)
-        rhs[:, 0] = 1
-        ref = torch.linalg.solve(H, rhs)[:, 1:]
-        torch.testing.assert_close(alpha[:, :valid].double(), ref, rtol=1e-3, atol=1e-4)
-        torch.testing.assert_close(alpha.sum(1), torch.ones(B))
+        slot, filled = k % m, min(k + 1, m)
+        for depth in (None, torch.tensor([1, 2, filled])):
+            gram = torch.zeros(B, m, m)
+            gram[:, :filled, :filled] = (G[:, :filled] @ G[:, :filled].transpose(1, 2)).float()
+            alpha, ok = deq.bordered_solve(gram, k, lam, depth=depth)
+            assert ok.all()
+            for b in range(B):
+                # the sample's history: its newest depth entries, newest at the slot of iteration k
+                hist = [(slot - age) % m for age in range(filled if depth is None else int(depth[b]))]
+                outside = [i for i in range(m) if i not in hist]
+                assert (alpha[b, outside] == 0).all()
+                Gh = G[b, hist]
+                gram64 = Gh @ Gh.T
+                s = gram64[0, 0]  # the newest residual's energy: lam is relative to it
+                # KKT system of min ||alpha G||^2 / s + lam ||alpha||^2 subject to sum(alpha) = 1
+                v = len(hist)
+                H = torch.zeros(v + 1, v + 1, dtype=torch.float64)
+                H[0, 1:] = H[1:, 0] = 1
+                H[1:, 1:] = gram64 / s + lam * torch.eye(v, dtype=torch.float64)
+                ref = torch.linalg.solve(H, torch.eye(v + 1, dtype=torch.float64)[0])[1:]
+                # the fp32 Gram's rounding is all that separates them (the system is solved in float64)
+                torch.testing.assert_close(alpha[b, hist].double(), ref, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(alpha.sum(1), torch.ones(B))
 
 
 def test_bordered_solve_flags_singular_and_non_finite_systems():
@@ -271,6 +279,108 @@ def test_anderson_damping_and_history_options_still_converge():
         z, info = deq.solve(f, torch.zeros_like(z_star), solver="anderson", max_iter=200, tol=1e-5,
                             stop="rel", m=m, tau=tau, backend="torch")
         assert (info["best_res"] < 1e-5).all(), (m, tau)
+
+
+# ---------------------------------------------------------------- precision floor and safeguard (issue #19)
+
+def tanh_problem(n=64, batch=3, rho=0.95, seed=0, dtype=torch.float64):
+    """f(z) = tanh(z W^T + b) with ||W||_2 = rho: a nonlinear contraction."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(n, n, generator=g, dtype=torch.float64)
+    W *= rho / torch.linalg.matrix_norm(W, ord=2)
+    b = torch.randn(batch, n, generator=g, dtype=torch.float64)
+    W, b = W.to(dtype), b.to(dtype)
+    return lambda z: torch.tanh(z @ W.T + b)
+
+
+CONTRACTIONS = {
+    "linear": lambda dtype: linear_problem(n=64, batch=3, top=0.95, dtype=dtype)[0],  # the issue's problem
+    "tanh": tanh_problem,
+}
+FLOOR_ITERS = 600
+
+
+@functools.cache
+def floor_traces(problem, dtype):
+    """Per solver, the (600, 3) relative-residual trace from z0 = 0 (no early exit), on the torch path."""
+    f, z0 = CONTRACTIONS[problem](dtype=dtype), torch.zeros(3, 64, dtype=dtype)
+    return {s: deq.solve(f, z0, solver=s, max_iter=FLOOR_ITERS, stop="rel", backend="torch")[1]["rel_trace"]
+            for s in SOLVERS}
+
+
+def attainable(traces, dtype):
+    """Per sample, the lowest relative residual the arithmetic allows: the fixed point's, but at least one
+    ulp (plain iteration may land on an exact fixed point of the rounded map, a residual of 0 by luck)."""
+    return traces["fixed_point"].amin(0).clamp_min(torch.finfo(dtype).eps)
+
+
+def first_below(trace, tol):
+    """(B,) 1-based index of the first iteration with a residual below tol; len(trace) + 1 if none."""
+    hit = trace < tol
+    return torch.where(hit.any(0), hit.int().argmax(0) + 1, trace.shape[0] + 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("problem", list(CONTRACTIONS))
+def test_anderson_reaches_the_attainable_residual_in_each_dtype(problem, dtype, one_thread):
+    traces = floor_traces(problem, dtype)
+    best = traces["anderson"].amin(0)
+    assert (best <= 10 * attainable(traces, dtype)).all(), (best, traces["fixed_point"].amin(0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("problem", list(CONTRACTIONS))
+def test_anderson_is_never_slower_than_the_fixed_point_to_any_tolerance(problem, dtype, one_thread):
+    traces = floor_traces(problem, dtype)
+    lowest = 10 * attainable(traces, dtype)
+    for tol in torch.logspace(0, -17, 69, dtype=torch.float64).tolist():
+        reach = {s: first_below(traces[s], tol) for s in SOLVERS}
+        slower = (reach["anderson"] > reach["fixed_point"]) & (lowest <= tol)
+        assert not slower.any(), (tol, reach)
+
+
+def test_anderson_converges_to_1e8_in_fewer_iterations_than_the_fixed_point():
+    """The issue's call: fp64, tol=1e-8 relative, 400 iterations (Anderson stalled at 1.8e-8 before)."""
+    f, z_star = linear_problem(n=64, batch=3, top=0.95, dtype=torch.float64)
+    runs = {s: deq.solve(f, torch.zeros_like(z_star), solver=s, max_iter=400, tol=1e-8, stop="rel",
+                         check_every=1, backend="torch") for s in SOLVERS}
+    (z, info), (_, fixed) = runs["anderson"], runs["fixed_point"]
+    assert (info["best_res"] < 1e-8).all() and (fixed["best_res"] < 1e-8).all()
+    assert (3 * info["nstep"] < fixed["nstep"]).all(), (info["nstep"], fixed["nstep"])
+    assert ((z - z_star).norm(dim=1) <= 1e-8 * z_star.norm(dim=1) * 20 / (1 - 0.95)).all()
+
+
+class GlitchAt:
+    """f, except that sample `which` gets `size` added to its output at call `call` (a transient fault)."""
+
+    def __init__(self, f, which, call, size):
+        self.f, self.which, self.call, self.size, self.calls = f, which, call, size, 0
+
+    def __call__(self, z):
+        out = self.f(z).clone()
+        if self.calls == self.call:
+            out[self.which] += self.size
+        self.calls += 1
+        return out
+
+
+def test_a_step_that_raises_the_residual_restarts_from_the_best_f_value(monkeypatch):
+    f, z0, K = tanh_problem(), torch.zeros(3, 64, dtype=torch.float64), 8
+    kw = dict(max_iter=100, tol=1e-8, stop="rel", check_every=1, backend="torch")
+    rec = Recorder(GlitchAt(f, which=1, call=K, size=10.0))
+    _, info = deq.solve(rec, z0, solver="anderson", **kw)
+    assert info["restarts"].tolist() == [0, 1, 0] and (info["best_res"] < 1e-8).all()
+    # the iterate after the faulty one is the best f-value before it (a plain step from the best iterate),
+    best_call = int(info["rel_trace"][:K, 1].argmin())
+    assert torch.equal(rec.calls[K + 1][0][1], rec.calls[best_call][1][1])
+    # then the history restarts with it: one plain step before mixing resumes
+    assert torch.equal(rec.calls[K + 2][0][1], rec.calls[K + 1][1][1])
+    assert not torch.equal(rec.calls[K + 3][0][1], rec.calls[K + 2][1][1])
+    fixed = deq.solve(GlitchAt(f, 1, K, 10.0), z0, solver="fixed_point", **kw)[1]
+    monkeypatch.setattr(deq_anderson, "SAFEGUARD", float("inf"))
+    unguarded = deq.solve(GlitchAt(f, 1, K, 10.0), z0, solver="anderson", **kw)[1]
+    assert unguarded["restarts"].sum() == 0
+    assert info["nstep"][1] < unguarded["nstep"][1] and info["nstep"][1] < fixed["nstep"][1]
 
 
 # ---------------------------------------------------------------- backends and errors

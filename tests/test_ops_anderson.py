@@ -89,19 +89,23 @@ def mix_inputs(B, m, n, k, dtype, gen):
     return F, G, alpha, res, best, best_res
 
 
-def check_mix(B, m, n, k, tau, dtype, seed):
+def check_mix(B, m, n, k, tau, dtype, seed, restart=None):
     gen = torch.Generator().manual_seed(seed)
     F, G, alpha, res, best, best_res = mix_inputs(B, m, n, k, dtype, gen)
     kbest, kbest_res = best.clone(), best_res.clone()
     tbest, tbest_res = best.clone(), best_res.clone()
-    out = anderson_mix(F, G, alpha, tau, k=k, res=res, best=kbest, best_res=kbest_res, backend="triton")
+    out = anderson_mix(F, G, alpha, tau, k=k, res=res, best=kbest, best_res=kbest_res, restart=restart,
+                       backend="triton")
     # the kernel never reads never-written slots (NaN here); the torch path weighs them by 0, so it
     # gets zeros there
     ref = anderson_mix(F.nan_to_num(0.0), G.nan_to_num(0.0), alpha, tau, k=k, res=res, best=tbest,
-                       best_res=tbest_res, backend="torch")
+                       best_res=tbest_res, restart=restart, backend="torch")
     assert out.dtype == dtype and out.shape == (B, n)
     F64, G64 = F.nan_to_num(0.0).double(), G.nan_to_num(0.0).double()
     mixed64 = torch.einsum("bi,bin->bn", alpha.double(), F64 - (1.0 - tau) * G64)
+    if restart is not None:  # restarted samples step to the best iterate as it was before the call
+        mixed64 = torch.where(restart.unsqueeze(1), best.double(), mixed64)
+        assert torch.equal(out[restart], best[restart]) and torch.equal(ref[restart], best[restart])
     assert torch.isfinite(out).all(), "z_next has unwritten or non-finite elements"
     assert_close_to_f64("z_next", out, mixed64, ref)
     assert torch.equal(kbest, tbest), "best iterate differs from the torch path"
@@ -116,6 +120,37 @@ def check_mix(B, m, n, k, tau, dtype, seed):
 def test_mix_matches_reference(m, tau, dtype, B, poisoned):
     for k in sorted({m // 2, 2 * m + 1}):
         check_mix(B, m, 41 + 2 * m, k, tau, dtype, seed=m * 10 + k)
+
+
+@pytest.mark.parametrize("dtype,tau", [(torch.float32, 1.0), (torch.bfloat16, 0.6)])
+def test_mix_restart_takes_the_best_iterate(dtype, tau, poisoned):
+    """The safeguard's step: restarted samples (the first one also improving, the last one the first
+    iterate) get the best f-value from before the call, bitwise, on both paths and across chunks."""
+    restart = torch.tensor([True, False, True, False, True])
+    check_mix(5, 4, 41, 6, tau, dtype, seed=7, restart=restart)
+    check_mix(5, 3, ops.BLOCK + 77, 4, tau, dtype, seed=8, restart=restart)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.6])
+def test_mix_keeps_the_state_precision_under_extrapolation(tau):
+    """Near convergence the history is nearly equal and the weights large (here +-300, summing to 1):
+    summed over the raw F_i, fp32 rounding of alpha_i F_i would cost about sum |alpha| ulps of the state;
+    relative to the newest slot it costs a few ulps of the differences. Both paths, fp32 state."""
+    gen = torch.Generator().manual_seed(9)
+    B, m, n, k = 2, 4, 300, 5
+    slot = k % m
+    F = (1.0 + 1e-4 * torch.randn(B, m, n, generator=gen)).float()
+    G = (1e-4 * torch.randn(B, m, n, generator=gen)).float()
+    alpha = torch.tensor([[300.0, -299.5, 0.0, 0.5], [-300.0, 150.0, 0.0, 151.0]])  # slot 1 implied
+    for backend in ("triton", "torch"):
+        best, best_res = torch.zeros(B, n), torch.zeros(B)
+        out = anderson_mix(F, G, alpha, tau, k=k, res=torch.ones(B), best=best, best_res=best_res,
+                           backend=backend)
+        D = F.double() - (1.0 - tau) * G.double()
+        ref = D[:, slot] + torch.einsum("bi,bin->bn", alpha.double(), D - D[:, slot:slot + 1])
+        scale = torch.einsum("bi,bin->bn", alpha.double().abs(), (D - D[:, slot:slot + 1]).abs())
+        err = (out.double() - ref).abs()
+        assert (err <= 2 * FP32_EPS * (ref.abs() + 4 * scale)).all(), (backend, err.max().item())
 
 
 def test_mix_best_update_across_chunks(poisoned):
@@ -200,6 +235,32 @@ def test_singular_history_of_repeated_iterates(dtype):
     assert (best_res == 0).all()
 
 
+def test_solver_triton_backend_matches_torch_through_a_restart():
+    """A transient fault in f (sample 1, call 6): both paths reject that step and restart there."""
+    from getkern.deq import solve
+
+    gen = torch.Generator().manual_seed(12)
+    f = contractive_map(3, 35, torch.float32, gen, rho=0.9)
+    z0 = torch.randn(3, 35, generator=gen)
+
+    def faulty():
+        calls = []
+
+        def f_faulty(z):
+            out = f(z)
+            if len(calls) == 6:
+                out[1] += 10.0
+            calls.append(z)
+            return out
+        return f_faulty
+
+    kw = dict(solver="anderson", max_iter=10, m=4, tol=None)
+    (z_k, info_k), (z_t, info_t) = (solve(faulty(), z0, backend=b, **kw) for b in ("triton", "torch"))
+    assert info_k["restarts"].tolist() == info_t["restarts"].tolist() == [0, 1, 0]
+    torch.testing.assert_close(z_k, z_t, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(info_k["abs_trace"], info_t["abs_trace"], rtol=1e-3, atol=1e-6)
+
+
 def test_solver_triton_backend_matches_torch():
     from getkern.deq import solve
 
@@ -253,6 +314,8 @@ def test_record_rejects_bad_input(change, match):
     (dict(best=torch.zeros(2, 5, dtype=torch.bfloat16)), "best must be torch.float32"),
     (dict(res=torch.zeros(2, dtype=torch.float64)), "res must be float32"),
     (dict(best_res=torch.zeros(3)), "best_res must be float32 of shape"),
+    (dict(restart=torch.zeros(2)), "restart must be bool"),
+    (dict(restart=torch.zeros(3, dtype=torch.bool)), "restart must be bool of shape"),
     (dict(tau=float("nan")), "tau must be a finite float"),
     (dict(k=-2), "k must be >= 0"),
 ])
@@ -299,11 +362,13 @@ def test_traffic_model_matches_counted_run(tau):
     F, G, gram = history(B, m, n, k, dtype, gen)
     z, fz = torch.randn(B, n, generator=gen).to(dtype), torch.randn(B, n, generator=gen).to(dtype)
     best, best_res = torch.zeros(B, n, dtype=dtype), torch.tensor([float("inf"), 0.0])  # one improves
+    restart = torch.tensor([False, True])                                                # the other restarts
     with TritonTrafficCounter() as counter:
         res, _ = anderson_record(fz, z, F, G, gram, k, backend="triton")
         alpha = mixing_weights(gram, k)
-        anderson_mix(F, G, alpha, tau, k=k, res=res, best=best, best_res=best_res, backend="triton")
-    model = ops.triton_traffic(B, m, n, k, dtype, tau, improved=1)
+        anderson_mix(F, G, alpha, tau, k=k, res=res, best=best, best_res=best_res, restart=restart,
+                     backend="triton")
+    model = ops.triton_traffic(B, m, n, k, dtype, tau, improved=1, restarted=1)
     counted = counter.traffic
     assert (counted.requested_bytes_read, counted.requested_bytes_written, counted.launches) == \
         (model.bytes_read, model.bytes_written, model.launches)

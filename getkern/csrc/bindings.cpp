@@ -38,6 +38,7 @@ py::tuple solve(const py::function& f, const at::Tensor& z0, const std::string& 
   d["best_res"] = info.best_res;
   d["nan"] = info.nan;
   d["fallback"] = info.fallback;
+  d["restarts"] = info.restarts;
   d["nfev"] = info.nfev;
   return py::make_tuple(z, d);
 }

@@ -44,33 +44,35 @@ void track_samples(int64_t k, const at::Tensor& res, const at::Tensor& abs_res, 
   if (tol >= 0) math::track_batch(k, all_settled, stopped, st.k_stop.data_ptr<int64_t>());
 }
 
-void anderson_weights(const at::Tensor& gram, int64_t valid, double lam, int64_t slot, at::Tensor& alpha,
+void anderson_weights(const at::Tensor& gram, int64_t slot, const at::Tensor& depth, double lam, at::Tensor& alpha,
                       at::Tensor& fallback) {
-  TORCH_CHECK(gram.is_contiguous() && alpha.is_contiguous() && fallback.is_contiguous(),
-              "anderson_weights: gram, alpha and fallback must be contiguous");
+  TORCH_CHECK(gram.is_contiguous() && depth.is_contiguous() && alpha.is_contiguous() && fallback.is_contiguous(),
+              "anderson_weights: gram, depth, alpha and fallback must be contiguous");
 #ifdef GETKERN_WITH_CUDA
-  if (on_cuda(gram, "anderson_weights")) return anderson_weights_cuda(gram, valid, lam, slot, alpha, fallback);
+  if (on_cuda(gram, "anderson_weights")) return anderson_weights_cuda(gram, slot, depth, lam, alpha, fallback);
 #else
   on_cuda(gram, "anderson_weights");
 #endif
   const int64_t B = gram.size(0), m = gram.size(1);
-  at::Tensor H = at::empty({B, m + 1, m + 1}, gram.options());
+  const auto dopts = gram.options().dtype(at::kDouble);
+  at::Tensor H = at::empty({B, m + 1, m + 1}, dopts);
   const float* g = gram.data_ptr<float>();
-  float* h = H.data_ptr<float>();
+  const int64_t* d = depth.data_ptr<int64_t>();
+  double* h = H.data_ptr<double>();
   for (int64_t b = 0; b < B; ++b)
-    math::bordered_system(g + b * m * m, static_cast<int>(m), static_cast<int>(valid), static_cast<float>(lam),
+    math::bordered_system(g + b * m * m, static_cast<int>(m), static_cast<int>(slot), static_cast<int>(d[b]), lam,
                           h + b * (m + 1) * (m + 1));
-  at::Tensor rhs = at::zeros({B, m + 1}, gram.options());
+  at::Tensor rhs = at::zeros({B, m + 1}, dopts);
   rhs.select(1, 0).fill_(1.0);
   auto [sol_strided, info_strided] = at::linalg_solve_ex(H, rhs);
   const at::Tensor sol = sol_strided.contiguous(), info = info_strided.contiguous();  // LAPACK's layout is batch-minor
-  const float* x = sol.data_ptr<float>();
+  const double* x = sol.data_ptr<double>();
   const int32_t* status = info.data_ptr<int32_t>();
   float* a = alpha.data_ptr<float>();
   int32_t* fb = fallback.data_ptr<int32_t>();
   for (int64_t b = 0; b < B; ++b)
-    fb[b] += !math::guard_alpha(x + b * (m + 1), status[b], static_cast<int>(m), static_cast<int>(valid),
-                                static_cast<int>(slot), a + b * m);
+    fb[b] += !math::guard_alpha(x + b * (m + 1), status[b], static_cast<int>(m), static_cast<int>(slot),
+                                static_cast<int>(d[b]), a + b * m);
 }
 
 }  // namespace getkern

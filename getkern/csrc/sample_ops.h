@@ -16,19 +16,19 @@ struct TrackState {
 void track_samples(int64_t k, const at::Tensor& res, const at::Tensor& abs_res, const at::Tensor& rel_res, double tol,
                    TrackState& st);
 
-// Anderson mixing weights after the history's first `valid` slots were written, newest at `slot`:
-// gram (B, m, m) float32 -> alpha (B, m) float32 (docs/solvers.md, bordered_solve); fallback (B,)
-// int32 is incremented where a sample falls back to the plain step. CPU: the systems are built here
-// and solved by at::linalg_solve_ex, as the Python solver does; CUDA: one fused kernel
-// (math::anderson_weights), no cuSOLVER call, no host synchronisation.
-void anderson_weights(const at::Tensor& gram, int64_t valid, double lam, int64_t slot, at::Tensor& alpha,
+// Anderson mixing weights, newest ring entry at `slot`, each sample's history its depth[b] newest
+// entries (depth (B,) int64): gram (B, m, m) float32 -> alpha (B, m) float32 (docs/solvers.md,
+// bordered_solve; the system in double); fallback (B,) int32 is incremented where a sample falls back
+// to the plain step. CPU: the systems are built here and solved by at::linalg_solve_ex, as the Python
+// solver does; CUDA: one fused kernel (math::anderson_weights), no cuSOLVER call, no host synchronisation.
+void anderson_weights(const at::Tensor& gram, int64_t slot, const at::Tensor& depth, double lam, at::Tensor& alpha,
                       at::Tensor& fallback);
 
 #ifdef GETKERN_WITH_CUDA
 void track_samples_cuda(int64_t k, const at::Tensor& res, const at::Tensor& abs_res, const at::Tensor& rel_res,
                         double tol, TrackState& st);
-void anderson_weights_cuda(const at::Tensor& gram, int64_t valid, double lam, int64_t slot, at::Tensor& alpha,
-                           at::Tensor& fallback);
+void anderson_weights_cuda(const at::Tensor& gram, int64_t slot, const at::Tensor& depth, double lam,
+                           at::Tensor& alpha, at::Tensor& fallback);
 #endif
 
 }  // namespace getkern

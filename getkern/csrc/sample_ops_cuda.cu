@@ -34,14 +34,15 @@ __global__ void track_samples_kernel(int64_t B, int64_t k, const float* res, con
   if (threadIdx.x == 0 && tol >= 0.f) math::track_batch(k, all_settled, stopped, k_stop);
 }
 
-// Per thread (sample): its bordered system in local memory, solved and guarded (solver_math.h).
-__global__ void anderson_weights_kernel(int64_t B, int m, int valid, float lam, int slot, const float* gram,
-                                        float* alpha, int32_t* fallback) {
+// Per thread (sample): its bordered system in local memory, solved in double and guarded (solver_math.h).
+__global__ void anderson_weights_kernel(int64_t B, int m, int slot, const int64_t* depth, double lam,
+                                        const float* gram, float* alpha, int32_t* fallback) {
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (b >= B) return;
   constexpr int W = math::kMaxDeviceHistory + 1;
-  float H[W * W], sol[W];
-  fallback[b] += !math::anderson_weights(gram + b * m * m, m, valid, lam, slot, H, sol, alpha + b * m);
+  double H[W * W], sol[W];
+  fallback[b] += !math::anderson_weights(gram + b * m * m, m, slot, static_cast<int>(depth[b]), lam, H, sol,
+                                         alpha + b * m);
 }
 
 }  // namespace
@@ -57,14 +58,14 @@ void track_samples_cuda(int64_t k, const at::Tensor& res, const at::Tensor& abs_
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void anderson_weights_cuda(const at::Tensor& gram, int64_t valid, double lam, int64_t slot, at::Tensor& alpha,
-                           at::Tensor& fallback) {
+void anderson_weights_cuda(const at::Tensor& gram, int64_t slot, const at::Tensor& depth, double lam,
+                           at::Tensor& alpha, at::Tensor& fallback) {
   const int64_t B = gram.size(0), m = gram.size(1);
   TORCH_CHECK(m <= math::kMaxDeviceHistory, "anderson on CUDA supports m <= ", math::kMaxDeviceHistory, ", got ", m);
   const c10::cuda::CUDAGuard guard(gram.device());
   anderson_weights_kernel<<<blocks_for(B), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      B, static_cast<int>(m), static_cast<int>(valid), static_cast<float>(lam), static_cast<int>(slot),
-      gram.data_ptr<float>(), alpha.data_ptr<float>(), fallback.data_ptr<int32_t>());
+      B, static_cast<int>(m), static_cast<int>(slot), depth.data_ptr<int64_t>(), lam, gram.data_ptr<float>(),
+      alpha.data_ptr<float>(), fallback.data_ptr<int32_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

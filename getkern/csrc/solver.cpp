@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sample_ops.h"
+#include "solver_math.h"
 
 namespace getkern {
 
@@ -54,6 +55,7 @@ class Stats {
     st_.stopped = at::zeros({1}, at::dtype(at::kBool).device(dev));
     st_.k_stop = at::full({1}, o.max_iter - 1, at::dtype(at::kLong).device(dev));
     fallback = at::zeros({B}, at::dtype(at::kInt).device(dev));
+    restarts = at::zeros({B}, at::dtype(at::kInt).device(dev));
     abs_rows_.reserve(o.max_iter);
     rel_rows_.reserve(o.max_iter);
   }
@@ -85,11 +87,16 @@ class Stats {
     info.best_res = st_.best_res;
     info.nan = st_.nan;
     info.fallback = fallback;
+    info.restarts = restarts;
     info.nfev = static_cast<int64_t>(abs_rows_.size());
     return info;
   }
 
+  // The residual of the best iterate so far (+inf: none yet), updated by observe.
+  const at::Tensor& best_res() const { return st_.best_res; }
+
   at::Tensor fallback;  // (B,) int32, Anderson only
+  at::Tensor restarts;  // (B,) int32, Anderson only
 
  private:
   static at::Tensor nanmin_rows(const at::Tensor& trace) {
@@ -134,15 +141,17 @@ at::Tensor fixed_point(const FlatFn& f, const at::Tensor& z0, const SolveOptions
   return best;
 }
 
-// getkern.ops.anderson's two passes and the guarded bordered solve of docs/solvers.md.
+// getkern.ops.anderson's two passes, the guarded bordered solve and the safeguard of docs/solvers.md.
 at::Tensor anderson(const FlatFn& f, const at::Tensor& z0, const SolveOptions& o, Stats& stats) {
   const int64_t B = z0.size(0), n = z0.size(1), m = o.m;
   const auto fopts = at::dtype(at::kFloat).device(z0.device());
+  const auto acc = z0.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;  // the mix's accumulation
   at::Tensor F = at::zeros({B, m, n}, z0.options());
   at::Tensor G = at::zeros({B, m, n}, z0.options());
   at::Tensor gram = at::zeros({B, m, m}, fopts);
   at::Tensor alpha = at::empty({B, m}, fopts);
   at::Tensor best = z0.clone();
+  at::Tensor since = at::zeros({B}, at::dtype(at::kLong).device(z0.device()));  // each history's first iteration
   at::Tensor z = z0;
   for (const auto k : c10::irange(o.max_iter)) {
     at::Tensor fz = f(z).contiguous();
@@ -157,18 +166,29 @@ at::Tensor anderson(const FlatFn& f, const at::Tensor& z0, const SolveOptions& o
     gram.slice(1, 0, valid).select(2, slot).copy_(row);
     at::Tensor abs_res = at::linalg_vector_norm(g, 2, {1});
     at::Tensor rel_res = abs_res / (at::linalg_vector_norm(F_k.to(at::kFloat), 2, {1}) + kRelEps);
+    // Safeguard: the live residual against the best one before this iteration's update.
+    at::Tensor restart = (o.stop == "abs" ? abs_res : rel_res).le(stats.best_res() * math::kSafeguard).logical_not();
     const at::Tensor& improved = stats.observe(k, abs_res, rel_res);
-    // The weights: a plain first step, then the guarded bordered solve.
+    stats.restarts += restart.to(at::kInt);
+    // The weights: a plain first step, then the guarded bordered solve over each sample's history.
     if (k == 0) {
       alpha.zero_();
       alpha.select(1, slot).fill_(1.0);
     } else {
-      anderson_weights(gram, valid, o.lam, slot, alpha, stats.fallback);
+      at::Tensor depth = (-since + (k + 1)).clamp_max(valid);
+      anderson_weights(gram, slot, depth, o.lam, alpha, stats.fallback);
     }
-    // Pass 2 (anderson_mix): the mixed iterate and the best f-value.
-    at::Tensor a = alpha.unsqueeze(1);
-    at::Tensor mixed = at::bmm(a, F.to(at::kFloat)).squeeze(1);
-    if (o.tau != 1.0) mixed -= at::bmm(a, G.to(at::kFloat)).squeeze(1) * (1.0 - o.tau);
+    since = at::where(restart, k + 1, since);
+    // Pass 2 (anderson_mix): the mix relative to the newest slot (or the best f-value where restarted),
+    // and the best f-value.
+    at::Tensor a = alpha.to(acc).unsqueeze(1);
+    at::Tensor f_slot = F_k.to(acc);
+    at::Tensor mixed = f_slot + at::bmm(a, F - f_slot.unsqueeze(1)).squeeze(1);  // promoted to acc
+    if (o.tau != 1.0) {
+      at::Tensor g_slot = G_k.to(acc);
+      mixed -= (g_slot + at::bmm(a, G - g_slot.unsqueeze(1)).squeeze(1)) * (1.0 - o.tau);
+    }
+    mixed = at::where(restart.unsqueeze(1), best.to(acc), mixed);
     best.copy_(at::where(improved.unsqueeze(1), F_k, best));
     z = mixed.to(z0.scalar_type());
     if (stats.should_break(k)) break;

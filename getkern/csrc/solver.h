@@ -20,7 +20,7 @@ struct SolveOptions {
   std::optional<double> tol;           // none: exactly max_iter iterations, no host synchronisation
   std::string stop = "abs";            // residual the stopping test and the best iterate use: "abs" | "rel"
   int64_t m = 6;                       // Anderson history size
-  double lam = 1e-4;                   // Anderson regularisation
+  double lam = 1e-4;                   // Anderson regularisation, relative to the newest residual's energy
   double tau = 1.0;                    // Anderson damping
   int64_t check_every = 1;             // early-exit test every this many iterations (one host sync each)
 };
@@ -34,6 +34,7 @@ struct SolveInfo {
   at::Tensor best_res;    // (B,) float32: the stop-metric residual of the returned iterate
   at::Tensor nan;         // (B,) bool: a non-finite residual was seen
   at::Tensor fallback;    // (B,) int32: Anderson solves that fell back to a plain step
+  at::Tensor restarts;    // (B,) int32: Anderson steps the safeguard rejected (restart from the best iterate)
   int64_t nfev = 0;       // f-evaluations run
 };
 

@@ -18,6 +18,7 @@ namespace getkern {
 namespace math {
 
 constexpr float kAlphaMax = 1e4f;  // sum |alpha| above this: numerically singular, take a plain step
+constexpr float kSafeguard = 8.f;  // getkern.deq.anderson.SAFEGUARD: residual above this x best rejects the step
 
 // isfinite/isnan: CUDA's device overloads in device code, <cmath>'s on the host.
 GETKERN_HD bool is_finite(float x) {
@@ -28,7 +29,7 @@ GETKERN_HD bool is_finite(float x) {
 #endif
 }
 
-GETKERN_HD bool is_nan(float x) {
+GETKERN_HD bool is_nan(double x) {
 #if defined(__CUDA_ARCH__)
   return isnan(x);
 #else
@@ -73,43 +74,40 @@ GETKERN_HD void track_batch(int64_t k, bool all_settled, bool* stopped, int64_t*
   }
 }
 
-// The bordered Anderson system of one sample into H ((m+1) x (m+1), row-major), from its Gram matrix
-// gram (m x m, row-major) of which the first `valid` ring slots hold history:
-//   s = max(max_{i<valid} gram[i,i], FLT_MIN) (NaN propagates), H[0, 1+i] = H[1+i, 0] = [i < valid],
-//   H[1+i, 1+j] = gram[i, j] / s (+ lam on the diagonal) for valid i, j; H[1+i, 1+i] = 1 for unused i.
-GETKERN_HD void bordered_system(const float* gram, int m, int valid, float lam, float* H) {
-  float s = 0.f;  // Gram diagonals are >= 0, so 0 is a neutral start
-  bool nan_diag = false;
-  for (int i = 0; i < valid; ++i) {
-    const float d = gram[i * m + i];
-    nan_diag = nan_diag || is_nan(d);
-    s = d > s ? d : s;
-  }
-  s = nan_diag ? NAN : (s > FLT_MIN ? s : FLT_MIN);
+// Whether ring slot i is in a sample's history: its `depth` newest entries, the newest at `slot`.
+GETKERN_HD bool in_history(int i, int m, int slot, int depth) { return (slot - i + m) % m < depth; }
+
+// The bordered Anderson system of one sample into H ((m+1) x (m+1), row-major, double: the system is
+// tiny and its entries span the squared range of the residuals), from its fp32 Gram matrix gram
+// (m x m, row-major); h_i = in_history(i, m, slot, depth):
+//   s = max(gram[slot, slot], FLT_MIN) (NaN propagates), H[0, 1+i] = H[1+i, 0] = h_i,
+//   H[1+i, 1+j] = gram[i, j] / s (+ lam on the diagonal) for h_i, h_j; H[1+i, 1+i] = 1 where !h_i.
+// Each entry is computed as (h_i h_j ? gram/s : 0) + (i == j ? lam or 1 : 0), the Python operations.
+GETKERN_HD void bordered_system(const float* gram, int m, int slot, int depth, double lam, double* H) {
+  const double d = gram[slot * m + slot];
+  const double s = is_nan(d) ? NAN : (d > FLT_MIN ? d : FLT_MIN);
   const int w = m + 1;
-  for (int i = 0; i < w * w; ++i) H[i] = 0.f;
+  H[0] = 0.0;
   for (int i = 0; i < m; ++i) {
-    const bool vi = i < valid;
-    H[1 + i] = vi ? 1.f : 0.f;
-    H[(1 + i) * w] = vi ? 1.f : 0.f;
-    if (!vi) {
-      H[(1 + i) * w + 1 + i] = 1.f;
-      continue;
+    const bool hi = in_history(i, m, slot, depth);
+    H[1 + i] = hi ? 1.0 : 0.0;
+    H[(1 + i) * w] = hi ? 1.0 : 0.0;
+    for (int j = 0; j < m; ++j) {
+      const bool pair = hi && in_history(j, m, slot, depth);
+      H[(1 + i) * w + 1 + j] = (pair ? gram[i * m + j] / s : 0.0) + (i == j ? (hi ? lam : 1.0) : 0.0);
     }
-    for (int j = 0; j < valid; ++j) H[(1 + i) * w + 1 + j] = gram[i * m + j] / s;
-    H[(1 + i) * w + 1 + i] += lam;
   }
 }
 
 // Mixing weights of one sample from the solution sol (m + 1) of the bordered system (LAPACK status
-// `info`): alpha = sol[1:] on the valid slots, 0 elsewhere. Guard: a failed factorisation, a non-finite
-// weight or sum |alpha| > kAlphaMax replaces alpha by a plain step (one-hot on `slot`, the newest
-// entry). Returns whether the solve was accepted.
-GETKERN_HD bool guard_alpha(const float* sol, int info, int m, int valid, int slot, float* alpha) {
+// `info`): alpha = float(sol[1:]) on the history's slots, 0 elsewhere. Guard: a failed factorisation, a
+// non-finite weight or sum |alpha| > kAlphaMax replaces alpha by a plain step (one-hot on `slot`, the
+// newest entry). Returns whether the solve was accepted.
+GETKERN_HD bool guard_alpha(const double* sol, int info, int m, int slot, int depth, float* alpha) {
   bool ok = info == 0;
   float l1 = 0.f;
   for (int i = 0; i < m; ++i) {
-    alpha[i] = i < valid ? sol[1 + i] : 0.f;
+    alpha[i] = in_history(i, m, slot, depth) ? static_cast<float>(sol[1 + i]) : 0.f;
     ok = ok && is_finite(alpha[i]);
     l1 += alpha[i] < 0.f ? -alpha[i] : alpha[i];
   }
@@ -120,39 +118,39 @@ GETKERN_HD bool guard_alpha(const float* sol, int info, int m, int valid, int sl
 }
 
 // Solves A x = e_0 for one small w x w system (row-major, overwritten) by Gaussian elimination with
-// partial pivoting in fp32, as LAPACK's getrf/getrs do (first largest pivot; the result agrees with
+// partial pivoting in double, as LAPACK's getrf/getrs do (first largest pivot; the result agrees with
 // LAPACK up to rounding). Returns LAPACK's info: 0, or i + 1 when pivot i is exactly zero.
-GETKERN_HD int solve_e0(float* A, int w, float* x) {
-  for (int i = 0; i < w; ++i) x[i] = i == 0 ? 1.f : 0.f;
+GETKERN_HD int solve_e0(double* A, int w, double* x) {
+  for (int i = 0; i < w; ++i) x[i] = i == 0 ? 1.0 : 0.0;
   for (int c = 0; c < w; ++c) {
     int p = c;
-    float best = A[c * w + c] < 0.f ? -A[c * w + c] : A[c * w + c];
+    double best = A[c * w + c] < 0.0 ? -A[c * w + c] : A[c * w + c];
     for (int r = c + 1; r < w; ++r) {
-      const float v = A[r * w + c] < 0.f ? -A[r * w + c] : A[r * w + c];
+      const double v = A[r * w + c] < 0.0 ? -A[r * w + c] : A[r * w + c];
       if (v > best) {
         best = v;
         p = r;
       }
     }
-    if (A[p * w + c] == 0.f) return c + 1;  // exactly singular (a NaN pivot is left to the guard)
+    if (A[p * w + c] == 0.0) return c + 1;  // exactly singular (a NaN pivot is left to the guard)
     if (p != c) {
       for (int j = 0; j < w; ++j) {
-        const float t = A[c * w + j];
+        const double t = A[c * w + j];
         A[c * w + j] = A[p * w + j];
         A[p * w + j] = t;
       }
-      const float t = x[c];
+      const double t = x[c];
       x[c] = x[p];
       x[p] = t;
     }
     for (int r = c + 1; r < w; ++r) {
-      const float l = A[r * w + c] / A[c * w + c];
+      const double l = A[r * w + c] / A[c * w + c];
       for (int j = c + 1; j < w; ++j) A[r * w + j] -= l * A[c * w + j];
       x[r] -= l * x[c];
     }
   }
   for (int r = w - 1; r >= 0; --r) {
-    float acc = x[r];
+    double acc = x[r];
     for (int j = r + 1; j < w; ++j) acc -= A[r * w + j] * x[j];
     x[r] = acc / A[r * w + r];
   }
@@ -163,12 +161,12 @@ GETKERN_HD int solve_e0(float* A, int w, float* x) {
 constexpr int kMaxDeviceHistory = 16;
 
 // The whole weight computation of one sample, as the CUDA kernel runs it: system, solve, guard.
-// H: (m+1)^2 and sol: m+1 floats of work space. Returns whether the solve was accepted.
-GETKERN_HD bool anderson_weights(const float* gram, int m, int valid, float lam, int slot, float* H, float* sol,
+// H: (m+1)^2 and sol: m+1 doubles of work space. Returns whether the solve was accepted.
+GETKERN_HD bool anderson_weights(const float* gram, int m, int slot, int depth, double lam, double* H, double* sol,
                                  float* alpha) {
-  bordered_system(gram, m, valid, lam, H);
+  bordered_system(gram, m, slot, depth, lam, H);
   const int info = solve_e0(H, m + 1, sol);
-  return guard_alpha(sol, info, m, valid, slot, alpha);
+  return guard_alpha(sol, info, m, slot, depth, alpha);
 }
 
 }  // namespace math

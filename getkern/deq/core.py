@@ -72,8 +72,8 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_poi
 
 def _fused_anderson_first(backend: str, solver: str, z0: Tensor) -> bool:
     """"auto" on CUDA runs Anderson in the Python loop with the fused Triton passes (3 launches, 1.004x
-    their byte floor) rather than the C++ loop's unfused ATen passes (1.8x the floor's bytes in fp32,
-    5.4x in bf16; docs/anderson.md). Fixed point stays in the C++ loop (no history to move: its
+    their byte floor) rather than the C++ loop's unfused ATen passes (2.8x the floor's bytes in fp32,
+    6.1x in bf16; docs/anderson.md). Fixed point stays in the C++ loop (no history to move: its
     launches and host round trips are all there is to save). Reasoning and figures: docs/defaults.md."""
     return backend == "auto" and solver == "anderson" and z0.is_cuda and triton_can_run(z0.device)
 

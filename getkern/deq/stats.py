@@ -26,6 +26,7 @@ class SolverStats:
         self.nstep = torch.full((batch,), max_iter, dtype=torch.int64, device=device)
         self.nan = torch.zeros(batch, dtype=torch.bool, device=device)
         self.fallback = torch.zeros(batch, dtype=torch.int32, device=device)
+        self.restarts = torch.zeros(batch, dtype=torch.int32, device=device)
         self.stopped = torch.zeros((), dtype=torch.bool, device=device)    # batch test held at or before now
         self.stop_iter = torch.full((), max_iter - 1, dtype=torch.int64, device=device)
         self.nfev = 0
@@ -73,6 +74,7 @@ class SolverStats:
             "best_res": best_res,
             "nan": self.nan,
             "fallback": self.fallback,
+            "restarts": self.restarts,
             "nfev": self.nfev,
         }
 

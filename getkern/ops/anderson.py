@@ -4,12 +4,17 @@ State layout, per sample b (flattened state of n elements, state dtype fp32/bf16
   F: (B, m, n) ring of f-values, G: (B, m, n) ring of residuals g = f(z) - z, slot = k % m;
   gram: (B, m, m) fp32, gram[b, i, j] = <G[b, i], G[b, j]> over the valid slots i, j < min(k + 1, m).
 Keeping G beside F (rather than X) is what lets the Gram row come from the same pass that writes g.
-All arithmetic uses the stored (state-dtype-rounded) values, accumulated in fp32.
+All arithmetic uses the stored (state-dtype-rounded) values, accumulated in fp32 (the mix of fp64
+states, torch path only, in fp64).
 
 Pass 1, :func:`anderson_record`: write fz, g into slot; fill the Gram row/column of that slot;
   return the per-sample residual norms.
 Pass 2, :func:`anderson_mix`: z_next = sum_i alpha_i (F_i - (1 - tau) G_i)  (= tau F_i + (1 - tau) X_i),
-  and update the per-sample best iterate (the f-value with the lowest residual so far).
+  evaluated relative to the newest slot s (sum alpha = 1) as
+  F_s - (1 - tau) G_s + sum_i alpha_i (dF_i - (1 - tau) dG_i), dF_i = F_i - F_s, dG_i = G_i - G_s, so
+  rounding in alpha scales the differences, not the state (docs/anderson.md, "Precision"); restarted
+  samples take z_next = best instead; then update the per-sample best iterate (the f-value with the
+  lowest residual so far).
 
 Triton path (docs/anderson.md has the traffic table): three launches per iteration.
   1. ``_record_stream_kernel``, grid (B, chunks of n): reads fz and z once, writes both history
@@ -18,8 +23,9 @@ Triton path (docs/anderson.md has the traffic table): three launches per iterati
   2. ``_record_finish_kernel``, grid (B,): sums the partials in a fixed order (deterministic, no
      atomics), writes the Gram row and column and the two residual norms.
   3. ``_mix_kernel``, grid (B, cdiv(n, BLOCK)): reads the valid F_i (and G_i only when tau != 1), writes
-     z_next, and copies F[:, slot] into best where the residual improved; the last program of each
-     sample to finish (a per-sample arrival ticket) updates best_res, after all have compared with it.
+     z_next (best, read only for restarted samples, instead of the mix there), and copies F[:, slot]
+     into best where the residual improved; the last program of each sample to finish (a per-sample
+     arrival ticket) updates best_res, after all have compared with it.
 Slots >= min(k + 1, m) are never read by the kernels: they hold no history yet (the torch path reads
 them with a zero weight, so the two agree whenever those unused slots are finite).
 """
@@ -63,7 +69,7 @@ def _check_record_args(fz, z, F, G, gram, k):
         raise ValueError(f"iteration index k must be >= 0, got {k}")
 
 
-def _check_mix_args(F, G, alpha, tau, k, res, best, best_res):
+def _check_mix_args(F, G, alpha, tau, k, res, best, best_res, restart):
     if F.dim() != 3 or G.shape != F.shape or G.dtype != F.dtype or G.device != F.device:
         raise ValueError(f"F and G must be (B, m, n) of one shape, dtype and device, got "
                          f"{F.dtype} {tuple(F.shape)} and {G.dtype} {tuple(G.shape)}")
@@ -78,8 +84,12 @@ def _check_mix_args(F, G, alpha, tau, k, res, best, best_res):
         if t.shape != (B,) or t.dtype != torch.float32 or t.device != F.device:
             raise ValueError(f"{name} must be float32 of shape ({B},) on {F.device}, "
                              f"got {t.dtype} {tuple(t.shape)} on {t.device}")
-    for name, t in (("F", F), ("G", G), ("alpha", alpha), ("best", best), ("res", res), ("best_res", best_res)):
-        if not t.is_contiguous():
+    if restart is not None and (restart.shape != (B,) or restart.dtype != torch.bool or restart.device != F.device):
+        raise ValueError(f"restart must be bool of shape ({B},) on {F.device}, "
+                         f"got {restart.dtype} {tuple(restart.shape)} on {restart.device}")
+    for name, t in (("F", F), ("G", G), ("alpha", alpha), ("best", best), ("res", res), ("best_res", best_res),
+                    ("restart", restart)):
+        if t is not None and not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
     if not isinstance(tau, (int, float)) or not tau == tau or abs(tau) == float("inf"):
         raise ValueError(f"tau must be a finite float, got {tau!r}")
@@ -101,16 +111,18 @@ def anderson_record(fz: torch.Tensor, z: torch.Tensor, F: torch.Tensor, G: torch
 
 def anderson_mix(F: torch.Tensor, G: torch.Tensor, alpha: torch.Tensor, tau: float, *, k: int,
                  res: torch.Tensor, best: torch.Tensor, best_res: torch.Tensor,
-                 backend: str = "auto") -> torch.Tensor:
-    """Pass 2 of iteration k. alpha: (B, m) float32, zero on unused slots. Returns z_next (B, n) in the
-    state dtype. Where res < best_res: best <- F[:, k % m] and best_res <- res (in place; a NaN
-    residual never replaces the best iterate)."""
-    _check_mix_args(F, G, alpha, tau, k, res, best, best_res)
+                 restart: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """Pass 2 of iteration k. alpha: (B, m) float32 summing to 1, zero on unused slots (its entry on
+    the newest slot k % m is implied by the others and not read). Returns z_next (B, n) in the state
+    dtype: the mix, or where ``restart`` (B,) bool is set the best iterate as it was before this call
+    (the safeguard's plain step from it). Where res < best_res: best <- F[:, k % m] and best_res <- res
+    (in place; a NaN residual never replaces the best iterate)."""
+    _check_mix_args(F, G, alpha, tau, k, res, best, best_res, restart)
     unsupported = None if F.dtype in _TRITON_DTYPES else f"state dtype {F.dtype}"
     path = resolve_backend(backend, F.device, op="anderson_mix", unsupported=unsupported)
     if path == "torch":
-        return _mix_torch(F, G, alpha, tau, k, res, best, best_res)
-    return _mix_triton(F, G, alpha, tau, k, res, best, best_res)
+        return _mix_torch(F, G, alpha, tau, k, res, best, best_res, restart)
+    return _mix_triton(F, G, alpha, tau, k, res, best, best_res, restart)
 
 
 # ---------------------------------------------------------------- PyTorch reference
@@ -129,11 +141,19 @@ def _record_torch(fz, z, F, G, gram, k):
     return abs_res, rel_res
 
 
-def _mix_torch(F, G, alpha, tau, k, res, best, best_res):
+def _mix_torch(F, G, alpha, tau, k, res, best, best_res, restart):
     slot = k % F.shape[1]
-    mixed = torch.bmm(alpha.unsqueeze(1), F.float()).squeeze(1)             # (B, n)
+    acc = torch.float64 if F.dtype == torch.float64 else torch.float32
+    a = alpha.to(acc).unsqueeze(1)
+    # Relative to the newest slot: its own weight multiplies F_s - F_s = 0, so alpha's rounding (its
+    # sum is 1 only to fp32 precision) moves z by a fraction of the differences, never of z itself.
+    f_slot = F[:, slot].to(acc)
+    mixed = f_slot + torch.bmm(a, F - f_slot.unsqueeze(1)).squeeze(1)          # (B, n), promoted to acc
     if tau != 1.0:
-        mixed -= (1.0 - tau) * torch.bmm(alpha.unsqueeze(1), G.float()).squeeze(1)
+        g_slot = G[:, slot].to(acc)
+        mixed -= (1.0 - tau) * (g_slot + torch.bmm(a, G - g_slot.unsqueeze(1)).squeeze(1))
+    if restart is not None:
+        mixed = torch.where(restart.unsqueeze(1), best.to(acc), mixed)
     improved = res < best_res
     best.copy_(torch.where(improved.unsqueeze(1), F[:, slot], best))
     best_res.copy_(torch.where(improved, res, best_res))
@@ -216,32 +236,41 @@ def _record_finish_kernel(part_ptr, gram_ptr, abs_ptr, rel_ptr, nchunks, m, slot
 
 
 @jit(do_not_specialize=_RUNTIME_INTS)
-def _mix_kernel(F_ptr, G_ptr, alpha_ptr, res_ptr, best_ptr, best_res_ptr, ticket_ptr, out_ptr,
+def _mix_kernel(F_ptr, G_ptr, alpha_ptr, res_ptr, best_ptr, best_res_ptr, restart_ptr, ticket_ptr, out_ptr,
                 n, m, slot, valid, one_minus_tau, DAMPED: tl.constexpr, BLOCK: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     offs = chunk * BLOCK + tl.arange(0, BLOCK)
     inside = offs < n
     hist = b * m * n
+    # Relative to the newest slot, as the torch path: z = F_s + sum_{i != s} alpha_i (F_i - F_s).
+    f_slot = tl.load(F_ptr + hist + slot * n + offs, mask=inside, other=0.0).to(tl.float32)
     mixed = tl.zeros([BLOCK], dtype=tl.float32)
     mixed_g = tl.zeros([BLOCK], dtype=tl.float32)
-    f_slot = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in range(valid):
-        a = tl.load(alpha_ptr + b * m + i)
-        fi = tl.load(F_ptr + hist + i * n + offs, mask=inside, other=0.0).to(tl.float32)
-        mixed += a * fi
-        f_slot = tl.where(i == slot, fi, f_slot)                  # kept for the best-iterate copy
-        if DAMPED:
-            gi = tl.load(G_ptr + hist + i * n + offs, mask=inside, other=0.0).to(tl.float32)
-            mixed_g += a * gi
+    g_slot = tl.zeros([BLOCK], dtype=tl.float32)
     if DAMPED:
-        mixed -= one_minus_tau * mixed_g
-    tl.store(out_ptr + b * n + offs, _round_to(mixed, out_ptr.dtype.element_ty), mask=inside)
+        g_slot = tl.load(G_ptr + hist + slot * n + offs, mask=inside, other=0.0).to(tl.float32)
+    for i in range(valid):
+        if i != slot:
+            a = tl.load(alpha_ptr + b * m + i)
+            fi = tl.load(F_ptr + hist + i * n + offs, mask=inside, other=0.0).to(tl.float32)
+            mixed += a * (fi - f_slot)
+            if DAMPED:
+                gi = tl.load(G_ptr + hist + i * n + offs, mask=inside, other=0.0).to(tl.float32)
+                mixed_g += a * (gi - g_slot)
+    mixed += f_slot
+    if DAMPED:
+        mixed -= one_minus_tau * (g_slot + mixed_g)
 
     res = tl.load(res_ptr + b)
     best_res = tl.load(best_res_ptr + b)
     improved = res < best_res                                     # False for a NaN residual
-    # (compared again at full width: the interpreter cannot AND a scalar mask into a vector one)
+    # (compared at full width: the interpreter cannot AND a scalar mask into a vector one)
+    restart = (tl.zeros([BLOCK], dtype=tl.int32) + tl.load(restart_ptr + b).to(tl.int32)) != 0
+    # A restarted sample steps to its best f-value, read here before this program may overwrite it.
+    best_old = tl.load(best_ptr + b * n + offs, mask=inside & restart, other=0.0).to(tl.float32)
+    mixed = tl.where(restart, best_old, mixed)
+    tl.store(out_ptr + b * n + offs, _round_to(mixed, out_ptr.dtype.element_ty), mask=inside)
     copy = inside & (tl.zeros([BLOCK], dtype=tl.float32) + res < best_res)
     tl.store(best_ptr + b * n + offs, f_slot.to(best_ptr.dtype.element_ty), mask=copy)
     # best_res may only change after every program of sample b has read it: the last to arrive
@@ -292,13 +321,15 @@ def _ticket_buffer(device: torch.device, B: int) -> torch.Tensor:
     return buf
 
 
-def _mix_triton(F, G, alpha, tau, k, res, best, best_res):
+def _mix_triton(F, G, alpha, tau, k, res, best, best_res, restart):
     B, m, n = F.shape
     out = torch.empty((B, n), dtype=F.dtype, device=F.device)
     tickets = _ticket_buffer(F.device, B)
+    if restart is None:
+        restart = torch.zeros(B, dtype=torch.bool, device=F.device)
     _mix_kernel[(B, triton.cdiv(n, BLOCK))](
-        F, G, alpha, res, best, best_res, tickets, out, n, m, k % m, min(k + 1, m), 1.0 - tau,
-        DAMPED=tau != 1.0, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        F, G, alpha, res, best, best_res, restart.view(torch.int8), tickets, out, n, m, k % m, min(k + 1, m),
+        1.0 - tau, DAMPED=tau != 1.0, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
 
 
@@ -315,10 +346,11 @@ def traffic_floor(B: int, m: int, n: int, k: int, dtype: torch.dtype, tau: float
 
 
 def triton_traffic(B: int, m: int, n: int, k: int, dtype: torch.dtype, tau: float = 1.0,
-                   improved: int | None = None) -> Traffic:
+                   improved: int | None = None, restarted: int = 0) -> Traffic:
     """Bytes and launches of the three kernels for iteration k, counting every lane of every load and
     store they issue (no cache reuse assumed), with ``improved`` samples (default: all) copying their
-    best iterate. Checked against an instrumented interpreter run in tests/test_ops_anderson.py."""
+    best iterate and ``restarted`` samples reading it instead of mixing. Checked against an
+    instrumented interpreter run in tests/test_ops_anderson.py."""
     s = torch.finfo(dtype).bits // 8
     v, improved = min(k + 1, m), B if improved is None else improved
     chunks_record = -(-n // _stream_config(m)[1])
@@ -327,7 +359,8 @@ def triton_traffic(B: int, m: int, n: int, k: int, dtype: torch.dtype, tau: floa
     read = B * n * s * (2 + (v - 1)) + partials                           # record: fz, z, other G_i
     written = B * n * s * 2 + partials + B * (2 * v + 2) * 4              # F, G slots; Gram row+col, norms
     hist = v * (1 if tau == 1.0 else 2)
-    read += B * n * s * hist + B * chunks_mix * (v + 2 + 1) * 4           # mix: F_i (G_i); alpha, res, ticket
+    read += B * n * s * hist + B * chunks_mix * (v - 1 + 2 + 1) * 4       # mix: F_i (G_i); alpha, res, ticket
+    read += B * chunks_mix + restarted * n * s                            # restart flags; best where set
     written += B * n * s + improved * n * s + B * chunks_mix * 4 + B * 2 * 4  # z_next, best; tickets, best_res
     return Traffic(bytes_read=read, bytes_written=written, launches=3)
 
@@ -362,7 +395,8 @@ def aot_specs():
             specs += [AotSpec(
                 name=f"anderson_mix[{name},damped={damped}]", kernel=_mix_kernel,
                 signature={"F_ptr": ptr, "G_ptr": ptr, "alpha_ptr": "*fp32", "res_ptr": "*fp32",
-                           "best_ptr": ptr, "best_res_ptr": "*fp32", "ticket_ptr": "*i32", "out_ptr": ptr,
+                           "best_ptr": ptr, "best_res_ptr": "*fp32", "restart_ptr": "*i8", "ticket_ptr": "*i32",
+                           "out_ptr": ptr,
                            "n": "i32", "m": "i32", "slot": "i32", "valid": "i32", "one_minus_tau": "fp32",
                            "DAMPED": "constexpr", "BLOCK": "constexpr"},
                 constexprs={"DAMPED": damped, "BLOCK": BLOCK}, num_warps=NUM_WARPS,

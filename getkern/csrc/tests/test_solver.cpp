@@ -165,27 +165,34 @@ bool nan_sample() {
 
 bool bordered_solve_guard() {
   using namespace getkern::math;
-  // A well-posed 2-slot system: H = [[0, 1, 1], [1, 1+lam, 0], [1, 0, 1+lam]] (gram = I, scale 1).
-  const float gram[9] = {1, 0, 0, 0, 1, 0, 0, 0, 0};
-  float H[16];
-  bordered_system(gram, 3, 2, 0.f, H);
-  const float expect[16] = {0, 1, 1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1};
+  // A well-posed 2-slot system, newest entry in slot 1 (scale gram[1][1] = 2):
+  // H = [[0, 1, 1, 0], [1, 0.5 + lam, 0, 0], [1, 0, 1 + lam, 0], [0, 0, 0, 1]].
+  const float gram[9] = {1, 0, 0, 0, 2, 0, 0, 0, 0};
+  double H[16];
+  bordered_system(gram, 3, 1, 2, 0.0, H);
+  const double expect[16] = {0, 1, 1, 0, 1, 0.5, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1};
   for (int i = 0; i < 16; ++i) EXPECT(H[i] == expect[i]);
+  // A restarted history (depth 1 at slot 1): only the newest slot is in it.
+  bordered_system(gram, 3, 1, 1, 1e-4, H);
+  const double restarted[16] = {0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 1 + 1e-4, 0, 0, 0, 0, 1};
+  for (int i = 0; i < 16; ++i) EXPECT(H[i] == restarted[i]);
+  // A wrapped ring: newest at slot 0, depth 2 holds slots 0 and 2 (slot 2 was written before slot 0).
+  EXPECT(in_history(0, 3, 0, 2) && in_history(2, 3, 0, 2) && !in_history(1, 3, 0, 2));
   float alpha[3];
-  const float sol[4] = {-0.5f, 0.5f, 0.5f, 0.f};
-  EXPECT(guard_alpha(sol, 0, 3, 2, 1, alpha));
+  const double sol[4] = {-0.5, 0.5, 0.5, 0};
+  EXPECT(guard_alpha(sol, 0, 3, 1, 2, alpha));
   EXPECT(alpha[0] == 0.5f && alpha[1] == 0.5f && alpha[2] == 0.f);
   // A failed factorisation, a non-finite weight and a huge extrapolation all fall back to slot 1.
-  const float nan_sol[4] = {0, NAN, 1, 0};
-  const float big_sol[4] = {0, 2e4f, -2e4f + 1, 0};
+  const double nan_sol[4] = {0, NAN, 1, 0};
+  const double big_sol[4] = {0, 2e4, -2e4 + 1, 0};
   for (auto [s, info] : {std::pair{sol, 3}, std::pair{nan_sol, 0}, std::pair{big_sol, 0}}) {
-    EXPECT(!guard_alpha(s, info, 3, 2, 1, alpha));
+    EXPECT(!guard_alpha(s, info, 3, 1, 2, alpha));
     EXPECT(alpha[0] == 0.f && alpha[1] == 1.f && alpha[2] == 0.f);
   }
-  // A NaN diagonal poisons the scale, so the whole system (and then the solve) is NaN.
-  const float nan_gram[4] = {NAN, 0, 0, 1};
-  float H2[9];
-  bordered_system(nan_gram, 2, 2, 1e-4f, H2);
+  // A NaN newest diagonal poisons the scale, so the whole system (and then the solve) is NaN.
+  const float nan_gram[4] = {1, 0, 0, NAN};
+  double H2[9];
+  bordered_system(nan_gram, 2, 1, 2, 1e-4, H2);
   EXPECT(std::isnan(H2[4]) && std::isnan(H2[8]));
   return true;
 }
@@ -203,11 +210,15 @@ bool device_weights_match_lapack() {
       g.select(0, 3).select(0, 0).fill_(NAN);                                   // poisoned history
       at::Tensor gram = at::bmm(g, g.transpose(1, 2)).contiguous();
       const int64_t slot = valid - 1;
+      at::Tensor depth = at::full({B}, valid, at::kLong);
+      depth[5] = 1;  // a sample whose history was just restarted
       at::Tensor alpha = at::empty({B, m}, at::kFloat), fallback = at::zeros({B}, at::kInt);
-      getkern::anderson_weights(gram, valid, lam, slot, alpha, fallback);
+      getkern::anderson_weights(gram, slot, depth, lam, alpha, fallback);
       for (int64_t b = 0; b < B; ++b) {
-        float H[(m + 1) * (m + 1)], sol[m + 1], a[m];
-        const bool ok = getkern::math::anderson_weights(gram[b].data_ptr<float>(), m, valid, lam, slot, H, sol, a);
+        double H[(m + 1) * (m + 1)], sol[m + 1];
+        float a[m];
+        const bool ok = getkern::math::anderson_weights(gram[b].data_ptr<float>(), m, slot,
+                                                        static_cast<int>(depth[b].item<int64_t>()), lam, H, sol, a);
         EXPECT(std::abs(at::from_blob(a, {m}, at::kFloat).sum().item<float>() - 1.f) < 1e-3f);
         // Exactly singular systems (lam = 0, samples 1 and 2) may be caught by either guard clause.
         if (lam == 0.0 && (b == 1 || b == 2)) continue;
@@ -215,6 +226,9 @@ bool device_weights_match_lapack() {
         EXPECT(close(at::from_blob(a, {m}, at::kFloat), alpha[b], 1e-3, 1e-4));
       }
       EXPECT(fallback[3].item<int32_t>() == 1);  // NaN history: plain step
+      at::Tensor plain = at::zeros({m}, at::kFloat);
+      plain[slot] = 1.0;
+      EXPECT(at::equal(alpha[5], plain));  // a restarted history of one entry: the plain step
     }
   }
   return true;
