@@ -9,6 +9,7 @@ from getkern._backend import BackendUnavailable, resolve_backend, triton_can_run
 from getkern.deq import cpp_backend
 from getkern.deq.anderson import anderson
 from getkern.deq.fixed_point import fixed_point
+from getkern.errors import UsageError
 
 Tensor = torch.Tensor
 
@@ -84,21 +85,21 @@ def _check_args(f, z0, *, solver, max_iter, tol, stop, m, lam, tau, check_every,
     if not isinstance(z0, torch.Tensor):
         raise TypeError(f"z0 must be a torch.Tensor, got {type(z0).__name__}")
     if z0.dim() < 1 or z0.shape[0] == 0 or z0.numel() == 0:
-        raise ValueError(f"z0 must have shape (B, ...) with B >= 1 and no empty dimension, got {tuple(z0.shape)}")
+        raise UsageError(f"z0 must have shape (B, ...) with B >= 1 and no empty dimension, got {tuple(z0.shape)}")
     if not z0.is_floating_point():
         raise TypeError(f"z0 must be a floating-point tensor, got {z0.dtype}")
     if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        raise UsageError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if backend not in SOLVER_BACKENDS:
-        raise ValueError(f"backend must be one of {SOLVER_BACKENDS}, got {backend!r}")
+        raise UsageError(f"backend must be one of {SOLVER_BACKENDS}, got {backend!r}")
     if stop not in STOPS:
-        raise ValueError(f"stop must be one of {STOPS}, got {stop!r}")
+        raise UsageError(f"stop must be one of {STOPS}, got {stop!r}")
     for name, value in (("max_iter", max_iter), ("m", m), ("check_every", check_every)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
     if tol is not None and not tol > 0:
-        raise ValueError(f"tol must be None or > 0, got {tol!r}")
+        raise UsageError(f"tol must be None or > 0, got {tol!r}")
     if not lam >= 0:
-        raise ValueError(f"lam must be >= 0, got {lam!r}")
+        raise UsageError(f"lam must be >= 0, got {lam!r}")
     if not 0 < tau <= 1:
-        raise ValueError(f"tau must lie in (0, 1], got {tau!r}")
+        raise UsageError(f"tau must lie in (0, 1], got {tau!r}")
