@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -39,8 +40,11 @@ def atomic_write(path: Path, write) -> None:
 
     The file gets the permissions a plain ``open()`` gives it (0666 & ~umask), even when ``write`` replaces
     the temporary file with a private one (safetensors' save_file makes it 0600, as mkstemp would).
-    A temporary left by a killed process is named ``.<name>.<random>.tmp`` (see getkern.runlock)."""
+    A temporary left by a killed process is named ``.<name>.<random>.tmp`` (see getkern.runlock).
+    An existing ``path`` that is not a regular file (a FIFO, a device such as /dev/full, a socket) is never
+    replaced: UsageError. A symbolic link at ``path`` is replaced by the file, its target left alone."""
     path = Path(path)
+    _refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
@@ -54,11 +58,22 @@ def atomic_write(path: Path, write) -> None:
         write(tmp)
         if os.stat(tmp).st_mode & 0o777 != mode:
             os.chmod(tmp, mode)
+        _refuse_special(path)  # again: it may have appeared while ``write`` ran
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _refuse_special(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):  # os.replace refuses a folder
+        raise UsageError(f"{path} exists and is not a regular file (a FIFO, device or socket): refusing to replace "
+                         "it; write to another path")
 
 
 def read_json(path: Path, error: type[Exception], expected: str):
@@ -68,7 +83,7 @@ def read_json(path: Path, error: type[Exception], expected: str):
         raise error(f"{path} does not exist ({expected})")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError (not UTF-8), an unreadable file
         raise error(f"{path} is not valid JSON: {e}") from None
 
 
@@ -312,12 +327,15 @@ def resolve_dtype(torch_dtype, stored: torch.dtype | None = None) -> torch.dtype
 
 
 def resolve_device(device) -> torch.device | None:
+    """None, or ``device`` as a torch.device that exists here (UsageError otherwise, before any work)."""
     if device is None:
         return None
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UsageError(f"device={device!r}: not a torch device ({e})") from None
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, (str, int)) or isinstance(device, bool):
+        raise UsageError(f"device={device!r}: not a torch device (expected e.g. 'cpu', 'cuda', 'cuda:0')")
+    from getkern.distill.distributed import check_device
+    return check_device(f"cuda:{device}" if isinstance(device, int) else device, "device=")
 
 
 def place(model: torch.nn.Module, *, device=None, torch_dtype=None, stored: torch.dtype | None = None):
@@ -434,8 +452,10 @@ def _torch_load_safely(path: Path):
         raise CheckpointError(
             f"{path}: refused to load: it pickles objects other than tensors and argparse.Namespace "
             f"(weights_only=True). Details: {str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file fails anywhere in the unpickler (IndexError, ...)
+        first = str(e).splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (corrupt, truncated or another kind of "
+                              f"file): {type(e).__name__}: {first}") from None
 
 
 def read_torch_checkpoint(path, *, verify: bool = True) -> object:
@@ -445,7 +465,7 @@ def read_torch_checkpoint(path, *, verify: bool = True) -> object:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     sidecar = path.with_name(path.name + DIGEST_SUFFIX)
-    if verify and sidecar.is_file() and file_sha256(path) != sidecar.read_text().strip():
+    if verify and sidecar.is_file() and file_sha256(path) != sidecar.read_text(errors="replace").strip():
         previous = path.with_name("checkpoint.prev.pt")
         hint = f"; the run's previous checkpoint is {previous}" if path.name == "checkpoint.pt" and previous.is_file() else ""
         raise CheckpointError(f"{path}: its sha256 differs from the one in {sidecar.name}: the file is corrupt "

@@ -48,12 +48,15 @@ def load_with_origin(path_or_id, *, device=None, torch_dtype=None, ema: bool = T
                      verify: bool = True, **overrides):
     """:func:`load`, and a one-line description of what was loaded (for command output)."""
     from getkern.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, hub_snapshot, load_pretrained,
-                                    looks_like_hub_id, place)
+                                    looks_like_hub_id, place, resolve_device, resolve_dtype)
     from getkern._backend import BACKENDS
     if not isinstance(ema, bool):
         raise UsageError(f"ema must be True or False, got {ema!r}")
     if backend not in BACKENDS:
         raise UsageError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+    resolve_device(device)  # a device that does not exist here, or a dtype that is none, before any reading
+    if torch_dtype != "auto":
+        resolve_dtype(torch_dtype)
     overrides = {"backend": backend, **overrides}
     path = Path(path_or_id)
     if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE):

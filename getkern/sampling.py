@@ -55,7 +55,14 @@ def sample(model, num_images_or_labels, *, generator: torch.Generator | int | No
     if isinstance(num_images_or_labels, numbers.Integral) and not isinstance(num_images_or_labels, bool):
         num = int(num_images_or_labels)
     else:
-        labels = torch.as_tensor(num_images_or_labels)
+        if isinstance(num_images_or_labels, (str, bytes, bool, float)):
+            raise UsageError(f"num_images_or_labels: expected a number of images (an int) or 1-D integer class "
+                             f"labels, got {type(num_images_or_labels).__name__} {num_images_or_labels!r}")
+        try:
+            labels = torch.as_tensor(num_images_or_labels)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise UsageError(f"num_images_or_labels: expected a number of images (an int) or 1-D integer class "
+                             f"labels, got {type(num_images_or_labels).__name__} ({e})") from None
         if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise UsageError(f"num_images_or_labels: expected a number of images or 1-D integer class labels, got "
                              f"{labels.dtype} of shape {tuple(labels.shape)}")
@@ -74,19 +81,19 @@ def sample(model, num_images_or_labels, *, generator: torch.Generator | int | No
     if noise is None:
         noise = torch.randn(shape, generator=gen, device=draw)
     elif not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape:
-        raise ValueError(f"noise must have shape {shape}, got {tuple(getattr(noise, 'shape', ()))}")
+        raise UsageError(f"noise must have shape {shape}, got {tuple(getattr(noise, 'shape', ()))}")
     if is_get:
         z_shape = (num, model.x_embedder.num_patches, model.hidden_size)
         if z0 is None:
             z0 = torch.randn(z_shape, generator=gen, device=draw)
         elif not isinstance(z0, torch.Tensor) or tuple(z0.shape) != z_shape:
-            raise ValueError(f"z0 must have shape {z_shape}, got {tuple(getattr(z0, 'shape', ()))}")
+            raise UsageError(f"z0 must have shape {z_shape}, got {tuple(getattr(z0, 'shape', ()))}")
     if model.cond and labels is None:
         labels = torch.randint(model.num_classes, (num,), generator=gen, device=draw)
     if guidance is not None:
         guidance = torch.as_tensor(guidance, dtype=torch.float64)
         if guidance.dim() > 1 or (guidance.dim() == 1 and guidance.shape[0] != num):
-            raise ValueError(f"guidance must be a number or a ({num},) tensor, got shape {tuple(guidance.shape)}")
+            raise UsageError(f"guidance must be a number or a ({num},) tensor, got shape {tuple(guidance.shape)}")
         guidance = guidance.expand(num)
 
     step = num if batch_size is None else batch_size

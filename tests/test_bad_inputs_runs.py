@@ -209,6 +209,10 @@ def test_an_old_run_folder_resumes(pairs, tmp_path):
     torch.save(state, run / "checkpoint.pt")
     assert [r["step"] for r in Trainer(config(pairs, run, max_steps=4)).fit()] == [4]
     assert (run / "train_config.json").is_file() and not (run / "config.json").exists()
+    state = torch.load(run / "checkpoint.pt", weights_only=True)  # the resume recorded the pair set's
+    del state["data"]["pairs"]                                      # identity: make it an old one again
+    torch.save(state, run / "checkpoint.pt")
+    (run / "checkpoint.pt.sha256").unlink()
     with pytest.raises(UsageError, match="pairs: "):  # the path is all such a checkpoint has
         Trainer(config(make_pairs(tmp_path / "elsewhere"), run, max_steps=5)).fit()
 

@@ -85,5 +85,7 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_torch_free_copies_of_choices_match_their_owners():
     """The parsers read choice lists from torch-free modules; the owners are the layers that use them."""
     from getkern import deq
+    from getkern.commands import profile, sample
     from getkern.distill import config
     assert config.GRADS == deq.GRADS
+    assert sample.SOLVERS == profile.SOLVERS == deq.SOLVERS

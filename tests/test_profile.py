@@ -114,8 +114,10 @@ def test_bad_inputs_fail_before_work(tmp_path, capsys):
         assert err.startswith("getkern profile: error: ") and err.count("\n") == 1 and re.search(match, err), err
     (tmp_path / "weights.txt").write_text("?")
     expect(["--checkpoint", str(tmp_path / "weights.txt")], 1, "unknown checkpoint format")
-    expect(["--iters", "0", "2"], 2, "iteration counts must be integers >= 1")
-    expect(["--solvers", "newton"], 2, "unknown solver 'newton'")
+    expect(["--iters", "0", "2"], 2, "--iters must be an integer >= 1, got 0")  # when parsing
+    expect(["--solvers", "newton"], 2, "--solvers: invalid choice: 'newton'")
+    expect(["--tol", "nan"], 2, "--tol must be a finite number >= 0, got 'nan'")
+    expect(["--seed", "-1"], 2, "--seed must be an integer >= 0, got -1")
     expect(["--samples", "601"], 2, "2..600 samples")
     np.savez(tmp_path / "s.npz", mu=np.zeros(7), sigma=np.eye(7))
     expect(["--in-channels", "3", "--ref-stats", str(tmp_path / "s.npz"), "--inception-weights",

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import add_device, add_out, add_progress, command_parser
+    from getkern.commands._common import (add_device, add_out, add_progress, command_parser, finite_float,
+                                          int_range, positive_int, seed)
     p = command_parser(sub, "pairs", __doc__, help="generate noise/image pairs from an EDM teacher")
     p.add_argument("--teacher", default="digits",
                    help="'digits' or 'digits-guided' (shipped; the second has a null class for guidance), "
                         "a teacher folder, or an EDM network .pkl")
     add_out(p, "pair folder (manifest.json + shards); an unfinished one is completed")
-    p.add_argument("--num-pairs", type=int, required=True, help="pairs in the finished set")
-    p.add_argument("--first-seed", type=int, default=0, help="pair i uses seed first_seed + i")
-    p.add_argument("--shard-size", type=int, default=1000, help="pairs per shard file")
-    p.add_argument("--steps", type=int, default=18, help="Heun steps (2*steps-1 network evaluations)")
-    p.add_argument("--batch-size", type=int, default=500, help="pairs per teacher batch")
-    p.add_argument("--guidance-range", type=float, nargs=2, metavar=("WMIN", "WMAX"), default=None,
+    p.add_argument("--num-pairs", type=positive_int, required=True, help="pairs in the finished set")
+    p.add_argument("--first-seed", type=seed, default=0, help="pair i uses seed first_seed + i")
+    p.add_argument("--shard-size", type=positive_int, default=1000, help="pairs per shard file")
+    p.add_argument("--steps", type=int_range(2, note="Heun steps from sigma_max to sigma_min"), default=18, help="Heun steps (2*steps-1 network evaluations)")
+    p.add_argument("--batch-size", type=positive_int, default=500, help="pairs per teacher batch")
+    p.add_argument("--guidance-range", type=finite_float, nargs=2, metavar=("WMIN", "WMAX"), default=None,
                    help="guidance distillation: each pair's classifier-free guidance weight w ~ U[WMIN, WMAX], "
                         "drawn from its seed (needs a teacher with a null class, e.g. digits-guided)")
     add_device(p)
@@ -39,10 +40,11 @@ def run(args) -> int:
     from getkern.distill.distributed import init_distributed
     from getkern.errors import UsageError
     from getkern.teacher import load_teacher
-    from getkern.commands._common import check_out_dir
+    from getkern.commands._common import check_out_dir, resolve_device
     check_pair_arguments(num_pairs=args.num_pairs, first_seed=args.first_seed, shard_size=args.shard_size,
                          num_steps=args.steps, batch_size=args.batch_size, names=FLAGS)  # before loading a teacher
     check_out_dir(args.out)
+    resolve_device(args.device)  # a UsageError naming --device before anything is loaded
     device = init_distributed(args.device).device
     teacher = load_teacher(args.teacher, trust_pickle=args.trust_pickle, edm_root=args.edm_root, device=device)
     if args.guidance_range is not None:

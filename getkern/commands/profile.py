@@ -10,23 +10,26 @@ from pathlib import Path
 
 from getkern.errors import UsageError
 
+SOLVERS = ("fixed_point", "anderson")  # = getkern.deq.SOLVERS (torch-free copy; tests/test_cli.py)
+
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import add_backend, add_checkpoint, add_device, add_out, add_progress, command_parser
+    from getkern.commands._common import (add_backend, add_checkpoint, add_device, add_out, add_progress,
+                                          command_parser, int_range, nonnegative_float, positive_int, seed)
     from getkern.commands.fid_stats import add_fid_options
     p = command_parser(sub, "profile", __doc__, help="solver iterations vs quality, time and memory for a GET")
     add_checkpoint(p, "a model: save_pretrained folder, training run folder, training .pt, or the reference's "
                       ".pth; omitted: a randomly initialised GET (see --random)", required=False)
     p.add_argument("--random", default="GET-T/2", metavar="NAME",
                    help="model size of the randomly initialised GET used without --checkpoint")
-    p.add_argument("--input-size", type=int, default=8, help="random GET: image size (8: digits)")
-    p.add_argument("--in-channels", type=int, default=1, help="random GET: channels (1: digits)")
-    p.add_argument("--iters", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8], help="solver iteration counts")
-    p.add_argument("--solvers", nargs="+", default=["fixed_point", "anderson"], help="solvers to compare")
-    p.add_argument("--samples", type=int, default=600, help="images per setting (digits metric: at most 600)")
-    p.add_argument("--batch-size", type=int, default=200, help="images per sampling batch")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise, labels and z0 shared by all settings")
-    p.add_argument("--tol", type=float, default=1e-3,
+    p.add_argument("--input-size", type=positive_int, default=8, help="random GET: image size (8: digits)")
+    p.add_argument("--in-channels", type=positive_int, default=1, help="random GET: channels (1: digits)")
+    p.add_argument("--iters", type=positive_int, nargs="+", default=[1, 2, 3, 4, 6, 8], help="solver iteration counts")
+    p.add_argument("--solvers", nargs="+", choices=SOLVERS, default=list(SOLVERS), help="solvers to compare")
+    p.add_argument("--samples", type=int_range(2), default=600, help="images per setting (digits metric: at most 600)")
+    p.add_argument("--batch-size", type=positive_int, default=200, help="images per sampling batch")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the noise, labels and z0 shared by all settings")
+    p.add_argument("--tol", type=nonnegative_float, default=1e-3,
                    help="solver early-exit tolerance on the absolute residual (the reference's); 0: none")
     p.add_argument("--metric", choices=("auto", "digits", "fid"), default="auto",
                    help="auto: the digits-classifier Frechet distance for 1x8x8 models, else FID (needs --ref-stats)")
@@ -34,11 +37,11 @@ def add_parser(sub) -> None:
                                                   "made under the same --fid-protocol")
     add_fid_options(p)
     add_device(p)
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     add_backend(p)
     p.add_argument("--solver-backend", choices=("auto", "torch", "triton", "cpp"), default="auto",
                    help="solver loop: auto picks the fastest that runs here")
-    p.add_argument("--quality-tolerance", type=float, default=0.05,
+    p.add_argument("--quality-tolerance", type=nonnegative_float, default=0.05,
                    help="a setting reaches the reference quality when its distance is within this fraction")
     add_out(p, "folder for profile.csv, profile.json and profile.png", default="profile_out")
     add_progress(p)

@@ -9,21 +9,27 @@ from pathlib import Path
 
 from getkern.errors import UsageError
 
+SOLVERS = ("fixed_point", "anderson")  # = getkern.deq.SOLVERS (torch-free copy; tests/test_cli.py)
+MAX_IMAGES = 10_000  # per grid: every image, its noise and its z0 are held at once (getkern.sample batches more)
+
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import add_backend, add_checkpoint, add_device, add_out, command_parser
+    from getkern.commands._common import (add_backend, add_checkpoint, add_device, add_out, command_parser,
+                                          finite_float, int_range, positive_int, seed)
     p = command_parser(sub, "sample", __doc__,
                        help="sample image grids (PNG) and arrays (.npz) from a GET checkpoint")
     add_checkpoint(p)
     add_out(p, "folder for samples-<solver>-iters<K>[-w<W>].png and .npz")
-    p.add_argument("--num", type=int, default=100, help="images for unconditional models")
-    p.add_argument("--per-class", type=int, default=10, help="columns per class row (conditional models)")
-    p.add_argument("--iters", type=int, nargs="+", default=[6], help="solver iteration counts (one grid each)")
-    p.add_argument("--solver", default="fixed_point", help="fixed_point or anderson")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise, labels and z0")
+    p.add_argument("--num", type=int_range(1, MAX_IMAGES), default=100,
+                   help=f"images for unconditional models (at most {MAX_IMAGES:,} a grid; more: getkern.sample)")
+    p.add_argument("--per-class", type=int_range(1, MAX_IMAGES), default=10,
+                   help="columns per class row (conditional models)")
+    p.add_argument("--iters", type=positive_int, nargs="+", default=[6], help="solver iteration counts (one grid each)")
+    p.add_argument("--solver", choices=SOLVERS, default="fixed_point", help="the equilibrium solver")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the noise, labels and z0")
     add_device(p)
     add_backend(p)
-    p.add_argument("--guidance", type=float, nargs="+", default=None, metavar="W",
+    p.add_argument("--guidance", type=finite_float, nargs="+", default=None, metavar="W",
                    help="guidance-distilled models: guidance weights w (one grid each; within the trained range)")
     p.set_defaults(func=run)
 
@@ -45,6 +51,9 @@ def run(args) -> int:
                          "from a GET (sample other models with getkern.sample)")
     weights = check_guidance_args(model, args.guidance)
     out = Path(args.out)
+    if model.cond and model.num_classes * args.per_class > MAX_IMAGES:
+        raise UsageError(f"--per-class {args.per_class}: {model.num_classes} classes x {args.per_class} makes "
+                         f"{model.num_classes * args.per_class} images, more than {MAX_IMAGES} in one grid")
     labels = class_rows(model.num_classes, args.per_class) if model.cond else None
     num = len(labels) if model.cond else args.num
     ncol = args.per_class if model.cond else int(np.ceil(np.sqrt(num)))
@@ -56,9 +65,15 @@ def run(args) -> int:
             png = save_grid(images, out / f"{name}.png", nrow=ncol, scale=max(1, 32 // images.shape[-1]))
             arrays = ({"images": images.numpy()} | ({"labels": y.numpy()} if y is not None else {})
                       | ({"guidance": np.full(num, w, dtype=np.float32)} if w is not None else {}))
-            atomic_write(out / f"{name}.npz", lambda p, a=arrays: np.savez(open(p, "wb"), **a))
+            atomic_write(out / f"{name}.npz", lambda p, a=arrays: _savez(p, a))
             print(f"iters={iters}" + (f" w={w:g}" if w is not None else "") + f": {png}")
     return 0
+
+
+def _savez(path, arrays: dict) -> None:
+    import numpy as np
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary's name
+        np.savez(f, **arrays)
 
 
 def check_guidance_args(model, guidance: list[float] | None) -> list[float | None]:

@@ -42,15 +42,40 @@ def add_parser(sub) -> None:
         elif isinstance(default, list):
             target.add_argument(flag(f.name), nargs="*", default=default, metavar=m["metavar"], help=m["help"])
         else:
-            help = f"{m['help']}; {allowed(f)}" if isinstance(default, (int, float)) else m["help"]
-            target.add_argument(flag(f.name), type=type(default), default=default, choices=m["choices"], help=help)
+            number = isinstance(default, (int, float))
+            help = f"{m['help']}; {allowed(f)}" if number else m["help"]
+            target.add_argument(flag(f.name), type=setting_type(f) if number else type(default), default=default,
+                                choices=m["choices"], help=help)
     add_device(p)
     add_progress(p)
     p.set_defaults(func=run)
 
 
+def setting_type(f: dataclasses.Field):
+    """An argparse type for TrainConfig's numeric field ``f``: the field's own check (config.check_setting),
+    made when the command line is parsed; a refusal reads "--flag must be <allowed>, got <value>"."""
+    import argparse
+
+    from getkern.distill.config import _default, allowed, check_setting
+    from getkern.errors import SettingError
+    kind = type(_default(f))
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed(f)}, got {text!r}") from None
+        try:
+            check_setting(f, value)
+        except SettingError as e:
+            raise argparse.ArgumentTypeError(f"must be {e.allowed}, got {e.value!r}") from None
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def run(args) -> int:
-    from getkern.commands._common import check_out_dir
+    from getkern.commands._common import check_out_dir, resolve_device
     from getkern.distill.config import TrainConfig
     from getkern.errors import SettingError, UsageError
     try:
@@ -67,6 +92,8 @@ def run(args) -> int:
     except SettingError as e:
         raise e.renamed(flag(e.setting)) from None
     check_out_dir(args.out)
-    from getkern.distill.trainer import Trainer
+    resolve_device(args.device)  # a UsageError naming --device before the pairs are read
+    from getkern.distill.trainer import Trainer, check_run_folder
+    check_run_folder(args.out, "--out")
     Trainer(config).fit()
     return 0

@@ -178,11 +178,71 @@ def shard_keys(guided: bool) -> set[str]:
 
 
 def read_manifest(root: Path) -> dict:
+    """The manifest of pair folder ``root``, its fields' types, ranges and consistency checked
+    (:func:`check_manifest`): PairFileError naming the file and the field otherwise."""
     path = Path(root) / MANIFEST
     manifest = read_json(path, PairFileError, "not a getkern pair directory")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PairFileError(f"{path} is not a getkern pair manifest (format != {FORMAT!r})")
+    check_manifest(manifest, path)
     return manifest
+
+
+def _is_int(value, low: int = 0, high: int = MAX_SEED) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_manifest(manifest: dict, path) -> None:
+    """Refuse (PairFileError naming ``path`` and the field) a manifest whose fields have the wrong type or
+    range, or whose shards do not cover seeds first_seed .. first_seed + num_pairs - 1 exactly, once each
+    (a dropped shard or an edited num_pairs would otherwise train on another set than the manifest says)."""
+    def bad(field: str, value, allowed: str):
+        return PairFileError(f"{path}: {field}={value!r} is invalid: expected {allowed} (the manifest is damaged "
+                             "or was edited; regenerate the pair set with `getkern pairs`)")
+
+    get = manifest.get
+    for field, low in (("num_pairs", 1), ("first_seed", 0), ("num_classes", 0)):
+        if not _is_int(get(field), low):
+            raise bad(field, get(field), f"an integer >= {low}")
+    if "shard_size" in manifest and not _is_int(get("shard_size"), 1):
+        raise bad("shard_size", get("shard_size"), "an integer >= 1")
+    shape = get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1, 1 << 20) for v in shape)):
+        raise bad("image_shape", shape, "[C, H, W], three integers >= 1")
+    if get("guidance_range") is not None:
+        gr = get("guidance_range")
+        ok = (isinstance(gr, list) and len(gr) == 2 and all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                                             and math.isfinite(w) for w in gr) and gr[0] <= gr[1])
+        if not ok:
+            raise bad("guidance_range", gr, "[wmin, wmax], finite, wmin <= wmax")
+    shards = get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise bad("shards", shards if not isinstance(shards, list) else [], "a non-empty list of shards")
+    expect = manifest["first_seed"]
+    for i, shard in enumerate(shards):
+        where = f"shards[{i}]"
+        if not isinstance(shard, dict):
+            raise bad(where, shard, "an object with file, first_seed and count")
+        name = shard.get("file")
+        if not (isinstance(name, str) and name and Path(name).name == name and name not in (".", "..")):
+            raise bad(f"{where}.file", name, "a file name inside the pair folder")
+        if not _is_int(shard.get("count"), 1):
+            raise bad(f"{where}.count", shard.get("count"), "an integer >= 1")
+        if not _is_int(shard.get("first_seed")):
+            raise bad(f"{where}.first_seed", shard.get("first_seed"), f"an integer in [0, {MAX_SEED}]")
+        digest = shard.get("sha256")
+        if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                       and all(c in "0123456789abcdef" for c in digest)):
+            raise bad(f"{where}.sha256", digest, "a SHA-256 hex digest")
+        if shard["first_seed"] != expect:
+            raise PairFileError(f"{path}: {where} ({name}) starts at seed {shard['first_seed']}, but the shards "
+                                f"before it end at seed {expect - 1}: shards are missing, repeated or out of order")
+        expect += shard["count"]
+    end = manifest["first_seed"] + manifest["num_pairs"]
+    if expect != end:
+        raise PairFileError(f"{path}: its shards hold seeds {manifest['first_seed']} .. {expect - 1} "
+                            f"({expect - manifest['first_seed']} pairs), but num_pairs is {manifest['num_pairs']}: "
+                            "a shard count is wrong or a shard is missing from the list")
 
 
 def shard_is_complete(path: Path, count: int, guided: bool = False) -> bool:

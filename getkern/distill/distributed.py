@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from getkern.errors import GetkernError
+from getkern.errors import GetkernError, UsageError
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,29 @@ class DistInfo:
         return self.rank == 0
 
 
+def check_device(name, what: str = "device") -> torch.device:
+    """``name`` as a torch.device that exists on this machine; a UsageError naming ``what`` (the option or
+    argument) for a name torch does not know, CUDA without a CUDA device, or a device index past the
+    last one. Called before any work, so a typo never fails midway."""
+    said = f"{what}{name!r}" if what.endswith("=") else f"{what} {name}"  # "device='gpu0'", "--device gpu0"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"{said}: not a device name torch knows (e.g. cpu, cuda, cuda:0)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{said}: torch sees no CUDA device here (use cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"{said}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"{said}: torch sees no MPS device here (use cpu or auto)")
+    elif device.type not in ("cpu", "meta"):  # meta: shapes only (tests, planning)
+        raise UsageError(f"{said}: getkern runs on cpu, cuda or mps devices, not {device.type!r}")
+    return device
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the torchrun process group if WORLD_SIZE > 1 (NCCL on CUDA, else gloo); a no-op otherwise.
 
@@ -31,6 +54,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     kind = device if device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(kind)
     dev = torch.device(f"cuda:{local}") if kind == "cuda" else torch.device(kind)
     if kind == "cuda":
         torch.cuda.set_device(dev)

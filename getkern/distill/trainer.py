@@ -56,14 +56,38 @@ class ResumeError(UsageError, CheckpointError):
     """The run folder's checkpoint was trained with other settings or another pair set than asked for."""
 
 
+class TrainingDiverged(GetkernError, FloatingPointError):
+    """The loss became NaN or infinite (a learning rate too high, a broken pair set): the run stops before
+    the diverged step is saved, so its checkpoints stay those of the last finite step."""
+
+
 def build_model(model_cfg: dict, *, in_channels: int, input_size: int, cond: bool, num_classes: int,
                 guidance_range: tuple[float, float] | None = None) -> GET | ViT:
     """GET from ``{"name": "GET-T/2", ...overrides}`` or plain GET keyword arguments; the one-pass ViT
-    baseline for a name "ViT-..." or ``"arch": "vit"``."""
+    baseline for a name "ViT-..." or ``"arch": "vit"``. The pairs decide the image shape and the classes:
+    a model config that contradicts them (or names no constructor argument) is refused (UsageError)
+    before anything is built."""
+    from getkern.checkpoint import check_arguments
     cfg = dict(model_cfg)
     name = cfg.pop("name", None)
-    cls = ViT if cfg.pop("arch", "get") == "vit" or (name or "").startswith("ViT") else GET
+    if name is not None and not isinstance(name, str):
+        raise UsageError(f"model: name must be a model name string such as 'GET-T/2', got {name!r}")
+    arch = cfg.pop("arch", "get")
+    if arch not in ("get", "vit"):
+        raise UsageError(f"model: arch must be 'get' or 'vit', got {arch!r}")
+    cls = ViT if arch == "vit" or (name or "").startswith("ViT") else GET
+    if name:  # an unknown name is the first thing to say
+        from getkern.models.configs import GET_CONFIGS, VIT_CONFIGS, parse_model_name
+        parse_model_name(name, GET_CONFIGS if cls is GET else VIT_CONFIGS, cls.__name__)
+    check_arguments(cls, cfg, "model", UsageError)
     shape = dict(in_channels=in_channels, input_size=input_size, cond=cond, num_classes=max(num_classes, 1))
+    clashes = [f"{k}={cfg[k]!r}" for k in ("in_channels", "input_size", "cond") if k in cfg and cfg[k] != shape[k]]
+    if cond and "num_classes" in cfg and not (isinstance(cfg["num_classes"], int) and cfg["num_classes"] >= num_classes):
+        clashes.append(f"num_classes={cfg['num_classes']!r}")
+    if clashes:
+        raise UsageError(f"model: {', '.join(clashes)} does not fit the pairs (images {in_channels}x{input_size}x"
+                         f"{input_size}, {f'{num_classes} classes' if cond else 'unconditional'}): drop "
+                         "the field, or train on pairs of that shape")
     cfg["guidance_range"] = student_guidance_range(cfg, guidance_range)
     return cls.from_config(name, **{**shape, **cfg}) if name else cls(**{**shape, **cfg})
 
@@ -73,10 +97,10 @@ def student_guidance_range(model_cfg: dict, pairs_range: tuple[float, float] | N
     unless the model config names one, which must then cover the pairs' weights."""
     asked = model_cfg.get("guidance_range", pairs_range)
     if pairs_range is None and asked is not None:
-        raise ValueError(f"the model config asks for guidance_range={asked}, but these pairs carry no guidance "
+        raise UsageError(f"the model config asks for guidance_range={asked}, but these pairs carry no guidance "
                          "weights (written without --guidance-range)")
     if pairs_range is not None and (asked is None or not asked[0] <= pairs_range[0] <= pairs_range[1] <= asked[1]):
-        raise ValueError(f"the pairs are guided (w in {list(pairs_range)}): the student needs a guidance_range "
+        raise UsageError(f"the pairs are guided (w in {list(pairs_range)}): the student needs a guidance_range "
                          f"covering it, got guidance_range={asked}")
     return asked
 
@@ -126,8 +150,7 @@ class Trainer:
                              f"{self.dist.world_size * c.grad_accum}")
         self.micro = c.batch_size // (self.dist.world_size * c.grad_accum)
         self.out = Path(c.out)
-        if (self.out / "manifest.json").is_file():
-            raise UsageError(f"out={c.out!r} is a pair folder (it holds manifest.json): give the run its own folder")
+        check_run_folder(self.out, "out")
         self.dataset = load_pairs(c.pairs)
         self.latents, self.images, self.labels = self.dataset.tensors()
         self.pairs_identity = self.dataset.identity()  # after tensors(): every shard has been read and checked
@@ -154,6 +177,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.amp == "fp16" and self.device.type == "cuda")
         self.objective = Objective(c, image_shape=(C, H, W), num_classes=self.dataset.num_classes, device=self.device)
         self.step = 0
+        self._saved_step: int | None = None  # the step checkpoint.pt holds (None: no checkpoint yet)
         self._perm_cache: dict[int, torch.Tensor] = {}
         self._sample_noise = torch.randn((min(100, 10 * max(1, self.dataset.num_classes)), C, H, W),
                                          generator=_generator(c.seed, -1))
@@ -242,6 +266,7 @@ class Trainer:
                 _keep_as_previous(latest, self.out / PREVIOUS_CHECKPOINT)
             atomic_write(latest, write)
             atomic_write(_sidecar(latest), lambda p: Path(p).write_text(digest["sha256"] + "\n"))
+        self._saved_step = self.step
         barrier()
 
     def find_checkpoint(self) -> tuple[Path | None, dict | None]:
@@ -287,6 +312,7 @@ class Trainer:
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step = int(state["step"])
+        self._saved_step = self.step
 
     def _pairs_differences(self, saved: dict, data: dict) -> list[str]:
         """The pair set compared by content, so the same set at another path (or spelled otherwise) resumes
@@ -366,7 +392,11 @@ class Trainer:
             seen += c.batch_size
             rec["pairs_per_s"] = round(seen / (time.perf_counter() - t0), 1)
             if not math.isfinite(rec["loss"]):
-                raise FloatingPointError(f"loss became {rec['loss']} at step {self.step}")
+                kept = (f"{self.out / CHECKPOINT} keeps step {self._saved_step}" if self._saved_step is not None
+                        else "no checkpoint was written")
+                raise TrainingDiverged(f"the loss became {rec['loss']} at step {self.step}: the run diverged "
+                                       f"(lower lr / --lr, now {c.lr:g}); nothing of that step was saved, "
+                                       f"{kept}")
             records.append(rec)
             if self.dist.is_main and (self.step % c.log_every == 0 or self.step == c.max_steps):
                 with open(self.out / LOG, "a") as f:
@@ -382,6 +412,46 @@ class Trainer:
             self.ema.save_pretrained(self.out / "ema")
         barrier()
         return records
+
+
+RUN_MARKERS = (TRAIN_CONFIG, CHECKPOINT, PREVIOUS_CHECKPOINT)  # files only a run folder holds
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a `getkern train` run: it holds train_config.json or a checkpoint, or (runs
+    from before train_config.json) a config.json of training settings."""
+    folder = Path(folder)
+    return any((folder / name).is_file() for name in RUN_MARKERS) or _is_legacy_run_config(folder / LEGACY_CONFIG)
+
+
+def _is_legacy_run_config(path: Path) -> bool:
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    from getkern.distill.config import defaults
+    return isinstance(settings, dict) and {"pairs", "out"} <= set(settings) <= set(defaults())
+
+
+def check_run_folder(out, what: str = "out") -> None:
+    """Refuse (UsageError naming ``what``) a run folder that is another kind of folder: a pair set, or a
+    folder of files that are not a run's (the user's own log.jsonl or config.json would be taken for the
+    run's and rewritten). A missing or empty folder (subfolders aside) starts a run; a run folder resumes."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    if (out / "manifest.json").is_file():
+        raise UsageError(f"{what} {out} is a pair folder (it holds manifest.json): give the run its own folder")
+    if is_run_folder(out):
+        return
+    from getkern.runlock import LOCK_FILE
+    # Files only: a run writes files at the top (and into ema/ and samples/), never into other folders.
+    foreign = sorted(p.name for p in out.iterdir()
+                     if not p.is_dir() and p.name != LOCK_FILE and not p.match(".*.tmp"))
+    if foreign:
+        raise UsageError(f"{what} {out} holds files that are not a getkern run's ({', '.join(foreign[:5])}"
+                         f"{', ...' if len(foreign) > 5 else ''}) and no {TRAIN_CONFIG} or {CHECKPOINT}: use an "
+                         "empty or new folder for a new run")
 
 
 def _sidecar(checkpoint: Path) -> Path:
@@ -458,7 +528,7 @@ def load_train_checkpoint(path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"training checkpoint {path} does not exist")
     sidecar = _sidecar(path)
-    if sidecar.is_file() and file_sha256(path) != sidecar.read_text().strip():
+    if sidecar.is_file() and file_sha256(path) != sidecar.read_text(errors="replace").strip():
         raise CheckpointError(f"{path}: its sha256 differs from the one in {sidecar.name}: the file is corrupt")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -5,13 +5,13 @@ fidelity; a 0-d string array) and ``inception_weights`` (the weights file's name
 readers that only know mu/sigma ignore them. Published files carry no protocol (``protocol`` None)."""
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from getkern.checkpoint import CheckpointError, atomic_write
+from getkern.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,13 @@ def load_stats(path: str | Path, dim: int | None = None) -> FeatureStats:
             features = data["features"].astype(np.float64) if "features" in data.files else None
             text = {key: (str(data[key]) if key in data.files and data[key].dtype.kind == "U" and data[key].ndim == 0
                           else None) for key in ("protocol", "inception_weights")}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, BadZipFile, EOFError, ...: the file does not parse
         raise CheckpointError(f"{path} is not a readable .npz statistics file: {e}") from None
     _check(mu, sigma, features, str(path))
     if dim is not None and mu.shape[0] != dim:
-        raise ValueError(f"{path} holds {mu.shape[0]}-d statistics but the feature extractor gives "
+        raise UsageError(f"{path} holds {mu.shape[0]}-d statistics but the feature extractor gives "
                          f"{dim}-d features (wrong statistics file for this extractor?)")
     return FeatureStats(mu, sigma, features, text["protocol"], text["inception_weights"])
 

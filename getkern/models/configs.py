@@ -21,14 +21,18 @@ PATCH_SIZES = (2, 4, 8)
 
 
 def parse_model_name(name: str, table: dict, kind: str) -> tuple[str, int]:
-    """"GET-B/2" -> ("GET-B", 2). The reference spells GET-B+/2 as "GET-B/2+": both are accepted."""
+    """"GET-B/2" -> ("GET-B", 2). The reference spells GET-B+/2 as "GET-B/2+": both are accepted.
+    An unknown name raises :class:`~getkern.errors.UsageError` (a ValueError) listing the known ones."""
+    from getkern.errors import UsageError
+    names = ", ".join(f"{f}/{p}" for f in table for p in PATCH_SIZES)
+    if not isinstance(name, str):
+        raise UsageError(f"a {kind} model name must be a string such as {next(iter(table))}/2, got {name!r}")
     if name.endswith("+"):  # "GET-B/2+" -> "GET-B+/2"
         family, _, patch = name[:-1].partition("/")
         name = f"{family}+/{patch}"
     family, _, patch = name.partition("/")
     if family not in table or not patch.isdigit() or int(patch) not in PATCH_SIZES:
-        names = ", ".join(f"{f}/{p}" for f in table for p in PATCH_SIZES)
-        raise ValueError(f"unknown {kind} model name {name!r}; expected one of: {names}")
+        raise UsageError(f"unknown {kind} model name {name!r}; expected one of: {names}")
     return family, int(patch)
 
 

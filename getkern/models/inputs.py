@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from getkern.errors import UsageError
+
 
 def value_checks_enabled(t: torch.Tensor) -> bool:
     """Checks that read tensor values (NaN noise, label range, guidance range) need the host: they run
@@ -20,39 +22,39 @@ def check_inputs(model, noise: torch.Tensor, y: torch.Tensor | None, *, iters: i
     if not isinstance(noise, torch.Tensor):
         raise TypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
     if noise.dim() != 4 or tuple(noise.shape[1:]) != expect:
-        raise ValueError(f"noise must have shape (B, {expect[0]}, {expect[1]}, {expect[2]}), "
+        raise UsageError(f"noise must have shape (B, {expect[0]}, {expect[1]}, {expect[2]}), "
                          f"got {tuple(noise.shape)}")
     if noise.shape[0] == 0:
-        raise ValueError("noise has an empty batch")
+        raise UsageError("noise has an empty batch")
     if noise.dtype != param.dtype:
         raise TypeError(f"noise dtype {noise.dtype} does not match the model's {param.dtype}")
     if noise.device != param.device:
-        raise ValueError(f"noise is on {noise.device} but the model is on {param.device}")
+        raise UsageError(f"noise is on {noise.device} but the model is on {param.device}")
     values = value_checks_enabled(noise)
     if values and not torch.isfinite(noise).all():
-        raise ValueError("noise contains NaN or Inf")
-    if iters is not None and (not isinstance(iters, int) or iters < 1):
-        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
+        raise UsageError("noise contains NaN or Inf")
+    if iters is not None and (not isinstance(iters, int) or isinstance(iters, bool) or iters < 1):
+        raise UsageError(f"iters must be an integer >= 1, got {iters!r}")
     if z0 is not None:
         if not isinstance(z0, torch.Tensor):
             raise TypeError(f"z0 must be a torch.Tensor, got {type(z0).__name__}")
         shape = (noise.shape[0], model.x_embedder.num_patches, model.hidden_size)
         if tuple(z0.shape) != shape:
-            raise ValueError(f"z0 must have shape {shape}, got {tuple(z0.shape)}")
+            raise UsageError(f"z0 must have shape {shape}, got {tuple(z0.shape)}")
         if z0.dtype != param.dtype or z0.device != param.device:
-            raise ValueError(f"z0 must be {param.dtype} on {param.device}, got {z0.dtype} on {z0.device}")
+            raise UsageError(f"z0 must be {param.dtype} on {param.device}, got {z0.dtype} on {z0.device}")
         if values and not torch.isfinite(z0).all():
-            raise ValueError("z0 contains NaN or Inf (the solver would return NaN images)")
+            raise UsageError("z0 contains NaN or Inf (the solver would return NaN images)")
     if not model.cond:
         if y is not None:
-            raise ValueError("labels y were given to an unconditional model (built with cond=False)")
+            raise UsageError("labels y were given to an unconditional model (built with cond=False)")
         return
     if y is None:
-        raise ValueError("this model is class-conditional (cond=True): labels y are required")
+        raise UsageError("this model is class-conditional (cond=True): labels y are required")
     if y.dtype not in (torch.int64, torch.int32) or y.shape != (noise.shape[0],):
-        raise ValueError(f"y must be integer labels of shape ({noise.shape[0]},), got {y.dtype} {tuple(y.shape)}")
+        raise UsageError(f"y must be integer labels of shape ({noise.shape[0]},), got {y.dtype} {tuple(y.shape)}")
     if y.device != param.device:
-        raise ValueError(f"y is on {y.device} but the model is on {param.device}")
+        raise UsageError(f"y is on {y.device} but the model is on {param.device}")
     if values and (int(y.min()) < 0 or int(y.max()) >= model.num_classes):
-        raise ValueError(f"labels y must lie in [0, {model.num_classes}), got min {int(y.min())}, "
+        raise UsageError(f"labels y must lie in [0, {model.num_classes}), got min {int(y.min())}, "
                          f"max {int(y.max())}")

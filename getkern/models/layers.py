@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from getkern.errors import UsageError
 from getkern.models.inputs import value_checks_enabled
 from getkern.nn import MLP, Attention, LayerNorm
 from getkern.nn.fused_block import fused_prologues_apply, fused_prologues_forward
@@ -97,23 +98,23 @@ def check_guidance(model: nn.Module, guidance, batch: int) -> torch.Tensor | Non
     rng = model.guidance_range
     if rng is None:
         if guidance is not None:
-            raise ValueError("guidance was given, but this model was built without guidance "
+            raise UsageError("guidance was given, but this model was built without guidance "
                              "(guidance_range=None; only guidance-distilled models take w)")
         return None
     if guidance is None:
-        raise ValueError(f"this model is guidance-distilled (guidance_range={list(rng)}): the guidance "
+        raise UsageError(f"this model is guidance-distilled (guidance_range={list(rng)}): the guidance "
                          "weight w is required (w = 0: the class-conditional sample)")
     param = model.pos_embed
     w = torch.as_tensor(guidance, dtype=param.dtype, device=param.device)
     if w.dim() > 1 or (w.dim() == 1 and w.shape[0] != batch):
-        raise ValueError(f"guidance must be a number or a ({batch},) tensor, got shape {tuple(w.shape)}")
+        raise UsageError(f"guidance must be a number or a ({batch},) tensor, got shape {tuple(w.shape)}")
     w = w.expand(batch)
     if not value_checks_enabled(w):
         return w
     wd = w.double()
     slack = 1e-6 * (1 + max(abs(rng[0]), abs(rng[1])))  # float32-rounded weights of the range's ends
     if not bool(torch.isfinite(wd).all()) or float(wd.min()) < rng[0] - slack or float(wd.max()) > rng[1] + slack:
-        raise ValueError(f"guidance must lie in the trained range [{rng[0]}, {rng[1]}], got values in "
+        raise UsageError(f"guidance must lie in the trained range [{rng[0]}, {rng[1]}], got values in "
                          f"[{float(wd.min())}, {float(wd.max())}]")
     return w
 

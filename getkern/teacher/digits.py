@@ -20,7 +20,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from getkern.checkpoint import CheckpointError, atomic_write, read_json
+from getkern.checkpoint import CheckpointError, atomic_write, file_sha256, read_json
 from getkern.teacher.edm import EDMPrecond, edm_loss, fourier_embedding
 
 NUM_CLASSES = 10
@@ -149,8 +149,64 @@ def save_teacher(denoiser: EDMPrecond, directory, info: dict | None = None,
     state = {k: v.detach().to(storage_dtype).contiguous().cpu() for k, v in denoiser.net.state_dict().items()}
     meta = {"format": TEACHER_FORMAT, "kind": "digits-mlp", "config": denoiser.net.config,
             "sigma_data": denoiser.sigma_data, "image_shape": list(IMAGE_SHAPE), "training": info or {}}
-    atomic_write(directory / "model.safetensors", lambda p: save_file(state, p))
+    digest = {}
+
+    def write_weights(p):
+        save_file(state, p)
+        digest["sha256"] = file_sha256(p)
+    atomic_write(directory / "model.safetensors", write_weights)
+    meta["weights_sha256"] = digest["sha256"]  # checked on load (as a save_pretrained folder's)
     atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
+
+
+def _check_teacher_config(meta: dict, config_path: Path, weights_path: Path) -> None:
+    """Refuse, before anything is built, a config.json whose fields are not what DigitsMLP takes or that
+    the weights' shapes (read from the safetensors header) contradict: a config asking for hidden 40000
+    or 100000 layers next to small weights must not allocate them first."""
+    from getkern.checkpoint import _key_problems, read_safetensors_shapes
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: 'config' is not an object of DigitsMLP arguments")
+    known = {"hidden": 1, "layers": 1, "emb_dim": 2, "num_classes": 0}
+    unknown = sorted(set(config) - set(known) - {"null_class"})
+    if unknown:
+        raise CheckpointError(f"{config_path}: unknown teacher config fields {unknown} (known: "
+                              f"{sorted(known) + ['null_class']})")
+    for field, low in known.items():
+        value = config.get(field, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise CheckpointError(f"{config_path}: config.{field}={value!r} is invalid: expected an integer >= {low}")
+    if not isinstance(config.get("null_class", False), bool):
+        raise CheckpointError(f"{config_path}: config.null_class must be true or false, got {config['null_class']!r}")
+    sigma = meta.get("sigma_data")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < float("inf"):
+        raise CheckpointError(f"{config_path}: sigma_data={sigma!r} is invalid: expected a finite number > 0")
+    shapes, _ = read_safetensors_shapes(weights_path)
+    c = {"emb_dim": 64, "num_classes": NUM_CLASSES, "null_class": False, **config}
+    problems = []
+    inp = shapes.get("inp.weight")
+    if inp is not None and inp[0] != c.get("hidden"):
+        problems.append(f"hidden={c.get('hidden')}, but the weights have {inp[0]} (inp.weight {inp})")
+    layers = len({k.split(".")[1] for k in shapes if k.startswith("fc1.")})
+    if layers != c.get("layers"):
+        problems.append(f"layers={c.get('layers')}, but the weights hold {layers} (fc1.0 .. fc1.{layers - 1})")
+    noise = shapes.get("noise_mlp.0.weight")
+    if noise is not None and noise[1] != c["emb_dim"]:
+        problems.append(f"emb_dim={c['emb_dim']}, but the weights have {noise[1]} (noise_mlp.0.weight {noise})")
+    table = shapes.get("class_emb.weight")
+    rows = c["num_classes"] + int(c["null_class"]) if c["num_classes"] else 0
+    if (table[0] if table is not None else 0) != rows:
+        problems.append(f"num_classes={c['num_classes']}, null_class={c['null_class']}, but the weights' class "
+                        f"table is {table}")
+    if not problems:
+        try:
+            with torch.device("meta"):
+                own = {k: tuple(v.shape) for k, v in DigitsMLP(**config).state_dict().items()}
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{config_path}: {e}") from None
+        problems = _key_problems(own, shapes)
+    if problems:
+        raise CheckpointError(f"{config_path} does not fit {weights_path} (shape mismatch): " + "; ".join(problems))
 
 
 def load_teacher_dir(directory) -> tuple[EDMPrecond, dict]:
@@ -163,6 +219,11 @@ def load_teacher_dir(directory) -> tuple[EDMPrecond, dict]:
     meta = read_json(config_path, CheckpointError, expected)
     if not isinstance(meta, dict) or meta.get("format") != TEACHER_FORMAT or meta.get("kind") != "digits-mlp":
         raise CheckpointError(f"{config_path} is not a getkern digits teacher (format/kind)")
+    digest = meta.get("weights_sha256")  # teachers saved before digests have none
+    if digest is not None and file_sha256(weights_path) != digest:
+        raise CheckpointError(f"{weights_path} does not match the SHA-256 recorded in {config_path} (the file is "
+                              "corrupt or was changed after saving)")
+    _check_teacher_config(meta, config_path, weights_path)
     try:
         state = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as e:

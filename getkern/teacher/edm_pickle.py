@@ -54,11 +54,17 @@ def load_edm_pickle(path, *, trust_pickle: bool = False, edm_root=None, device="
     except ImportError:
         raise CheckpointError(f"{path}: loading an EDM pickle needs EDM's code importable "
                               "(dnnlib, torch_utils): clone NVlabs/edm and pass edm_root=<clone>") from None
-    with open(path, "rb") as f:
-        data = pickle.load(f)  # noqa: S301 - the caller vouched for this file (trust_pickle=True)
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)  # noqa: S301 - the caller vouched for this file (trust_pickle=True)
+    except Exception as e:  # noqa: BLE001 - truncated or foreign: the unpickler fails anywhere
+        raise CheckpointError(f"{path} is not a readable EDM network pickle: {type(e).__name__}: {e}") from None
     if not isinstance(data, dict) or "ema" not in data:
         raise CheckpointError(f"{path} is not an EDM network pickle (no 'ema' entry)")
-    net = data["ema"].to(device).eval().requires_grad_(False)
-    meta = {"kind": "edm-pickle", "path": str(path), "img_channels": int(net.img_channels),
-            "img_resolution": int(net.img_resolution), "num_classes": int(getattr(net, "label_dim", 0))}
+    try:
+        net = data["ema"].to(device).eval().requires_grad_(False)
+        meta = {"kind": "edm-pickle", "path": str(path), "img_channels": int(net.img_channels),
+                "img_resolution": int(net.img_resolution), "num_classes": int(getattr(net, "label_dim", 0))}
+    except (AttributeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its 'ema' entry is not an EDM network ({e})") from None
     return EDMPickleDenoiser(net), meta

@@ -34,6 +34,7 @@ PHASES = ("environment", "correctness", "models", "timings", "verdicts")
 PHASE_END = {"environment": 0.06, "correctness": 0.45, "models": 0.68, "timings": 0.90, "large": 0.99,
              "verdicts": 1.0}
 DEFAULT_DEADLINE_S = 420.0
+MAX_DEADLINE_S = 86400.0  # a day; the watchdog's timer cannot take inf (and nan would fire at once)
 NEEDS_GPU = "needs a GPU"
 
 
@@ -422,7 +423,8 @@ def parser() -> argparse.ArgumentParser:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder for results.jsonl, summary.md, build-ext.log")
-    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S,
+    from getkern.commands._common import float_range
+    p.add_argument("--deadline", type=float_range(above=0, high=MAX_DEADLINE_S), default=DEFAULT_DEADLINE_S,
                    help=f"seconds for all phases (default {DEFAULT_DEADLINE_S:.0f}); cases past it are skipped")
     p.add_argument("--dry", action="store_true",
                    help="CPU, Triton interpreter, tiny shapes: GPU-only parts are recorded as skipped")
