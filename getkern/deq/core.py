@@ -1,6 +1,7 @@
 """``solve``: argument checks, flattening to (B, n), backend routing, then the chosen solver."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -57,7 +58,7 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_poi
         out = f(z.view(shape))
         if not isinstance(out, torch.Tensor) or out.shape != shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"f must return a tensor of z0's shape {tuple(shape)}, got {got}")
+            raise UsageError(f"f must return a tensor of z0's shape {tuple(shape)}, got {got}")
         return out.reshape(flat.shape).to(dtype)
 
     with torch.no_grad():
@@ -97,9 +98,9 @@ def _check_args(f, z0, *, solver, max_iter, tol, stop, m, lam, tau, check_every,
     for name, value in (("max_iter", max_iter), ("m", m), ("check_every", check_every)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
-    if tol is not None and not tol > 0:
-        raise UsageError(f"tol must be None or > 0, got {tol!r}")
-    if not lam >= 0:
-        raise UsageError(f"lam must be >= 0, got {lam!r}")
+    if tol is not None and not 0 < tol < math.inf:
+        raise UsageError(f"tol must be None or a finite number > 0, got {tol!r}")
+    if not 0 <= lam < math.inf:
+        raise UsageError(f"lam must be a finite number >= 0, got {lam!r}")
     if not 0 < tau <= 1:
         raise UsageError(f"tau must lie in (0, 1], got {tau!r}")
