@@ -12,10 +12,10 @@ import importlib
 import sys
 
 from getkern import __version__
-from getkern.commands._common import HelpFormatter
+from getkern.commands._common import ArgumentsError, HelpFormatter, Parser
 from getkern.errors import GetkernError, UsageError
 
-COMMANDS = ("demo", "pairs", "train", "sample", "profile", "fid_stats", "build_ext", "gpu_validate")
+COMMANDS = ("demo", "pairs", "train", "sample", "profile", "fid_stats", "build_ext", "gpu_validate", "study")
 
 DESCRIPTION = ("getkern: distill a diffusion teacher into a Generative Equilibrium Transformer (GET), sample it, "
                "and profile solver iterations against quality.")
@@ -25,22 +25,39 @@ EXAMPLES = """examples:
   getkern train --pairs runs/pairs --out runs/get --model GET-T/2
   getkern sample --checkpoint runs/get --out runs/samples --iters 1 2 6
   getkern profile --checkpoint runs/get --out runs/profile
+  getkern study --quick                          # GET vs ViTs at equal budgets (docs/results/get-vs-vit.md)
   getkern <command> --help                       # every option, with its default
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="getkern", description=DESCRIPTION,
-                                     epilog=EXAMPLES, formatter_class=HelpFormatter)
+    """The parser; its errors raise ArgumentsError (see commands/_common.Parser), which :func:`main` reports
+    in one line. ``parser.commands`` maps each command's name to its own parser."""
+    parser = Parser(prog="getkern", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"getkern {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name in COMMANDS:
         importlib.import_module(f"getkern.commands.{name}").add_parser(sub)
+    parser.commands = sub.choices
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; an option the command does not know is reported by that command's parser
+    (``getkern sample: error: unrecognized arguments: --bogus``), not by the top-level one."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except ArgumentsError as e:  # one line, as for every other user mistake; the top level adds its usage
+        print((e.usage if e.prog == "getkern" else "") + f"{e.prog}: error: {e}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except UsageError as e:

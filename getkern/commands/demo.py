@@ -9,15 +9,15 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import add_out, add_progress, command_parser
+    from getkern.commands._common import add_out, add_progress, command_parser, positive_int
     from getkern.distill.demo_config import DemoConfig
     d = DemoConfig()
     p = command_parser(sub, "demo", __doc__, help="run the main job on the embedded default (digits)")
     add_out(p, "output folder (the cache of pairs and models is <out>/cache)", default=d.out)
     p.add_argument("--train-teacher", action="store_true", help="train the digits teacher instead of "
                    "loading the shipped one (cached)")
-    p.add_argument("--num-pairs", type=int, default=d.num_pairs, help="teacher pairs to distill")
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="GET training steps")
+    p.add_argument("--num-pairs", type=positive_int, default=d.num_pairs, help="teacher pairs to distill")
+    p.add_argument("--max-steps", type=positive_int, default=d.max_steps, help="GET training steps")
     p.add_argument("--regression-only", action="store_true", help="GET's L1 recipe alone, without the "
                    "default's small adversarial term (docs/objectives.md)")
     p.add_argument("--no-profile", action="store_true", help="skip the hand-over to `getkern profile`")
@@ -37,9 +37,13 @@ def run(args) -> int:
                      train_options=dict(REGRESSION_ONLY if args.regression_only else ADVERSARIAL))
     s = run_demo(cfg)
     print(f"\n{s['metric']} at N={s['num_samples']} (floor {s['floor']:.2f}, ceiling {s['ceiling']:.2f}):")
-    print(f"  EDM teacher, {s['teacher']['network_evaluations']} evaluations: {s['teacher']['frechet']:.2f}")
-    print(f"  GET, 1 evaluation ({s['get']['iterations']} iterations):    {s['get']['frechet']:.2f}"
+    t, g = s["teacher"], s["get"]
+    print(f"  EDM teacher, {t['network_evaluations']} evaluations ({t['ms_per_image']:.2f} ms/image):  "
+          f"{t['frechet']:.2f}")
+    print(f"  GET, 1 evaluation = {g['iterations']} iterations ({g['ms_per_image']:.2f} ms/image):  {g['frechet']:.2f}"
           f"  ({'within' if s['get_within_2x_of_teacher'] else 'NOT within'} 2x of the teacher)")
+    print("  (ms/image: sampling time on this machine; one GET evaluation is several solver iterations, "
+          "see `getkern study`)")
     print(f"outputs in {args.out}/ (summary.json, metrics.md, metrics.png, samples_teacher_vs_get.png); "
           f"{time.perf_counter() - t0:.0f} s")
     return 0
