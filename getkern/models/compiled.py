@@ -1,6 +1,8 @@
-"""getkern's fastest CPU inference path: GET sampling with the injection transformer and the
-equilibrium map compiled by inductor with frozen weights (oneDNN weight prepacking, fused
-bias/GELU/residual epilogues), solved by getkern.deq (the C++ loop when built).
+"""GET sampling with the injection transformer and the equilibrium map compiled by inductor with
+frozen weights (oneDNN weight prepacking, fused bias/GELU/residual epilogues), solved by getkern.deq
+(the C++ loop when built). The default eager path already fuses the same epilogues on CPU
+(getkern/ops/cpu_epilogues.py) and needs no compilation; this is the option for shapes sampled so
+often that minutes of compilation pay off (measure with benchmarks/test_cpu_speed_bench.py --compiled).
 
 Same procedure as ``model(noise, y, ...)`` in eval mode; outputs agree to float rounding (about 1e-6
 relative at GET-T, docs/cpp.md). Compilation happens on the first call for each input shape and takes
