@@ -44,6 +44,7 @@ def test_study_writes_its_table_and_plots_and_reuses_every_run(first):
         assert (Path(out) / name).stat().st_size > 0, name
     plan = json.loads((Path(out) / "plan.json").read_text())
     cal = plan["calibration"]
+    assert plan["threads"] == 1 and plan["machine"]["cpu"]  # fixed for the resume, with the machine
     assert set(cal) == {"GET-adversarial", "GET-regression", "GET-adversarial-phantom", "GET-adversarial-implicit",
                         "ViT-1x-adversarial", "ViT-1x-regression"}
     assert all(c["s_per_step"] > 0 and c["flops_per_step"] > 0 for c in cal.values())

@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
                    f"--quick {q.wall_budget_s:g})")
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help=f"seeds per run (default {len(d.seeds)}, --quick {len(q.seeds)})")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="torch threads (0: torch's default); on "
+                   "cores other work shares, 1 avoids OpenMP waiting for a busy core. Fixed at calibration: a "
+                   "resumed study uses the same")
     add_progress(p)
     p.set_defaults(func=run)
 
@@ -55,6 +58,9 @@ def run(args) -> int:
         if args.seeds < 1:
             raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
         overrides["seeds"] = tuple(range(args.seeds))
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+    overrides["threads"] = args.threads
     cfg = StudyConfig.quick_variant(**overrides) if args.quick else StudyConfig(**overrides)
     check_out_dir(Path(cfg.out))
     if cfg.cache:
@@ -64,5 +70,6 @@ def run(args) -> int:
     print()
     print(s["table"])
     print(f"outputs in {cfg.out}/ (table.md, results.json, fd_vs_time.png, fd_vs_flops.png, pareto.png); "
-          f"{s['reused_runs']} of {len(s['runs'])} runs reused; {time.perf_counter() - t0:.0f} s")
+          f"{s['reused_runs']} of {len({r['folder'] for r in s['runs']})} training runs reused; "
+          f"{time.perf_counter() - t0:.0f} s")
     return 0

@@ -410,16 +410,22 @@ def _fd_text(s: dict) -> str:
     return f"{s['mean']:.2f}{spread}"
 
 
+def _measured(row: dict) -> str:
+    return "-" if row["measured_train_s"] is None else f"{row['measured_train_s']:.1f}"
+
+
 def format_table(cfg: StudyConfig, rows: list[dict], pareto: list[dict], bounds: tuple) -> str:
     floor, ceiling = bounds
     n_seeds = len(cfg.seeds)
     lines = [f"Digits-classifier Frechet distance (not FID), N = {cfg.eval_samples}: floor {floor:.2f} (real held-out "
              f"digits), ceiling {ceiling:.2f} (Gaussian noise). FD: mean ± sd (min–max) over {n_seeds} seed(s), EMA "
              f"weights, at the setting whose mean is best (GET: iterations; ViT: its one pass). Wall budget "
-             f"{cfg.wall_budget_s:g} s of training per run; FLOP budget: the GET's FLOPs in that wall budget.", ""]
-    head = ("| model | parameters | recipe | budget | s/step | GFLOP/step | steps | train s | train TFLOP | FD | "
-            "GET iters | ms/image |")
-    lines += ["## GET vs ViTs", "", head, "|" + "---|" * 12]
+             f"{cfg.wall_budget_s:g} s of training per run; FLOP budget: the GET's FLOPs in that wall budget. "
+             "train s: steps x calibrated s/step (what the budget fixes); measured s: the runs' own training time "
+             "(mean over runs not resumed; scoring excluded).", ""]
+    head = ("| model | parameters | recipe | budget | s/step | GFLOP/step | steps | train s | measured s | train TFLOP "
+            "| FD | GET iters | ms/image |")
+    lines += ["## GET vs ViTs", "", head, "|" + "---|" * 13]
     main = [r for r in rows if r["grad"] == "unrolled"]
     order = {m: i for i, m in enumerate(["GET"] + list(cfg.vits))}
     main.sort(key=lambda r: (cfg.recipes.index(r["recipe"]), r["budget"] != "wall", order[r["model"]]))
@@ -428,17 +434,17 @@ def format_table(cfg: StudyConfig, rows: list[dict], pareto: list[dict], bounds:
         ms = f"{r['ms_per_image']:.3f}" if r["ms_per_image"] is not None else "-"
         lines.append(f"| {r['model']} | {r['parameters']:,} | {r['recipe']} | {budget} | {r['s_per_step']:.4f} | "
                      f"{r['flops_per_step'] / 1e9:.3f} | {r['max_steps']} | {r['train_time_s']:.1f} | "
-                     f"{r['train_flops'] / 1e12:.3f} | {_fd_text(r['fd'])} | "
+                     f"{_measured(r)} | {r['train_flops'] / 1e12:.3f} | {_fd_text(r['fd'])} | "
                      f"{r['setting'] if r['model'] == 'GET' else '-'} | {ms} |")
     grads = [r for r in rows if r["model"] == "GET" and r["recipe"] == cfg.recipes[0] and r["budget"] == "wall"]
     if len(grads) > 1:
         lines += ["", f"## GET gradient modes ({cfg.recipes[0]} recipe, equal wall time)", "",
-                  "| gradient | s/step | GFLOP/step | steps | train s | FD | GET iters |", "|" + "---|" * 7]
+                  "| gradient | s/step | GFLOP/step | steps | train s | measured s | FD | GET iters |", "|" + "---|" * 8]
         grads.sort(key=lambda r: cfg.grads.index(r["grad"]) if r["grad"] in cfg.grads else -1)
         for r in grads:
             lines.append(f"| {r['grad']} | {r['s_per_step']:.4f} | {r['flops_per_step'] / 1e9:.3f} | "
-                         f"{r['max_steps']} | "
-                         f"{r['train_time_s']:.1f} | {_fd_text(r['fd'])} | {r['setting']} |")
+                         f"{r['max_steps']} | {r['train_time_s']:.1f} | {_measured(r)} | {_fd_text(r['fd'])} | "
+                         f"{r['setting']} |")
     lines += ["", "## Quality against sampling time (wall-budget runs; teacher on the same noise)", "",
               "| model | recipe | setting | network evaluations | FD | ms/image | MFLOP/image |", "|" + "---|" * 7]
     for p in pareto:
@@ -560,6 +566,14 @@ def run_study(cfg: StudyConfig, log=None) -> dict:
     """Run (or resume, or re-report) the study; returns the results also written to ``<out>/results.json``.
     ``log``: where progress lines go (default: printed, flushed)."""
     log = log or (lambda message: print(message, flush=True))
+    threads = torch.get_num_threads()
+    try:
+        return _run_study(cfg, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_study(cfg: StudyConfig, log) -> dict:
     from getkern.data import write_pairs
     from getkern.teacher import load_teacher
     out = Path(cfg.out)
@@ -572,6 +586,8 @@ def run_study(cfg: StudyConfig, log=None) -> dict:
         raise UsageError(f"recipes {unknown}: unknown (known: {sorted(RECIPE_OPTIONS)})")
     if not cfg.wall_budget_s > 0:
         raise UsageError(f"wall_budget_s must be > 0, got {cfg.wall_budget_s}")
+    if not (isinstance(cfg.threads, int) and cfg.threads >= 0):
+        raise UsageError(f"threads must be an integer >= 0 (0: torch's default), got {cfg.threads!r}")
     t_all, timings = time.perf_counter(), {}
 
     # 1. the demo's teacher and pairs (same cache layout: --cache runs/demo/cache reuses the demo's)
@@ -595,11 +611,15 @@ def run_study(cfg: StudyConfig, log=None) -> dict:
                           if old.get(part, {}).get(k) != key[part].get(k))
             raise UsageError(f"{out} holds a study with other settings ({', '.join(diff) or 'format'}): resume it with "
                              "its settings or use another --out")
-        log(f"reusing the calibration in {plan_path}")
+        torch.set_num_threads(plan.get("threads", torch.get_num_threads()))  # as calibrated (and run)
+        log(f"reusing the calibration in {plan_path} ({torch.get_num_threads()} torch threads)")
     else:
-        log("calibrating steps/s and FLOPs/step of every model (short, interleaved)")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        log(f"calibrating steps/s and FLOPs/step of every model (short, interleaved; "
+            f"{torch.get_num_threads()} torch threads)")
         calibration = calibrate(cfg, demo, pairs, out, log)
-        plan = {"format": PLAN_FORMAT, "key": key, "calibration": calibration,
+        plan = {"format": PLAN_FORMAT, "key": key, "calibration": calibration, "threads": torch.get_num_threads(),
                 "runs": make_plan(cfg, calibration), "machine": machine()}
         out.mkdir(parents=True, exist_ok=True)
         _write_json(plan_path, plan)

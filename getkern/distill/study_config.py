@@ -48,6 +48,8 @@ class StudyConfig:
     eval_samples: int = 600               # the digits metric's maximum
     calibration_steps: int = 12           # timed training steps per model (in 3 interleaved rounds)
     timing_repeats: int = 3               # sampling time per image: the best of this many passes
+    threads: int = 0                      # torch threads for the whole study (0: torch's default); fixed
+    #                                       in plan.json at calibration, so a resumed run computes the same
     demo: dict = field(default_factory=dict)  # DemoConfig overrides (model, batch_size, heun_steps, ...)
     progress: bool = True
     quick: bool = False                   # only labels the outputs
