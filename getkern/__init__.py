@@ -7,7 +7,7 @@ The public names load on first use, so ``import getkern`` (and ``getkern --help`
 """
 from __future__ import annotations
 
-import importlib
+from getkern._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -17,13 +17,4 @@ _PUBLIC = {"GET": "getkern.models", "ViT": "getkern.models", "load": "getkern.lo
 __all__ = [*_PUBLIC, "__version__"]
 
 
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'getkern' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, __all__)

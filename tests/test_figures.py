@@ -39,8 +39,9 @@ def test_labelled_figure_titles_rows_and_columns():
         labelled_figure([])
 
 
-def test_demo_comparison_is_labelled(tmp_path, monkeypatch):
-    from getkern.distill.demo import DemoConfig, _save_comparison
+@pytest.fixture
+def labelled_calls(monkeypatch) -> dict:
+    """What the last save_labelled call was given: panel titles and the keyword arguments."""
     seen = {}
     real = grid_module.save_labelled
 
@@ -48,21 +49,21 @@ def test_demo_comparison_is_labelled(tmp_path, monkeypatch):
         seen.update(titles=[t for t, _ in panels], **kwargs)
         return real(path, panels, **kwargs)
     monkeypatch.setattr(grid_module, "save_labelled", spy)
+    return seen
+
+
+def test_demo_comparison_is_labelled(tmp_path, labelled_calls):
+    from getkern.distill.demo import DemoConfig, _save_comparison
+    seen = labelled_calls
     _save_comparison(tmp_path / "cmp.png", _grid(10, 0), _grid(10, 1), DemoConfig(), [f"class {k}" for k in range(10)])
     assert (tmp_path / "cmp.png").read_bytes()[:8] == PNG
     assert seen["titles"][0].startswith("EDM teacher (Heun, ") and seen["titles"][1].startswith("distilled GET")
     assert seen["row_labels"] == [f"class {k}" for k in range(10)] and "same noise" in seen["title"]
 
 
-def test_guidance_grid_labels_its_rows_of_w(tmp_path, monkeypatch):
+def test_guidance_grid_labels_its_rows_of_w(tmp_path, labelled_calls):
     from getkern.distill.guided_demo import save_guidance_grid
-    seen = {}
-    real = grid_module.save_labelled
-
-    def spy(path, panels, **kwargs):
-        seen.update(titles=[t for t, _ in panels], **kwargs)
-        return real(path, panels, **kwargs)
-    monkeypatch.setattr(grid_module, "save_labelled", spy)
+    seen = labelled_calls
     save_guidance_grid(tmp_path / "g.png", _grid(3, 2), _grid(3, 3), (0.0, 1.5, 4.0), 35, 4, classes=range(10))
     assert (tmp_path / "g.png").read_bytes()[:8] == PNG
     assert seen["row_labels"] == ["w = 0", "w = 1.5", "w = 4"] and seen["col_labels"] == [str(k) for k in range(10)]

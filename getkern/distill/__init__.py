@@ -6,7 +6,7 @@ parser reads) imports no torch.
 """
 from __future__ import annotations
 
-import importlib
+from getkern._lazy import lazy_exports
 
 _PUBLIC = {"TrainConfig": "getkern.distill.config", "Trainer": "getkern.distill.trainer",
            "fpc_loss": "getkern.distill.objectives.regression", "load_ema_model": "getkern.distill.trainer",
@@ -14,13 +14,4 @@ _PUBLIC = {"TrainConfig": "getkern.distill.config", "Trainer": "getkern.distill.
 __all__ = list(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'getkern.distill' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, __all__)
