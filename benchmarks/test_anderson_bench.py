@@ -5,7 +5,7 @@ improving its best iterate, and excludes f and the tiny bordered solve (the same
 - floor: getkern.ops.anderson.traffic_floor, (2m + 5) n elements per sample at tau = 1.
 - triton: getkern.ops.anderson.triton_traffic, every lane of every load/store the three kernels
   issue (the model equals an instrumented interpreter run: tests/test_ops_anderson.py).
-- torch path: getkern.tools.traffic.count_torch_traffic over anderson_record + anderson_mix with
+- torch path: getkern.profiling.traffic.count_torch_traffic over anderson_record + anderson_mix with
   backend="torch" (the getkern reference path the solver runs without Triton).
 - torchdeq-style: the same counter over a naive iteration written after the public torchdeq
   solver's structure: G = F - X over the whole history, a full G G^T bmm, the mix of F and X, then
@@ -24,7 +24,7 @@ import torch
 
 import harness
 from getkern.ops import anderson as ops
-from getkern.tools.traffic import Traffic, count_torch_traffic
+from getkern.profiling.traffic import Traffic, count_torch_traffic
 
 SIZES = {"GET-T/2": 256 * 256, "GET-B/2": 256 * 768}  # DEQ state per image: tokens x hidden
 BATCH, M, LAM = 128, 6, 1e-4

@@ -6,10 +6,10 @@ GPU's clock (CUDA events, L2 flushed per round: the gpu_timed fixture of conftes
 the counted bytes and launches go to the run's summary and the test skips; nothing is timed.
 
 Byte models (docs/attention.md):
-- unfused: getkern.tools.traffic.count_torch_traffic over attention_reference on CPU tensors at B=2
+- unfused: getkern.profiling.traffic.count_torch_traffic over attention_reference on CPU tensors at B=2
   (CPU SDPA runs one flash kernel, as CUDA SDPA does), scaled by B/2 (every tensor has a leading B).
 - fused: getkern.ops.attention.fused_attention_traffic, op level and tile level (checked against
-  getkern.tools.traffic.count_triton_traffic under the interpreter in tests/test_ops_attention.py).
+  getkern.profiling.traffic.count_triton_traffic under the interpreter in tests/test_ops_attention.py).
 - floor: read qkv, c, u once, write out once.
 
 `python benchmarks/test_attention_bench.py` prints the table in docs/attention.md.
@@ -21,7 +21,7 @@ import torch
 
 import harness
 from getkern.ops.attention import attention_reference, fused_attention, fused_attention_traffic
-from getkern.tools.traffic import Traffic, count_torch_traffic
+from getkern.profiling.traffic import Traffic, count_torch_traffic
 
 GET_B = dict(B=128, N=256, D=768, H=12)
 DTYPE = torch.bfloat16

@@ -17,7 +17,7 @@ import torch
 import harness
 from getkern import GET, deq
 from getkern.deq import cpp_backend
-from getkern.models.compiled import CompiledSampler
+from getkern.sampling import CompiledSampler
 
 pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 

@@ -5,7 +5,7 @@ the per-round ratios: these machines are noisy, so only ratios of one run are qu
    oneDNN epilogue path, getkern/ops/cpu_epilogues.py) against getkern.models.reference (the
    procedure op for op: F.linear, softmax attention, separate GELU and adds), GET-T/2, batch 16,
    6 fixed-point iterations, float32, same weights and inputs;
-2. fastest path vs the procedure: getkern.models.compiled.CompiledSampler (inductor, frozen weights;
+2. fastest path vs the procedure: getkern.sampling.CompiledSampler (inductor, frozen weights;
    minutes of compilation, so only with ``--compiled``);
 3. the fraction of the machine's sgemm rate (torch.mm 2048^3, same threads, timed in the same run)
    that the default path's matmul FLOPs reach (torch.utils.flop_counter);
@@ -99,7 +99,7 @@ def get_t_case(batch: int = 16, size: int = 32, name: str = "GET-T/2"):
 
 def demo_case(batch: int = 600):
     """The demo's GET (random weights: speed does not depend on them) and teacher at their headline settings."""
-    from getkern.distill.demo_config import DemoConfig
+    from getkern.apps.demo_config import DemoConfig
     from getkern.teacher import load_teacher
     cfg = DemoConfig()
     arch = {k: v for k, v in cfg.model.items() if k not in ("backend", "solver_backend")}
@@ -116,7 +116,7 @@ def train_case(which: str, batch: int):
     import copy
 
     from getkern.distill import fpc_loss
-    from getkern.distill.demo_config import DemoConfig
+    from getkern.apps.demo_config import DemoConfig
     from getkern.distill.trainer import fused_optimizer
     torch.manual_seed(0)
     if which == "GET-T/2":
@@ -190,7 +190,7 @@ def measure(rounds: int = 7, compiled: bool = False, batch: int = 16, size: int 
     model, noise, z0, procedures = get_t_case(batch, size)
     ref = procedures["reference"]()
     if compiled:
-        from getkern.models.compiled import CompiledSampler
+        from getkern.sampling import CompiledSampler
         sample = CompiledSampler(model)
         procedures["fastest"] = lambda: sample(noise, z0=z0, iters=6, tol=None)
     errors = {name: float((fn() - ref).abs().max() / ref.abs().max()) for name, fn in procedures.items()}

@@ -14,7 +14,7 @@ With a GPU, in bf16 and fp32: the numerics of both fused paths (qkv and the bloc
 unfused sequence, both against float64 (harness.check_numerics), then the three timed on the GPU's
 clock (the gpu_timed fixture of conftest.py). Without one: the counted bytes and launches go to the
 run's summary and the test skips; nothing is timed.
-Counting (docs/layernorm_mlp.md): unfused = getkern.tools.traffic.count_torch_traffic on meta
+Counting (docs/layernorm_mlp.md): unfused = getkern.profiling.traffic.count_torch_traffic on meta
 tensors (every ATen op reads its inputs and writes its outputs once); fused = each launch reads
 each input tensor once and writes each output once (the model tests/test_ops_ln_linear.py checks
 against the interpreter's distinct-byte counter). Two scopes:
@@ -36,7 +36,7 @@ from getkern.ops.layernorm import layer_norm
 from getkern.ops.ln_linear import layer_norm_linear
 from getkern.ops.ln_mlp import add_layer_norm_mlp
 from getkern.ops.mlp import mlp
-from getkern.tools.traffic import count_torch_traffic
+from getkern.profiling.traffic import count_torch_traffic
 
 GET_B = dict(B=128, N=256, D=768, ratio=12)
 DTYPE = torch.bfloat16

@@ -1,4 +1,4 @@
-"""Training memory per image, from one measured training step (getkern.tools.memory.training_step_memory):
+"""Training memory per image, from one measured training step (getkern.profiling.memory.training_step_memory):
 activation bytes saved for backward (saved_tensors_hooks, parameters excluded), activation bytes
 retained between forward and backward (every tensor the forward created that is still alive when it
 returns: also what activation checkpointing holds outside autograd, which the hooks do not see) and
@@ -20,7 +20,7 @@ import torch
 
 import harness
 from getkern import GET, ViT
-from getkern.tools.memory import training_step_memory
+from getkern.profiling.memory import training_step_memory
 
 GET_CASES = [(grad, iters) for grad in ("unrolled", "phantom", "implicit") for iters in (2, 6, 12)]
 VIT_CASES = ["ViT-B/2", "ViT-L/2"]

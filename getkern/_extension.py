@@ -16,6 +16,7 @@ Environment:
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import json
@@ -138,7 +139,7 @@ def build(quiet: bool = False, verbose: bool = False):
     p = plan()
     p.directory.mkdir(parents=True, exist_ok=True)
     stamp = p.directory / "getkern-build.json"
-    from torch.utils import cpp_extension
+    from torch.utils import cpp_extension  # here: importing it takes ~0.5 s and logs a CUDA_HOME warning
 
     if not quiet and not stamp.exists():
         part = (f"CPU + CUDA part for sm {p.archs}" if p.with_cuda else f"CPU part only ({p.why_no_cuda})")
@@ -197,7 +198,6 @@ def cached() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """``getkern build-ext`` / ``python -m getkern._extension``."""
-    import argparse
     parser = argparse.ArgumentParser(prog="getkern build-ext", description="Compile getkern's C++/CUDA solver "
                                      "loop now (otherwise it is compiled on first use) and say where it is cached.")
     parser.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")

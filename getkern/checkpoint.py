@@ -1,29 +1,32 @@
-"""Checkpoints: getkern's own folders (Hugging Face Hub layout: flat config.json + model.safetensors),
-training checkpoints (``getkern train``'s checkpoint.pt) and the reference implementation's .pth.
-:func:`getkern.load` (getkern/loading.py) picks the right reader for any of them.
+"""Checkpoint files: getkern's own folders (Hugging Face Hub layout: flat config.json + model.safetensors),
+training checkpoints (``getkern train``'s checkpoint.pt) and torch.save files such as the reference
+implementation's .pth, plus the writing and hashing every getkern file shares (atomic writes, sha256).
 
-Nothing here unpickles arbitrary objects: reference checkpoints load with ``weights_only=True`` and
-only ``argparse.Namespace`` allow-listed (the reference pickles its command-line args).
+Model-agnostic: below getkern.models in the layers (docs/architecture.md), it reads and writes files and
+checks them as files; which class to build and whether a config fits its weights is the models' part
+(getkern/models/pretrained.py), and :func:`getkern.load` (getkern/loading.py) picks the reader for any
+checkpoint kind. Nothing here unpickles arbitrary objects: torch.save files load with ``weights_only=True``
+and only ``argparse.Namespace`` allow-listed (the reference pickles its command-line args).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import os
 import pickle
 import re
 import stat
 import tempfile
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from getkern.models.configs import GET_CONFIGS, parse_model_name
+from getkern import __version__
+from getkern.distributed import check_device
 from getkern.errors import GetkernError, UsageError
 
 CONFIG_FILE = "config.json"
@@ -103,11 +106,6 @@ DIGEST_SUFFIX = ".sha256"  # the trainer's sidecar beside checkpoint.pt: its sha
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-def model_classes() -> dict:
-    from getkern.models import GET, ViT
-    return {"GET": GET, "ViT": ViT}
-
-
 def file_sha256(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -116,59 +114,18 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def hub_config(model: torch.nn.Module, weights_sha256: str | None = None) -> dict:
-    """config.json's content: the constructor arguments (guidance_range always, null when unset, as the
-    Hub mixin writes every argument) plus getkern's "_" keys."""
-    from getkern import __version__
-    config = {**model.config, "guidance_range": model.config.get("guidance_range")}
-    config.update({"_class_name": type(model).__name__, "_getkern_version": __version__})
+def hub_config(arguments: dict, class_name: str, weights_sha256: str | None = None) -> dict:
+    """config.json's content: the constructor ``arguments`` plus getkern's "_" keys."""
+    config = {**arguments, "_class_name": class_name, "_getkern_version": __version__}
     if weights_sha256 is not None:
         config["_weights_sha256"] = weights_sha256
     return config
 
 
-def model_card(model: torch.nn.Module) -> str:
-    """A short README.md (Hub model card) describing ``model`` and how to load and sample it."""
-    from getkern import __version__
-    c = model.config
-    kind = type(model).__name__
-    n = sum(p.numel() for p in model.parameters())
-    blocks = (f"{c['depth']} injection + {c['deq_depth']} equilibrium blocks" if "deq_depth" in c
-              else f"{c['depth']} blocks")
-    cond = f"class-conditional ({c['num_classes']} classes)" if c["cond"] else "unconditional"
-    if c.get("guidance_range") is not None:
-        cond += f", guidance-distilled (w in [{c['guidance_range'][0]:g}, {c['guidance_range'][1]:g}])"
-    what = ("Generative Equilibrium Transformer (Geng, Pokle, Kolter, NeurIPS 2023)" if kind == "GET"
-            else "one-pass ViT baseline (the GET paper's unrolled comparison)")
-    return f"""---
-library_name: getkern
-tags:
-- getkern
-- generative-equilibrium-transformer
-- model_hub_mixin
-- pytorch_model_hub_mixin
----
-
-# {kind}: one-step image generation
-
-A {what}, saved by getkern {__version__}: noise (B, {c['in_channels']}, {c['input_size']}, {c['input_size']})
-to images of the same shape, patch {c['patch_size']}, width {c['hidden_size']}, {blocks},
-{c['num_heads']} heads, {n:,} parameters; {cond}.
-
-```python
-import getkern
-model = getkern.load("this-folder-or-hub-id")            # eval mode; device=..., torch_dtype=...
-images = getkern.sample(model, 16, generator=0)          # nominally in [-1, 1], not clamped
-```
-
-Files: `config.json` (the constructor arguments, plus `_class_name` and `_weights_sha256`, the
-SHA-256 of `model.safetensors`, checked on load) and `model.safetensors` (the state dict).
-"""
-
-
-def save_pretrained(model: torch.nn.Module, directory, *, model_card_file: bool = True) -> Path:
-    """Write ``model.safetensors``, then ``config.json`` (with the weights' digest), each atomically, and
-    a ``README.md`` model card unless one exists; returns the folder."""
+def save_pretrained(model: torch.nn.Module, directory, arguments: dict, *, card: str | None = None) -> Path:
+    """Write ``model.safetensors`` (``model``'s state dict), then ``config.json`` (``arguments``, the
+    constructor's, with the class name and the weights' digest), each atomically, and ``card`` as the
+    ``README.md`` model card unless one exists (None: no card); returns the folder."""
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     digest = {}
@@ -178,10 +135,9 @@ def save_pretrained(model: torch.nn.Module, directory, *, model_card_file: bool 
         digest["sha256"] = file_sha256(p)
 
     atomic_write(directory / WEIGHTS_FILE, write_weights)
-    text = json.dumps(hub_config(model, digest["sha256"]), sort_keys=True, indent=2) + "\n"
+    text = json.dumps(hub_config(arguments, type(model).__name__, digest["sha256"]), sort_keys=True, indent=2) + "\n"
     atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(text))
-    if model_card_file and not (directory / MODEL_CARD_FILE).exists():
-        card = model_card(model)
+    if card is not None and not (directory / MODEL_CARD_FILE).exists():
         atomic_write(directory / MODEL_CARD_FILE, lambda p: Path(p).write_text(card))
     return directory
 
@@ -226,93 +182,6 @@ def read_safetensors_shapes(path) -> tuple[dict, torch.dtype | None]:
     return shapes, _SAFETENSORS_DTYPES.get(common)
 
 
-def resolve_model_class(cls, name: str | None, shapes: dict, where: str):
-    """The class to build: the folder's ``_class_name`` (which must fit a requested ``cls``), else ``cls``,
-    else GET or ViT by the weights' keys (only a GET has ``qkv_inj``)."""
-    classes = model_classes()
-    if name is None:
-        return cls if cls is not None else classes["GET" if "qkv_inj.weight" in shapes else "ViT"]
-    base = classes.get(name)
-    if base is None or (cls is not None and not issubclass(cls, base)):
-        wanted = cls.__name__ if cls is not None else "getkern GET or ViT"
-        raise CheckpointError(f"{where} holds a {name!r}, not a {wanted}")
-    return cls if cls is not None else base
-
-
-def _constructor_args(cls) -> dict:
-    params = inspect.signature(cls.__init__).parameters
-    return {n: p.default for n, p in params.items() if n != "self" and p.kind is p.KEYWORD_ONLY}
-
-
-def check_arguments(cls, kwargs: dict, where: str, error: type[Exception] = CheckpointError) -> None:
-    unknown = sorted(set(kwargs) - set(_constructor_args(cls)))
-    if unknown:
-        raise error(f"{where}: unknown {cls.__name__} arguments {unknown} "
-                    f"(expected some of {sorted(_constructor_args(cls))})")
-
-
-def _structure_mismatches(cls, config: dict, shapes: dict) -> list[str]:
-    """What of ``config`` the weights' shapes contradict, read off a few keys without building anything
-    (a config with depth 100000 or hidden_size 40000 must be refused before it is allocated)."""
-    c = {**_constructor_args(cls), **config}
-    out = []
-    x = shapes.get("x_embedder.proj.weight")
-    if x is not None and len(x) == 4:
-        for field, value in (("hidden_size", x[0]), ("in_channels", x[1]), ("patch_size", x[2])):
-            if c.get(field) != value:
-                out.append(f"{field}={c.get(field)!r}, but the weights have {field} {value} "
-                           f"(x_embedder.proj.weight {x})")
-    pos = shapes.get("pos_embed")
-    if pos is not None and len(pos) == 3 and not out:
-        tokens = (c["input_size"] // c["patch_size"]) ** 2
-        if pos[1] != tokens:
-            out.append(f"input_size={c['input_size']} with patch_size={c['patch_size']} makes {tokens} tokens, "
-                       f"but the weights' pos_embed {pos} holds {pos[1]}")
-    for field, prefix in (("depth", "blocks"), ("deq_depth", "deq_blocks")):
-        if field not in c:
-            continue
-        found = {int(m.group(1)) for k in shapes if (m := re.match(rf"{prefix}\.(\d+)\.", k))}
-        if c[field] != len(found):
-            out.append(f"{field}={c[field]!r}, but the weights hold {len(found)} {prefix} "
-                       f"({prefix}.0 .. {prefix}.{max(found)})" if found else
-                       f"{field}={c[field]!r}, but the weights hold no {prefix}")
-    table = shapes.get("y_embedder.embedding_table.weight")
-    if bool(c.get("cond")) != (table is not None):
-        out.append(f"cond={c.get('cond')!r}, but the weights have {'a' if table else 'no'} class "
-                   "embedding (y_embedder.embedding_table.weight)")
-    elif table is not None and c.get("num_classes") != table[0]:
-        out.append(f"num_classes={c.get('num_classes')!r}, but the weights' class table {table} has {table[0]}")
-    guided = any(k.startswith("w_embedder.") for k in shapes)
-    if (c.get("guidance_range") is not None) != guided:
-        out.append(f"guidance_range={c.get('guidance_range')!r}, but the weights have {'a' if guided else 'no'} "
-                   "guidance embedding (w_embedder)")
-    return out
-
-
-def check_config_fits(cls, config: dict, shapes: dict, *, config_where: str, weights_where: str) -> None:
-    """Refuse, before anything is allocated, a config (``cls`` kwargs) whose parameters would not have the
-    shapes ``shapes`` (name -> shape) of the weights: invalid fields, contradicted sizes, then every
-    missing, unexpected or mis-shaped key of the model built on the meta device."""
-    from getkern.models.configs import check_model_config
-    from getkern.models import GET
-    check_arguments(cls, config, config_where)
-    try:
-        check_model_config("GET" if issubclass(cls, GET) else "ViT", config)
-    except ValueError as e:
-        raise CheckpointError(f"{config_where}: {e}") from None
-    problems = _structure_mismatches(cls, config, shapes)
-    if problems:
-        raise CheckpointError(f"{config_where} does not fit {weights_where} (shape mismatch): " + "; ".join(problems))
-    try:
-        with torch.device("meta"):
-            own = {k: tuple(v.shape) for k, v in cls(**{**config, "backend": "torch"}).state_dict().items()}
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{config_where}: {e}") from None
-    problems = _key_problems(own, shapes)
-    if problems:
-        raise CheckpointError(f"{weights_where} does not fit {cls.__name__}({config_where}): " + "; ".join(problems))
-
-
 def resolve_dtype(torch_dtype, stored: torch.dtype | None = None) -> torch.dtype | None:
     """None (keep float32), "auto" (the weights' own dtype), a floating torch.dtype or its name."""
     if torch_dtype is None:
@@ -334,7 +203,6 @@ def resolve_device(device) -> torch.device | None:
         device = str(device)
     if not isinstance(device, (str, int)) or isinstance(device, bool):
         raise UsageError(f"device={device!r}: not a torch device (expected e.g. 'cpu', 'cuda', 'cuda:0')")
-    from getkern.distill.distributed import check_device
     return check_device(f"cuda:{device}" if isinstance(device, int) else device, "device=")
 
 
@@ -346,17 +214,28 @@ def place(model: torch.nn.Module, *, device=None, torch_dtype=None, stored: torc
     return model.eval()
 
 
-def _check_overrides(cls, overrides: dict, caller: str) -> None:
-    unknown = sorted(set(overrides) - set(_constructor_args(cls)))
-    if unknown:
-        raise TypeError(f"{caller}() got unexpected keyword argument(s) {unknown}: not {cls.__name__} arguments")
+@dataclass(frozen=True)
+class PretrainedFiles:
+    """A ``save_pretrained`` folder as read and checked by :func:`read_pretrained`, nothing built yet."""
+    directory: Path
+    class_name: str | None   # config.json's "_class_name" (None: the folder does not say)
+    config: dict             # the constructor arguments
+    shapes: dict             # weight name -> shape, from the safetensors header
+    stored_dtype: torch.dtype | None
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / CONFIG_FILE
+
+    @property
+    def weights_path(self) -> Path:
+        return self.directory / WEIGHTS_FILE
 
 
-def load_pretrained(cls, directory, *, device=None, torch_dtype=None, verify: bool = True, **overrides):
-    """Build and load a ``save_pretrained`` folder; ``cls`` None: the class the folder names (or its
-    weights imply). Checks, in order: the config's fields, the weights' SHA-256 (unless ``verify=False``
-    or the folder has none), the config against the weights' shapes (read from the header, before
-    anything is allocated). Returns the model in eval mode on ``device`` in ``torch_dtype``."""
+def read_pretrained(directory, *, verify: bool = True) -> PretrainedFiles:
+    """Read a ``save_pretrained`` folder's config.json and its weights' header, checking, in order: that
+    both exist, the config's format, and the weights' SHA-256 (unless ``verify=False`` or the folder
+    records none). The tensors are not loaded (see :func:`load_safetensors`)."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not directory.is_dir():
@@ -369,17 +248,15 @@ def load_pretrained(cls, directory, *, device=None, torch_dtype=None, verify: bo
         raise CheckpointError(f"{weights_path} does not match the SHA-256 recorded in {config_path} (the file "
                               "is corrupt or was changed after saving); pass verify=False to load it anyway")
     shapes, stored = read_safetensors_shapes(weights_path)
-    cls = resolve_model_class(cls, name, shapes, str(config_path))
-    _check_overrides(cls, overrides, f"{cls.__name__}.from_pretrained")
-    config = {**config, **overrides}
-    check_config_fits(cls, config, shapes, config_where=str(config_path), weights_where=str(weights_path))
+    return PretrainedFiles(directory, name, config, shapes, stored)
+
+
+def load_safetensors(path) -> dict:
+    """The tensors of safetensors file ``path`` (CheckpointError naming it when it does not parse)."""
     try:
-        state = load_file(weights_path)
+        return load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
-    model = cls(**config)
-    load_state_dict_checked(model, state, str(weights_path))
-    return place(model, device=device, torch_dtype=torch_dtype, stored=stored)
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
 # ---------------------------------------------------------------- the Hugging Face Hub (optional)
@@ -431,13 +308,13 @@ def resolve_pretrained_folder(name_or_path, **hub_kwargs) -> Path:
 def push_to_hub(model: torch.nn.Module, repo_id: str, *, commit_message: str = "Upload model with getkern",
                 private: bool | None = None, token: str | None = None, branch: str | None = None,
                 create_pr: bool | None = None) -> str:
-    """save_pretrained into a temporary folder and upload it to Hub repository ``repo_id`` (created if
+    """``model.save_pretrained`` into a temporary folder and upload it to Hub repository ``repo_id`` (created if
     needed); returns the commit's URL. Needs huggingface_hub and a token with write access."""
     hub = huggingface_hub("push_to_hub")
     api = hub.HfApi(token=token)
     repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp)
+        model.save_pretrained(tmp)  # the model writes its own folder (config, weights, card)
         return api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=tmp,
                                  commit_message=commit_message, revision=branch, create_pr=create_pr)
 
@@ -477,82 +354,28 @@ def is_train_checkpoint(state) -> bool:
     return isinstance(state, dict) and state.get("format") == TRAIN_CHECKPOINT_FORMAT
 
 
-def load_train_model(path, state: dict | None = None, *, ema: bool = True, **overrides):
-    """The EMA (or, ``ema=False``, the online) GET or ViT of a ``getkern train`` checkpoint.pt, eval mode.
-    ``state``: the already-read checkpoint (else it is read)."""
+def load_train_checkpoint(path) -> dict:
+    """A checkpoint written by getkern.distill.trainer.Trainer (torch.load with weights_only=True), checked
+    against its sha256 sidecar when it has one (checkpoints from before sidecars load unchecked)."""
     path = Path(path)
-    state = read_torch_checkpoint(path) if state is None else state
+    if not path.is_file():
+        raise CheckpointError(f"training checkpoint {path} does not exist")
+    sidecar = path.with_name(path.name + DIGEST_SUFFIX)
+    if sidecar.is_file() and file_sha256(path) != sidecar.read_text(errors="replace").strip():
+        raise CheckpointError(f"{path}: its sha256 differs from the one in {sidecar.name}: the file is corrupt")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling/zip failure means the same thing here
+        raise CheckpointError(f"{path} is not a readable training checkpoint (corrupt or truncated): "
+                              f"{str(e).splitlines()[0]}") from None
     if not is_train_checkpoint(state):
         raise CheckpointError(f"{path} is not a getkern training checkpoint (format != {TRAIN_CHECKPOINT_FORMAT!r})")
-    key = "ema" if ema else "model"
-    classes = model_classes()
-    name = state.get("model_class", "GET")
-    if name not in classes or key not in state or not isinstance(state.get("model_config"), str):
-        raise CheckpointError(f"{path}: not a getkern training checkpoint of a GET or ViT (model_class={name!r}, "
-                              f"keys {sorted(state)})")
-    cls = classes[name]
-    try:
-        config = json.loads(state["model_config"])
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: model_config is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: model_config is not a JSON object of {name} arguments")
-    _check_overrides(cls, overrides, "load")
-    config = {**config, **overrides}
-    weights = state[key]
-    if not isinstance(weights, dict):
-        raise CheckpointError(f"{path}[{key!r}] is not a state dict")
-    shapes = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
-    check_config_fits(cls, config, shapes, config_where=f"{path}['model_config']", weights_where=f"{path}[{key!r}]")
-    model = cls(**config)
-    load_state_dict_checked(model, weights, f"{path}[{key!r}]")
-    return model.eval()
+    return state
 
 
-# ---------------------------------------------------------------- the reference's format
+# ---------------------------------------------------------------- state dicts
 
-def load_official(cls, path, ema: bool = True, *, state: dict | None = None, **overrides):
-    """Load ``torch.save({'args': Namespace, 'model': sd, 'ema': sd, 'opt': ...})`` from the reference.
-
-    The configuration comes from the checkpoint's own args (model, cond, input_size, num_classes); the
-    channel count from the patch-embedding weight. ``ema=False`` loads the online weights instead.
-    ``state``: the already-read checkpoint (else ``path`` is read). Returns the model in eval mode.
-    """
-    path = Path(path)
-    ckpt = read_torch_checkpoint(path) if state is None else state
-    key = "ema" if ema else "model"
-    if not isinstance(ckpt, dict) or "args" not in ckpt or key not in ckpt:
-        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path} is not a reference GET checkpoint: need keys 'args' and {key!r}, "
-                              f"found {found}")
-    args = ckpt["args"]
-    if not isinstance(args, argparse.Namespace) or not hasattr(args, "model"):
-        raise CheckpointError(f"{path}: 'args' is not the reference's argparse.Namespace with a 'model' name")
-    try:
-        family, patch = parse_model_name(args.model, GET_CONFIGS, "GET")
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    state = ckpt[key]
-    if not isinstance(state, dict) or "x_embedder.proj.weight" not in state:
-        raise CheckpointError(f"{path}: {key!r} is not a GET state dict (no x_embedder.proj.weight)")
-    try:
-        config = {**GET_CONFIGS[family], "patch_size": patch,
-                  "input_size": int(getattr(args, "input_size", 32)),
-                  "cond": bool(getattr(args, "cond", False)),
-                  "num_classes": int(getattr(args, "num_classes", 10)),
-                  "in_channels": int(state["x_embedder.proj.weight"].shape[1])}
-    except (TypeError, ValueError, AttributeError, IndexError) as e:
-        raise CheckpointError(f"{path}: unreadable 'args' or x_embedder.proj.weight: {e}") from None
-    _check_overrides(cls, overrides, f"{cls.__name__}.from_official_checkpoint")
-    config = {**config, **overrides}
-    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-    check_config_fits(cls, config, shapes, config_where=f"{path}['args']", weights_where=f"{path}[{key!r}]")
-    model = cls(**config)
-    load_state_dict_checked(model, state, f"{path}[{key!r}]")
-    return model.eval()
-
-
-def _key_problems(own: dict, shapes: dict) -> list[str]:
+def key_problems(own: dict, shapes: dict) -> list[str]:
     """Missing, unexpected and mis-shaped keys of ``shapes`` (name -> shape) against ``own``."""
     missing = sorted(set(own) - set(shapes))
     unexpected = sorted(set(shapes) - set(own))
@@ -573,7 +396,7 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict, where: str) -> 
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tensors = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     not_tensor = [k for k in state if k not in tensors]
-    problems = _key_problems(own, {**tensors, **{k: own.get(k, ()) for k in not_tensor}})
+    problems = key_problems(own, {**tensors, **{k: own.get(k, ()) for k in not_tensor}})
     if not_tensor:
         problems.append(f"non-tensor values {not_tensor[:8]}")
     if problems:

@@ -1,13 +1,30 @@
-"""``getkern.sample``: images from a GET or ViT, with noise, z0 and labels drawn from one generator
-(as diffusers pipelines take one ``generator``)."""
+"""Every way to sample a GET or ViT, each on the model's own pieces (inject, equilibrium_fn, decode):
+
+- :func:`sample` (``getkern.sample``): images from a GET or ViT, with noise, z0 and labels drawn from one
+  generator (as diffusers pipelines take one ``generator``); :func:`sample_get`, its seeded form for the
+  commands and demos, and :func:`class_rows`, the labels of a one-row-per-class grid.
+- :class:`CompiledSampler`: a GET's injection transformer and equilibrium map compiled by inductor.
+- :class:`CapturedSampler`: a GET's whole sampling step as one CUDA graph; :func:`capture_equilibrium`
+  and :func:`refresh_injection`: its equilibrium map alone as a CUDA graph, for the solver loops.
+"""
 from __future__ import annotations
 
 import numbers
 
 import torch
 
+from getkern import deq
+from getkern.deq import cpp_backend, cuda_graph
 from getkern.errors import UsageError
+from getkern.models import GET
+from getkern.models.inputs import check_inputs
 
+Tensor = torch.Tensor
+
+
+#################################################################################
+#                         The plain sampler (eager model)                        #
+#################################################################################
 
 @torch.no_grad()
 def sample(model, num_images_or_labels, *, generator: torch.Generator | int | None = None,
@@ -42,7 +59,6 @@ def sample(model, num_images_or_labels, *, generator: torch.Generator | int | No
         in [-1, 1], **not clamped** (clamp before converting to pixels); with ``return_labels``,
         ``(images, labels)``.
     """
-    from getkern.models import GET
     param = model.pos_embed
     device, dtype = param.device, param.dtype
     is_get = isinstance(model, GET)
@@ -118,3 +134,151 @@ def _generator(generator) -> torch.Generator | None:
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
         return torch.Generator().manual_seed(int(generator))
     raise UsageError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+
+
+@torch.no_grad()
+def sample_get(model, num: int, *, seed: int = 0, iters: int = 6, solver: str = "fixed_point",
+               labels: torch.Tensor | None = None, noise: torch.Tensor | None = None, batch_size: int = 500,
+               guidance: float | torch.Tensor | None = None,
+               **solver_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``num`` images (num, C, H, W) float32 on CPU from a GET, and the labels. ``noise`` (num, C, H, W)
+    defaults to N(0, I) seeded by ``seed``; z0 always comes from ``seed`` (drawn after the noise, as
+    ``sample(generator=torch.Generator().manual_seed(seed))`` draws them). Class-conditional models take
+    ``labels`` (num,) int64, default 0, 1, ..., K-1, 0, 1, ... . Guidance-distilled models take
+    ``guidance`` w (a number or (num,))."""
+    g = torch.Generator().manual_seed(seed)
+    if model.cond and labels is None:
+        labels = torch.arange(num) % model.num_classes
+    if model.cond and len(labels) != num:
+        raise ValueError(f"labels must have shape ({num},), got {tuple(labels.shape)}")
+    images, used = sample(model, labels if model.cond else num, generator=g, iters=iters, solver=solver,
+                          noise=noise, guidance=guidance, batch_size=batch_size, return_labels=True,
+                          **solver_kwargs)
+    return images.float().cpu(), (used if model.cond else labels)
+
+
+def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
+    """Labels for a grid with one row per class: (num_classes * per_class,) = [0]*per_class + [1]*per_class ..."""
+    return torch.arange(num_classes).repeat_interleave(per_class)
+
+
+#################################################################################
+#                        Compiled sampler (torch.compile)                        #
+#################################################################################
+
+class CompiledSampler:
+    """``sample = CompiledSampler(model); images = sample(noise, y, iters=6)`` (no gradients).
+
+    GET sampling with the injection transformer and the equilibrium map compiled by inductor with frozen
+    weights (oneDNN weight prepacking, fused bias/GELU/residual epilogues), solved by getkern.deq (the
+    C++ loop when built). The default eager path already fuses the same epilogues on CPU
+    (getkern/ops/cpu_epilogues.py) and needs no compilation; this is the option for shapes sampled so
+    often that minutes of compilation pay off (measure with benchmarks/test_cpu_speed_bench.py
+    --compiled).
+
+    Same procedure as ``model(noise, y, ...)`` in eval mode; outputs agree to float rounding (about 1e-6
+    relative at GET-T, docs/cpp.md). Compilation happens on the first call for each input shape and
+    takes tens of seconds to minutes on a small CPU.
+    """
+
+    def __init__(self, model, *, solver_backend: str | None = None):
+        self.model = model.eval()
+        self.solver_backend = solver_backend or model.solver_backend
+        options = {"freezing": True}  # weights as constants: prepacked matmuls, fused epilogues
+
+        def equilibrium(z, c, *u):
+            return model.equilibrium_fn(c, list(u))(z)
+
+        self._inject = torch.compile(model.inject, options=options)
+        self._equilibrium = torch.compile(equilibrium, options=options)
+
+    @torch.no_grad()
+    def __call__(self, noise: torch.Tensor, y: torch.Tensor | None = None, *, iters: int = 6,
+                 solver: str = "fixed_point", z0: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, tol: float | None = 1e-3,
+                 return_info: bool = False, **solver_kwargs):
+        model = self.model
+        check_inputs(model, noise, y, iters=iters, z0=z0)
+        c, u = self._inject(noise, y)
+        z0 = model.initial_state(noise, generator) if z0 is None else z0
+        z, info = deq.solve(lambda z: self._equilibrium(z, c, *u), z0, solver=solver, max_iter=iters,
+                            tol=tol, backend=self.solver_backend, **solver_kwargs)
+        out = model.decode(z)
+        return (out, info) if return_info else out
+
+
+#################################################################################
+#                      CUDA-graph captured samplers (docs/cpp.md)                #
+#################################################################################
+# CUDA tensors only: nothing here runs on this project's GPU-less machines; the logic is checked on
+# CPU with torch.cuda's graph API emulated (tests/test_cpp_cuda_graph.py).
+
+def capture_equilibrium(model, noise: Tensor, y: Tensor | None = None):
+    """A GET's equilibrium map for this batch shape, captured (getkern.deq.cuda_graph.CapturedMap).
+    Returns (f, buffers): ``buffers`` holds the static injection tensors ("c", "u") the graph reads;
+    for new noise of the same shape refresh them with :func:`refresh_injection` before solving with
+    f (``getkern.deq.solve(f, z0, backend="cpp")``)."""
+    cuda_graph.require_cuda(noise, "noise")
+    with torch.no_grad():
+        c, u = model.inject(noise, y)
+    buffers = {"c": None if c is None else c.clone(), "u": [t.clone() for t in u]}
+    z_example = model.initial_state(noise)
+    f = cuda_graph.CapturedMap(model.equilibrium_fn(buffers["c"], buffers["u"]), z_example)
+    return f, buffers
+
+
+def refresh_injection(model, buffers: dict, noise: Tensor, y: Tensor | None = None) -> None:
+    """Recompute the injection for new noise (same shape) into the captured map's static buffers."""
+    with torch.no_grad():
+        c, u = model.inject(noise, y)
+        if buffers["c"] is not None:
+            buffers["c"].copy_(c)
+        for dst, src in zip(buffers["u"], u):
+            dst.copy_(src)
+
+
+class CapturedSampler:
+    """One CUDA graph for GET sampling at a fixed batch shape: noise (and z0) -> images.
+
+    Captures injection, ``iters`` solver iterations in the C++ loop with ``tol=None`` (no host
+    synchronisation anywhere, so the loop, mixing included, is capturable) and decoding. Every call
+    copies its inputs into the static buffers and replays. ``solver_kwargs`` (solver, stop, m, lam,
+    tau) are fixed at capture time. The model's input checks (which read device memory) run once,
+    at construction.
+    """
+
+    def __init__(self, model, noise: Tensor, y: Tensor | None = None, *, iters: int = 6,
+                 warmup: int = 2, **solver_kwargs):
+        cuda_graph.require_cuda(noise, "noise")
+        if not cpp_backend.cpp_available(noise.device, build=True):
+            raise RuntimeError("CapturedSampler needs the C++ extension with its CUDA part (docs/cpp.md)")
+        check_inputs(model, noise, y, iters=iters)
+        self.model = model
+        self.noise = noise.detach().clone()
+        self.y = None if y is None else y.detach().clone()
+        self.z0 = model.initial_state(noise)
+
+        def sample() -> Tensor:
+            c, u = model.inject(self.noise, self.y)
+            z, _ = deq.solve(model.equilibrium_fn(c, u), self.z0, max_iter=iters, tol=None, backend="cpp",
+                         **solver_kwargs)
+            return model.decode(z)
+
+        with torch.no_grad():
+            cuda_graph.warm_up(sample, warmup)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.images = sample()
+
+    def __call__(self, noise: Tensor, y: Tensor | None = None, z0: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Images (B, C, H, W) for this noise (the captured shape); z0 defaults to fresh standard-normal
+        noise. Returns the static output buffer: clone it to keep it past the next call."""
+        if noise.shape != self.noise.shape:
+            raise ValueError(f"noise must have the captured shape {tuple(self.noise.shape)}, got {tuple(noise.shape)}")
+        self.noise.copy_(noise)
+        if self.y is not None:
+            self.y.copy_(y)
+        self.z0.copy_(self.model.initial_state(noise, generator) if z0 is None else z0)
+        self.graph.replay()
+        return self.images

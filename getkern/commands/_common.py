@@ -159,7 +159,7 @@ def add_progress(p) -> None:
 def resolve_device(name: str, flag: str = "--device") -> str:
     """``auto`` -> cuda when available, else cpu; anything else must be a device torch has here
     (UsageError naming ``flag`` otherwise), checked before any work."""
-    from getkern.distill.distributed import check_device
+    from getkern.distributed import check_device
     if name == "auto":
         import torch
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -6,14 +6,15 @@
 """
 from __future__ import annotations
 
+from getkern.commands._common import command_parser
+
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import command_parser
     p = command_parser(sub, "build-ext", __doc__, help="compile the C++/CUDA solver loop now (otherwise on first use)")
     p.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from getkern import _extension
+    from getkern import _extension  # imports torch: not for --help
     return _extension.main(["--verbose"] if args.verbose else [])

@@ -7,10 +7,13 @@ A second run reuses the cached pairs and GET (under <out>/cache). See docs/pipel
 """
 from __future__ import annotations
 
+import time
+
+from getkern.apps.demo_config import ADVERSARIAL, REGRESSION_ONLY, DemoConfig
+from getkern.commands._common import add_out, add_progress, check_out_dir, command_parser, positive_int
+
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import add_out, add_progress, command_parser, positive_int
-    from getkern.distill.demo_config import DemoConfig
     d = DemoConfig()
     p = command_parser(sub, "demo", __doc__, help="run the main job on the embedded default (digits)")
     add_out(p, "output folder (the cache of pairs and models is <out>/cache)", default=d.out)
@@ -26,10 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import time
-
-    from getkern.commands._common import check_out_dir
-    from getkern.distill.demo import ADVERSARIAL, REGRESSION_ONLY, DemoConfig, run_demo
+    from getkern.apps.demo import run_demo  # torch: not imported for --help
     t0 = time.perf_counter()
     check_out_dir(args.out)
     cfg = DemoConfig(out=str(args.out), teacher="train" if args.train_teacher else "digits", num_pairs=args.num_pairs,

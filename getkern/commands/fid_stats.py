@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from getkern.commands._common import (add_device, add_out, add_progress, check_out_file, command_parser,
+                                      nonempty_path, positive_int, resolve_device)
 from getkern.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -30,7 +32,6 @@ def add_fid_options(p) -> None:
 
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import add_device, add_out, add_progress, command_parser, nonempty_path, positive_int
     p = command_parser(sub, "fid-stats", __doc__,
                        help="Inception statistics (.npz mu/sigma) of a folder or array of images")
     p.add_argument("input", type=nonempty_path, help="a folder of images, or .npy/.npz holding uint8 (N, H, W, C) or "
@@ -115,7 +116,7 @@ def load_images(path: Path):
 
 
 def run(args) -> int:
-    from getkern.commands._common import check_out_file, resolve_device
+    # torch (and numpy, PIL in the readers above) only when the command runs, never for --help
     from getkern.metrics.frechet import feature_statistics
     from getkern.metrics.inception import InceptionFeatures
     from getkern.metrics.stats_file import save_stats

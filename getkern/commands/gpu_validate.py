@@ -7,17 +7,17 @@
 """
 from __future__ import annotations
 
+from getkern.commands._common import command_parser
+from getkern.tools import gpu_validate
+
 
 def add_parser(sub) -> None:
-    from getkern.tools.gpu_validate import add_arguments
-    from getkern.commands._common import command_parser
     p = command_parser(sub, "gpu-validate", __doc__, help="validate getkern on a GPU in one command (--dry: on CPU)")
-    add_arguments(p)
+    gpu_validate.add_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from getkern.tools import gpu_validate
     argv = ["--out", str(args.out), "--deadline", str(args.deadline)]
     argv += ["--dry"] if args.dry else []
     argv += ["--no-build"] if args.no_build else []

@@ -6,10 +6,12 @@
 """
 from __future__ import annotations
 
+from getkern.commands._common import (add_device, add_out, add_progress, check_out_dir, command_parser,
+                                      finite_float, int_range, positive_int, resolve_device, seed)
+from getkern.errors import UsageError
+
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import (add_device, add_out, add_progress, command_parser, finite_float,
-                                          int_range, positive_int, seed)
     p = command_parser(sub, "pairs", __doc__, help="generate noise/image pairs from an EDM teacher")
     p.add_argument("--teacher", default="digits",
                    help="'digits' or 'digits-guided' (shipped; the second has a null class for guidance), "
@@ -35,12 +37,12 @@ FLAGS = {"num_pairs": "--num-pairs", "first_seed": "--first-seed", "shard_size":
 
 
 def run(args) -> int:
+    # torch only when the command runs, never for --help
     from getkern.data import write_pairs
-    from getkern.data.pairs import check_guidance_range, check_pair_arguments
-    from getkern.distill.distributed import init_distributed
-    from getkern.errors import UsageError
+    from getkern.data.pairs import check_pair_arguments
+    from getkern.models.inputs import check_guidance_range
+    from getkern.distributed import init_distributed
     from getkern.teacher import load_teacher
-    from getkern.commands._common import check_out_dir, resolve_device
     check_pair_arguments(num_pairs=args.num_pairs, first_seed=args.first_seed, shard_size=args.shard_size,
                          num_steps=args.steps, batch_size=args.batch_size, names=FLAGS)  # before loading a teacher
     check_out_dir(args.out)

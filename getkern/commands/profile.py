@@ -1,5 +1,5 @@
 """``getkern profile``: quality, residual, time and memory of a GET per (solver, iterations) setting,
-as a terminal table, profile.csv, profile.json and profile.png (see getkern/profile.py).
+as a terminal table, profile.csv, profile.json and profile.png (see getkern/profiling/profiler.py).
 
     getkern profile --checkpoint runs/get --out runs/profile          # a trained GET (run folder)
     getkern profile --iters 1 2 4 --samples 200                       # a random GET-T/2 on digits
@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from getkern.commands._common import (add_backend, add_checkpoint, add_device, add_out, add_progress,
+                                      check_out_dir, command_parser, int_range, nonnegative_float, positive_int,
+                                      resolve_device, seed)
+from getkern.commands.fid_stats import add_fid_options
 from getkern.errors import UsageError
 
 SOLVERS = ("fixed_point", "anderson")  # = getkern.deq.SOLVERS (torch-free copy; tests/test_cli.py)
 
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import (add_backend, add_checkpoint, add_device, add_out, add_progress,
-                                          command_parser, int_range, nonnegative_float, positive_int, seed)
-    from getkern.commands.fid_stats import add_fid_options
     p = command_parser(sub, "profile", __doc__, help="solver iterations vs quality, time and memory for a GET")
     add_checkpoint(p, "a model: save_pretrained folder, training run folder, training .pt, or the reference's "
                       ".pth; omitted: a randomly initialised GET (see --random)", required=False)
@@ -51,7 +52,7 @@ def add_parser(sub) -> None:
 def load_model(args):
     """The GET to profile and a one-line description of where it came from (any checkpoint kind
     getkern.load reads; a random GET without --checkpoint)."""
-    import torch
+    import torch  # here and below: torch only when the command runs, never for --help
 
     from getkern import GET
     from getkern.loading import load_with_origin
@@ -84,8 +85,7 @@ def build_metric(args, model):
 def run(args) -> int:
     import torch
 
-    from getkern.commands._common import check_out_dir, resolve_device
-    from getkern.profile import check_settings, profile_model
+    from getkern.profiling import check_settings, profile_model
 
     # Everything that can be wrong is checked before any sampling starts.
     check_out_dir(args.out)

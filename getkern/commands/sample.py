@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from getkern.commands._common import (add_backend, add_checkpoint, add_device, add_out, check_out_dir,
+                                      command_parser, finite_float, int_range, positive_int, resolve_device, seed)
 from getkern.errors import UsageError
 
 SOLVERS = ("fixed_point", "anderson")  # = getkern.deq.SOLVERS (torch-free copy; tests/test_cli.py)
@@ -14,8 +16,6 @@ MAX_IMAGES = 10_000  # per grid: every image, its noise and its z0 are held at o
 
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import (add_backend, add_checkpoint, add_device, add_out, command_parser,
-                                          finite_float, int_range, positive_int, seed)
     p = command_parser(sub, "sample", __doc__,
                        help="sample image grids (PNG) and arrays (.npz) from a GET checkpoint")
     add_checkpoint(p)
@@ -35,14 +35,14 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # numpy and torch only when the command runs, never for --help
     import numpy as np
 
     from getkern.checkpoint import atomic_write
-    from getkern.distill.grid import save_grid
-    from getkern.distill.sampling import class_rows, sample_get
-    from getkern.commands._common import check_out_dir, resolve_device
+    from getkern.images import save_grid
     from getkern.loading import load
     from getkern.models import GET
+    from getkern.sampling import class_rows, sample_get
     check_out_dir(args.out)
     device = resolve_device(args.device)
     model = load(args.checkpoint, backend=args.backend, device=device)

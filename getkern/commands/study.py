@@ -11,13 +11,17 @@ under <out>/runs/ with its steps fixed in <out>/plan.json. See docs/results/get-
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+from getkern.apps.study_config import StudyConfig
+from getkern.commands._common import add_progress, check_out_dir, command_parser
+from getkern.errors import UsageError
+
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import add_progress, command_parser
-    from getkern.distill.study_config import StudyConfig
     d, q = StudyConfig(), StudyConfig.quick_variant()
     p = command_parser(sub, "study", __doc__, help="GET vs larger ViTs and the gradient modes at equal budgets")
-    from pathlib import Path
     p.add_argument("--out", type=Path, default=None, metavar="PATH",
                    help=f"study folder (default {d.out}, with --quick {q.out}); a rerun resumes it")
     p.add_argument("--quick", action="store_true", help=f"the short variant: {len(q.seeds)} seed, "
@@ -38,12 +42,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import time
-    from pathlib import Path
-
-    from getkern.commands._common import check_out_dir
-    from getkern.distill.study_config import StudyConfig
-    from getkern.errors import UsageError
     t0 = time.perf_counter()
     overrides = {"progress": not args.no_progress}
     if args.out is not None:
@@ -65,7 +63,7 @@ def run(args) -> int:
     check_out_dir(Path(cfg.out))
     if cfg.cache:
         check_out_dir(Path(cfg.cache), "--cache")
-    from getkern.distill.study import run_study
+    from getkern.apps.study import run_study  # torch: not imported for --help
     s = run_study(cfg)
     print()
     print(s["table"])

@@ -7,8 +7,13 @@
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+
+from getkern.commands._common import add_device, add_out, add_progress, check_out_dir, command_parser, resolve_device
+from getkern.distill.config import TrainConfig, _default, allowed, check_setting
+from getkern.errors import SettingError, UsageError
 
 # The options are TrainConfig's fields (getkern/distill/config.py: default, help, allowed values), except
 # these, whose options have their own shape: a required path, the model's two options, shared options.
@@ -22,8 +27,6 @@ def flag(name: str) -> str:
 
 
 def add_parser(sub) -> None:
-    from getkern.commands._common import add_device, add_out, add_progress, command_parser
-    from getkern.distill.config import TrainConfig, allowed
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     p = command_parser(sub, "train", __doc__, help="distill teacher pairs into a GET")
     p.add_argument("--pairs", required=True, help=fields["pairs"].metadata["help"])
@@ -54,10 +57,6 @@ def add_parser(sub) -> None:
 def setting_type(f: dataclasses.Field):
     """An argparse type for TrainConfig's numeric field ``f``: the field's own check (config.check_setting),
     made when the command line is parsed; a refusal reads "--flag must be <allowed>, got <value>"."""
-    import argparse
-
-    from getkern.distill.config import _default, allowed, check_setting
-    from getkern.errors import SettingError
     kind = type(_default(f))
 
     def parse(text: str):
@@ -75,9 +74,6 @@ def setting_type(f: dataclasses.Field):
 
 
 def run(args) -> int:
-    from getkern.commands._common import check_out_dir, resolve_device
-    from getkern.distill.config import TrainConfig
-    from getkern.errors import SettingError, UsageError
     try:
         extra = json.loads(args.model_args)
     except json.JSONDecodeError as e:
@@ -93,7 +89,7 @@ def run(args) -> int:
         raise e.renamed(flag(e.setting)) from None
     check_out_dir(args.out)
     resolve_device(args.device)  # a UsageError naming --device before the pairs are read
-    from getkern.distill.trainer import Trainer, check_run_folder
+    from getkern.distill.trainer import Trainer, check_run_folder  # torch: not for --help
     check_run_folder(args.out, "--out")
     Trainer(config).fit()
     return 0

@@ -32,10 +32,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from tqdm import tqdm
 
 from getkern.checkpoint import atomic_write, file_sha256, read_json
-from getkern.distill.distributed import barrier, init_distributed, merge_on_main, share_refusal
+from getkern.distributed import barrier, init_distributed, merge_on_main, share_refusal
 from getkern.errors import GetkernError, SettingError, UsageError
+from getkern.models.inputs import check_guidance_range
 from getkern.runlock import LOCK_FILE, hold_folder, remove_stale_temporaries
 from getkern.teacher import Teacher
 from getkern.teacher.edm import RHO, SIGMA_MAX, SIGMA_MIN, network_evaluations
@@ -101,17 +103,6 @@ def check_pair_arguments(*, num_pairs, first_seed, shard_size, num_steps, batch_
         raise UsageError(f"{names.get('num_pairs', 'num_pairs')} {num_pairs} in shards of {shard_size} makes "
                          f"{shards:,} shard files, more than {MAX_SHARDS:,}: raise "
                          f"{names.get('shard_size', 'shard_size')}")
-
-
-def check_guidance_range(guidance_range, name: str = "guidance_range") -> tuple[float, float]:
-    """(wmin, wmax) as floats, finite, wmin <= wmax; a ValueError naming ``name`` otherwise."""
-    try:
-        wmin, wmax = (float(w) for w in guidance_range)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be two numbers (wmin, wmax), got {guidance_range!r}") from None
-    if not (math.isfinite(wmin) and math.isfinite(wmax) and wmin <= wmax):
-        raise UsageError(f"{name} must be finite with wmin <= wmax, got ({wmin}, {wmax})")
-    return wmin, wmax
 
 
 def plan_manifest(teacher: Teacher, *, num_pairs: int, first_seed: int, shard_size: int, num_steps: int,
@@ -354,7 +345,6 @@ def write_pairs(teacher: Teacher, out_dir, *, num_pairs: int, first_seed: int = 
     is writing raises FolderBusy. Under torchrun each rank writes its own shards and rank 0 holds the
     folder's lock and writes the manifest once all ranks are done.
     """
-    from tqdm import tqdm
     check_pair_arguments(num_pairs=num_pairs, first_seed=first_seed, shard_size=shard_size, num_steps=num_steps,
                          batch_size=batch_size)
     if guidance_range is not None:

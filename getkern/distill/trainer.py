@@ -32,24 +32,30 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
-from getkern.checkpoint import CheckpointError, atomic_write, file_sha256
-from getkern.distill.config import MAY_CHANGE_ON_RESUME, TrainConfig, resume_differences
-from getkern.distill.distributed import barrier, init_distributed, share_refusal
-from getkern.distill.grid import save_grid
+from getkern.checkpoint import (DIGEST_SUFFIX, TRAIN_CHECKPOINT_FORMAT, CheckpointError, atomic_write, file_sha256,
+                                load_state_dict_checked, load_train_checkpoint)
+from getkern.data import PairDataset, ReferencePairDataset
+from getkern.data.pairs import describe_differences
+from getkern.distill.config import MAY_CHANGE_ON_RESUME, TrainConfig, defaults, resume_differences
 from getkern.distill.objectives import Objective, freeze_parameters, load_initial_weights
+from getkern.distill.seeding import seeded_generator
+from getkern.distributed import barrier, init_distributed, share_refusal
 from getkern.errors import GetkernError, UsageError
+from getkern.images import save_grid
 from getkern.models import GET, ViT
-from getkern.runlock import hold_folder, remove_stale_temporaries
+from getkern.models.configs import GET_CONFIGS, VIT_CONFIGS, parse_model_name
+from getkern.models.pretrained import check_arguments
+from getkern.runlock import LOCK_FILE, hold_folder, remove_stale_temporaries
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"    # the one checkpoint.pt replaced, the fallback on resume
 CORRUPT_CHECKPOINT = "checkpoint.corrupt.pt"  # a latest one that failed its check, set aside on resume
-DIGEST_SUFFIX = ".sha256"                      # sidecar holding a checkpoint's sha256, checked on reading
 LOG = "log.jsonl"
 TRAIN_CONFIG = "train_config.json"
 LEGACY_CONFIG = "config.json"  # where runs wrote their settings before: the name save_pretrained folders use
-CHECKPOINT_FORMAT = "getkern-train"
+CHECKPOINT_FORMAT = TRAIN_CHECKPOINT_FORMAT  # what getkern.checkpoint.load_train_checkpoint reads back
 
 
 class ResumeError(UsageError, CheckpointError):
@@ -67,7 +73,6 @@ def build_model(model_cfg: dict, *, in_channels: int, input_size: int, cond: boo
     baseline for a name "ViT-..." or ``"arch": "vit"``. The pairs decide the image shape and the classes:
     a model config that contradicts them (or names no constructor argument) is refused (UsageError)
     before anything is built."""
-    from getkern.checkpoint import check_arguments
     cfg = dict(model_cfg)
     name = cfg.pop("name", None)
     if name is not None and not isinstance(name, str):
@@ -77,7 +82,6 @@ def build_model(model_cfg: dict, *, in_channels: int, input_size: int, cond: boo
         raise UsageError(f"model: arch must be 'get' or 'vit', got {arch!r}")
     cls = ViT if arch == "vit" or (name or "").startswith("ViT") else GET
     if name:  # an unknown name is the first thing to say
-        from getkern.models.configs import GET_CONFIGS, VIT_CONFIGS, parse_model_name
         parse_model_name(name, GET_CONFIGS if cls is GET else VIT_CONFIGS, cls.__name__)
     check_arguments(cls, cfg, "model", UsageError)
     shape = dict(in_channels=in_channels, input_size=input_size, cond=cond, num_classes=max(num_classes, 1))
@@ -107,7 +111,6 @@ def student_guidance_range(model_cfg: dict, pairs_range: tuple[float, float] | N
 
 def load_pairs(path):
     """PairDataset for a getkern directory (has manifest.json), else ReferencePairDataset."""
-    from getkern.data import PairDataset, ReferencePairDataset
     return PairDataset(path) if (Path(path) / "manifest.json").is_file() else ReferencePairDataset(path)
 
 
@@ -118,20 +121,6 @@ def lr_factor(step: int, config: TrainConfig) -> float:
         return warm
     progress = min(1.0, max(0, step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
     return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _generator(*seeds: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(hash_seeds(*seeds))
-    return g
-
-
-def hash_seeds(*seeds: int) -> int:
-    """A 63-bit seed from a tuple of ints (so (seed, epoch) and (seed, step) streams never collide)."""
-    h = 1469598103934665603
-    for s in seeds:
-        h = ((h ^ (s & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
-    return h
 
 
 class Trainer:
@@ -180,13 +169,14 @@ class Trainer:
         self._saved_step: int | None = None  # the step checkpoint.pt holds (None: no checkpoint yet)
         self._perm_cache: dict[int, torch.Tensor] = {}
         self._sample_noise = torch.randn((min(100, 10 * max(1, self.dataset.num_classes)), C, H, W),
-                                         generator=_generator(c.seed, -1))
+                                         generator=seeded_generator(c.seed, -1))
 
     # ---------------------------------------------------------------- data order
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perm_cache:
-            self._perm_cache = {epoch: torch.randperm(len(self.latents), generator=_generator(self.config.seed, epoch))}
+            self._perm_cache = {epoch: torch.randperm(len(self.latents),
+                                                      generator=seeded_generator(self.config.seed, epoch))}
         return self._perm_cache[epoch]
 
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -202,7 +192,7 @@ class Trainer:
         c, step = self.config, self.step
         idx = self.batch_indices(step)
         N, D = self.model.x_embedder.num_patches, self.model.hidden_size
-        z0_all = torch.randn((c.batch_size, N, D), generator=_generator(c.seed, step))
+        z0_all = torch.randn((c.batch_size, N, D), generator=seeded_generator(c.seed, step))
         self.net.train()
         self.opt.zero_grad(set_to_none=True)
         total = torch.zeros((), dtype=torch.float64)
@@ -321,7 +311,6 @@ class Trainer:
         if old is None:  # a checkpoint from before pair identities recorded only the path
             same = Path(saved.get("pairs", "")).resolve() == Path(self.config.pairs).resolve()
             return [] if same else [f"pairs: {saved.get('pairs')!r} in the run, {self.config.pairs!r} now"]
-        from getkern.data.pairs import describe_differences
         shown = describe_differences(old, self.pairs_identity, "in the run", "now")
         return [f"pairs: {self.config.pairs} is another pair set than the run's ({'; '.join(shown)})"] if shown else []
 
@@ -339,7 +328,8 @@ class Trainer:
         if self.ema.guidance_range is not None:  # columns sweep the guidance range
             (lo, hi), col = self.ema.guidance_range, torch.arange(len(noise), device=self.device) % 10
             w = lo + (hi - lo) * col / 9
-        images = (self.ema(noise, y, iters=self.config.iters, generator=_generator(self.config.seed, -2), guidance=w)
+        images = (self.ema(noise, y, iters=self.config.iters, generator=seeded_generator(self.config.seed, -2),
+                           guidance=w)
                   if isinstance(self.ema, GET) else self.ema(noise, y, guidance=w))
         return save_grid(images, self.out / "samples" / f"step-{self.step:07d}.png", nrow=10,
                          scale=max(1, 32 // images.shape[-1]))
@@ -382,7 +372,6 @@ class Trainer:
         share_refusal(refusal)
 
     def _train(self) -> list[dict]:
-        from tqdm import tqdm
         c = self.config
         records = []
         bar = tqdm(total=c.max_steps, initial=self.step, desc="distill", disable=not (c.progress and self.dist.is_main))
@@ -429,7 +418,6 @@ def _is_legacy_run_config(path: Path) -> bool:
         settings = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    from getkern.distill.config import defaults
     return isinstance(settings, dict) and {"pairs", "out"} <= set(settings) <= set(defaults())
 
 
@@ -444,7 +432,6 @@ def check_run_folder(out, what: str = "out") -> None:
         raise UsageError(f"{what} {out} is a pair folder (it holds manifest.json): give the run its own folder")
     if is_run_folder(out):
         return
-    from getkern.runlock import LOCK_FILE
     # Files only: a run writes files at the top (and into ema/ and samples/), never into other folders.
     foreign = sorted(p.name for p in out.iterdir()
                      if not p.is_dir() and p.name != LOCK_FILE and not p.match(".*.tmp"))
@@ -521,25 +508,6 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write(path, lambda p: Path(p).write_text("".join(line + "\n" for line in keep)))
 
 
-def load_train_checkpoint(path) -> dict:
-    """A checkpoint written by :class:`Trainer` (torch.load with weights_only=True), checked against its
-    sha256 sidecar when it has one (checkpoints from before sidecars load unchecked)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"training checkpoint {path} does not exist")
-    sidecar = _sidecar(path)
-    if sidecar.is_file() and file_sha256(path) != sidecar.read_text(errors="replace").strip():
-        raise CheckpointError(f"{path}: its sha256 differs from the one in {sidecar.name}: the file is corrupt")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling/zip failure means the same thing here
-        raise CheckpointError(f"{path} is not a readable training checkpoint (corrupt or truncated): "
-                              f"{str(e).splitlines()[0]}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a getkern training checkpoint (format != {CHECKPOINT_FORMAT!r})")
-    return state
-
-
 def fused_optimizer(device: torch.device) -> bool | None:
     """Whether torch's fused Adam/AdamW implementation runs on ``device`` (None: torch's default)."""
     return True if device.type in ("cpu", "cuda") else None
@@ -549,6 +517,5 @@ def load_ema_model(path) -> GET | ViT:
     """The EMA GET (or ViT) of a training checkpoint file, ready for sampling (eval mode)."""
     state = load_train_checkpoint(path)
     model = (ViT if state.get("model_class") == "ViT" else GET)(**json.loads(state["model_config"]))
-    from getkern.checkpoint import load_state_dict_checked
     load_state_dict_checked(model, state["ema"], f"{path}['ema']")
     return model.eval()

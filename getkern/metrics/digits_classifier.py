@@ -9,46 +9,22 @@ deterministically for a given seed on a given machine and thread count:
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from getkern.checkpoint import CheckpointError, atomic_write, load_state_dict_checked
+# The data set and its split belong to the teacher's module (the teacher trains on the same split).
+from getkern.teacher.digits import HELDOUT_SIZE, SPLIT_SEED, digits_split  # noqa: F401 (re-exported)
 
 ASSET_PATH = Path(__file__).resolve().parent.parent / "assets" / "digits_classifier.safetensors"
-HELDOUT_SIZE = 600  # real images the classifier and the metric's reference never see
-SPLIT_SEED = 0
 FEATURE_DIM = 64
-
-
-def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scikit-learn's digits, scaled x/8 - 1 to [-1, 1], split by a fixed stratified permutation.
-
-    Returns (train_images (1197, 1, 8, 8) float32, train_labels (1197,) int64,
-             heldout_images (600, 1, 8, 8), heldout_labels (600,)): fresh copies, safe to modify.
-    """
-    return tuple(t.clone() for t in _digits_split_cached())
-
-
-@functools.lru_cache(maxsize=1)
-def _digits_split_cached() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    images = data.images.astype(np.float32) / 8.0 - 1.0
-    tr_x, ho_x, tr_y, ho_y = train_test_split(images, data.target, test_size=HELDOUT_SIZE,
-                                              random_state=SPLIT_SEED, stratify=data.target)
-    as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1)  # noqa: E731
-    return as_images(tr_x), torch.from_numpy(tr_y).long(), as_images(ho_x), torch.from_numpy(ho_y).long()
 
 
 class DigitsCNN(nn.Module):
@@ -129,7 +105,6 @@ def load_digits_classifier(path: str | Path | None = None) -> DigitsCNN:
                               f"`python -m getkern.metrics.digits_classifier --out {path}`")
     try:
         state = load_file(path)
-        from safetensors import safe_open
         with safe_open(path, framework="pt") as f:
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:

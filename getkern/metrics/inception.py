@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from getkern.checkpoint import CheckpointError, load_state_dict_checked
+from getkern.metrics.inception_net import FIDInceptionV3
 from getkern.metrics.preprocess import INCEPTION_SIZE, quantize_to_uint8
 from getkern.metrics.protocols import FIDProtocol, get_protocol
 
@@ -147,7 +149,6 @@ class InceptionFeatures:
             self.dim, self.has_logits = 2048, True
 
     def _load_state_dict(self, path: Path) -> torch.nn.Module:
-        from getkern.metrics.inception_net import FIDInceptionV3
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # pickle, zip and torch errors all mean "not a state dict we can read"
@@ -180,8 +181,6 @@ class InceptionFeatures:
 
     def from_uint8(self, images: torch.Tensor, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 (N, 1 or 3, H, W) -> (features (N, D), logits (N, K) or None), float64 numpy."""
-        from tqdm.auto import tqdm
-
         feats, logits = [], []
         for i in tqdm(range(0, images.shape[0], self.batch_size), disable=not progress, desc="inception",
                       leave=False):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-INCEPTION_SIZE = 299
+from getkern.metrics.protocols import INCEPTION_SIZE, get_protocol
 
 
 def quantize_to_uint8(samples: torch.Tensor) -> torch.Tensor:
@@ -19,5 +19,4 @@ def quantize_to_uint8(samples: torch.Tensor) -> torch.Tensor:
 def inception_input(images: torch.Tensor, size: int = INCEPTION_SIZE, protocol: str | None = None) -> torch.Tensor:
     """uint8 (N, C, H, W), C = 1 or 3 -> float32 (N, 3, size, size) as ``protocol`` (default gan-metrics)
     scales it for the network: gan-metrics in [-1, 1], clean and fidelity in [-1, 127/128]."""
-    from getkern.metrics.protocols import get_protocol
     return get_protocol(protocol).preprocess(images, size)

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from getkern.errors import GetkernError, UsageError
-from getkern.metrics.preprocess import INCEPTION_SIZE
 from getkern.metrics.resize import tf_bilinear_resize
 
+INCEPTION_SIZE = 299  # the networks' input side; here, below preprocess.py, which builds on the protocols
 PROTOCOLS = ("gan-metrics", "clean", "fidelity")  # also in getkern/commands/fid_stats.py (no torch there)
 DEFAULT_PROTOCOL = "gan-metrics"
 

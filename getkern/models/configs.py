@@ -1,6 +1,13 @@
 """Named model sizes. Names are "<family>/<patch>", patch 2, 4 or 8 (e.g. "GET-B/4", "ViT-L/2")."""
 from __future__ import annotations
 
+import math
+import numbers
+
+from getkern._backend import BACKENDS
+from getkern.deq.core import SOLVER_BACKENDS
+from getkern.errors import UsageError
+
 # D, heads, injection depth, equilibrium MLP ratio as published (equilibrium depth 3, injection MLP 4).
 GET_CONFIGS = {
     "GET-T": dict(hidden_size=256, num_heads=4, depth=6, deq_mlp_ratio=6),
@@ -23,7 +30,6 @@ PATCH_SIZES = (2, 4, 8)
 def parse_model_name(name: str, table: dict, kind: str) -> tuple[str, int]:
     """"GET-B/2" -> ("GET-B", 2). The reference spells GET-B+/2 as "GET-B/2+": both are accepted.
     An unknown name raises :class:`~getkern.errors.UsageError` (a ValueError) listing the known ones."""
-    from getkern.errors import UsageError
     names = ", ".join(f"{f}/{p}" for f in table for p in PATCH_SIZES)
     if not isinstance(name, str):
         raise UsageError(f"a {kind} model name must be a string such as {next(iter(table))}/2, got {name!r}")
@@ -37,13 +43,10 @@ def parse_model_name(name: str, table: dict, kind: str) -> tuple[str, int]:
 
 
 def _is_int(value) -> bool:
-    import numbers
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_real(value) -> bool:
-    import math
-    import numbers
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -53,10 +56,6 @@ def check_model_config(kind: str, config: dict) -> None:
 
     ``kind``: "GET" or "ViT"; ``config``: the constructor's arguments (those present are checked).
     """
-    from getkern._backend import BACKENDS
-    from getkern.deq.core import SOLVER_BACKENDS
-    from getkern.errors import UsageError
-
     def bad(field: str, allowed: str):
         return UsageError(f"{kind}: {field}={config[field]!r} is invalid: {allowed}")
 

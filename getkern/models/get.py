@@ -14,16 +14,14 @@ import torch
 import torch.nn as nn
 
 from getkern import deq
-from getkern.errors import UsageError
 from getkern.models.configs import GET_CONFIGS, check_model_config, parse_model_name
+from getkern.models.frontend import PatchModel
 from getkern.models.inputs import check_inputs
-from getkern.models.layers import (Block, ClassEmbedding, FinalLayer, GuidanceEmbedding, PatchEmbed,
-                                   check_guidance, init_weights, unpatchify)
-from getkern.models.pretrained import PretrainedMixin
-from getkern.nn import set_backend
+from getkern.models.layers import Block
+from getkern.models.pretrained import load_official
 
 
-class GET(PretrainedMixin, nn.Module):
+class GET(PatchModel):
     """Generative Equilibrium Transformer. Parameter names match the reference's state dicts.
 
     ``GET(noise)`` maps the teacher's unit-Gaussian noise (B, C, H, W) to images (B, C, H, W) on the
@@ -70,30 +68,16 @@ class GET(PretrainedMixin, nn.Module):
                                        num_heads=num_heads, mlp_ratio=mlp_ratio, deq_mlp_ratio=deq_mlp_ratio,
                                        num_classes=num_classes, cond=cond, backend=backend,
                                        solver_backend=solver_backend))
-        super().__init__()
-        self.config = dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
-                           hidden_size=hidden_size, depth=depth, deq_depth=deq_depth, num_heads=num_heads,
-                           mlp_ratio=mlp_ratio, deq_mlp_ratio=deq_mlp_ratio, num_classes=num_classes,
-                           cond=cond)
-        self.guidance_range = _guidance_range(guidance_range, cond)
-        if self.guidance_range is not None:  # only then, so unguided configs stay as they were
-            self.config["guidance_range"] = list(self.guidance_range)
-        self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
-        self.hidden_size, self.num_classes, self.cond = hidden_size, num_classes, cond
+        super().__init__(dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
+                              hidden_size=hidden_size, depth=depth, deq_depth=deq_depth, num_heads=num_heads,
+                              mlp_ratio=mlp_ratio, deq_mlp_ratio=deq_mlp_ratio, num_classes=num_classes,
+                              cond=cond), guidance_range)
         self.solver_backend = solver_backend
-
-        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
-        self.y_embedder = ClassEmbedding(num_classes, 3 * hidden_size) if cond else None
-        self.w_embedder = (GuidanceEmbedding(3 * hidden_size, hidden_size, self.guidance_range)
-                           if self.guidance_range is not None else None)
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.x_embedder.num_patches, hidden_size),
-                                      requires_grad=False)
         self.blocks = nn.ModuleList([Block(hidden_size, num_heads, mlp_ratio, backend) for _ in range(depth)])
         self.qkv_inj = nn.Linear(hidden_size, 3 * hidden_size * deq_depth, bias=False)
         self.deq_blocks = nn.ModuleList(
             [Block(hidden_size, num_heads, deq_mlp_ratio, backend) for _ in range(deq_depth)])
-        self.final_layer = FinalLayer(hidden_size, patch_size, in_channels)
-        init_weights(self)
+        self._finish(backend)
 
     @classmethod
     def from_config(cls, name: str, **overrides) -> "GET":
@@ -104,23 +88,14 @@ class GET(PretrainedMixin, nn.Module):
     @classmethod
     def from_official_checkpoint(cls, path, ema: bool = True, **overrides) -> "GET":
         """Build and load a checkpoint written by the reference implementation's train.py."""
-        from getkern.checkpoint import load_official
         return load_official(cls, path, ema=ema, **overrides)
-
-    def set_backend(self, backend: str) -> "GET":
-        """Fused kernels ("auto"/"triton") or the PyTorch reference ("torch") for every block."""
-        return set_backend(self, backend)
 
     # ------------------------------------------------------------------ pieces
 
     def inject(self, noise: torch.Tensor, y: torch.Tensor | None = None, guidance=None):
         """Run the injection transformer once: returns (c, [u_1, .., u_L]); c: (B, 1, 3D) or None.
         ``guidance``: w, a number or (B,), for guidance-distilled models (required by them)."""
-        w = check_guidance(self, guidance, noise.shape[0])
-        x = self.x_embedder(noise) + self.pos_embed  # (B, N, D)
-        c = self.y_embedder(y) if self.cond else None
-        if w is not None:
-            c = c + self.w_embedder(w)
+        x, c = self.embed(noise, y, guidance)  # (B, N, D), (B, 1, 3D) or None
         for block in self.blocks:
             x = block(x, c)
         u = self.qkv_inj(x).chunk(len(self.deq_blocks), dim=-1)  # L x (B, N, 3D)
@@ -136,10 +111,6 @@ class GET(PretrainedMixin, nn.Module):
                 z = block(z, c, u_i)
             return z
         return f
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> (B, C, H, W)."""
-        return unpatchify(self.final_layer(z), self.patch_size, self.in_channels)
 
     def initial_state(self, noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Fresh standard-normal z0 (B, N, D), independent of the input noise."""
@@ -184,13 +155,3 @@ class GET(PretrainedMixin, nn.Module):
             out = self.decode(z)
         return (out, info) if return_info else out
 
-
-def _guidance_range(guidance_range, cond: bool) -> tuple[float, float] | None:
-    """(wmin, wmax) as floats, or None; guidance distillation needs a class-conditional model."""
-    if guidance_range is None:
-        return None
-    if not cond:
-        raise UsageError("guidance_range needs a class-conditional model (cond=True): classifier-free "
-                         "guidance is defined by the class condition")
-    from getkern.data.pairs import check_guidance_range
-    return check_guidance_range(guidance_range)

@@ -1,5 +1,11 @@
-"""Input checks shared by GET and ViT: clear errors naming the argument, before any compute."""
+"""Input checks shared by GET and ViT: clear errors naming the argument, before any compute.
+
+Guidance (guidance-distilled models): the constructor's ``guidance_range`` and the weight w each call
+takes, checked against that trained range.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -58,3 +64,53 @@ def check_inputs(model, noise: torch.Tensor, y: torch.Tensor | None, *, iters: i
     if values and (int(y.min()) < 0 or int(y.max()) >= model.num_classes):
         raise UsageError(f"labels y must lie in [0, {model.num_classes}), got min {int(y.min())}, "
                          f"max {int(y.max())}")
+
+
+def check_guidance_range(guidance_range, name: str = "guidance_range") -> tuple[float, float]:
+    """(wmin, wmax) as floats, finite, wmin <= wmax; a ValueError naming ``name`` otherwise."""
+    try:
+        wmin, wmax = (float(w) for w in guidance_range)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be two numbers (wmin, wmax), got {guidance_range!r}") from None
+    if not (math.isfinite(wmin) and math.isfinite(wmax) and wmin <= wmax):
+        raise UsageError(f"{name} must be finite with wmin <= wmax, got ({wmin}, {wmax})")
+    return wmin, wmax
+
+
+def model_guidance_range(guidance_range, cond: bool) -> tuple[float, float] | None:
+    """A model's ``guidance_range`` argument as (wmin, wmax) floats, or None; guidance distillation
+    needs a class-conditional model."""
+    if guidance_range is None:
+        return None
+    if not cond:
+        raise UsageError("guidance_range needs a class-conditional model (cond=True): classifier-free "
+                         "guidance is defined by the class condition")
+    return check_guidance_range(guidance_range)
+
+
+def check_guidance(model, guidance, batch: int) -> torch.Tensor | None:
+    """The guidance weights as a (batch,) tensor in the model's dtype and device (None for a model
+    without guidance); a ValueError naming ``guidance`` for a missing, unexpected, misshaped,
+    non-finite or out-of-range w."""
+    rng = model.guidance_range
+    if rng is None:
+        if guidance is not None:
+            raise UsageError("guidance was given, but this model was built without guidance "
+                             "(guidance_range=None; only guidance-distilled models take w)")
+        return None
+    if guidance is None:
+        raise UsageError(f"this model is guidance-distilled (guidance_range={list(rng)}): the guidance "
+                         "weight w is required (w = 0: the class-conditional sample)")
+    param = model.pos_embed
+    w = torch.as_tensor(guidance, dtype=param.dtype, device=param.device)
+    if w.dim() > 1 or (w.dim() == 1 and w.shape[0] != batch):
+        raise UsageError(f"guidance must be a number or a ({batch},) tensor, got shape {tuple(w.shape)}")
+    w = w.expand(batch)
+    if not value_checks_enabled(w):
+        return w
+    wd = w.double()
+    slack = 1e-6 * (1 + max(abs(rng[0]), abs(rng[1])))  # float32-rounded weights of the range's ends
+    if not bool(torch.isfinite(wd).all()) or float(wd.min()) < rng[0] - slack or float(wd.max()) > rng[1] + slack:
+        raise UsageError(f"guidance must lie in the trained range [{rng[0]}, {rng[1]}], got values in "
+                         f"[{float(wd.min())}, {float(wd.max())}]")
+    return w

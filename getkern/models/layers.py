@@ -1,130 +1,21 @@
-"""Layers shared by GET and ViT: patch embedding, sin-cos positions, the block, the decoder."""
+"""The GET/ViT block, as the paper writes it. The shared front and back end: getkern/models/frontend.py."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from getkern.errors import UsageError
-from getkern.models.inputs import value_checks_enabled
-from getkern.nn import MLP, Attention, LayerNorm
-from getkern.nn.fused_block import fused_prologues_apply, fused_prologues_forward
+from getkern.nn import MLP, Attention, FusedBlock, LayerNorm
 
-
-#################################################################################
-#                             Positional embedding                              #
-#################################################################################
-
-def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
-    """(M,) positions -> (M, dim): sin of the first dim/2 frequencies, then cos (float64)."""
-    freqs = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2))
-    angles = np.outer(positions.reshape(-1).astype(np.float64), freqs)  # (M, dim/2)
-    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-
-
-def sincos_2d(dim: int, grid_size: int) -> np.ndarray:
-    """Fixed MAE-style 2-D embedding, (grid_size**2, dim); the first half encodes the column index."""
-    if dim % 4:
-        raise ValueError(f"hidden size {dim} must be divisible by 4 for the 2-D sin-cos embedding")
-    rows, cols = np.meshgrid(np.arange(grid_size), np.arange(grid_size), indexing="ij")
-    return np.concatenate([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], axis=1)
-
-
-#################################################################################
-#                               Embedding layers                                #
-#################################################################################
-
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, N, D) with a stride-p convolution; N = (H/p) * (W/p)."""
-
-    def __init__(self, input_size: int, patch_size: int, in_channels: int, dim: int):
-        super().__init__()
-        if input_size % patch_size:
-            raise ValueError(f"input_size={input_size} must be divisible by patch_size={patch_size}")
-        self.grid_size = input_size // patch_size
-        self.num_patches = self.grid_size ** 2
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Token-major and dense: a transposed view would make every later elementwise op keep its
-        # strides, and the residual stream would be copied again at each fused kernel.
-        return self.proj(x).flatten(2).transpose(1, 2).contiguous()  # (B, N, D)
-
-
-class ClassEmbedding(nn.Module):
-    """Class label -> one (3D,) vector added to every block's QKV pre-activation."""
-
-    def __init__(self, num_classes: int, qkv_dim: int):
-        super().__init__()
-        self.embedding_table = nn.Embedding(num_classes, qkv_dim)
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.embedding_table(y).unsqueeze(1)  # (B, 1, 3D)
-
-
-class GuidanceEmbedding(nn.Module):
-    """Guidance weight w (guidance distillation) -> one (3D,) vector added to every block's QKV
-    pre-activation, next to the class vector.
-
-    e(w) = (w / scale) MLP(fourier(w)): exactly zero at w = 0 (a product with 0, no cancellation to trust),
-    so a guided model at w = 0 is the class-conditional model its other weights make, whatever this
-    module has learnt. Fourier features:
-    cos/sin of w * pi * 2^(5 j / (F - 1)) / scale, j < F, with scale the largest |w| of the trained range
-    (from half a period to 32 half-periods over the range).
-    """
-
-    def __init__(self, qkv_dim: int, hidden: int, guidance_range: tuple[float, float], num_freqs: int = 16):
-        super().__init__()
-        self.num_freqs = num_freqs
-        self.scale = max(abs(guidance_range[0]), abs(guidance_range[1]), 1e-3)
-        self.mlp = nn.Sequential(nn.Linear(2 * num_freqs, hidden), nn.SiLU(), nn.Linear(hidden, qkv_dim))
-
-    def fourier(self, w: torch.Tensor) -> torch.Tensor:
-        """(B,) -> (B, 2F) in w's dtype."""
-        j = torch.arange(self.num_freqs, dtype=torch.float64, device=w.device)
-        freqs = (np.pi / self.scale * 2.0 ** (5.0 * j / max(1, self.num_freqs - 1))).to(w.dtype)
-        angles = w[:, None] * freqs[None]
-        return torch.cat([angles.cos(), angles.sin()], dim=1)
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        """w: (B,) -> (B, 1, 3D)."""
-        return ((w / self.scale)[:, None] * self.mlp(self.fourier(w))).unsqueeze(1)
-
-
-def check_guidance(model: nn.Module, guidance, batch: int) -> torch.Tensor | None:
-    """The guidance weights as a (batch,) tensor in the model's dtype and device (None for a model
-    without guidance); a ValueError naming ``guidance`` for a missing, unexpected, misshaped,
-    non-finite or out-of-range w."""
-    rng = model.guidance_range
-    if rng is None:
-        if guidance is not None:
-            raise UsageError("guidance was given, but this model was built without guidance "
-                             "(guidance_range=None; only guidance-distilled models take w)")
-        return None
-    if guidance is None:
-        raise UsageError(f"this model is guidance-distilled (guidance_range={list(rng)}): the guidance "
-                         "weight w is required (w = 0: the class-conditional sample)")
-    param = model.pos_embed
-    w = torch.as_tensor(guidance, dtype=param.dtype, device=param.device)
-    if w.dim() > 1 or (w.dim() == 1 and w.shape[0] != batch):
-        raise UsageError(f"guidance must be a number or a ({batch},) tensor, got shape {tuple(w.shape)}")
-    w = w.expand(batch)
-    if not value_checks_enabled(w):
-        return w
-    wd = w.double()
-    slack = 1e-6 * (1 + max(abs(rng[0]), abs(rng[1])))  # float32-rounded weights of the range's ends
-    if not bool(torch.isfinite(wd).all()) or float(wd.min()) < rng[0] - slack or float(wd.max()) > rng[1] + slack:
-        raise UsageError(f"guidance must lie in the trained range [{rng[0]}, {rng[1]}], got values in "
-                         f"[{float(wd.min())}, {float(wd.max())}]")
-    return w
-
-
-#################################################################################
-#                                The GET block                                  #
-#################################################################################
 
 class Block(nn.Module):
-    """Pre-LN transformer block with additive QKV injection (c: class, u: DEQ injection)."""
+    """Pre-LN transformer block with additive QKV injection (c: class, u: DEQ injection).
+
+    x: (B, N, D); c: (B, 1, 3D) or None; u: (B, N, 3D) or None. This is the reference computation
+    (the torch backend); ``set_backend`` replaces it by ``fused_class``, the same function on the
+    fused kernels around these same submodules.
+    """
+
+    fused_class = FusedBlock
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, backend: str = "auto"):
         super().__init__()
@@ -135,56 +26,6 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None,
                 u: torch.Tensor | None = None) -> torch.Tensor:
-        if fused_prologues_apply(self, x):   # Triton: LN1, LN2 inside the qkv and fc1 matmuls
-            return fused_prologues_forward(self, x, c, u)
-        if self.attn.residual_in_matmul(x):  # CPU inference: residual adds inside the matmuls (oneDNN)
-            x = self.attn(self.norm1(x), c, u, residual=x)
-            return self.mlp(self.norm2(x), residual=x)
-        a = self.attn(self.norm1(x), c, u)   # (B, N, D)
-        x, h = self.norm2(a, residual=x)     # x <- x + a; h = LN2(x), one pass
-        return self.mlp(h, residual=x)       # x + fc2(GELU(fc1(h)))
-
-
-class FinalLayer(nn.Module):
-    """LN -> Linear to patch pixels (zero-initialised)."""
-
-    def __init__(self, dim: int, patch_size: int, out_channels: int):
-        super().__init__()
-        self.norm_final = nn.LayerNorm(dim, eps=1e-6)
-        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.norm_final(x))  # (B, N, p*p*C)
-
-
-def unpatchify(x: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
-    """(B, N, p*p*C) -> (B, C, H, W), patch pixels in (p, q, c) order as the reference stores them."""
-    B, N, _ = x.shape
-    g = int(round(N ** 0.5))
-    x = x.reshape(B, g, g, patch_size, patch_size, channels)
-    return torch.einsum("nhwpqc->nchpwq", x).reshape(B, channels, g * patch_size, g * patch_size)
-
-
-def init_weights(model: nn.Module) -> None:
-    """Every init in one place: xavier Linear, zero bias, unit LN, xavier patch conv,
-    N(0, 0.02) class table, zero guidance-embedding output, zero decoder projection, fixed sin-cos positions."""
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-    w = model.x_embedder.proj.weight.data
-    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-    nn.init.zeros_(model.x_embedder.proj.bias)
-    if getattr(model, "y_embedder", None) is not None:
-        nn.init.normal_(model.y_embedder.embedding_table.weight, std=0.02)
-    if getattr(model, "w_embedder", None) is not None:  # w starts with no effect (as the zero decoder)
-        nn.init.zeros_(model.w_embedder.mlp[-1].weight)
-        nn.init.zeros_(model.w_embedder.mlp[-1].bias)
-    nn.init.zeros_(model.final_layer.linear.weight)
-    nn.init.zeros_(model.final_layer.linear.bias)
-    pos = sincos_2d(model.pos_embed.shape[-1], model.x_embedder.grid_size)
-    model.pos_embed.data.copy_(torch.from_numpy(pos).float().unsqueeze(0))
+        x = x + self.attn(self.norm1(x), c, u)   # (B, N, D)
+        x = x + self.mlp(self.norm2(x))
+        return x

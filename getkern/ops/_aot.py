@@ -19,10 +19,16 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+import torch
+
 # Token counts of GET / ViT at 32x32 inputs, patch 2, 4, 8: (32 / patch)^2. Multiples of 16, so the row
 # count M = batch x tokens of every activation is one too, whatever the batch.
 GET_TOKENS = (256, 64, 16)
 GET_BATCH = 128          # the batch of the roofline model (docs/gpu.md); any batch specialises alike
+# Hidden sizes of the GET and ViT configs (getkern/models/configs.py) and the small test/demo models,
+# and every MLP ratio they use.
+GET_DIMS = (64, 128, 256, 384, 512, 768, 1024, 1152)
+GET_MLP_RATIOS = (4, 6, 8, 12)
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,6 @@ def jit_launch(spec: AotSpec, cc: int = 90) -> tuple[dict, dict, dict, dict]:
     float for float arguments and, for pointers, ``triton.runtime.jit.MockTensor`` (the stand-in of
     ``kernel.warmup``; address 0, i.e. aligned). Raises ValueError where the JIT's signature disagrees
     with the spec's or an int argument has no value."""
-    import torch
     from triton.runtime.jit import MockTensor
 
     backend, jit_fn, binder = _backend_and_binder(spec.kernel, cc)

@@ -1,9 +1,13 @@
-"""The one place getkern.ops imports triton.
+"""The one place a kernel module of getkern.ops imports triton.
 
 triton is optional: a CPU-only torch (macOS, Windows, Linux CPU wheels) does not bring it, and every op
-has a PyTorch path. Kernel modules import ``triton``, ``tl``, ``jit`` and ``constexpr`` from here; without
-triton, ``jit`` leaves the kernels as plain (never launched) functions and ``resolve_backend`` sends
-"auto" to PyTorch and makes an explicit ``backend="triton"`` raise BackendUnavailable.
+has a PyTorch path. Every kernel module (attention, layernorm, matmul, anderson) has the same one line,
+``from getkern.ops._triton import jit, tl, triton`` (plus ``constexpr`` for module-level kernel
+constants), and no ``import triton`` of its own; ``triton`` itself serves host code that only the
+Triton path and the gate run (``triton.cdiv``, ``triton.next_power_of_2``). Without triton, ``jit`` leaves the kernels as plain (never launched) functions
+and ``resolve_backend`` sends "auto" to PyTorch and makes an explicit ``backend="triton"`` raise
+BackendUnavailable. (getkern.ops._aot imports triton's compiler inside its functions: only the
+code-generation gate calls them.)
 """
 from __future__ import annotations
 

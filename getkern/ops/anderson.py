@@ -35,8 +35,8 @@ import torch
 
 from getkern._backend import resolve_backend
 from getkern.ops._triton import jit, tl, triton
-from getkern.ops._aot import GET_TOKENS, AotSpec, distinct_specializations
-from getkern.tools.traffic import Traffic
+from getkern.ops._aot import GET_DIMS, GET_TOKENS, AotSpec, distinct_specializations
+from getkern._traffic import Traffic
 
 
 REL_EPS = 1e-5  # rel residual = ||f(z) - z|| / (||f(z)|| + REL_EPS)
@@ -375,7 +375,6 @@ def aot_specs():
     stream kernel per state dtype and tile shape, the mix kernel per state dtype, damped or not, and
     the finish kernel once (it only sees fp32). Values: every ring position (slot, valid) of every m,
     at the state sizes n = tokens x D of GET (m, slot, valid and nchunks are not specialised on)."""
-    from getkern.ops.mlp import GET_DIMS
     sizes = [t * D for t in GET_TOKENS for D in GET_DIMS]
     launches = ([(n, 8, 0, 1) for n in sizes]
                 + [(sizes[0], m, k % m, min(k + 1, m)) for m in range(1, 9) for k in range(m + 1)])

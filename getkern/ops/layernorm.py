@@ -5,8 +5,9 @@ both written by one pass over the rows. Statistics are fp32 whatever the input d
 
 Triton path: two ``torch.library`` custom ops (``getkern::layer_norm``, ``getkern::add_layer_norm``)
 with fake and autograd implementations, so torch.compile traces them without graph breaks; their
-backward is a third op (``getkern::layer_norm_backward``). Kernels and block-size rule are described
-in docs/layernorm_mlp.md.
+backward is a third op (``getkern::layer_norm_backward``, :func:`layer_norm_backward_op`, also the
+LayerNorm backward of the prologue ops getkern.ops.ln_linear and getkern.ops.ln_mlp). Kernels and
+block-size rule are described in docs/layernorm_mlp.md.
 """
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ def _add_layer_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 
 
 @torch.library.custom_op("getkern::layer_norm_backward", mutates_args=())
-def _layer_norm_backward_op(dy: torch.Tensor, ds: torch.Tensor | None, s: torch.Tensor,
+def layer_norm_backward_op(dy: torch.Tensor, ds: torch.Tensor | None, s: torch.Tensor,
                             weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dy = dy.contiguous()
@@ -178,7 +179,7 @@ def _(x, residual, weight, bias, eps):
     return torch.empty_like(x), torch.empty_like(x), stats, torch.empty_like(stats)
 
 
-@_layer_norm_backward_op.register_fake
+@layer_norm_backward_op.register_fake
 def _(dy, ds, s, weight, mean, rstd):
     return torch.empty_like(s), torch.empty_like(weight), torch.empty_like(weight)
 
@@ -192,7 +193,7 @@ def _setup_layer_norm(ctx, inputs, output):
 
 def _backward_layer_norm(ctx, dy, _dmean, _drstd):
     x, weight, mean, rstd = ctx.saved_tensors
-    dx, dw, db = _layer_norm_backward_op(dy, None, x, weight, mean, rstd)
+    dx, dw, db = layer_norm_backward_op(dy, None, x, weight, mean, rstd)
     return dx, dw, db, None
 
 
@@ -207,7 +208,7 @@ def _backward_add_layer_norm(ctx, ds, dy, _dmean, _drstd):
     s, weight, mean, rstd = ctx.saved_tensors
     if dy is None:  # only s was used downstream
         dy = torch.zeros_like(s)
-    dx, dw, db = _layer_norm_backward_op(dy, ds, s, weight, mean, rstd)
+    dx, dw, db = layer_norm_backward_op(dy, ds, s, weight, mean, rstd)
     return dx, dx, dw, db, None  # d/dx and d/dresidual of s = x + residual are the same
 
 

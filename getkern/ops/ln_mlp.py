@@ -2,15 +2,17 @@
 
 x is the block input (the residual stream), a the attention output. Triton path, two launches:
 
-1. getkern.ops.ln_linear's kernel: s = x + a and LN(s) in fc1's prologue (statistics in fp32, from
-   a first pass over the row block), fc1 + bias + exact GELU in the epilogue -> act (M, H);
-2. getkern.ops.mlp's kernel: fc2 + bias, with x and a added in the epilogue -> out (M, D).
+1. getkern.ops.matmul's LayerNorm-prologue kernel (``ln_linear_launch``): s = x + a and LN(s) in
+   fc1's prologue (statistics in fp32, from a first pass over the row block), fc1 + bias + exact GELU
+   in the epilogue -> act (M, H);
+2. getkern.ops.matmul's plain kernel (``linear_launch``): fc2 + bias, with x and a added in the
+   epilogue -> out (M, D).
 
 s and LN(s) are never written at inference. For autograd (``getkern::add_layer_norm_mlp_train``)
 the first launch also writes s, LN(s), mean, rstd and the pre-activation, and the backward reuses
-the MLP backward op (dpre = (dout W2) * GELU'(pre) in Triton, the plain matmuls on cuBLAS) and the
-LayerNorm backward kernel (which adds dout, the gradient reaching s directly): see
-docs/layernorm_mlp.md. The PyTorch path is the plain sequence.
+the MLP backward op (getkern.ops.mlp.mlp_backward_op: dpre = (dout W2) * GELU'(pre) in Triton, the
+plain matmuls on cuBLAS) and the LayerNorm backward kernel (which adds dout, the gradient reaching s
+directly): see docs/layernorm_mlp.md. The PyTorch path is the plain sequence.
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from getkern._backend import dense, resolve_backend
-from getkern.ops.layernorm import _layer_norm_backward_op
-from getkern.ops.ln_linear import check_inputs, ln_linear_launch
-from getkern.ops.mlp import _linear, _mlp_backward_op, ieee_fp32_on_cuda
+from getkern.ops.layernorm import layer_norm_backward_op
+from getkern.ops.matmul import (check_activation, check_inputs, ieee_fp32_on_cuda, linear_launch,
+                                ln_linear_launch, out_features)
+from getkern.ops.mlp import mlp_backward_op
 
 
 def _forward(x, a, norm_weight, norm_bias, w1, b1, w2, b2, eps, train: bool):
@@ -28,7 +31,7 @@ def _forward(x, a, norm_weight, norm_bias, w1, b1, w2, b2, eps, train: bool):
     x2d, a2d = x.reshape(-1, D), a.reshape(-1, D)
     act, s, h, mean, rstd, pre = ln_linear_launch(x2d, a2d, norm_weight, norm_bias, w1, b1, eps,
                                                   epilogue="gelu", train=train)
-    out = _linear(act, w2, b2, epilogue="residual2", res=x2d, res2=a2d).reshape(x.shape)
+    out = linear_launch(act, w2, b2, epilogue="residual2", res=x2d, res2=a2d).reshape(x.shape)
     return out, s, h, mean, rstd, act, pre
 
 
@@ -73,9 +76,9 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dout, *_unused):
     norm_weight, w1, w2, s, h, mean, rstd, act, pre = ctx.saved_tensors
-    dh, dw1, db1, dw2, db2 = _mlp_backward_op(dout, h, w1, w2, act, pre)
+    dh, dw1, db1, dw2, db2 = mlp_backward_op(dout, h, w1, w2, act, pre)
     # out = s + mlp(LN(s)): dout reaches s directly too; the LN backward kernel adds it (ds).
-    ds, dnorm_weight, dnorm_bias = _layer_norm_backward_op(dh, dout.reshape(s.shape), s,
+    ds, dnorm_weight, dnorm_bias = layer_norm_backward_op(dh, dout.reshape(s.shape), s,
                                                            norm_weight, mean, rstd)
     ds = ds.reshape(dout.shape)
     return ds, ds, dnorm_weight, dnorm_bias, dw1, db1, dw2, db2, None
@@ -95,8 +98,7 @@ def add_layer_norm_mlp(x: torch.Tensor, a: torch.Tensor, norm_weight: torch.Tens
     autocast the activations must already have the autocast dtype (the parameters are cast to it):
     a wider residual stream needs the per-op path (getkern.ops.layer_norm + getkern.ops.mlp).
     """
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] == 0:
-        raise ValueError("add_layer_norm_mlp: x must be a tensor of shape (..., D) with D > 0")
+    check_activation("add_layer_norm_mlp", "x", x, "D")  # resolve_backend reads x's device and dtype
     unsupported = "float64 (PyTorch path only)" if x.dtype == torch.float64 else None
     path = resolve_backend(backend, x.device, op="add_layer_norm_mlp", unsupported=unsupported,
                            slower=ieee_fp32_on_cuda(x))
@@ -112,8 +114,7 @@ def add_layer_norm_mlp(x: torch.Tensor, a: torch.Tensor, norm_weight: torch.Tens
         norm_weight, norm_bias, w1, b1, w2, b2 = (
             t.to(dtype) for t in (norm_weight, norm_bias, w1, b1, w2, b2))
     x, a, norm_weight, norm_bias, w1, b1, w2, b2 = dense(x, a, norm_weight, norm_bias, w1, b1, w2, b2)
-    D = x.shape[-1]
-    H = w1.shape[0] if isinstance(w1, torch.Tensor) and w1.dim() == 2 else -1
+    D, H = x.shape[-1], out_features(w1, "H")
     check_inputs("add_layer_norm_mlp", "x", x, {
         "x": (x, x.shape), "a": (a, x.shape), "norm_weight": (norm_weight, (D,)),
         "norm_bias": (norm_bias, (D,)), "w1": (w1, (H, D)), "b1": (b1, (H,)), "w2": (w2, (D, H)),

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import torch
 
+from getkern.teacher.digits import save_teacher, train_digits_teacher
+from getkern.teacher.digits import load_teacher_dir
 from getkern.teacher.edm import (DEFAULT_STEPS, EDMPrecond, edm_loss, heun_sample, network_evaluations,
                                  sigma_steps)
+from getkern.teacher.edm_pickle import load_edm_pickle
 from getkern.teacher.guidance import guided_denoiser
 
 SHIPPED_DIGITS_TEACHER = Path(__file__).resolve().parent.parent / "assets" / "digits_teacher"
@@ -54,10 +57,8 @@ def load_teacher(spec: str | Path = "digits", *, trust_pickle: bool = False, edm
     null class (for classifier-free guidance); a directory: a teacher written by
     :func:`~getkern.teacher.digits.save_teacher`; a ``.pkl``: an EDM network pickle (needs EDM's code
     and ``trust_pickle=True``)."""
-    from getkern.teacher.digits import load_teacher_dir
     spec = Path(SHIPPED_TEACHERS.get(str(spec), spec))
     if spec.suffix == ".pkl":
-        from getkern.teacher.edm_pickle import load_edm_pickle
         denoiser, meta = load_edm_pickle(spec, trust_pickle=trust_pickle, edm_root=edm_root, device=device)
         shape = (meta["img_channels"], meta["img_resolution"], meta["img_resolution"])
         return Teacher(denoiser, shape, meta["num_classes"], meta)
@@ -69,4 +70,5 @@ def load_teacher(spec: str | Path = "digits", *, trust_pickle: bool = False, edm
 
 
 __all__ = ["DEFAULT_STEPS", "EDMPrecond", "SHIPPED_DIGITS_TEACHER", "SHIPPED_DIGITS_TEACHER_GUIDED", "Teacher",
-           "edm_loss", "guided_denoiser", "heun_sample", "load_teacher", "network_evaluations", "sigma_steps"]
+           "edm_loss", "guided_denoiser", "heun_sample", "load_teacher", "network_evaluations", "save_teacher",
+           "sigma_steps", "train_digits_teacher"]

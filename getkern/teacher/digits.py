@@ -1,6 +1,8 @@
-"""A small EDM teacher getkern trains itself on scikit-learn's bundled digits (no download).
+"""A small EDM teacher getkern trains itself on scikit-learn's bundled digits (no download), and that data
+set: the 1797 8x8 grayscale digits and their fixed train / held-out split, which the digits metric
+(getkern.metrics.digits) scores against, so that the teacher never sees a held-out image.
 
-Images: the 1797 8x8 grayscale digits, values 0..16, scaled to [-1, 1] as x/8 - 1, shape (B, 1, 8, 8).
+Images: values 0..16, scaled to [-1, 1] as x/8 - 1, shape (B, 1, 8, 8).
 The raw network is a residual MLP over the 64 pixels, conditioned on the EDM noise level (sinusoidal
 embedding of c_noise) and on the class label; :class:`~getkern.teacher.edm.EDMPrecond` turns it into
 the denoiser D(x, sigma, labels). A network built with ``null_class=True`` has one more class row, the
@@ -10,6 +12,7 @@ classifier-free guidance needs (:mod:`getkern.teacher.guidance`).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 from pathlib import Path
@@ -19,13 +22,39 @@ import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
-from getkern.checkpoint import CheckpointError, atomic_write, file_sha256, read_json
+from getkern.checkpoint import (CheckpointError, atomic_write, file_sha256, key_problems, load_state_dict_checked,
+                                read_json, read_safetensors_shapes)
 from getkern.teacher.edm import EDMPrecond, edm_loss, fourier_embedding
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (1, 8, 8)
 TEACHER_FORMAT = "getkern-teacher"
+HELDOUT_SIZE = 600  # real images the teacher, the metric's classifier and its reference never see
+SPLIT_SEED = 0
+
+
+def digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits, scaled x/8 - 1 to [-1, 1], split by a fixed stratified permutation.
+
+    Returns (train_images (1197, 1, 8, 8) float32, train_labels (1197,) int64,
+             heldout_images (600, 1, 8, 8), heldout_labels (600,)): fresh copies, safe to modify.
+    """
+    return tuple(t.clone() for t in _digits_split_cached())
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_split_cached() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    images = data.images.astype(np.float32) / 8.0 - 1.0
+    tr_x, ho_x, tr_y, ho_y = train_test_split(images, data.target, test_size=HELDOUT_SIZE,
+                                              random_state=SPLIT_SEED, stratify=data.target)
+    as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1)  # noqa: E731
+    return as_images(tr_x), torch.from_numpy(tr_y).long(), as_images(ho_x), torch.from_numpy(ho_y).long()
 
 
 def load_digits_images(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,9 +62,8 @@ def load_digits_images(split: str = "train") -> tuple[torch.Tensor, torch.Tensor
 
     ``split``: "train" (1197 images, what the teacher learns from), "heldout" (600 images nothing
     trains on; the metric's floor) or "all" (1797). The split is the digits metric's own
-    (:func:`getkern.metrics.digits_classifier.digits_split`), so the teacher never sees held-out images.
+    (:func:`digits_split`), so the teacher never sees held-out images.
     """
-    from getkern.metrics.digits_classifier import digits_split
     tr_x, tr_y, ho_x, ho_y = digits_split()
     if split == "train":
         return tr_x, tr_y
@@ -97,7 +125,6 @@ def train_digits_teacher(*, steps: int = 6000, batch_size: int = 256, lr: float 
     gets a null-class row; classifier-free guidance needs it). ``init``: start from these weights
     (a copy; its network must have the null row when ``label_dropout`` > 0) instead of a fresh network.
     """
-    from tqdm import tqdm
     if not 0.0 <= label_dropout < 1.0:
         raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
     if label_dropout > 0 and init is not None and not init.net.null_class:
@@ -163,7 +190,6 @@ def _check_teacher_config(meta: dict, config_path: Path, weights_path: Path) -> 
     """Refuse, before anything is built, a config.json whose fields are not what DigitsMLP takes or that
     the weights' shapes (read from the safetensors header) contradict: a config asking for hidden 40000
     or 100000 layers next to small weights must not allocate them first."""
-    from getkern.checkpoint import _key_problems, read_safetensors_shapes
     config = meta.get("config")
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_path}: 'config' is not an object of DigitsMLP arguments")
@@ -204,7 +230,7 @@ def _check_teacher_config(meta: dict, config_path: Path, weights_path: Path) -> 
                 own = {k: tuple(v.shape) for k, v in DigitsMLP(**config).state_dict().items()}
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{config_path}: {e}") from None
-        problems = _key_problems(own, shapes)
+        problems = key_problems(own, shapes)
     if problems:
         raise CheckpointError(f"{config_path} does not fit {weights_path} (shape mismatch): " + "; ".join(problems))
 
@@ -229,6 +255,5 @@ def load_teacher_dir(directory) -> tuple[EDMPrecond, dict]:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
     net = DigitsMLP(**meta["config"])
-    from getkern.checkpoint import load_state_dict_checked
     load_state_dict_checked(net, state, str(weights_path))
     return EDMPrecond(net, sigma_data=meta["sigma_data"]).eval().requires_grad_(False), meta

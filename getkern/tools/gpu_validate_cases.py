@@ -565,7 +565,7 @@ def jit_kernel_stats():
     import importlib
     import triton
     seen = []
-    for mod_name in ("attention", "layernorm", "mlp", "ln_linear", "ln_mlp", "anderson"):
+    for mod_name in ("attention", "layernorm", "matmul", "anderson"):  # the modules defining kernels
         module = importlib.import_module(f"getkern.ops.{mod_name}")
         for attr, fn in vars(module).items():
             if not isinstance(fn, triton.runtime.jit.JITFunction):

@@ -186,7 +186,7 @@ def nosync_case(ctx, solver, loop):
 def graph_case(ctx, level):
     """CapturedSampler / CapturedMap replayed on new inputs vs the same procedure run eagerly."""
     from getkern.deq import solve
-    from getkern.deq.cuda_graph import CapturedSampler, capture_equilibrium, refresh_injection
+    from getkern.sampling import CapturedSampler, capture_equilibrium, refresh_injection
     cpp_ready(ctx, True)
     base = base_model(ctx, "GET", "cond")
     model = copy.deepcopy(base).to(BF16).set_backend("triton")

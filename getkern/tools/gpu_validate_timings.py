@@ -209,10 +209,9 @@ def op_timings(ctx, timer) -> None:
                 anderson, dtype)
 
     def block(dtype, mode, label):
-        blk = Block(D, H, Hd / D, backend="triton").to(ctx.device, dtype)
-        ref = copy.deepcopy(blk)
         from getkern.nn import set_backend
-        set_backend(ref, "torch")
+        blk = set_backend(Block(D, H, Hd / D), "triton").to(ctx.device, dtype)  # the fused block
+        ref = set_backend(copy.deepcopy(blk), "torch")
         x, c, u = (ctx.randn(g, B, N, D, dtype=dtype), ctx.randn(g, B, 1, 3 * D, dtype=dtype),
                    ctx.randn(g, B, N, 3 * D, dtype=dtype))
 
@@ -299,7 +298,7 @@ def sampling_timings(ctx, timer) -> None:
             anderson_loops)
 
     def graphs():
-        from getkern.deq.cuda_graph import CapturedSampler
+        from getkern.sampling import CapturedSampler
         cpp_ready(ctx, True)
         model, noise, y, z0, per_op = extras()
         model.set_backend("triton")

@@ -176,7 +176,7 @@ def reference_images(ctx: Ctx, source: str, *, num=4, iters=1, guidance=None, la
     """What `getkern sample` must produce for fixture ``source`` (computed with the API, cached)."""
     key = (source, num, iters, guidance, per_class)
     if key not in ctx.shared:
-        from getkern.distill.sampling import class_rows, sample_get
+        from getkern.sampling import class_rows, sample_get
         from getkern.loading import load
         model = load(ctx.fx / source, backend="torch")
         if model.cond:

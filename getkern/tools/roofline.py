@@ -5,7 +5,7 @@ x 6 fixed-point iterations, decoder), at the paper's sizes (B=128, N=256, D=768,
 
 - FLOPs: counted by torch.utils.flop_counter on the PyTorch path (matmuls and attention; elementwise
   work is not counted, it is far below either floor);
-- unfused bytes and launches: counted by :class:`~getkern.tools.traffic.TrafficCounter` on the PyTorch
+- unfused bytes and launches: counted by :class:`~getkern.profiling.traffic.TrafficCounter` on the PyTorch
   reference path, run on the meta device (exact shapes, no memory, no compute). On meta, PyTorch's SDPA
   would pick its math decomposition; on an H100 it runs FlashAttention, so the model routes it to
   ``aten._scaled_dot_product_flash_attention`` (reads q, k, v once, writes the output and logsumexp);
@@ -34,7 +34,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from getkern.tools.docs_section import replace_generated_section
-from getkern.tools.traffic import TrafficCounter
+from getkern.profiling.traffic import TrafficCounter
 
 PEAK_FLOPS = 790e12      # H100 SXM dense bf16, FLOP/s
 PEAK_BYTES = 3.0e12      # H100 SXM device-memory copy, bytes/s
@@ -166,9 +166,15 @@ def model_sampling_step(config: str = "GET-B/2", batch: int = 128, iters: int = 
     """Count one sampling step (inject, ``iters`` fixed-point evaluations, decode) of ``config``."""
     from getkern import deq
     from getkern.models import GET
+    from getkern.nn import FusedBlock
 
     with torch.device(device):
         model = GET.from_config(config, backend="torch").to(dtype).eval()
+    # The fused block's per-op sequence (add+LN2, MLP with residual epilogue) on the torch ops it counts.
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if getattr(type(child), "fused_class", None) is not None:
+                setattr(parent, name, FusedBlock(child))
     noise = torch.empty(batch, model.in_channels, model.input_size, model.input_size, device=device, dtype=dtype)
     z0 = torch.empty(batch, model.x_embedder.num_patches, model.hidden_size, device=device, dtype=dtype)
 

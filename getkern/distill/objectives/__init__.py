@@ -20,6 +20,7 @@ from getkern.distill.objectives.augment import AugmentSpec, sample_params
 from getkern.distill.objectives.finetune import freeze_parameters, load_initial_weights
 from getkern.distill.objectives.perceptual import PerceptualDistance
 from getkern.distill.objectives.regression import fpc_loss, fpc_sum
+from getkern.distill.seeding import hash_seeds
 
 _AUGMENT_STREAM = 0x0A06  # tags the (seed, step) generator of the augmentations
 
@@ -71,7 +72,6 @@ class Objective:
 
     def _ensemble(self, step: int, rows: slice | None, batch: int):
         """This micro-batch's rows of the (seed, step) draw for the global batch (``batch`` rows if None)."""
-        from getkern.distill.trainer import hash_seeds
         c = self.config
         g = torch.Generator().manual_seed(hash_seeds(c.seed, step, _AUGMENT_STREAM))
         total = c.batch_size if rows is not None else batch

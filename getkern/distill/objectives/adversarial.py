@@ -25,6 +25,7 @@ Losses (d = discriminator score):
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
@@ -111,7 +112,6 @@ class AdversarialLoss:
         return g_loss
 
     def step(self) -> None:
-        import torch.distributed as dist
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             for p in self.disc.parameters():
                 if p.grad is not None:

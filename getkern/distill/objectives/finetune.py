@@ -4,8 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch.nn as nn
+from safetensors.torch import load_file
 
-from getkern.checkpoint import CheckpointError, load_state_dict_checked
+from getkern.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, file_sha256, load_state_dict_checked,
+                                load_train_checkpoint, read_pretrained_config)
 from getkern.errors import UsageError
 
 
@@ -16,9 +18,6 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     config.json is otherwise not used: the run's model config decides the architecture."""
     path = Path(path)
     if path.is_dir():
-        from safetensors.torch import load_file
-
-        from getkern.checkpoint import CONFIG_FILE, WEIGHTS_FILE, file_sha256, read_pretrained_config
         file = path / WEIGHTS_FILE
         if not file.is_file():
             raise CheckpointError(f"init: {path} holds no model.safetensors (not a save_pretrained directory)")
@@ -32,7 +31,6 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
             raise CheckpointError(f"init: {file} is not a readable safetensors file: {e}") from None
         load_state_dict_checked(model, state, f"init: {file}")
     else:
-        from getkern.distill.trainer import load_train_checkpoint
         load_state_dict_checked(model, load_train_checkpoint(path)["ema"], f"init: {path}['ema']")
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from getkern.distill.config import PERCEPTUAL_NETS  # listed with the training settings, torch-free
 from getkern.distill.objectives.augment import AugmentParams, apply_params
+from getkern.metrics.digits_classifier import load_digits_classifier
 
 
 class DigitsFeatureLayers(nn.Module):
@@ -29,7 +30,6 @@ class DigitsFeatureLayers(nn.Module):
 
     def __init__(self, classifier=None):
         super().__init__()
-        from getkern.metrics.digits_classifier import load_digits_classifier
         self.net = (classifier if classifier is not None else load_digits_classifier()).eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "DigitsFeatureLayers":

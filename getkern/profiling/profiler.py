@@ -26,25 +26,28 @@ import csv
 import json
 import math
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from getkern import deq
 from getkern._backend import resolve_backend
 from getkern.checkpoint import atomic_write
-from getkern.tools.memory import peak_step_memory
 from getkern.errors import UsageError
+from getkern.profiling.memory import peak_step_memory
+
+__all__ = ["CONVERGENCE_FACTOR", "REFERENCE_SETTING", "ProfileReport", "check_settings", "profile_model"]
 
 REFERENCE_SETTING = ("fixed_point", 6)
 # A solver "does not converge" when its residual at the most iterations profiled is above this fraction of
 # the residual at the fewest (falls by less than 10%) and above the early-exit tolerance: the report warns.
 # (A random GET's map: 8.15 -> 8.10 from 1 to 6 iterations; a slow contraction of 0.95 per iteration: x0.70.)
 CONVERGENCE_FACTOR = 0.9
-
 
 
 @dataclass
@@ -196,9 +199,7 @@ class ProfileReport:
     def figure(self):
         """Distance vs iterations (solid, one line per solver; log scale) with the reference, the floor and
         the ceiling as horizontal lines, time per image on a second axis (dashed), warnings in the title."""
-        import textwrap
-
-        import matplotlib
+        import matplotlib  # optional (getkern[demo])
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -314,7 +315,6 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
         return model(noise[part], None if y is None else y[part], iters=k, solver=solver, z0=z0[part],
                      tol=tol, return_info=True, **solver_kwargs)
 
-    from tqdm.auto import tqdm
     rows = []
     try:
         model.eval()

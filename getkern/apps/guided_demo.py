@@ -1,11 +1,11 @@
 """Guidance distillation on the embedded default (docs/guidance.md): the demo's GET recipe trained on
 classifier-free-guided pairs, then scored per guidance weight against the guided teacher.
 
-    python -m getkern.distill.guided_demo --out runs/guided [--guidance-range 0 4] [--pairs DIR]
+    python -m getkern.apps.guided_demo --out runs/guided [--guidance-range 0 4] [--pairs DIR]
 
 1. pairs: ``DemoConfig().num_pairs`` pairs from the ``digits-guided`` teacher (18 Heun steps on
    D_w = (1 + w) D(x, c) - w D(x, none)), w ~ U[wmin, wmax] drawn from each pair's seed;
-2. distillation: :class:`~getkern.distill.demo.DemoConfig`'s GET, batch, steps, lr schedule and EMA,
+2. distillation: :class:`~getkern.apps.demo.DemoConfig`'s GET, batch, steps, lr schedule and EMA,
    the student conditioned on w (it gets a ``guidance_range`` from the pairs);
 3. for each w of ``--eval-w``: 600 samples (the demo's evaluation seeds, balanced classes) from the guided
    teacher (35 guided evaluations) and the GET (one network evaluation): digits-classifier Frechet distance
@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from getkern.apps import demo, figures
 from getkern.checkpoint import atomic_write
+from getkern.data import PairDataset, seed_inputs, write_pairs
+from getkern.distill import Trainer
+from getkern.images import make_grid
+from getkern.metrics import DigitsFrechet, frechet_distance_features, load_digits_classifier
+from getkern.sampling import sample_get
+from getkern.teacher import load_teacher, network_evaluations
 
 EVAL_W = (0.0, 1.0, 2.0, 3.0, 4.0)
 
@@ -34,22 +41,13 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
                     progress: bool = True) -> dict:
     """Generate (or reuse) guided pairs, distill a GET with the demo's recipe, score it per w; returns
     the summary also written to ``<out>/summary.json``."""
-    from getkern.data import PairDataset, write_pairs
-    from getkern.data.pairs import seed_inputs
-    from getkern.distill.demo import EVAL_FIRST_SEED, DemoConfig, _key, train_config
-    from getkern.distill.grid import make_grid
-    from getkern.distill.sampling import sample_get
-    from getkern.distill.trainer import Trainer
-    from getkern.metrics import DigitsFrechet
-    from getkern.metrics.digits_classifier import load_digits_classifier
-    from getkern.metrics.frechet import frechet_distance_features
-    from getkern.teacher import load_teacher, network_evaluations
-
-    cfg, out = DemoConfig(progress=progress), Path(out)
+    # looked up on the demo module when called, so a caller (a toy-size test) can substitute the settings
+    cfg, out = demo.DemoConfig(progress=progress), Path(out)
     teacher = load_teacher("digits-guided")
     t0 = time.perf_counter()
     if pairs is None:
-        pairs = out / "cache" / f"pairs-{_key([teacher.meta, cfg.num_pairs, cfg.heun_steps, list(guidance_range)])}"
+        key = demo.cache_key([teacher.meta, cfg.num_pairs, cfg.heun_steps, list(guidance_range)])
+        pairs = out / "cache" / f"pairs-{key}"
         write_pairs(teacher, pairs, num_pairs=cfg.num_pairs, shard_size=5000, num_steps=cfg.heun_steps,
                     guidance_range=guidance_range, progress=progress)
     dataset = PairDataset(pairs)
@@ -57,8 +55,8 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
         raise ValueError(f"{pairs}: expected {cfg.num_pairs} guided pairs (written with --guidance-range)")
     pairs_s = time.perf_counter() - t0
 
-    train_cfg = train_config(cfg, pairs)
-    train_cfg.out = str(out / f"get-{_key({**train_cfg.to_dict(), 'progress': None})}")
+    train_cfg = demo.train_config(cfg, pairs)
+    train_cfg.out = str(out / f"get-{demo.cache_key({**train_cfg.to_dict(), 'progress': None})}")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer = Trainer(train_cfg)
     reused = (trainer.out / "checkpoint.pt").is_file()  # then the timings below cover only the rest
@@ -67,21 +65,21 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     get = trainer.ema.eval()
 
     n = cfg.eval_samples
-    seeds = range(EVAL_FIRST_SEED, EVAL_FIRST_SEED + n)
+    seeds = range(demo.EVAL_FIRST_SEED, demo.EVAL_FIRST_SEED + n)
     latents = torch.stack([seed_inputs(s, teacher.image_shape, teacher.num_classes)[0] for s in seeds])
     labels = torch.arange(n) % 10
     metric, classifier = DigitsFrechet(), load_digits_classifier().eval()
     floor, ceiling, _, _ = metric.bounds(n)
     rows, grid_rows = [], {"teacher": [], "get": []}
-    g_zero, _ = sample_get(get, n, seed=EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels, noise=latents,
-                           guidance=0.0)  # the reference for "does the student follow w"
+    g_zero, _ = sample_get(get, n, seed=demo.EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels,
+                           noise=latents, guidance=0.0)  # the reference for "does the student follow w"
     for w in eval_w:
         t = time.perf_counter()
         t_img = teacher.sample(latents, labels, num_steps=cfg.heun_steps, guidance=w).float()
         t_ms = 1e3 * (time.perf_counter() - t) / n
         t = time.perf_counter()
-        g_img, _ = sample_get(get, n, seed=EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels, noise=latents,
-                              guidance=w)
+        g_img, _ = sample_get(get, n, seed=demo.EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels,
+                              noise=latents, guidance=w)
         g_ms = 1e3 * (time.perf_counter() - t) / n
         for name, images, ms, evals in (("teacher", t_img, t_ms, network_evaluations(cfg.heun_steps)),
                                         ("get", g_img, g_ms, 1)):
@@ -121,11 +119,11 @@ def save_guidance_grid(path, teacher_grid: np.ndarray, get_grid: np.ndarray, eva
                        get_iters: int, classes) -> None:
     """guidance_grid.png: one row per w (labelled), one column per evaluation seed (labelled by its class),
     left the guided teacher, right the GET, each titled."""
-    from getkern.distill.grid import save_labelled
-    save_labelled(path, [(f"guided teacher ({teacher_evaluations} guided evaluations)", teacher_grid),
-                         (f"GET (1 evaluation, {get_iters} iterations)", get_grid)],
-                  row_labels=[f"w = {w:g}" for w in eval_w], col_labels=[str(c) for c in classes],
-                  title="columns: class (the same noise in every row); rows: guidance weight w")
+    panels = [(f"guided teacher ({teacher_evaluations} guided evaluations)", teacher_grid),
+              (f"GET (1 evaluation, {get_iters} iterations)", get_grid)]
+    figures.save_labelled(path, panels, row_labels=[f"w = {w:g}" for w in eval_w],
+                          col_labels=[str(c) for c in classes],
+                          title="columns: class (the same noise in every row); rows: guidance weight w")
 
 
 def format_table(summary: dict) -> str:

@@ -1,4 +1,6 @@
-"""torchrun integration: one process per GPU (or per CPU worker with gloo), ranks from the environment."""
+"""Devices and torchrun: the check that a device exists here, and one process per GPU (or per CPU worker
+with gloo), ranks from the environment. Low in the layers (docs/architecture.md) because loading a model
+onto a device, writing pairs and training all need it."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""GET vs larger ViTs, and the GET's gradient modes, at equal budgets on the embedded default (issue 23).
+"""GET vs larger ViTs, and the GET's gradient modes, at equal budgets on the embedded default.
 
     pairs (the demo's) -> calibration (s/step, FLOPs/step per model) -> plan.json (max_steps per run)
     -> one Trainer run per (model, recipe, budget, seed), FD at milestones -> sampling-time sweep
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -25,12 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from getkern import GET, UsageError, sample
+from getkern.apps.demo import EVAL_FIRST_SEED, cache_key, train_config
+from getkern.apps.demo_config import ADVERSARIAL, REGRESSION_ONLY, DemoConfig
+from getkern.apps.study_config import StudyConfig
 from getkern.checkpoint import atomic_write
-from getkern.distill.demo import EVAL_FIRST_SEED, _key, train_config
-from getkern.distill.demo_config import ADVERSARIAL, REGRESSION_ONLY, DemoConfig
-from getkern.distill.study_config import StudyConfig
-from getkern.distill.trainer import Trainer
-from getkern.errors import UsageError
+from getkern.data import seed_inputs, write_pairs
+from getkern.distill import Trainer, load_ema_model
+from getkern.metrics import DigitsFrechet
+from getkern.profiling import count_flops
+from getkern.sampling import sample_get
+from getkern.teacher import load_teacher, network_evaluations
 
 RECIPE_OPTIONS = {"adversarial": ADVERSARIAL, "regression": REGRESSION_ONLY}
 PLAN = "plan.json"
@@ -94,8 +100,6 @@ class Evaluator:
     """FD of a model on the demo's evaluation noise and balanced labels (the same for every model)."""
 
     def __init__(self, cfg: StudyConfig, teacher):
-        from getkern.data.pairs import seed_inputs
-        from getkern.metrics import DigitsFrechet
         self.metric = DigitsFrechet()
         n = cfg.eval_samples
         inputs = [seed_inputs(s, teacher.image_shape, teacher.num_classes)
@@ -106,9 +110,6 @@ class Evaluator:
         self.floor, self.ceiling, self.kid_floor, self.kid_ceiling = self.metric.bounds(n)
 
     def images(self, model, iters: int | None = None) -> torch.Tensor:
-        from getkern.distill.sampling import sample_get
-        from getkern.models import GET
-        from getkern.sampling import sample
         if isinstance(model, GET):
             return sample_get(model, self.n, seed=EVAL_FIRST_SEED, iters=iters, labels=self.labels,
                               noise=self.noise)[0]
@@ -116,7 +117,6 @@ class Evaluator:
 
     def score(self, model, iters_list) -> dict:
         """{"fd": {setting: FD}, "kid": {...}}; settings are iteration counts ("1" pass for a ViT)."""
-        from getkern.models import GET
         fd, kid = {}, {}
         for iters in (iters_list if isinstance(model, GET) else [1]):
             q = self.metric(self.images(model, iters))
@@ -155,35 +155,11 @@ def _write_json(path: Path, obj) -> None:
 
 # ---------------------------------------------------------------- calibration
 
-class _TotalsOnly:
-    """Stands in for FlopCounterMode's module tracker: only the total is wanted here, and the tracker's
-    backward hooks refuse the nested ``autograd.grad`` of the implicit gradient's adjoint solve."""
-    parents = {"Global"}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
-
-
-def count_flops(fn) -> int:
-    """FLOPs of ``fn()`` by torch.utils.flop_counter.FlopCounterMode, getkern's custom ops included
-    (getkern.ops.flops registers their formulas), forward and backward."""
-    import getkern.ops.flops  # noqa: F401  (registers the custom ops' formulas)
-    from torch.utils.flop_counter import FlopCounterMode
-    mode = FlopCounterMode(display=False)
-    mode.mod_tracker = _TotalsOnly()
-    with mode:
-        fn()
-    return int(mode.get_total_flops())
-
 def calibrate(cfg: StudyConfig, demo: DemoConfig, pairs: Path, out: Path, log) -> dict:
     """{arm key: {"s_per_step", "flops_per_step", "parameters"}}: the lower quartile of ``calibration_steps``
     timed training steps (after CALIBRATION_WARMUP untimed ones), taken one step per arm in turn so a change
     in the machine's load meets every arm alike; FLOPs of one step under FlopCounterMode (custom ops
     included)."""
-    import os
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load > 0.5 * (os.cpu_count() or 1):
         log(f"  note: load average {load:.1f} on {os.cpu_count()} cores: other work slows some steps; the "
@@ -303,8 +279,6 @@ def sampling_sweep(cfg: StudyConfig, teacher, evaluator: Evaluator, results: lis
     """ms/image (best of ``timing_repeats`` interleaved passes over every setting) and FLOPs/image of the
     teacher at each Heun step count, the GET at each iteration count and each ViT, with their FD (the
     teacher: on the evaluation noise; the students: mean over seeds at the wall budget's end)."""
-    from getkern.distill import load_ema_model
-    from getkern.teacher import network_evaluations
     n, noise, labels = evaluator.n, evaluator.noise, evaluator.labels
     settings = []  # (row, callable)
     for steps in cfg.teacher_steps:
@@ -350,9 +324,6 @@ def _as_trained(model, settings: dict):
 
 
 def _small(evaluator: Evaluator, model, iters):
-    from getkern.distill.sampling import sample_get
-    from getkern.models import GET
-    from getkern.sampling import sample
     if isinstance(model, GET):
         return sample_get(model, 20, seed=EVAL_FIRST_SEED, iters=iters, labels=evaluator.labels[:20],
                           noise=evaluator.noise[:20])
@@ -554,7 +525,6 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    import os
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
@@ -574,8 +544,6 @@ def run_study(cfg: StudyConfig, log=None) -> dict:
 
 
 def _run_study(cfg: StudyConfig, log) -> dict:
-    from getkern.data import write_pairs
-    from getkern.teacher import load_teacher
     out = Path(cfg.out)
     cache = Path(cfg.cache) if cfg.cache else out / "cache"
     demo = DemoConfig(**{**cfg.demo, "num_pairs": cfg.num_pairs, "progress": cfg.progress})
@@ -593,7 +561,7 @@ def _run_study(cfg: StudyConfig, log) -> dict:
     # 1. the demo's teacher and pairs (same cache layout: --cache runs/demo/cache reuses the demo's)
     t0 = time.perf_counter()
     teacher = load_teacher(demo.teacher)
-    pairs = cache / f"pairs-{_key([teacher.meta, demo.num_pairs, demo.heun_steps])}"
+    pairs = cache / f"pairs-{cache_key([teacher.meta, demo.num_pairs, demo.heun_steps])}"
     write_pairs(teacher, pairs, num_pairs=demo.num_pairs, shard_size=5000, num_steps=demo.heun_steps,
                 progress=cfg.progress)
     timings["pairs_s"] = time.perf_counter() - t0

@@ -13,16 +13,20 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from getkern.apps import figures
+from getkern.apps.demo_config import ADVERSARIAL, REGRESSION_ONLY, DemoConfig  # noqa: F401 (re-exported)
 from getkern.checkpoint import atomic_write
-from getkern.distill.demo_config import ADVERSARIAL, REGRESSION_ONLY, DemoConfig  # noqa: F401 (re-exported)
-
-if TYPE_CHECKING:
-    from getkern.distill.trainer import TrainConfig
+from getkern.data import seed_inputs, write_pairs
+from getkern.distill import TrainConfig, Trainer
+from getkern.images import as_rgb, make_grid
+from getkern.metrics import DigitsFrechet
+from getkern.profiling import profile_model
+from getkern.sampling import sample_get
+from getkern.teacher import load_teacher, network_evaluations, save_teacher, train_digits_teacher
 
 EVAL_FIRST_SEED = 1_000_000_000  # evaluation noise never overlaps training pairs (seeds 0..num_pairs-1)
 
@@ -31,28 +35,20 @@ def train_config(cfg: DemoConfig, pairs) -> TrainConfig:
     """The demo's training settings for ``pairs``: every DemoConfig field named like a TrainConfig field
     (model, batch, lr, schedule, EMA, steps, ...), ``train_iters`` as ``iters``, ``train_options``, and
     the demo's checkpoint/sample/log intervals (``out`` is left for the caller)."""
-    from getkern.distill.trainer import TrainConfig
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"pairs", "out"}
     shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in names}
     return TrainConfig(pairs=str(pairs), out="", **{**shared, "model": dict(cfg.model)}, iters=cfg.train_iters,
                        checkpoint_every=500, sample_every=1000, log_every=10, **cfg.train_options)
 
 
-def _key(obj) -> str:
+def cache_key(obj) -> str:
+    """A short digest of ``obj``'s settings: the name of their cache folder (shared by the apps)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run (or finish, or re-evaluate) the embedded default; returns the summary also written to
     ``<out>/summary.json``."""
-    from getkern.data import write_pairs
-    from getkern.data.pairs import seed_inputs
-    from getkern.distill.grid import make_grid
-    from getkern.distill.sampling import sample_get
-    from getkern.distill.trainer import Trainer
-    from getkern.metrics import DigitsFrechet
-    from getkern.teacher import load_teacher, network_evaluations
-
     out = Path(cfg.out)
     cache = out / "cache"
     train_config(cfg, cache / "pairs")  # every training setting is checked before the teacher and the pairs
@@ -62,7 +58,6 @@ def run_demo(cfg: DemoConfig) -> dict:
     # 1. teacher
     t0 = time.perf_counter()
     if cfg.teacher == "train":
-        from getkern.teacher.digits import save_teacher, train_digits_teacher
         tdir = cache / f"teacher-{cfg.teacher_steps}"
         reused["teacher"] = (tdir / "model.safetensors").is_file()
         if not reused["teacher"]:
@@ -75,7 +70,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     # 2. pairs
     t0 = time.perf_counter()
-    pairs_dir = cache / f"pairs-{_key([teacher.meta, cfg.num_pairs, cfg.heun_steps])}"
+    pairs_dir = cache / f"pairs-{cache_key([teacher.meta, cfg.num_pairs, cfg.heun_steps])}"
     reused["pairs"] = (pairs_dir / "manifest.json").is_file() and json.loads(
         (pairs_dir / "manifest.json").read_text()).get("complete", False)
     write_pairs(teacher, pairs_dir, num_pairs=cfg.num_pairs, shard_size=5000, num_steps=cfg.heun_steps,
@@ -89,7 +84,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     keyed = {**train_cfg.to_dict(), "progress": None}
     if cfg.lr_schedule == "constant":
         keyed["max_steps"] = None
-    train_cfg.out = str(cache / f"get-{_key(keyed)}")
+    train_cfg.out = str(cache / f"get-{cache_key(keyed)}")
     trainer = Trainer(train_cfg)
     reused["get"] = trainer.out.joinpath("checkpoint.pt").is_file()
     trainer.fit()
@@ -152,7 +147,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     _write_table(out / "metrics.md", rows, floor, ceiling, cfg.eval_samples)
     _plot(out / "metrics.png", rows, floor, ceiling, cfg)
 
-    # 7. hand over to the profiling command (issue 9)
+    # 7. hand over to the profiling command
     profile = None
     if cfg.profile:
         t0 = time.perf_counter()
@@ -180,20 +175,17 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 def _save_png(path: Path, grid: np.ndarray) -> None:
-    import matplotlib.image
-
-    from getkern.distill.grid import as_rgb
+    import matplotlib.image  # optional (getkern[demo])
     atomic_write(path, lambda p: matplotlib.image.imsave(p, as_rgb(grid), format="png"))
 
 
 def _save_comparison(path: Path, teacher_grid: np.ndarray, get_grid: np.ndarray, cfg: DemoConfig,
                      row_labels: list[str] | None) -> None:
     """samples_teacher_vs_get.png: the two grids side by side, each titled, rows labelled by class."""
-    from getkern.distill.grid import save_labelled
-    from getkern.teacher import network_evaluations
-    save_labelled(path, [(f"EDM teacher (Heun, {network_evaluations(cfg.heun_steps)} evaluations)", teacher_grid),
-                         (f"distilled GET (1 evaluation, {cfg.get_iters} iterations)", get_grid)],
-                  row_labels=row_labels, title="the same noise and class at the same place in both grids")
+    panels = [(f"EDM teacher (Heun, {network_evaluations(cfg.heun_steps)} evaluations)", teacher_grid),
+              (f"distilled GET (1 evaluation, {cfg.get_iters} iterations)", get_grid)]
+    figures.save_labelled(path, panels, row_labels=row_labels,
+                          title="the same noise and class at the same place in both grids")
 
 
 def _write_table(path: Path, rows: list[dict], floor: float, ceiling: float, n: int) -> None:
@@ -232,9 +224,8 @@ def _plot(path: Path, rows: list[dict], floor: float, ceiling: float, cfg: DemoC
 
 
 def _profile(get, metric, out: Path, cfg: DemoConfig) -> dict:
-    """Hand the distilled GET to getkern.profile (the ``getkern profile`` command's engine): every
+    """Hand the distilled GET to getkern.profiling (the ``getkern profile`` command's engine): every
     (solver, iterations) setting on the same noise; writes profile.csv/.json/.png under ``out``."""
-    from getkern.profile import profile_model
     report = profile_model(get, metric, iters=list(cfg.get_eval_iters), solvers=["fixed_point", "anderson"],
                            num_samples=cfg.eval_samples, progress=cfg.progress,
                            context={"title": "getkern demo: distilled digits GET"})

@@ -1,12 +1,14 @@
-"""Image grids as PNG files (matplotlib only; no torchvision), and labelled figures of several grids side
-by side: a title above each panel and labels for its rows (and columns), so that a person sees what is
-where (the demo's teacher-vs-GET comparison, the guidance demo's rows of w).
+"""Labelled figures of several image grids side by side: a title above each panel and labels for its rows
+(and columns), so that a person sees what is where (the demo's teacher-vs-GET comparison, the guidance
+demo's rows of w). The grids themselves come from :func:`getkern.images.make_grid`.
 
 Compose a labelled figure from grid PNGs already written (how docs/objectives_samples.png is made):
 
-    python -m getkern.distill.grid --out fig.png --cols 2 \
+    python -m getkern.apps.figures --out fig.png --cols 2 \
         --panel "EDM teacher (35 evaluations)=runs/demo/samples_teacher.png" \
         --panel "GET (1 evaluation)=runs/demo/samples_get.png" --row-labels "class 0" ... "class 9"
+
+matplotlib (getkern[demo]) is imported only when a figure is drawn.
 """
 from __future__ import annotations
 
@@ -14,40 +16,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
-
-def make_grid(images: torch.Tensor, nrow: int, pad: int = 1, scale: int = 1) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> uint8 (rows*(H+pad)+pad, nrow*(W+pad)+pad[, 3]), ``nrow`` images per row,
-    each pixel repeated ``scale`` times (8x8 digits are unreadable at 1x)."""
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be (B, 1 or 3, H, W), got {tuple(images.shape)}")
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    if scale > 1:
-        x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
-    B, C, H, W = x.shape
-    rows = -(-B // nrow)
-    grid = torch.full((C, rows * (H + pad) + pad, nrow * (W + pad) + pad), 255, dtype=torch.uint8)
-    for i in range(B):
-        r, c = divmod(i, nrow)
-        grid[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = x[i]
-    return grid[0].numpy() if C == 1 else grid.permute(1, 2, 0).numpy()
-
-
-def save_grid(images: torch.Tensor, path, nrow: int, scale: int = 1) -> Path:
-    """Write :func:`make_grid` to a PNG file (atomically, pixel values exact) and return its path."""
-    import matplotlib.image
-
-    from getkern.checkpoint import atomic_write
-    path = Path(path)
-    grid = make_grid(images, nrow, scale=scale)
-    atomic_write(path, lambda p: matplotlib.image.imsave(p, as_rgb(grid), format="png"))
-    return path
-
-
-def as_rgb(grid: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) -> (H, W, 3), written to PNG exactly (a grey colormap would shift some levels by one)."""
-    return np.repeat(grid[..., None], 3, axis=2) if grid.ndim == 2 else grid
+from getkern.checkpoint import atomic_write
 
 
 def labelled_figure(panels, *, row_labels=None, col_labels=None, title: str | None = None, ncols: int | None = None,
@@ -55,7 +25,7 @@ def labelled_figure(panels, *, row_labels=None, col_labels=None, title: str | No
     """A matplotlib figure of uint8 grids ``panels`` = [(title, array (H, W) or (H, W, 3)), ...], laid out in
     ``ncols`` columns (default: all in one row), each shown pixel for pixel (nearest neighbour) with its
     title above; ``row_labels`` on the left of each row of panels and ``col_labels`` under each panel,
-    spaced evenly over the grid's rows / columns of images (as :func:`make_grid` lays them out)."""
+    spaced evenly over the grid's rows / columns of images (as :func:`getkern.images.make_grid` lays them out)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -101,8 +71,6 @@ def labelled_figure(panels, *, row_labels=None, col_labels=None, title: str | No
 def save_labelled(path, panels, **kwargs) -> Path:
     """Write :func:`labelled_figure` to a PNG file (atomically) and return its path."""
     import matplotlib.pyplot as plt
-
-    from getkern.checkpoint import atomic_write
     path = Path(path)
     fig = labelled_figure(panels, **kwargs)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))

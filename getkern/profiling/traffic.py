@@ -19,7 +19,6 @@ Atomics count as a read and a write. Masked-off lanes count nothing.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,24 +26,17 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from getkern._traffic import Traffic
+
+__all__ = ["Traffic", "TrafficCounter", "TritonLaunch", "TritonTraffic", "TritonTrafficCounter",
+           "count_torch_traffic", "count_triton_traffic"]
+
 # Ops that only reinterpret metadata: no kernel, no traffic.
 _FREE_OPS = {
     "view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze", "squeeze",
     "slice", "select", "split", "split_with_sizes", "chunk", "unbind", "as_strided", "alias", "detach",
     "empty", "empty_like", "empty_strided", "lift_fresh", "_reshape_alias", "unflatten", "flatten",
 }
-
-
-@dataclass
-class Traffic:
-    bytes_read: int = 0
-    bytes_written: int = 0
-    launches: int = 0
-    ops: Counter = field(default_factory=Counter)
-
-    @property
-    def bytes(self) -> int:
-        return self.bytes_read + self.bytes_written
 
 
 def _tensor_bytes(tree) -> int:

@@ -1,6 +1,6 @@
 """The study's settings (``getkern study``'s defaults), apart from the engine so the parser imports no torch.
 
-The grid (getkern/distill/study.py runs it; docs/results/get-vs-vit.md reports it):
+The grid (getkern/apps/study.py runs it; docs/results/get-vs-vit.md reports it):
 
 - models: the demo's GET (290,436 parameters at 8x8x1, patch 2) and three ViTs with the same patching,
   stem, block, class conditioning and decoder, of about 1x, 2x and 5x its parameters
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 VITS = {"ViT-1x": dict(hidden_size=64, depth=6, num_heads=4),
         "ViT-2x": dict(hidden_size=96, depth=5, num_heads=4),
         "ViT-5x": dict(hidden_size=128, depth=7, num_heads=4)}
-RECIPES = ("adversarial", "regression")    # ADVERSARIAL, REGRESSION_ONLY of getkern.distill.demo_config
+RECIPES = ("adversarial", "regression")    # ADVERSARIAL, REGRESSION_ONLY of getkern.apps.demo_config
 BUDGETS = ("wall", "flops")
 GRADS = ("unrolled", "phantom", "implicit")
 
