@@ -19,23 +19,18 @@ from getkern.data import PairDataset, PairFileError, write_pairs
 from getkern.distill import TrainConfig, Trainer
 from getkern.errors import GetkernError, SettingError, UsageError
 from getkern.runlock import LOCK_FILE, FolderBusy, hold_folder
-from getkern.teacher import EDMPrecond, Teacher
-from getkern.teacher.digits import DigitsMLP
+from helpers import tiny_teacher
 
-torch.set_num_threads(1)
 MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch",
              solver_backend="torch")
 
 
-def tiny_teacher(install="/install/a"):
-    torch.manual_seed(0)
-    net = DigitsMLP(hidden=16, layers=1, emb_dim=8)
-    torch.nn.init.normal_(net.out.weight, std=0.3)
-    return Teacher(EDMPrecond(net).eval(), (1, 8, 8), 10, {"kind": "test", "path": f"{install}/tiny_teacher"})
+# Where the teacher lives, as the manifest records it (resume accepts another install's folder).
+TEACHER_META = {"path": "/install/a/tiny_teacher"}
 
 
-def make_pairs(root, n=24, **kw):
-    write_pairs(tiny_teacher(**kw), root, num_pairs=n, shard_size=10, num_steps=2, progress=False)
+def make_pairs(root, n=24):
+    write_pairs(tiny_teacher(meta=TEACHER_META), root, num_pairs=n, shard_size=10, num_steps=2, progress=False)
     return root
 
 
@@ -280,7 +275,7 @@ def test_the_right_pairs_rerun_after_a_refused_one_succeeds(tmp_path, capsys):
 def test_pairs_refuse_a_folder_of_other_files_and_train_refuses_a_pair_folder(pairs, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="notes.txt"):
-        write_pairs(tiny_teacher(), tmp_path, num_pairs=4, shard_size=4, num_steps=2, progress=False)
+        write_pairs(tiny_teacher(meta=TEACHER_META), tmp_path, num_pairs=4, shard_size=4, num_steps=2, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE, "notes.txt"]
     assert cli(train_argv(pairs, pairs)) == 2
     assert "is a pair folder" in one_line_error(capsys, "train")
@@ -354,7 +349,8 @@ def test_run_and_pair_files_are_not_private(pairs, tmp_path):
     old = os.umask(0o022)
     try:
         Trainer(config(pairs, tmp_path / "run")).fit()
-        write_pairs(tiny_teacher(), tmp_path / "pairs", num_pairs=4, shard_size=4, num_steps=2, progress=False)
+        write_pairs(tiny_teacher(meta=TEACHER_META), tmp_path / "pairs", num_pairs=4, shard_size=4, num_steps=2,
+                    progress=False)
     finally:
         os.umask(old)
     for name in ("run/checkpoint.pt", "run/log.jsonl", "run/train_config.json", "run/ema/model.safetensors",

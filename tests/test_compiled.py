@@ -1,15 +1,17 @@
 """CompiledSampler (inductor, frozen weights): same images as the eager GET, both solvers, conditional."""
+import pytest
 import torch
 
-from getkern import GET
-from getkern.models.compiled import CompiledSampler
+from getkern.sampling import CompiledSampler
+from helpers import tiny_get
+
+pytestmark = pytest.mark.slow  # an inductor compile each: the first about 20 s
+
+SMALL = dict(in_channels=1, deq_mlp_ratio=2, cond=True)  # on top of helpers.TINY_GET
 
 
 def test_compiled_sampler_matches_eager_model():
-    torch.manual_seed(0)
-    model = GET(input_size=8, in_channels=1, hidden_size=32, depth=1, num_heads=2, deq_mlp_ratio=2,
-                cond=True, backend="torch").eval()
-    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.2)
+    model = tiny_get(**SMALL).eval()
     noise, y, z0 = torch.randn(3, 1, 8, 8), torch.tensor([1, 2, 9]), torch.randn(3, 16, 32)
     sample = CompiledSampler(model)
     with torch.no_grad():
@@ -24,11 +26,7 @@ def test_model_compiles_fullgraph_with_auto_solver_and_checks_values_in_eager():
     """torch.compile(model, fullgraph=True) of inference (PyTorch path; solver "auto", which takes the
     Python loop while compiling since the C++ loop cannot be traced): no graph break from the input
     checks (their value checks need the host, so they run in eager mode only), same images."""
-    import pytest
-    torch.manual_seed(0)
-    model = GET(input_size=8, in_channels=1, hidden_size=32, depth=1, num_heads=2, deq_mlp_ratio=2,
-                cond=True, backend="torch", solver_backend="auto").eval()
-    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.2)
+    model = tiny_get(**SMALL, solver_backend="auto").eval()
     noise, y, z0 = torch.randn(3, 1, 8, 8), torch.tensor([1, 2, 9]), torch.randn(3, 16, 32)
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():

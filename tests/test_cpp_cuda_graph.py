@@ -1,8 +1,9 @@
-"""getkern.deq.cuda_graph on CPU: there is no GPU here, so torch.cuda's graph API is replaced by an
-emulation with the same contract (capture records the ATen calls on fixed tensors; replay re-runs them
-in place, so the outputs live at fixed addresses and are overwritten by every replay). That checks the
-helper's buffer handling (static input/output, injection refresh, aliasing across solver iterations)
-with the C++ loop; the CUDA kernels themselves cannot run here (docs/cpp.md).
+"""CUDA-graph capture (getkern.deq.cuda_graph.CapturedMap; GET's captured map in getkern.sampling) on
+CPU: there is no GPU here, so torch.cuda's graph API is replaced by an emulation with the same contract
+(capture records the ATen calls on fixed tensors; replay re-runs them in place, so the outputs live at
+fixed addresses and are overwritten by every replay). That checks the helpers' buffer handling (static
+input/output, injection refresh, aliasing across solver iterations) with the C++ loop; the CUDA kernels
+themselves cannot run here (docs/cpp.md).
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from getkern import GET, deq
-from getkern.deq import cpp_backend, cuda_graph
+from getkern import deq
+from getkern.deq import cuda_graph
+from getkern.sampling import capture_equilibrium, refresh_injection
+from helpers import tiny_get
 
 pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 
@@ -62,7 +65,7 @@ def emulated_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Stream", Stream)
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     monkeypatch.setattr(torch.cuda, "current_stream", Stream)
-    monkeypatch.setattr(cuda_graph, "_require_cuda", lambda t, name: None)
+    monkeypatch.setattr(cuda_graph, "require_cuda", lambda t, name: None)
 
 
 def test_requires_cuda_tensors():
@@ -71,16 +74,14 @@ def test_requires_cuda_tensors():
 
 
 def test_captured_get_map_solves_like_eager(emulated_cuda):
-    torch.manual_seed(0)
-    model = GET(input_size=8, hidden_size=32, depth=1, num_heads=2, backend="torch").eval()
-    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.2)
+    model = tiny_get().eval()
     g = torch.Generator().manual_seed(3)
     noise_a, noise_b = torch.randn(2, 2, 3, 8, 8, generator=g)
     z0 = torch.randn(2, 16, 32, generator=g)
-    f_graph, buffers = cuda_graph.capture_equilibrium(model, noise_a)
+    f_graph, buffers = capture_equilibrium(model, noise_a)
     # The second solve runs on new noise: only correct if the injection buffers were refreshed.
     for noise, solver in ((noise_a, "fixed_point"), (noise_b, "anderson")):
-        cuda_graph.refresh_injection(model, buffers, noise)
+        refresh_injection(model, buffers, noise)
         with torch.no_grad():
             f_eager = model.equilibrium_fn(*model.inject(noise))
         z_graph, info_graph = deq.solve(f_graph, z0, solver=solver, max_iter=4, backend="cpp")

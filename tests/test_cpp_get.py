@@ -6,18 +6,13 @@ import torch
 
 from getkern import GET
 from getkern.deq import cpp_backend
+from helpers import tiny_get
 
 pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 
 
-def tiny_get(dtype: torch.dtype, seed: int = 0) -> GET:
-    torch.manual_seed(seed)
-    model = GET(input_size=8, patch_size=2, in_channels=3, hidden_size=32, depth=1, num_heads=2,
-                cond=True, backend="torch").to(dtype)
-    # The decoder projection is zero-initialised; randomise it so the samples can differ.
-    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.2)
-    torch.nn.init.normal_(model.final_layer.linear.bias, std=0.2)
-    return model
+# helpers.TINY_GET (3 channels), class-conditional, with the decoder's bias randomised too.
+SMALL = dict(cond=True, bias_std=0.2)
 
 
 def inputs(model: GET, dtype: torch.dtype, batch: int = 3):
@@ -31,7 +26,7 @@ def inputs(model: GET, dtype: torch.dtype, batch: int = 3):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("solver,tol", [("fixed_point", 1e-3), ("anderson", None), ("anderson", 1e-2)])
 def test_sampling_matches_python_loop(dtype, solver, tol):
-    model = tiny_get(dtype).eval()
+    model = tiny_get(dtype=dtype, **SMALL).eval()
     noise, y, z0 = inputs(model, dtype)
     if dtype == torch.float64:  # the fused ops may not take fp64 (the toy-map tests cover the loop in fp64)
         try:
@@ -57,7 +52,7 @@ def test_gradients_through_cpp_loop(grad, solver):
     """The loop is forward-only; the gradient modes wrap it (the implicit adjoint solve runs in C++ too)."""
     grads = {}
     for backend in ("torch", "cpp"):
-        model = tiny_get(torch.float32).train()
+        model = tiny_get(**SMALL)
         model.solver_backend = backend
         noise, y, z0 = inputs(model, torch.float32)
         images, info = model(noise, y, z0=z0, iters=5, solver=solver, grad=grad, return_iterates=True,

@@ -1,12 +1,8 @@
 """The embedded default end to end at toy size (the real run is measured in docs/pipeline.md), and its cache."""
 import json
 
-import torch
-
-from getkern.distill.demo import ADVERSARIAL, DemoConfig, run_demo
+from getkern.apps.demo import ADVERSARIAL, DemoConfig, run_demo
 from getkern.distill.trainer import load_train_checkpoint
-
-torch.set_num_threads(1)
 
 
 def test_demo_writes_its_outputs_and_reuses_the_cache(tmp_path):

@@ -3,15 +3,10 @@ mode), and activation memory that does not grow with solver iterations for phant
 import pytest
 import torch
 
-from getkern import GET
+from helpers import tiny_get
 
 
-def tiny_get(seed=0):
-    torch.manual_seed(seed)
-    model = GET(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=1, num_heads=2,
-                deq_mlp_ratio=2, backend="torch", solver_backend="torch")
-    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.2)  # zero-init would hide everything
-    return model
+SMALL = dict(in_channels=1, deq_mlp_ratio=2, solver_backend="torch")  # on top of helpers.TINY_GET
 
 
 def saved_bytes(fn) -> int:
@@ -29,7 +24,7 @@ def saved_bytes(fn) -> int:
 
 
 def test_default_inference_is_the_reference_loop():
-    model = tiny_get().eval()
+    model = tiny_get(**SMALL).eval()
     noise, z0 = torch.randn(3, 1, 8, 8), torch.randn(3, 16, 32)
     with torch.no_grad():
         out, info = model(noise, z0=z0, return_info=True)
@@ -49,7 +44,7 @@ def test_default_inference_is_the_reference_loop():
 
 
 def test_anderson_inference_on_get():
-    model = tiny_get().eval()
+    model = tiny_get(**SMALL).eval()
     noise, z0 = torch.randn(2, 1, 8, 8), torch.randn(2, 16, 32)
     with torch.no_grad():
         out, info = model(noise, z0=z0, iters=5, solver="anderson", return_info=True)
@@ -65,7 +60,7 @@ def test_anderson_inference_on_get():
 @pytest.mark.parametrize("grad", ["unrolled", "phantom", "implicit"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_every_gradient_mode_trains_get_in_train_and_eval_mode(grad, mode):
-    model = tiny_get()
+    model = tiny_get(**SMALL)
     model.train(mode == "train")
     noise = torch.randn(2, 1, 8, 8)
     solver = "fixed_point" if grad == "unrolled" else "anderson"
@@ -83,7 +78,7 @@ def test_every_gradient_mode_trains_get_in_train_and_eval_mode(grad, mode):
 
 @pytest.mark.parametrize("grad", ["phantom", "implicit"])
 def test_saved_activation_bytes_do_not_grow_with_solver_iterations(grad):
-    model = tiny_get().train()
+    model = tiny_get(**SMALL).train()
     noise, z0 = torch.randn(2, 1, 8, 8), torch.randn(2, 16, 32)
 
     def run(iters, grad):

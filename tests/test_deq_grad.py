@@ -160,7 +160,7 @@ def test_implicit_composes_with_distributed_data_parallel(tmp_path):
 
 
 def test_implicit_recompute_gives_the_same_gradient_and_keeps_no_activations_of_f():
-    from getkern.tools.memory import training_step_memory
+    from getkern.profiling.memory import training_step_memory
     W, U = contraction(n=256)
     x = torch.randn(3, 256, dtype=W.dtype)
     grads, kept = {}, {}

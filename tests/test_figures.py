@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from getkern.distill import grid as grid_module
-from getkern.distill.grid import labelled_figure, main, make_grid, save_grid
+from getkern.apps import figures
+from getkern.apps.figures import labelled_figure, main
+from getkern.images import make_grid, save_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -43,17 +44,17 @@ def test_labelled_figure_titles_rows_and_columns():
 def labelled_calls(monkeypatch) -> dict:
     """What the last save_labelled call was given: panel titles and the keyword arguments."""
     seen = {}
-    real = grid_module.save_labelled
+    real = figures.save_labelled
 
     def spy(path, panels, **kwargs):
         seen.update(titles=[t for t, _ in panels], **kwargs)
         return real(path, panels, **kwargs)
-    monkeypatch.setattr(grid_module, "save_labelled", spy)
+    monkeypatch.setattr(figures, "save_labelled", spy)
     return seen
 
 
 def test_demo_comparison_is_labelled(tmp_path, labelled_calls):
-    from getkern.distill.demo import DemoConfig, _save_comparison
+    from getkern.apps.demo import DemoConfig, _save_comparison
     seen = labelled_calls
     _save_comparison(tmp_path / "cmp.png", _grid(10, 0), _grid(10, 1), DemoConfig(), [f"class {k}" for k in range(10)])
     assert (tmp_path / "cmp.png").read_bytes()[:8] == PNG
@@ -62,7 +63,7 @@ def test_demo_comparison_is_labelled(tmp_path, labelled_calls):
 
 
 def test_guidance_grid_labels_its_rows_of_w(tmp_path, labelled_calls):
-    from getkern.distill.guided_demo import save_guidance_grid
+    from getkern.apps.guided_demo import save_guidance_grid
     seen = labelled_calls
     save_guidance_grid(tmp_path / "g.png", _grid(3, 2), _grid(3, 3), (0.0, 1.5, 4.0), 35, 4, classes=range(10))
     assert (tmp_path / "g.png").read_bytes()[:8] == PNG
@@ -79,6 +80,6 @@ def test_compose_command(tmp_path, capsys):
                  f"GET={b}", "--row-labels", "class 0", "class 1"]) == 0
     assert out.read_bytes()[:8] == PNG and "wrote" in capsys.readouterr().out
     # the panels keep their pixels: the grid read back equals the one written
-    np.testing.assert_array_equal(grid_module._read_grid(a), make_grid(images, nrow=10, scale=4))
+    np.testing.assert_array_equal(figures._read_grid(a), make_grid(images, nrow=10, scale=4))
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--panel", "no-file"])

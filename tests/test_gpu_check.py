@@ -264,16 +264,17 @@ def test_mlp_spec_attrs_are_the_jits_for_real_tensors(monkeypatch, dtype, tf32):
     builds: the JIT's own specialisation of them equals the one the gate compiles for their spec."""
     import torch
     mlp = importlib.import_module("getkern.ops.mlp")
-    kernel, specs = mlp._linear_kernel, list(mlp.aot_specs())
-    launches = _record_launches(monkeypatch, mlp, "_linear_kernel")
-    monkeypatch.setattr(mlp, "cuda_fp32_matmul_is_tf32", lambda: tf32)
+    matmul = importlib.import_module("getkern.ops.matmul")
+    kernel, specs = matmul._linear_kernel, list(matmul.aot_specs())
+    launches = _record_launches(monkeypatch, matmul, "_linear_kernel")
+    monkeypatch.setattr(matmul, "cuda_fp32_matmul_is_tf32", lambda: tf32)
     dt = getattr(torch, dtype)
     B, N, D, H = 1, 16, 768, 3072
     h, residual = torch.randn(B, N, D, dtype=dt), torch.randn(B, N, D, dtype=dt)
     w1, b1, w2, b2 = (torch.randn(*shape, dtype=dt) for shape in ((H, D), (H,), (D, H), (D,)))
     mlp._forward(h, w1, b1, w2, b2, None, keep_pre=False)
     _, _, pre = mlp._forward(h, w1, b1, w2, b2, residual, keep_pre=True)
-    mlp._linear(h.reshape(-1, D), w2.t(), None, epilogue="gelu_grad", pre=pre)  # as _mlp_backward_op
+    matmul.linear_launch(h.reshape(-1, D), w2.t(), None, epilogue="gelu_grad", pre=pre)  # as mlp_backward_op
     assert len(launches) == 5
     assert {kw["DOT_PRECISION"] for _, kw in launches} == {"tf32" if tf32 or dt != torch.float32 else "ieee"}
     _assert_launches_are_specs(kernel, launches, specs)

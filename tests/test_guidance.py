@@ -12,14 +12,15 @@ from getkern.commands.sample import check_guidance_args
 from getkern.data import PairDataset, PairFileError, read_manifest, seed_inputs, write_pairs
 from getkern.data.pairs import seed_guidance
 from getkern.distill import TrainConfig, Trainer
-from getkern.distill.sampling import load_get, sample_get
 from getkern.errors import UsageError
+from getkern.loading import load
 from getkern.models import GET, ViT
+from getkern.sampling import sample_get
 from getkern.teacher import EDMPrecond, Teacher, guided_denoiser, heun_sample, load_teacher
 import getkern.teacher.digits as digits_mod
 from getkern.teacher.digits import DigitsMLP, train_digits_teacher
+from helpers import randomise_outputs
 
-torch.set_num_threads(1)
 SMALL = dict(input_size=8, in_channels=1, hidden_size=16, num_heads=2, mlp_ratio=2, backend="torch")
 GET_SMALL = dict(SMALL, depth=1, deq_depth=2, deq_mlp_ratio=2, solver_backend="torch")
 MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch")
@@ -36,11 +37,7 @@ def tiny_guided_teacher():
 def randomise(model):
     """Fresh models decode to 0 and ignore w (zero-initialised output layers): make both matter."""
     torch.manual_seed(1)
-    layers = [model.final_layer.linear] + ([model.w_embedder.mlp[-1]] if model.w_embedder is not None else [])
-    for layer in layers:
-        torch.nn.init.normal_(layer.weight, std=0.5)
-        torch.nn.init.normal_(layer.bias, std=0.5)
-    return model
+    return randomise_outputs(model, std=0.5)
 
 
 # ---------------------------------------------------------------- the guided teacher
@@ -223,7 +220,7 @@ def test_trainer_passes_w_and_checks_the_student(guided_pairs, tmp_path):
     idx = trainer.batch_indices(0)
     assert torch.equal(seen[0], trainer.guidance[idx])  # the pairs' own w, in batch order
     assert trainer.model.w_embedder.mlp[-1].weight.abs().sum() > 0  # w is trained
-    model = load_get(tmp_path / "run" / "checkpoint.pt", backend="torch")
+    model = load(tmp_path / "run" / "checkpoint.pt", backend="torch")
     assert model.guidance_range == (0.0, 2.0)
     with pytest.raises(ValueError, match="needs a guidance_range covering"):
         Trainer(TrainConfig(pairs=str(guided_pairs / "g"), model=dict(MODEL, guidance_range=None), **base))
@@ -269,8 +266,8 @@ def test_pairs_command_refuses_a_teacher_without_null_class(tmp_path, capsys):
 
 def test_guided_demo_toy(tmp_path, monkeypatch, guided_pairs):
     """The guidance-distillation run on the embedded default, at toy size: table rows per w, grid, cache."""
-    import getkern.distill.demo as demo
-    from getkern.distill.guided_demo import format_table, run_guided_demo
+    import getkern.apps.demo as demo
+    from getkern.apps.guided_demo import format_table, run_guided_demo
     real = demo.DemoConfig
     monkeypatch.setattr(demo, "DemoConfig", lambda progress=True: real(
         num_pairs=16, heun_steps=2, model=dict(MODEL), batch_size=8, max_steps=2, train_iters=2, get_iters=2,

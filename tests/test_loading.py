@@ -19,8 +19,6 @@ from getkern import GET, ViT
 from getkern.checkpoint import TRAIN_CHECKPOINT_FORMAT, CheckpointError
 from getkern.errors import UsageError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 TINY = dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=1, num_heads=2, num_classes=10)
 FAST = dict(backend="torch")  # the Triton interpreter (TRITON_INTERPRET=1 in tests) is slow
 FAST_GET = dict(backend="torch", solver_backend="torch")
@@ -387,7 +385,7 @@ def test_load_arguments(tmp_path):
 
 def test_sample_command_on_a_run_folder(tmp_path):
     from getkern import cli
-    from getkern.distill.sampling import class_rows, sample_get
+    from getkern.sampling import class_rows, sample_get
     ema = tiny(cond=True)
     run = tmp_path / "run"
     ema.save_pretrained(run / "ema")
@@ -460,7 +458,7 @@ def test_sample_is_reproducible_from_one_generator():
     noise, z0 = torch.randn(5, 1, 8, 8, generator=g), torch.randn(5, 4, 16, generator=g)
     with torch.no_grad():
         torch.testing.assert_close(a, model(noise, iters=2, z0=z0), rtol=0, atol=0)
-    from getkern.distill.sampling import sample_get
+    from getkern.sampling import sample_get
     torch.testing.assert_close(sample_get(model, 5, seed=3, iters=2)[0], a, rtol=0, atol=0)
     torch.manual_seed(0)
     d = getkern.sample(model, 5, iters=2)  # generator=None: torch's global RNG

@@ -8,9 +8,6 @@ from getkern.metrics.digits import MAX_SAMPLES, METRIC_NAME, default_digits_metr
 from getkern.metrics.digits_classifier import accuracy, digits_split
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def metric():
     return default_digits_metric()

@@ -2,8 +2,6 @@
 nets, a random state dict in pytorch-fid's format (getkern's FIDInceptionV3), a stand-in for NVIDIA's
 TorchScript; the protocols' plumbing, statistics files that record their protocol, Inception Score,
 missing-weights errors and `getkern fid-stats` (plus one real batch when weights are on this machine)."""
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -16,13 +14,11 @@ from getkern.metrics import inception as inception_module
 from getkern.metrics.fid import InceptionFID
 from getkern.metrics.inception import (PYTORCH_FID_FILE, InceptionFeatures, default_inception_path,
                                        default_weight_candidates)
-from getkern.metrics.inception_net import FIDInceptionV3
 from getkern.metrics.inception_score import inception_score
 from getkern.metrics.preprocess import quantize_to_uint8
 from getkern.metrics.protocols import PROTOCOLS, get_protocol
 from getkern.metrics.stats_file import load_stats, save_stats
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from helpers import FakeNvidiaInception, random_fid_inception, save_scripted
 
 
 class TinyFeatures(nn.Module):
@@ -40,45 +36,14 @@ class TinyFeatures(nn.Module):
         return f, self.head(f)
 
 
-class FakeNvidiaInception(nn.Module):
-    """Shaped like NVIDIA's TorchScript port: forward(img in [0, 255], return_features) and a ``layers``
-    submodule that maps the scaled 299x299 input to pool3 (here 2048 random features)."""
-
-    def __init__(self):
-        super().__init__()
-        self.layers = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 2048), nn.ReLU())
-
-    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        return self.layers((img - 128) / 128)
-
-
-def _script(module, path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation notice
-        torch.jit.script(module).save(str(path))
-
-
 @pytest.fixture(scope="module")
 def tiny_nets(tmp_path_factory):
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("nets")
-    _script(TinyFeatures(), d / "features.pt")
-    _script(TinyFeatures(logits=True), d / "logits.pt")
-    _script(FakeNvidiaInception(), d / "nvidia.pt")
+    save_scripted(TinyFeatures(), d / "features.pt")
+    save_scripted(TinyFeatures(logits=True), d / "logits.pt")
+    save_scripted(FakeNvidiaInception(), d / "nvidia.pt")
     return d
-
-
-def random_fid_inception(seed: int = 0) -> FIDInceptionV3:
-    """FIDInceptionV3 with random weights whose batch-norm statistics are calibrated on random images,
-    so activations stay O(1) through the 94 layers (plain random statistics blow up or vanish)."""
-    torch.manual_seed(seed)
-    net = FIDInceptionV3()
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # cumulative average: one batch sets the running statistics to its own
-    with torch.no_grad():
-        net.train()(torch.rand(2, 3, 299, 299) * 2 - 1)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ torch-fidelity. Preprocessing must match bit for bit; features, logits and Incep
 network in pytorch-fid's format must match the package's; the Frechet distance must match each package's
 on random statistics. Each test skips when its package is not installed (CI installs them: the `test`
 extra)."""
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -13,29 +11,15 @@ import torch.nn as nn
 
 from getkern.metrics.frechet import frechet_distance
 from getkern.metrics.inception import InceptionFeatures
-from getkern.metrics.inception_net import FIDInceptionV3
 from getkern.metrics.inception_score import inception_score
 from getkern.metrics.protocols import preprocess_clean, preprocess_fidelity, preprocess_gan_metrics
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+from helpers import FakeNvidiaInception, random_fid_inception, save_scripted
 
 SHAPES = [(3, 32, 32), (1, 8, 8), (3, 7, 13), (3, 331, 300)]  # CIFAR, digits, odd, downsampling
 
 
 def _images(shape, seed, n=2):
     return torch.randint(0, 256, (n, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
-
-
-def random_fid_inception(seed: int = 0) -> FIDInceptionV3:
-    """Random FIDInceptionV3, batch-norm statistics calibrated on random images (O(1) activations)."""
-    torch.manual_seed(seed)
-    net = FIDInceptionV3()
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None
-    with torch.no_grad():
-        net.train()(torch.rand(2, 3, 299, 299) * 2 - 1)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +39,6 @@ def _ours(path, protocol, monkeypatch):
     from getkern.metrics import inception
     monkeypatch.setattr(inception, "_check_known_file", lambda *a: None)  # random, not the published bytes
     return InceptionFeatures(path, protocol=protocol, batch_size=8)
-
-
-class FakeNvidiaInception(nn.Module):
-    """Shaped like NVIDIA's TorchScript port (clean-fid's inception-2015-12-05.pt): forward(img in
-    [0, 255], return_features) and a ``layers`` submodule from the scaled 299x299 input to pool3."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(1)
-        self.layers = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 2048), nn.ReLU())
-
-    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        return self.layers((img - 128) / 128)
 
 
 # -- pytorch-gan-metrics (the GET paper's evaluation) ---------------------------------------------------
@@ -157,9 +128,8 @@ def test_clean_feature_plumbing_matches_clean_fid(tmp_path, monkeypatch):
     wrapper = pytest.importorskip("cleanfid.inception_torchscript")
     resize = pytest.importorskip("cleanfid.resize")
     path = tmp_path / "inception-2015-12-05.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation notice
-        torch.jit.script(FakeNvidiaInception()).save(str(path))
+    torch.manual_seed(1)
+    save_scripted(FakeNvidiaInception(), path)
     theirs = wrapper.InceptionV3W(str(tmp_path), download=False).eval()
     x = _images((3, 32, 32), 7, n=3)
     fn = resize.build_resizer("clean")

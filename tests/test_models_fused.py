@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from getkern import GET, ViT
-
-torch.set_num_threads(1)
+from helpers import randomise_outputs
 
 TINY = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=64, num_heads=2, num_classes=10)
 TINY_GET = dict(TINY, depth=1, deq_depth=2, mlp_ratio=2, deq_mlp_ratio=2)
@@ -31,11 +30,7 @@ def build(kind: str, arch: str = "GET", seed: int = 0):
     extra = dict(guidance_range=(0.0, 3.0)) if kind == "guided" else {}
     model = (GET(**TINY_GET, cond=cond, backend="torch", solver_backend="torch", **extra) if arch == "GET"
              else ViT(**TINY_VIT, cond=cond, backend="torch", **extra))
-    layers = [model.final_layer.linear] + ([model.w_embedder.mlp[-1]] if model.w_embedder is not None else [])
-    for layer in layers:
-        torch.nn.init.normal_(layer.weight, std=0.3)
-        torch.nn.init.normal_(layer.bias, std=0.3)
-    return model
+    return randomise_outputs(model, std=0.3)
 
 
 def variants(model):
@@ -79,6 +74,7 @@ def block_path(request, monkeypatch):
     return request.param
 
 
+@pytest.mark.slow  # the fused kernels under the Triton interpreter: 3-22 s a case
 @pytest.mark.parametrize("kind", KINDS)
 def test_get_inference_on_the_fused_path_matches_float64(kind, block_path, poisoned):
     fused, ref, exact = variants(build(kind))
@@ -119,6 +115,7 @@ def fpc_loss(outs, target):
     return sum(0.8 ** (len(outs) - 1 - k) * ((o - target) ** 2).mean() for k, o in enumerate(outs))
 
 
+@pytest.mark.slow  # the fused kernels under the Triton interpreter: 3-22 s a case
 @pytest.mark.parametrize("grad", ["unrolled", "phantom", "implicit"])
 @pytest.mark.parametrize("kind", ["uncond", "guided"])
 def test_get_training_gradients_on_the_fused_path_match_float64(kind, grad, monkeypatch):
@@ -172,7 +169,7 @@ def test_auto_takes_the_fused_path_and_never_raises_where_torch_runs(monkeypatch
     model = build("cond").set_backend("auto")
     noise, y, _, z0 = inputs("cond")
     calls = []
-    monkeypatch.setattr(mlp_ops, "_linear", _counting(mlp_ops._linear, calls))  # the MLP's Triton matmul
+    monkeypatch.setattr(mlp_ops, "linear_launch", _counting(mlp_ops.linear_launch, calls))  # the MLP's Triton matmul
     with torch.no_grad():
         fused = model(noise, y, z0=z0, tol=None, iters=2)
         assert calls, "auto did not take the fused path under the interpreter"
@@ -196,7 +193,7 @@ def test_fp32_precision_setting_is_read_through_the_current_api():
     """IEEE fp32 ("highest", torch's default) vs TF32 ("high"), through torch.backends.*.fp32_precision;
     at IEEE, CUDA fp32 matmuls are handed to cuBLAS under "auto"."""
     from getkern import _backend
-    mlp_ops = importlib.import_module("getkern.ops.mlp")  # the module (getkern.ops.mlp is also a function)
+    mlp_ops = importlib.import_module("getkern.ops.matmul")  # the MLP's matmul kernels
 
     matmul = torch.backends.cuda.matmul
     saved = matmul.fp32_precision  # torch >= 2.9 (the oldest supported torch is 2.11)

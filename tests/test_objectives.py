@@ -14,10 +14,8 @@ from getkern.distill.objectives.augment import AugmentParams, AugmentSpec, apply
 from getkern.distill.objectives.finetune import freeze_parameters
 from getkern.distill.objectives.perceptual import DigitsFeatureLayers, PerceptualDistance, layer_distance
 from getkern.metrics.digits_classifier import load_digits_classifier
-from getkern.teacher import EDMPrecond, Teacher
-from getkern.teacher.digits import DigitsMLP
+from helpers import tiny_teacher
 
-torch.set_num_threads(1)
 MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch")
 VIT = dict(arch="vit", hidden_size=16, depth=2, num_heads=2, mlp_ratio=2, backend="torch")
 ADV = dict(adversarial_weight=0.5, disc_input="pair", disc_classes=True, disc_width=4)
@@ -25,12 +23,8 @@ ADV = dict(adversarial_weight=0.5, disc_input="pair", disc_classes=True, disc_wi
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    torch.manual_seed(0)
-    net = DigitsMLP(hidden=16, layers=1, emb_dim=8)
-    torch.nn.init.normal_(net.out.weight, std=0.3)
     root = tmp_path_factory.mktemp("pairs")
-    write_pairs(Teacher(EDMPrecond(net).eval(), (1, 8, 8), 10, {"kind": "test"}), root, num_pairs=24,
-                shard_size=12, num_steps=2, progress=False)
+    write_pairs(tiny_teacher(), root, num_pairs=24, shard_size=12, num_steps=2, progress=False)
     return root
 
 

@@ -233,7 +233,7 @@ def test_channel_strided_qkv_matches_dense(poisoned):
 
 def test_traffic_model_matches_the_counted_forward():
     """fused_attention_traffic (the docs' byte table) vs the bytes the interpreted kernel really touches."""
-    from getkern.tools.traffic import count_triton_traffic
+    from getkern.profiling.traffic import count_triton_traffic
     B, N, D, H = 1, 130, 128, 1  # head dim 128: 2 query blocks, so K/V are fetched twice per head
     qkv, c, u = _inputs(B, N, D, torch.bfloat16, True, False, seed=5)
     u = torch.randn(B, N, 3 * D).to(torch.bfloat16)  # contiguous: the model counts u's rows densely

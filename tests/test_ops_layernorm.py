@@ -10,17 +10,10 @@ import torch.nn as nn
 from getkern._backend import BackendUnavailable
 from getkern.nn import LayerNorm
 from getkern.ops.layernorm import layer_norm
+from helpers import assert_close_to_f64
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 FWD_FACTOR, BWD_FACTOR = 2.0, 3.0
-
-
-def assert_close_to_f64(name, out, ref64, same_dtype, factor):
-    assert torch.isfinite(out).all(), f"{name}: non-finite elements (unwritten?)"
-    err = (out.double() - ref64).abs().max().item()
-    base = (same_dtype.double() - ref64).abs().max().item()
-    ulp = torch.finfo(out.dtype).eps * ref64.abs().max().item()
-    assert err <= factor * base + ulp, f"{name}: error {err:.3g} vs torch {out.dtype} error {base:.3g}"
 
 
 def make_inputs(shape, dtype, residual, seed=0):

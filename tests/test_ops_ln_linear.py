@@ -13,22 +13,16 @@ import torch.nn.functional as F
 
 from getkern._backend import BackendUnavailable
 from getkern.models.layers import Block
+from getkern.nn import FusedBlock
 from getkern.ops.ln_linear import layer_norm_linear
 from getkern.ops.ln_mlp import add_layer_norm_mlp
-from getkern.tools.traffic import count_torch_traffic, count_triton_traffic
+from getkern.profiling.traffic import count_torch_traffic, count_triton_traffic
+from helpers import assert_close_to_f64
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 FWD_FACTOR, BWD_FACTOR = 2.0, 3.0
 LIN_NAMES = ("x", "norm_weight", "norm_bias", "weight", "bias")
 MLP_NAMES = ("x", "a", "norm_weight", "norm_bias", "w1", "b1", "w2", "b2")
-
-
-def assert_close_to_f64(name, out, ref64, same_dtype, factor):
-    assert torch.isfinite(out).all(), f"{name}: non-finite elements (unwritten?)"
-    err = (out.double() - ref64).abs().max().item()
-    base = (same_dtype.double() - ref64).abs().max().item()
-    ulp = torch.finfo(out.dtype).eps * ref64.abs().max().item()
-    assert err <= factor * base + ulp, f"{name}: error {err:.3g} vs torch {out.dtype} error {base:.3g}"
 
 
 def rand_factory(seed):
@@ -111,12 +105,10 @@ def test_add_layer_norm_mlp_backward_matches_float64(poisoned, dtype):
 def test_aligned_path_matches_float64(poisoned, monkeypatch, dtype):
     """D = 64, H = 128 take the kernels' ALIGNED branch (no K masks, vector hints): every forward
     launch must take it, and forward and backward must stay exact."""
-    ops_ln_linear = importlib.import_module("getkern.ops.ln_linear")
-    ops_mlp = importlib.import_module("getkern.ops.mlp")
+    ops_matmul = importlib.import_module("getkern.ops.matmul")  # both kernels' launchers ask _aligned
     taken = []
-    for module, name in ((ops_ln_linear, "shapes_aligned"), (ops_mlp, "_aligned")):
-        original = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a, _f=original: taken.append(_f(*a)) or taken[-1])
+    original = ops_matmul._aligned
+    monkeypatch.setattr(ops_matmul, "_aligned", lambda *a: taken.append(original(*a)) or taken[-1])
     check_against_f64(add_layer_norm_mlp, mlp_inputs((3, 7), 64, 128, dtype, seed=5), MLP_NAMES,
                       grad=rand_factory(6)(3, 7, 64))
     check_against_f64(layer_norm_linear, lin_inputs((3, 7), 64, 128, dtype, seed=7), LIN_NAMES,
@@ -164,7 +156,7 @@ def test_block_fused_prologue_path_matches_torch_block():
     in two launches) matches the all-torch block in output and every parameter gradient, and has
     the same parameters (state dicts load both ways)."""
     ref = _random_block()
-    fused = copy.deepcopy(ref)
+    fused = FusedBlock(copy.deepcopy(ref))
     for module in (fused.norm1, fused.norm2, fused.mlp):
         module.backend = "triton"
     assert list(fused.state_dict()) == list(ref.state_dict())
@@ -180,7 +172,7 @@ def test_block_fused_prologue_path_matches_torch_block():
 def test_block_launches_per_iteration():
     """Whole Triton block at inference: qkv with LN1 in its prologue, attention, proj (cuBLAS),
     then the two LN2 + MLP launches; the only torch compute is the proj matmul."""
-    block = _random_block(dim=64, heads=2)  # head dim 32: the attention kernel's smallest
+    block = FusedBlock(_random_block(dim=64, heads=2))  # head dim 32: the attention kernel's smallest
     for module in (block.norm1, block.attn, block.norm2, block.mlp):
         module.backend = "triton"
     x = torch.randn(1, 5, 64)
@@ -213,7 +205,7 @@ def test_opcheck():
 
 
 def test_compile_fullgraph_block_no_graph_break():
-    block = _random_block(dim=16, heads=2)
+    block = FusedBlock(_random_block(dim=16, heads=2))
     for module in (block.norm1, block.norm2, block.mlp):
         module.backend = "triton"
     x = torch.randn(2, 3, 16)

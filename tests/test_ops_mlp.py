@@ -13,18 +13,11 @@ import torch.nn.functional as F
 from getkern._backend import BackendUnavailable
 from getkern.nn import MLP
 from getkern.ops.mlp import mlp
+from helpers import assert_close_to_f64
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 FWD_FACTOR, BWD_FACTOR = 2.0, 3.0
 NAMES = ("h", "w1", "b1", "w2", "b2", "residual")
-
-
-def assert_close_to_f64(name, out, ref64, same_dtype, factor):
-    assert torch.isfinite(out).all(), f"{name}: non-finite elements (unwritten?)"
-    err = (out.double() - ref64).abs().max().item()
-    base = (same_dtype.double() - ref64).abs().max().item()
-    ulp = torch.finfo(out.dtype).eps * ref64.abs().max().item()
-    assert err <= factor * base + ulp, f"{name}: error {err:.3g} vs torch {out.dtype} error {base:.3g}"
 
 
 def make_inputs(lead, D, H, dtype, residual=True, seed=0):
@@ -184,11 +177,11 @@ def test_autocast_with_fp32_parameters_matches_torch():
 def test_block_ln_mlp_path_is_four_kernel_launches(monkeypatch):
     """The traffic table's launch count: LN1, add+LN2, fc1+GELU, fc2+residual and nothing else."""
     from getkern.ops.layernorm import layer_norm
-    from getkern.tools.traffic import count_torch_traffic
+    from getkern.profiling.traffic import count_torch_traffic
 
     launched = []
     for module, kernel in (("getkern.ops.layernorm", "_ln_fwd_kernel"),
-                           ("getkern.ops.mlp", "_linear_kernel")):
+                           ("getkern.ops.matmul", "_linear_kernel")):
         jit = getattr(importlib.import_module(module), kernel)
         monkeypatch.setattr(jit, "run", lambda *a, _run=jit.run, _k=kernel, **kw:
                             launched.append(_k) or _run(*a, **kw))
@@ -212,6 +205,7 @@ def test_get_block_with_fused_norms_and_mlp_matches_torch():
     import copy
 
     from getkern.models.layers import Block
+    from getkern.nn import FusedBlock
 
     torch.manual_seed(0)
     ref = Block(24, num_heads=2, mlp_ratio=2.0, backend="torch")
@@ -219,7 +213,7 @@ def test_get_block_with_fused_norms_and_mlp_matches_torch():
         for ln in (ref.norm1, ref.norm2):
             ln.weight.normal_()
             ln.bias.normal_()
-    fused = copy.deepcopy(ref)
+    fused = FusedBlock(copy.deepcopy(ref))
     for module in (fused.norm1, fused.norm2, fused.mlp):
         module.backend = "triton"
     x = torch.randn(2, 5, 24)
@@ -235,10 +229,10 @@ def test_get_block_with_fused_norms_and_mlp_matches_torch():
 def test_aligned_path_matches_float64(poisoned, monkeypatch, dtype):
     """Widths that are multiples of 16 and of BLOCK_K take the kernel's ALIGNED path (no K mask,
     vectorisation hints): every launch, forward and backward, must take it and stay exact."""
-    ops_mlp = importlib.import_module("getkern.ops.mlp")
+    ops_matmul = importlib.import_module("getkern.ops.matmul")
     taken = []
-    original = ops_mlp._aligned
-    monkeypatch.setattr(ops_mlp, "_aligned", lambda *a: taken.append(original(*a)) or taken[-1])
+    original = ops_matmul._aligned
+    monkeypatch.setattr(ops_matmul, "_aligned", lambda *a: taken.append(original(*a)) or taken[-1])
     tensors = make_inputs((3, 7), 64, 128, dtype, seed=3)
     grad = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(4))
     out, got = run(tensors, "triton", grad)

@@ -10,18 +10,9 @@ from safetensors.torch import load_file
 
 import getkern.data.pairs as pairs_mod
 from getkern.data import PairDataset, PairFileError, ReferencePairDataset, read_manifest, seed_inputs, write_pairs
-from getkern.teacher import EDMPrecond, Teacher
-from getkern.teacher.digits import DigitsMLP
+from helpers import tiny_teacher
 
-torch.set_num_threads(1)
 STEPS = 3
-
-
-def tiny_teacher(num_classes=10):
-    torch.manual_seed(0)
-    net = DigitsMLP(hidden=16, layers=1, emb_dim=8, num_classes=num_classes)
-    torch.nn.init.normal_(net.out.weight, std=0.3)
-    return Teacher(EDMPrecond(net).eval(), (1, 8, 8), num_classes, {"kind": "test", "num_classes": num_classes})
 
 
 def write(teacher, root, n=23, shard=5, **kw):

@@ -12,21 +12,15 @@ import torch
 from getkern import GET, cli
 from getkern.checkpoint import CheckpointError
 from getkern.commands.profile import load_model
-from getkern.profile import REFERENCE_SETTING, ProfileReport, profile_model
-from getkern.tools.memory import LiveTensorPeak
-
-pytestmark = pytest.mark.usefixtures("one_thread")
-
+from getkern.profiling import REFERENCE_SETTING, ProfileReport, profile_model
+from getkern.profiling.memory import LiveTensorPeak
+from helpers import tiny_get
 
 TINY = dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=1, deq_depth=1, num_heads=2,
             num_classes=10)
 
 
-def _tiny_get(**overrides):
-    torch.manual_seed(0)
-    model = GET(**{**TINY, **overrides}, backend="torch", solver_backend="torch")
-    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.3)  # fresh GETs output zeros
-    return model
+PROFILED = dict(TINY, solver_backend="torch", std=0.3)  # helpers.tiny_get's arguments
 
 
 class RecordingMetric:
@@ -42,7 +36,7 @@ class RecordingMetric:
 
 
 def test_profile_model_same_inputs_every_setting():
-    model = _tiny_get(cond=True)
+    model = tiny_get(**PROFILED, cond=True)
     metric = RecordingMetric()
     report = profile_model(model, metric, iters=[3], solvers=["fixed_point", "anderson"], num_samples=6,
                            batch_size=4, seed=7, tol=None, progress=False)
@@ -93,7 +87,7 @@ def test_live_tensor_peak_does_not_count_views_of_tensors_made_before():
 
 
 def test_profile_command_on_checkpoint(tmp_path):
-    _tiny_get().save_pretrained(tmp_path / "ckpt")
+    tiny_get(**PROFILED).save_pretrained(tmp_path / "ckpt")
     out = tmp_path / "out"
     assert cli.main(["profile", "--checkpoint", str(tmp_path / "ckpt"), "--iters", "1", "2", "--solvers", "fixed_point", "anderson",
                      "--samples", "12", "--batch-size", "6", "--backend", "torch", "--solver-backend", "torch",
@@ -128,7 +122,7 @@ def test_bad_inputs_fail_before_work(tmp_path, capsys):
 
 
 def test_checkpoint_formats(tmp_path):
-    model = _tiny_get()
+    model = tiny_get(**PROFILED)
     model.save_pretrained(tmp_path / "run" / "ema")
     args = argparse.Namespace(checkpoint=tmp_path / "run", seed=0)
     loaded, origin = load_model(args)

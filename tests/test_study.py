@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-from getkern.distill.study import run_study
-from getkern.distill.study_config import StudyConfig
+from getkern.apps.study import run_study
+from getkern.apps.study_config import StudyConfig
 from getkern.distill.trainer import Trainer
 from getkern.errors import UsageError
+from helpers import torch_threads
 
 TOY_GET = dict(patch_size=2, hidden_size=16, depth=1, num_heads=2, mlp_ratio=2.0, deq_mlp_ratio=2.0,
                backend="torch", solver_backend="torch")
@@ -29,14 +29,14 @@ def toy(out, **overrides) -> StudyConfig:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """The study, calibrated and run on one thread (plan.json records it) for the whole module."""
     out = tmp_path_factory.mktemp("study")
     cfg = toy(out)
-    yield cfg, run_study(cfg, log=lambda *a: None)
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield cfg, run_study(cfg, log=lambda *a: None)
 
 
+@pytest.mark.slow  # the toy study (the `first` fixture) takes about 20 s
 def test_study_writes_its_table_and_plots_and_reuses_every_run(first):
     cfg, s = first
     out = cfg.out
@@ -74,9 +74,9 @@ def test_study_writes_its_table_and_plots_and_reuses_every_run(first):
         run_study(toy(out, wall_budget_s=0.5), log=lambda *a: None)
 
 
-def test_a_killed_study_resumes_to_the_uninterrupted_results(first, tmp_path, monkeypatch):
+@pytest.mark.slow  # about 10 s
+def test_a_killed_study_resumes_to_the_uninterrupted_results(first, tmp_path, monkeypatch, one_thread):
     cfg, s = first
-    torch.set_num_threads(1)
     shutil.copy(Path(cfg.out) / "plan.json", tmp_path / "plan.json")  # the same steps per run
     shutil.copytree(Path(cfg.out) / "cache", tmp_path / "cache")
     calls, real_step = {"n": 0}, Trainer.train_step

@@ -10,8 +10,6 @@ from getkern.teacher.digits import DigitsMLP, load_teacher_dir, save_teacher
 from getkern.teacher.edm import edm_loss
 from getkern.teacher.edm_pickle import load_edm_pickle
 
-torch.set_num_threads(1)
-
 
 def test_sigma_steps_match_the_formula_in_float64():
     n, smin, smax, rho = 7, 0.002, 80.0, 7.0

@@ -4,7 +4,7 @@ import torch
 import triton
 import triton.language as tl
 
-from getkern.tools.traffic import Traffic, count_torch_traffic, count_triton_traffic
+from getkern.profiling.traffic import Traffic, count_torch_traffic, count_triton_traffic
 
 
 @triton.jit

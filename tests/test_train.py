@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -20,25 +19,15 @@ from getkern.data import PairDataset, write_pairs
 from getkern.distill import TrainConfig, Trainer, fpc_loss
 from getkern.errors import UsageError
 from getkern.models import GET
-from getkern.teacher import EDMPrecond, Teacher
-from getkern.teacher.digits import DigitsMLP
+from helpers import tiny_teacher
 
-torch.set_num_threads(1)
 MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch")
-TEACHER_SRC = """
-def tiny_teacher():
-    torch.manual_seed(0)
-    net = DigitsMLP(hidden=16, layers=1, emb_dim=8)
-    torch.nn.init.normal_(net.out.weight, std=0.3)
-    return Teacher(EDMPrecond(net).eval(), (1, 8, 8), 10, {"kind": "test"})
-"""
-exec(TEACHER_SRC)  # the DDP worker script below builds the identical teacher
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("pairs")
-    write_pairs(tiny_teacher(), root, num_pairs=24, shard_size=10, num_steps=2, progress=False)  # noqa: F821
+    write_pairs(tiny_teacher(), root, num_pairs=24, shard_size=10, num_steps=2, progress=False)
     return root
 
 
@@ -87,7 +76,7 @@ def test_data_order_visits_every_pair_once_per_epoch(pairs, tmp_path):
     assert torch.equal(tr.batch_indices(4), Trainer(config(pairs, tmp_path / "b")).batch_indices(4))
 
 
-def test_sigkill_and_resume_reproduce_the_uninterrupted_losses(pairs, tmp_path):
+def test_sigkill_and_resume_reproduce_the_uninterrupted_losses(pairs, tmp_path, one_thread):
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "getkern", "train", "--pairs", str(pairs), "--out", str(run), "--model", "",
            "--model-args", json.dumps(MODEL), "--batch-size", "8", "--iters", "3", "--lr", "1e-3",
@@ -157,37 +146,18 @@ def test_sample_command_writes_class_rows_from_both_checkpoint_kinds(pairs, tmp_
     assert np.load(tmp_path / "r" / "samples-fixed_point-iters1.npz")["images"].shape == (4, 1, 8, 8)
 
 
-WORKER = """
-import json, sys, torch
-from pathlib import Path
-torch.set_num_threads(1)
-from getkern.data import write_pairs
-from getkern.distill import TrainConfig, Trainer
-from getkern.teacher import EDMPrecond, Teacher
-from getkern.teacher.digits import DigitsMLP
-{teacher}
-root = Path(sys.argv[1])
-write_pairs(tiny_teacher(), root / "pairs", num_pairs=24, shard_size=5, num_steps=2, progress=False)
-cfg = TrainConfig(**json.loads(sys.argv[2]))
-tr = Trainer(cfg)
-recs = tr.fit()
-if tr.dist.is_main:
-    torch.save({{"losses": [r["loss"] for r in recs], "model": tr.model.state_dict()}}, root / "ddp.pt")
-"""
-
-
-def test_torchrun_gloo_two_processes_pairs_and_training(pairs, tmp_path):
+@pytest.mark.slow  # two torchrun ranks: 9-15 s
+def test_torchrun_gloo_two_processes_pairs_and_training(pairs, tmp_path, one_thread):
     """2 ranks: each writes its own shards (the set equals a 1-process run's) and DDP training with
     batch 8 = 2 ranks x 4 gives the 1-process losses and weights."""
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(teacher=textwrap.dedent(TEACHER_SRC)))
+    script = Path(__file__).with_name("ddp_worker.py")  # builds helpers.tiny_teacher(), as below
     cfg = config(tmp_path / "pairs", tmp_path / "ddp_run", max_steps=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(script), str(tmp_path), json.dumps(cfg.to_dict())],
                          env=env, capture_output=True, text=True, timeout=170)
     assert res.returncode == 0, res.stderr[-3000:]
-    write_pairs(tiny_teacher(), tmp_path / "single_pairs", num_pairs=24, shard_size=5, num_steps=2, progress=False)  # noqa: F821
+    write_pairs(tiny_teacher(), tmp_path / "single_pairs", num_pairs=24, shard_size=5, num_steps=2, progress=False)
     for a, b in zip(PairDataset(tmp_path / "pairs").tensors(), PairDataset(tmp_path / "single_pairs").tensors()):
         assert torch.equal(a, b)
     single = Trainer(config(tmp_path / "single_pairs", tmp_path / "single_run", max_steps=3))
