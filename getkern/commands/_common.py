@@ -22,7 +22,15 @@ MAX_SEED = 2 ** 63 - 1  # = getkern.distill.config.MAX_SEED (torch's generators 
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and show every option's default."""
+    """Keep the examples' line breaks and show every option's default, unless its help already states
+    it or there is none to show (a flag's False, an unset None)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == ""  # (0.0 == False)
+        if "default" in text or unset or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
 
 
 class ArgumentsError(UsageError):

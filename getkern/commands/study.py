@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
                    f"--quick {q.wall_budget_s:g})")
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help=f"seeds per run (default {len(d.seeds)}, --quick {len(q.seeds)})")
-    p.add_argument("--threads", type=int, default=0, metavar="N", help="torch threads (0: torch's default); on "
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="torch threads (default 0: torch's own choice); on "
                    "cores other work shares, 1 avoids OpenMP waiting for a busy core. Fixed at calibration: a "
                    "resumed study uses the same")
     add_progress(p)
