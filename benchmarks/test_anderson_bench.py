@@ -19,10 +19,10 @@ Without one the counts go to the run's summary and the test skips; nothing is ti
 """
 from __future__ import annotations
 
+import harness
 import pytest
 import torch
 
-import harness
 from getkern.ops import anderson as ops
 from getkern.profiling.traffic import Traffic, count_torch_traffic
 

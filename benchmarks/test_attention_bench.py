@@ -16,10 +16,10 @@ Byte models (docs/attention.md):
 """
 from __future__ import annotations
 
+import harness
 import pytest
 import torch
 
-import harness
 from getkern.ops.attention import attention_reference, fused_attention, fused_attention_traffic
 from getkern.profiling.traffic import Traffic, count_torch_traffic
 

@@ -11,12 +11,11 @@ All on CPU (wall clock), also on a GPU machine; the run's summary gives each que
 """
 from __future__ import annotations
 
+import harness
 import pytest
 import torch
 
-import harness
 from getkern import GET, deq
-from getkern.deq import cpp_backend
 from getkern.sampling import CompiledSampler
 
 pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)

@@ -32,11 +32,11 @@ import statistics
 import time
 from pathlib import Path
 
+import harness
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import harness
 from getkern import GET
 from getkern.models.reference import reference_get
 from getkern.ops import cpu_epilogues
@@ -115,8 +115,8 @@ def train_case(which: str, batch: int):
     """Two copies of one GET and a step function for each: getkern's trainer's way and plain eager."""
     import copy
 
-    from getkern.distill import fpc_loss
     from getkern.apps.demo_config import DemoConfig
+    from getkern.distill import fpc_loss
     from getkern.distill.trainer import fused_optimizer
     torch.manual_seed(0)
     if which == "GET-T/2":

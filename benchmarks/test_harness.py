@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import inspect
 
-import torch
-
 import harness
+import torch
 
 
 class FakeEvent:

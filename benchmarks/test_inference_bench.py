@@ -18,11 +18,11 @@ from __future__ import annotations
 import functools
 import statistics
 
+import harness
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import harness
 from getkern import GET, ViT
 
 GET_SIZES = ["GET-T/2", "GET-M/2", "GET-S/2", "GET-B/2"]

@@ -27,11 +27,11 @@ against the interpreter's distinct-byte counter). Two scopes:
 """
 from __future__ import annotations
 
+import harness
 import pytest
 import torch
 import torch.nn.functional as F
 
-import harness
 from getkern.ops.layernorm import layer_norm
 from getkern.ops.ln_linear import layer_norm_linear
 from getkern.ops.ln_mlp import add_layer_norm_mlp

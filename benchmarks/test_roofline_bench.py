@@ -14,10 +14,10 @@ skipped: the model stays a model until a GPU measures it.
 """
 from __future__ import annotations
 
+import harness
 import pytest
 import torch
 
-import harness
 from getkern import ops
 from getkern.tools import roofline
 

@@ -11,10 +11,10 @@ GET-T here is randomly initialised (no trained checkpoint).
 """
 from __future__ import annotations
 
+import harness
 import pytest
 import torch
 
-import harness
 from getkern import GET, deq
 
 TOL = 1e-3

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import functools
 
+import harness
 import pytest
 import torch
 
-import harness
 from getkern import GET, ViT
 from getkern.profiling.memory import training_step_memory
 

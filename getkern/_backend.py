@@ -15,6 +15,7 @@ import importlib.util
 import os
 
 import torch
+
 from getkern.errors import GetkernError
 
 BACKENDS = ("auto", "triton", "torch")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from getkern.errors import GetkernError
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
@@ -107,7 +108,7 @@ def _default_archs() -> str:
     return "8.0;9.0"
 
 
-@functools.lru_cache(maxsize=None)  # settings are read once per process; the solver asks every call
+@functools.cache  # settings are read once per process; the solver asks every call
 def plan() -> BuildPlan:
     cpp = tuple(sorted(SOURCE_DIR.glob("*.cpp")))
     cu = tuple(sorted(SOURCE_DIR.glob("*.cu")))

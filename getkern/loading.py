@@ -23,9 +23,21 @@ from pathlib import Path
 import torch
 
 from getkern._backend import BACKENDS
-from getkern.checkpoint import (CONFIG_FILE, TRAIN_CHECKPOINT_FORMAT, WEIGHTS_FILE, CheckpointError, hub_snapshot,
-                                is_train_checkpoint, load_state_dict_checked, looks_like_hub_id, place,
-                                read_pretrained, read_torch_checkpoint, resolve_device, resolve_dtype)
+from getkern.checkpoint import (
+    CONFIG_FILE,
+    TRAIN_CHECKPOINT_FORMAT,
+    WEIGHTS_FILE,
+    CheckpointError,
+    hub_snapshot,
+    is_train_checkpoint,
+    load_state_dict_checked,
+    looks_like_hub_id,
+    place,
+    read_pretrained,
+    read_torch_checkpoint,
+    resolve_device,
+    resolve_dtype,
+)
 from getkern.errors import UsageError
 from getkern.models import GET, ViT
 from getkern.models.pretrained import build_pretrained, check_config_fits, check_overrides, load_official

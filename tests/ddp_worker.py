@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import torch
+from helpers import tiny_teacher
 
 from getkern.data import write_pairs
 from getkern.distill import TrainConfig, Trainer
-from helpers import tiny_teacher
 
 
 def main(root: Path, config: dict) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_teacher
 
 from getkern.checkpoint import atomic_write
 from getkern.cli import main as cli
@@ -19,7 +20,6 @@ from getkern.data import PairDataset, PairFileError, write_pairs
 from getkern.distill import TrainConfig, Trainer
 from getkern.errors import GetkernError, SettingError, UsageError
 from getkern.runlock import LOCK_FILE, FolderBusy, hold_folder
-from helpers import tiny_teacher
 
 MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch",
              solver_backend="torch")

@@ -1,9 +1,9 @@
 """CompiledSampler (inductor, frozen weights): same images as the eager GET, both solvers, conditional."""
 import pytest
 import torch
+from helpers import tiny_get
 
 from getkern.sampling import CompiledSampler
-from helpers import tiny_get
 
 pytestmark = pytest.mark.slow  # an inductor compile each: the first about 20 s
 

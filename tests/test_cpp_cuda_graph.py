@@ -11,13 +11,13 @@ import contextlib
 
 import pytest
 import torch
+from helpers import tiny_get
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from getkern import deq
 from getkern.deq import cuda_graph
 from getkern.sampling import capture_equilibrium, refresh_injection
-from helpers import tiny_get
 
 pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 

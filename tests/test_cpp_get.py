@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_get
 
 from getkern import GET
-from getkern.deq import cpp_backend
-from helpers import tiny_get
 
 pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 

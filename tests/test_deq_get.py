@@ -2,9 +2,7 @@
 mode), and activation memory that does not grow with solver iterations for phantom/implicit."""
 import pytest
 import torch
-
 from helpers import tiny_get
-
 
 SMALL = dict(in_channels=1, deq_mlp_ratio=2, solver_backend="torch")  # on top of helpers.TINY_GET
 

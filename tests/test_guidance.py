@@ -4,7 +4,9 @@ import copy
 
 import pytest
 import torch
+from helpers import randomise_outputs
 
+import getkern.teacher.digits as digits_mod
 from getkern.assets.make_digits_teacher_guided import with_null_class
 from getkern.checkpoint import CheckpointError
 from getkern.cli import main as cli
@@ -17,9 +19,7 @@ from getkern.loading import load
 from getkern.models import GET, ViT
 from getkern.sampling import sample_get
 from getkern.teacher import EDMPrecond, Teacher, guided_denoiser, heun_sample, load_teacher
-import getkern.teacher.digits as digits_mod
 from getkern.teacher.digits import DigitsMLP, train_digits_teacher
-from helpers import randomise_outputs
 
 SMALL = dict(input_size=8, in_channels=1, hidden_size=16, num_heads=2, mlp_ratio=2, backend="torch")
 GET_SMALL = dict(SMALL, depth=1, deq_depth=2, deq_mlp_ratio=2, solver_backend="torch")

@@ -2,8 +2,12 @@
 import numpy as np
 import pytest
 
-from getkern.metrics.frechet import (feature_statistics, frechet_distance, frechet_distance_to_statistics,
-                                     trace_sqrt_product)
+from getkern.metrics.frechet import (
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_to_statistics,
+    trace_sqrt_product,
+)
 
 
 def _random_spd(rng, d, cond=50.0):

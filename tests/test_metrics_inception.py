@@ -6,19 +6,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from helpers import FakeNvidiaInception, random_fid_inception, save_scripted
 
 from getkern import cli
 from getkern.checkpoint import CheckpointError
 from getkern.errors import UsageError
 from getkern.metrics import inception as inception_module
 from getkern.metrics.fid import InceptionFID
-from getkern.metrics.inception import (PYTORCH_FID_FILE, InceptionFeatures, default_inception_path,
-                                       default_weight_candidates)
+from getkern.metrics.inception import (
+    PYTORCH_FID_FILE,
+    InceptionFeatures,
+    default_inception_path,
+    default_weight_candidates,
+)
 from getkern.metrics.inception_score import inception_score
 from getkern.metrics.preprocess import quantize_to_uint8
 from getkern.metrics.protocols import PROTOCOLS, get_protocol
 from getkern.metrics.stats_file import load_stats, save_stats
-from helpers import FakeNvidiaInception, random_fid_inception, save_scripted
 
 
 class TinyFeatures(nn.Module):

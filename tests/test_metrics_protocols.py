@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from helpers import FakeNvidiaInception, random_fid_inception, save_scripted
 
 from getkern.metrics.frechet import frechet_distance
 from getkern.metrics.inception import InceptionFeatures
 from getkern.metrics.inception_score import inception_score
 from getkern.metrics.protocols import preprocess_clean, preprocess_fidelity, preprocess_gan_metrics
-from helpers import FakeNvidiaInception, random_fid_inception, save_scripted
 
 SHAPES = [(3, 32, 32), (1, 8, 8), (3, 7, 13), (3, 331, 300)]  # CIFAR, digits, odd, downsampling
 

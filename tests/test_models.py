@@ -4,13 +4,13 @@ import copy
 
 import pytest
 import torch
+from helpers import tiny_get
 
 import getkern
 from getkern import GET, ViT
 from getkern.models.layers import Block
 from getkern.models.reference import reference_get
 from getkern.nn import FusedBlock, set_backend
-from helpers import tiny_get
 
 GET_PARAMS = {"GET-T/2": 8_558_092, "GET-M/2": 19_177_740, "GET-S/2": 37_173_260,
               "GET-B/2": 62_207_244, "GET-B+/2": 83_481_612}

@@ -13,9 +13,9 @@ import importlib
 
 import pytest
 import torch
+from helpers import randomise_outputs
 
 from getkern import GET, ViT
-from helpers import randomise_outputs
 
 TINY = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=64, num_heads=2, num_classes=10)
 TINY_GET = dict(TINY, depth=1, deq_depth=2, mlp_ratio=2, deq_mlp_ratio=2)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_teacher
 
 from getkern.checkpoint import CheckpointError
 from getkern.data import write_pairs
@@ -14,7 +15,6 @@ from getkern.distill.objectives.augment import AugmentParams, AugmentSpec, apply
 from getkern.distill.objectives.finetune import freeze_parameters
 from getkern.distill.objectives.perceptual import DigitsFeatureLayers, PerceptualDistance, layer_distance
 from getkern.metrics.digits_classifier import load_digits_classifier
-from helpers import tiny_teacher
 
 MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch")
 VIT = dict(arch="vit", hidden_size=16, depth=2, num_heads=2, mlp_ratio=2, backend="torch")

@@ -6,11 +6,11 @@ of the magnitude. History slots, the best iterate and every bit the passes copy 
 """
 import pytest
 import torch
+from helpers import assert_close_to_f64
 
 from getkern._backend import BackendUnavailable
 from getkern.ops import anderson as ops
 from getkern.ops.anderson import REL_EPS, anderson_mix, anderson_record
-from helpers import assert_close_to_f64
 
 FACTOR = 2.0
 FP32_EPS = torch.finfo(torch.float32).eps

@@ -13,8 +13,8 @@ import torch
 
 import getkern.ops.attention as attn_ops
 from getkern._backend import BackendUnavailable
-from getkern.nn import Attention, set_backend
 from getkern.models.layers import Block
+from getkern.nn import Attention, set_backend
 from getkern.ops import fused_attention
 from getkern.ops.attention import attention_config, attention_reference
 

@@ -6,11 +6,11 @@ the error of PyTorch's own same-dtype path vs float64, plus one ulp of the outpu
 import pytest
 import torch
 import torch.nn as nn
+from helpers import assert_close_to_f64
 
 from getkern._backend import BackendUnavailable
 from getkern.nn import LayerNorm
 from getkern.ops.layernorm import layer_norm
-from helpers import assert_close_to_f64
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 FWD_FACTOR, BWD_FACTOR = 2.0, 3.0

@@ -10,6 +10,7 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close_to_f64
 
 from getkern._backend import BackendUnavailable
 from getkern.models.layers import Block
@@ -17,7 +18,6 @@ from getkern.nn import FusedBlock
 from getkern.ops.ln_linear import layer_norm_linear
 from getkern.ops.ln_mlp import add_layer_norm_mlp
 from getkern.profiling.traffic import count_torch_traffic, count_triton_traffic
-from helpers import assert_close_to_f64
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 FWD_FACTOR, BWD_FACTOR = 2.0, 3.0

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import assert_close_to_f64
 
 from getkern._backend import BackendUnavailable
 from getkern.nn import MLP
 from getkern.ops.mlp import mlp
-from helpers import assert_close_to_f64
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 FWD_FACTOR, BWD_FACTOR = 2.0, 3.0

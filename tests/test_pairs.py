@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_teacher
 from safetensors.torch import load_file
 
 import getkern.data.pairs as pairs_mod
 from getkern.data import PairDataset, PairFileError, ReferencePairDataset, read_manifest, seed_inputs, write_pairs
-from helpers import tiny_teacher
 
 STEPS = 3
 

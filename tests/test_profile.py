@@ -8,13 +8,13 @@ import re
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_get
 
 from getkern import GET, cli
 from getkern.checkpoint import CheckpointError
 from getkern.commands.profile import load_model
 from getkern.profiling import REFERENCE_SETTING, ProfileReport, profile_model
 from getkern.profiling.memory import LiveTensorPeak
-from helpers import tiny_get
 
 TINY = dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=1, deq_depth=1, num_heads=2,
             num_classes=10)

@@ -6,8 +6,8 @@ import torch
 from getkern.ops.attention import fused_attention
 from getkern.ops.layernorm import layer_norm
 from getkern.ops.mlp import mlp
-from getkern.tools import roofline
 from getkern.profiling.traffic import count_triton_traffic
+from getkern.tools import roofline
 
 DTYPE = torch.bfloat16
 B, N, D, HEADS, HIDDEN = 2, 17, 64, 2, 96   # odd N exercises the masks

@@ -8,12 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import torch_threads
 
 from getkern.apps.study import run_study
 from getkern.apps.study_config import StudyConfig
 from getkern.distill.trainer import Trainer
 from getkern.errors import UsageError
-from helpers import torch_threads
 
 TOY_GET = dict(patch_size=2, hidden_size=16, depth=1, num_heads=2, mlp_ratio=2.0, deq_mlp_ratio=2.0,
                backend="torch", solver_backend="torch")

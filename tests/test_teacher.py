@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from getkern.checkpoint import CheckpointError
-from getkern.teacher import SHIPPED_DIGITS_TEACHER, EDMPrecond, heun_sample, load_teacher, network_evaluations, sigma_steps
+from getkern.teacher import (
+    SHIPPED_DIGITS_TEACHER,
+    EDMPrecond,
+    heun_sample,
+    load_teacher,
+    network_evaluations,
+    sigma_steps,
+)
 from getkern.teacher.digits import DigitsMLP, load_teacher_dir, save_teacher
 from getkern.teacher.edm import edm_loss
 from getkern.teacher.edm_pickle import load_edm_pickle

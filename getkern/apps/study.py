@@ -282,7 +282,8 @@ def sampling_sweep(cfg: StudyConfig, teacher, evaluator: Evaluator, results: lis
     n, noise, labels = evaluator.n, evaluator.noise, evaluator.labels
     settings = []  # (row, callable)
     for steps in cfg.teacher_steps:
-        fn = (lambda s=steps: teacher.sample(noise, labels, num_steps=s))
+        def fn(s=steps):
+            return teacher.sample(noise, labels, num_steps=s)
         images = fn().float()
         settings.append(({"model": "EDM teacher (Heun)", "recipe": "-", "setting": f"{steps} steps",
                           "network_evaluations": network_evaluations(steps), "fd": evaluator.metric(images).distance,

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from getkern.commands._common import (add_device, add_out, add_progress, check_out_file, command_parser,
-                                      nonempty_path, positive_int, resolve_device)
+from getkern.commands._common import (
+    add_device,
+    add_out,
+    add_progress,
+    check_out_file,
+    command_parser,
+    nonempty_path,
+    positive_int,
+    resolve_device,
+)
 from getkern.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

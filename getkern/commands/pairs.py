@@ -6,8 +6,18 @@
 """
 from __future__ import annotations
 
-from getkern.commands._common import (add_device, add_out, add_progress, check_out_dir, command_parser,
-                                      finite_float, int_range, positive_int, resolve_device, seed)
+from getkern.commands._common import (
+    add_device,
+    add_out,
+    add_progress,
+    check_out_dir,
+    command_parser,
+    finite_float,
+    int_range,
+    positive_int,
+    resolve_device,
+    seed,
+)
 from getkern.errors import UsageError
 
 
@@ -40,8 +50,8 @@ def run(args) -> int:
     # torch only when the command runs, never for --help
     from getkern.data import write_pairs
     from getkern.data.pairs import check_pair_arguments
-    from getkern.models.inputs import check_guidance_range
     from getkern.distributed import init_distributed
+    from getkern.models.inputs import check_guidance_range
     from getkern.teacher import load_teacher
     check_pair_arguments(num_pairs=args.num_pairs, first_seed=args.first_seed, shard_size=args.shard_size,
                          num_steps=args.steps, batch_size=args.batch_size, names=FLAGS)  # before loading a teacher

@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from getkern.commands._common import (add_backend, add_checkpoint, add_device, add_out, add_progress,
-                                      check_out_dir, command_parser, int_range, nonnegative_float, positive_int,
-                                      resolve_device, seed)
+from getkern.commands._common import (
+    add_backend,
+    add_checkpoint,
+    add_device,
+    add_out,
+    add_progress,
+    check_out_dir,
+    command_parser,
+    int_range,
+    nonnegative_float,
+    positive_int,
+    resolve_device,
+    seed,
+)
 from getkern.commands.fid_stats import add_fid_options
 from getkern.errors import UsageError
 
@@ -107,6 +118,6 @@ def run(args) -> int:
                            context={"model": origin, "title": f"{origin}, N={args.samples}, {args.device}"})
     print(report.format_table())
     print(report.answer())
-    for kind, path in report.write(args.out).items():
+    for path in report.write(args.out).values():
         print(f"wrote {path}")
     return 0

@@ -7,8 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from getkern.commands._common import (add_backend, add_checkpoint, add_device, add_out, check_out_dir,
-                                      command_parser, finite_float, int_range, positive_int, resolve_device, seed)
+from getkern.commands._common import (
+    add_backend,
+    add_checkpoint,
+    add_device,
+    add_out,
+    check_out_dir,
+    command_parser,
+    finite_float,
+    int_range,
+    positive_int,
+    resolve_device,
+    seed,
+)
 from getkern.errors import UsageError
 
 SOLVERS = ("fixed_point", "anderson")  # = getkern.deq.SOLVERS (torch-free copy; tests/test_cli.py)

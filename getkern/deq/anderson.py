@@ -2,7 +2,7 @@
 solve and a safeguarded step."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

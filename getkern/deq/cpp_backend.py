@@ -8,7 +8,7 @@ equal the Python loop's bitwise (same ATen operations in the same order). See do
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -10,7 +10,7 @@ step) are in getkern/sampling.py.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -1,7 +1,7 @@
 """Plain fixed-point iteration: exactly the reference GET's inference procedure."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -1,7 +1,7 @@
 """Training iterates with gradients: unrolled (reference recipe), phantom, implicit (adjoint fixed point)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.autograd.function import once_differentiable

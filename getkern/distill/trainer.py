@@ -34,8 +34,15 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from getkern.checkpoint import (DIGEST_SUFFIX, TRAIN_CHECKPOINT_FORMAT, CheckpointError, atomic_write, file_sha256,
-                                load_state_dict_checked, load_train_checkpoint)
+from getkern.checkpoint import (
+    DIGEST_SUFFIX,
+    TRAIN_CHECKPOINT_FORMAT,
+    CheckpointError,
+    atomic_write,
+    file_sha256,
+    load_state_dict_checked,
+    load_train_checkpoint,
+)
 from getkern.data import PairDataset, ReferencePairDataset
 from getkern.data.pairs import describe_differences
 from getkern.distill.config import MAY_CHANGE_ON_RESUME, TrainConfig, defaults, resume_differences

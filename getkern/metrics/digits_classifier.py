@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from getkern.checkpoint import CheckpointError, atomic_write, load_state_dict_checked
+
 # The data set and its split belong to the teacher's module (the teacher trains on the same split).
 from getkern.teacher.digits import HELDOUT_SIZE, SPLIT_SEED, digits_split  # noqa: F401 (re-exported)
 

@@ -184,10 +184,10 @@ class InceptionFeatures:
         feats, logits = [], []
         for i in tqdm(range(0, images.shape[0], self.batch_size), disable=not progress, desc="inception",
                       leave=False):
-            f, l = self._run(self.network_input(images[i:i + self.batch_size]))
+            f, logit = self._run(self.network_input(images[i:i + self.batch_size]))
             feats.append(f.double().cpu())
-            if l is not None:
-                logits.append(l.double().cpu())
+            if logit is not None:
+                logits.append(logit.double().cpu())
         return torch.cat(feats).numpy(), (torch.cat(logits).numpy() if logits else None)
 
     def from_samples(self, samples: torch.Tensor, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:

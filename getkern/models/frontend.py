@@ -12,7 +12,6 @@ from getkern.models.inputs import check_guidance, model_guidance_range
 from getkern.models.pretrained import PretrainedMixin
 from getkern.nn import set_backend
 
-
 #################################################################################
 #                             Positional embedding                              #
 #################################################################################

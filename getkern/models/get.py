@@ -80,13 +80,13 @@ class GET(PatchModel):
         self._finish(backend)
 
     @classmethod
-    def from_config(cls, name: str, **overrides) -> "GET":
+    def from_config(cls, name: str, **overrides) -> GET:
         """``GET.from_config("GET-B/2", input_size=8, in_channels=1, cond=True)``; patch 2, 4 or 8."""
         family, patch = parse_model_name(name, GET_CONFIGS, "GET")
         return cls(**{**GET_CONFIGS[family], "patch_size": patch, **overrides})
 
     @classmethod
-    def from_official_checkpoint(cls, path, ema: bool = True, **overrides) -> "GET":
+    def from_official_checkpoint(cls, path, ema: bool = True, **overrides) -> GET:
         """Build and load a checkpoint written by the reference implementation's train.py."""
         return load_official(cls, path, ema=ema, **overrides)
 

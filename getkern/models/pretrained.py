@@ -19,9 +19,17 @@ from pathlib import Path
 import torch
 
 from getkern import __version__, checkpoint
-from getkern.checkpoint import (CheckpointError, PretrainedFiles, key_problems, load_safetensors,
-                                load_state_dict_checked, place, read_pretrained, read_torch_checkpoint,
-                                resolve_pretrained_folder)
+from getkern.checkpoint import (
+    CheckpointError,
+    PretrainedFiles,
+    key_problems,
+    load_safetensors,
+    load_state_dict_checked,
+    place,
+    read_pretrained,
+    read_torch_checkpoint,
+    resolve_pretrained_folder,
+)
 from getkern.models.configs import GET_CONFIGS, check_model_config, parse_model_name
 
 

@@ -53,7 +53,7 @@ class ViT(PatchModel):
         self._finish(backend)
 
     @classmethod
-    def from_config(cls, name: str, **overrides) -> "ViT":
+    def from_config(cls, name: str, **overrides) -> ViT:
         """``ViT.from_config("ViT-B/2", cond=True)``; sizes S, B, L, XL; patch 2, 4 or 8."""
         family, patch = parse_model_name(name, VIT_CONFIGS, "ViT")
         return cls(**{**VIT_CONFIGS[family], "patch_size": patch, **overrides})

@@ -6,9 +6,9 @@ so the reference's state dicts load unchanged. Each module has a ``backend`` att
 and puts back the plain blocks, ``set_backend(model, "auto")`` swaps in :class:`FusedBlock`.
 """
 from getkern.nn.attention import Attention
+from getkern.nn.backend import set_backend
+from getkern.nn.fused_block import FusedBlock
 from getkern.nn.layernorm import LayerNorm
 from getkern.nn.mlp import MLP
-from getkern.nn.fused_block import FusedBlock
-from getkern.nn.backend import set_backend
 
 __all__ = ["Attention", "LayerNorm", "MLP", "FusedBlock", "set_backend"]

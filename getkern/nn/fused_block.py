@@ -39,7 +39,6 @@ from getkern.ops.ln_linear import layer_norm_linear
 from getkern.ops.ln_mlp import add_layer_norm_mlp
 from getkern.ops.matmul import ieee_fp32_on_cuda
 
-
 BLOCK_PATHS = ("per_op", "prologue")
 BLOCK_PATH = os.environ.get("GETKERN_BLOCK_PATH", "per_op")
 if BLOCK_PATH not in BLOCK_PATHS:

@@ -34,10 +34,9 @@ from __future__ import annotations
 import torch
 
 from getkern._backend import resolve_backend
-from getkern.ops._triton import jit, tl, triton
-from getkern.ops._aot import GET_DIMS, GET_TOKENS, AotSpec, distinct_specializations
 from getkern._traffic import Traffic
-
+from getkern.ops._aot import GET_DIMS, GET_TOKENS, AotSpec, distinct_specializations
+from getkern.ops._triton import jit, tl, triton
 
 REL_EPS = 1e-5  # rel residual = ||f(z) - z|| / (||f(z)|| + REL_EPS)
 BLOCK = 1024          # state elements per program of the mix kernel (4 warps, 8 per thread)

@@ -25,15 +25,15 @@ The op is the torch.library custom op ``getkern::attention_forward`` (backward:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from getkern._backend import cuda_fp32_matmul_is_tf32, interpreter_enabled, resolve_backend
-from getkern.ops._triton import constexpr, jit, tl, triton
 from getkern.ops._aot import GET_TOKENS, AotSpec, distinct_specializations
+from getkern.ops._triton import constexpr, jit, tl, triton
 
 HEAD_DIMS = (32, 64, 128)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)          # the Triton kernels

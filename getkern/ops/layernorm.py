@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from getkern._backend import dense, resolve_backend
-from getkern.ops._triton import jit, tl, triton
 from getkern.ops._aot import GET_BATCH, GET_TOKENS, AotSpec, distinct_specializations
+from getkern.ops._triton import jit, tl, triton
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -19,7 +19,6 @@ from getkern._backend import dense, resolve_backend
 from getkern.ops.layernorm import layer_norm_backward_op
 from getkern.ops.matmul import check_activation, check_inputs, ieee_fp32_on_cuda, ln_linear_launch, out_features
 
-
 #################################################################################
 #                         Custom ops (Triton path)                              #
 #################################################################################

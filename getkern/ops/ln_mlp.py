@@ -21,8 +21,14 @@ import torch.nn.functional as F
 
 from getkern._backend import dense, resolve_backend
 from getkern.ops.layernorm import layer_norm_backward_op
-from getkern.ops.matmul import (check_activation, check_inputs, ieee_fp32_on_cuda, linear_launch,
-                                ln_linear_launch, out_features)
+from getkern.ops.matmul import (
+    check_activation,
+    check_inputs,
+    ieee_fp32_on_cuda,
+    linear_launch,
+    ln_linear_launch,
+    out_features,
+)
 from getkern.ops.mlp import mlp_backward_op
 
 

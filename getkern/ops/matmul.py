@@ -29,9 +29,8 @@ from __future__ import annotations
 import torch
 
 from getkern._backend import cuda_fp32_matmul_is_tf32, interpreter_enabled
+from getkern.ops._aot import GET_BATCH, GET_DIMS, GET_MLP_RATIOS, GET_TOKENS, AotSpec, distinct_specializations
 from getkern.ops._triton import constexpr, jit, tl, triton
-from getkern.ops._aot import (GET_BATCH, GET_DIMS, GET_MLP_RATIOS, GET_TOKENS, AotSpec,
-                              distinct_specializations)
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

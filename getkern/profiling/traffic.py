@@ -156,7 +156,7 @@ class TritonTrafficCounter:
         self._recorder: _LaunchRecorder | None = None
         self._restore: list = []
 
-    def __enter__(self) -> "TritonTrafficCounter":
+    def __enter__(self) -> TritonTrafficCounter:
         from triton.runtime import interpreter
 
         counter = self

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import torch
 
-from getkern.teacher.digits import save_teacher, train_digits_teacher
-from getkern.teacher.digits import load_teacher_dir
-from getkern.teacher.edm import (DEFAULT_STEPS, EDMPrecond, edm_loss, heun_sample, network_evaluations,
-                                 sigma_steps)
+from getkern.teacher.digits import load_teacher_dir, save_teacher, train_digits_teacher
+from getkern.teacher.edm import DEFAULT_STEPS, EDMPrecond, edm_loss, heun_sample, network_evaluations, sigma_steps
 from getkern.teacher.edm_pickle import load_edm_pickle
 from getkern.teacher.guidance import guided_denoiser
 

@@ -24,8 +24,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from getkern.checkpoint import (CheckpointError, atomic_write, file_sha256, key_problems, load_state_dict_checked,
-                                read_json, read_safetensors_shapes)
+from getkern.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    file_sha256,
+    key_problems,
+    load_state_dict_checked,
+    read_json,
+    read_safetensors_shapes,
+)
 from getkern.teacher.edm import EDMPrecond, edm_loss, fourier_embedding
 
 NUM_CLASSES = 10

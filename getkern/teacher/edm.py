@@ -16,13 +16,13 @@ denoiser computes in its own dtype.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
 Tensor = torch.Tensor
-Denoiser = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
+Denoiser = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 SIGMA_MIN, SIGMA_MAX, RHO, SIGMA_DATA = 0.002, 80.0, 7.0, 0.5
 DEFAULT_STEPS = 18  # 2N - 1 = 35 network evaluations, as EDM used for CIFAR-10

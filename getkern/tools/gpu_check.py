@@ -356,7 +356,7 @@ def run_worker(sources: list[str], archs: list[int], shard: int, shards: int, ou
         origin, spec, cc = same[0]
         first = compile_triton_spec(origin, spec, cc, out.parent, log_dir)
         reports.append(first)
-        for origin, spec, cc in same[1:]:
+        for origin, spec, _ in same[1:]:
             copy = KernelReport(**{**asdict(first), "name": spec.name, "origin": origin})
             copy.warnings.append(f"same binary as {first.name}")
             reports.append(copy)

@@ -563,6 +563,7 @@ def large_and_compiled(ctx: Context) -> None:
 def jit_kernel_stats():
     """(kernel variant, {n_regs, n_spills, ...}) of every getkern kernel the JIT compiled so far."""
     import importlib
+
     import triton
     seen = []
     for mod_name in ("attention", "layernorm", "matmul", "anderson"):  # the modules defining kernels
@@ -570,7 +571,7 @@ def jit_kernel_stats():
         for attr, fn in vars(module).items():
             if not isinstance(fn, triton.runtime.jit.JITFunction):
                 continue
-            for device, entry in getattr(fn, "device_caches", {}).items():
+            for entry in getattr(fn, "device_caches", {}).values():
                 cache = entry[0] if isinstance(entry, tuple) else {}
                 for i, (key, kernel) in enumerate(cache.items()):
                     meta = getattr(kernel, "metadata", None)

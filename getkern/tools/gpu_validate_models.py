@@ -11,8 +11,20 @@ import copy
 import torch
 
 from getkern.tools.gpu_validate import Skip
-from getkern.tools.gpu_validate_cases import (BF16, DTYPE_NAMES, F16, F32, TINY_GET, TINY_VIT, Checks, Context,
-                                              _eps_for, block_path, poisoned, precision)
+from getkern.tools.gpu_validate_cases import (
+    BF16,
+    DTYPE_NAMES,
+    F16,
+    F32,
+    TINY_GET,
+    TINY_VIT,
+    Checks,
+    Context,
+    _eps_for,
+    block_path,
+    poisoned,
+    precision,
+)
 
 
 def base_model(ctx: Context, arch: str, kind: str):

@@ -146,7 +146,6 @@ def checkpoint_state(path: Path) -> dict:
 
 
 def same_tensors(a: dict, b: dict) -> str | None:
-    import torch
     if sorted(a) != sorted(b):
         return f"keys differ: {sorted(set(a) ^ set(b))[:4]}"
     worst = max((float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel()), default=0.0)
@@ -176,8 +175,8 @@ def reference_images(ctx: Ctx, source: str, *, num=4, iters=1, guidance=None, la
     """What `getkern sample` must produce for fixture ``source`` (computed with the API, cached)."""
     key = (source, num, iters, guidance, per_class)
     if key not in ctx.shared:
-        from getkern.sampling import class_rows, sample_get
         from getkern.loading import load
+        from getkern.sampling import class_rows, sample_get
         model = load(ctx.fx / source, backend="torch")
         if model.cond:
             labels = class_rows(model.num_classes, per_class or 10)
@@ -432,8 +431,8 @@ def _fmt(v) -> str:
 
 
 def numbers_cli() -> list[Probe]:
-    from getkern.distill.config import TrainConfig
     from getkern.commands.train import flag
+    from getkern.distill.config import TrainConfig
     out: list[Probe] = []
     quick = {("--warmup-steps", "-5"), ("--ema-decay", "2"), ("--max-steps", "-1")}
     for f in dataclasses.fields(TrainConfig):
@@ -977,7 +976,7 @@ def corrupt_files() -> list[Probe]:
                          setup=setup, names=names, untouched=("{d}/run",)))
         out.append(Probe(f"corrupt/manifest-{name}/pairs-rerun", "corrupt", "pairs", pairs("{d}/pairs"), setup=setup,
                          names=names, want="either", check=pairs_ok("pairs"),
-                         preserve=(f"{{d}}/pairs/pairs-000000000-000000003.safetensors",) if name != "garbage"
+                         preserve=("{d}/pairs/pairs-000000000-000000003.safetensors",) if name != "garbage"
                          else ()))
     # train_config.json and the checkpoint's digest sidecar
     for name, edit in [("garbage", lambda o: "garbage {"), ("empty", lambda o: ""), ("list", lambda o: []),
@@ -1166,7 +1165,7 @@ def out_locations() -> list[Probe]:
         "profile": (lambda o: profile("{fx}/model", o), ("profile.json",)),
         "demo": (lambda o: demo(o), ("summary.json",)),
     }
-    for cmd, (argv, made) in commands.items():
+    for cmd, (argv, _) in commands.items():
         for name, path, names, want, isolate in mistakes:
             if cmd == "demo" and name in ("empty-string", "dangling-symlink"):
                 continue  # accepted, they would run the whole demo
@@ -1640,7 +1639,6 @@ def umask_probes() -> list[Probe]:
 
 def pickles() -> list[Probe]:
     out: list[Probe] = []
-    names = ("weights_only", "refused", "pickle", "evil", "not a")
     for layout in ("ref-args", "top", "legacy", "raw-pickle"):
         for payload in ("system", "exec"):
             out.append(Probe(f"pickle/sample/{layout}-{payload}", "pickle", "sample", sample("{d}/evil.pth"),

@@ -48,9 +48,10 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 OUTCOMES = ("clear error", "accepted", "traceback", "unclear error", "silent wrong", "blocked", "data loss",
             "code executed", "timeout", "crash", "harness error")
@@ -82,11 +83,11 @@ class Probe:
     cls: str
     command: str
     argv: list[str] | None = None
-    call: Callable[["Ctx"], Any] | None = None
-    setup: Callable[["Ctx"], None] | None = None
+    call: Callable[[Ctx], Any] | None = None
+    setup: Callable[[Ctx], None] | None = None
     names: tuple[str, ...] = ()
     want: str = "refuse"
-    check: Callable[["Ctx", "Result"], str | None] | None = None
+    check: Callable[[Ctx, Result], str | None] | None = None
     preserve: tuple[str, ...] = ()
     untouched: tuple[str, ...] = ()
     quick: bool = False
@@ -420,6 +421,7 @@ def run_probes(out: Path, *, quick: bool = False, only: str | None = None, keep:
     """Build the fixtures, run the selected probes, write ``out/probes.jsonl`` and ``out/summary.md``;
     returns the summary (counts per outcome and per class, the non-clean records)."""
     import torch
+
     from getkern.tools.probe_cases import build_fixtures, catalogue, fixture_digest
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

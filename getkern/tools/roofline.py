@@ -33,8 +33,8 @@ from unittest import mock
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from getkern.tools.docs_section import replace_generated_section
 from getkern.profiling.traffic import TrafficCounter
+from getkern.tools.docs_section import replace_generated_section
 
 PEAK_FLOPS = 790e12      # H100 SXM dense bf16, FLOP/s
 PEAK_BYTES = 3.0e12      # H100 SXM device-memory copy, bytes/s
@@ -56,18 +56,18 @@ class Cost:
     floor_s: float = 0.0
 
     @classmethod
-    def launch(cls, flops: float, nbytes: int) -> "Cost":
+    def launch(cls, flops: float, nbytes: int) -> Cost:
         """One kernel launch on the H100 roofline."""
         return cls(flops, nbytes, 1, max(flops / PEAK_FLOPS, nbytes / PEAK_BYTES))
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.flops + other.flops, self.bytes + other.bytes, self.launches + other.launches,
                     self.floor_s + other.floor_s)
 
-    def __mul__(self, k: int) -> "Cost":
+    def __mul__(self, k: int) -> Cost:
         return Cost(self.flops * k, self.bytes * k, self.launches * k, self.floor_s * k)
 
-    def __sub__(self, other: "Cost") -> "Cost":
+    def __sub__(self, other: Cost) -> Cost:
         return self + other * -1
 
 

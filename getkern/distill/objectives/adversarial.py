@@ -126,7 +126,7 @@ class AdversarialLoss:
                     m.weight  # noqa: B018
         self.disc.eval()
 
-    def to(self, device) -> "AdversarialLoss":
+    def to(self, device) -> AdversarialLoss:
         self.disc.to(device)  # in place: the optimiser keeps the same parameter objects
         return self
 

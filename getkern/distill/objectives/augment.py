@@ -38,7 +38,7 @@ class AugmentParams:
     theta: torch.Tensor
     cutout: torch.Tensor
 
-    def select(self, rows) -> "AugmentParams":
+    def select(self, rows) -> AugmentParams:
         """The transforms of a slice (or index tensor) of the batch."""
         return AugmentParams(self.theta[rows], self.cutout[rows])
 

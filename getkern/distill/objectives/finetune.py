@@ -6,8 +6,15 @@ from pathlib import Path
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from getkern.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, file_sha256, load_state_dict_checked,
-                                load_train_checkpoint, read_pretrained_config)
+from getkern.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    file_sha256,
+    load_state_dict_checked,
+    load_train_checkpoint,
+    read_pretrained_config,
+)
 from getkern.errors import UsageError
 
 

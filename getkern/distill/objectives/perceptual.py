@@ -32,7 +32,7 @@ class DigitsFeatureLayers(nn.Module):
         super().__init__()
         self.net = (classifier if classifier is not None else load_digits_classifier()).eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "DigitsFeatureLayers":
+    def train(self, mode: bool = True) -> DigitsFeatureLayers:
         return super().train(False)  # frozen: always in eval mode
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -71,7 +71,7 @@ class LPIPSDistance(nn.Module):
                               "perceptual_net='digits' needs neither") from None
         self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "LPIPSDistance":
+    def train(self, mode: bool = True) -> LPIPSDistance:
         return super().train(False)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
