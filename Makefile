@@ -17,7 +17,7 @@ export GETKERN_EXTENSION_CACHE ?= $(CURDIR)/build/extension
 CONSTRAINTS := .ci/constraints-$(STACK).txt
 INSTALLED   := $(VENV)/.getkern-installed
 
-.PHONY: setup demo test test-oldest test-python test-benchmarks test-cpp build-ext gpu-check bench clean
+.PHONY: setup demo test test-oldest lint test-python test-benchmarks test-cpp build-ext gpu-check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ setup: $(INSTALLED)
 demo: setup
 	$(PY) -m getkern demo
 
-test: setup build-ext test-python test-benchmarks test-cpp gpu-check
+test: setup lint build-ext test-python test-benchmarks test-cpp gpu-check
+
+# Lint and formatting (ruff, settings in pyproject.toml); `ruff format` and `ruff check --fix` repair most.
+lint: setup
+	$(VENV)/bin/ruff check getkern tests benchmarks
+	$(VENV)/bin/ruff format --check getkern tests benchmarks
 
 # The slow parts (benchmarks as tests, ctest) run once, on the newest stack.
 test-oldest:

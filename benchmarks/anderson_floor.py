@@ -7,6 +7,7 @@ depend on the machine; the floor's last digits may.
 
     python benchmarks/anderson_floor.py          # the table of docs/anderson.md, "Precision"
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,12 +44,24 @@ def rows():
     for problem in (linear, tanh):
         for dtype in (torch.float64, torch.float32):
             for solver in ("fixed_point", "anderson"):
-                _, info = deq.solve(problem(dtype), torch.zeros(BATCH, N, dtype=dtype), solver=solver,
-                                    max_iter=ITERS, stop="rel", backend="torch")
+                _, info = deq.solve(
+                    problem(dtype),
+                    torch.zeros(BATCH, N, dtype=dtype),
+                    solver=solver,
+                    max_iter=ITERS,
+                    stop="rel",
+                    backend="torch",
+                )
                 tr = info["rel_trace"]
-                yield (problem.__name__, str(dtype).removeprefix("torch."), solver, " ".join(first_below(tr, 1e-5)),
-                       " ".join(first_below(tr, 1e-8)), " ".join(f"{v:.1e}" for v in tr.amin(0).tolist()),
-                       " ".join(map(str, info["restarts"].tolist())))
+                yield (
+                    problem.__name__,
+                    str(dtype).removeprefix("torch."),
+                    solver,
+                    " ".join(first_below(tr, 1e-5)),
+                    " ".join(first_below(tr, 1e-8)),
+                    " ".join(f"{v:.1e}" for v in tr.amin(0).tolist()),
+                    " ".join(map(str, info["restarts"].tolist())),
+                )
 
 
 if __name__ == "__main__":

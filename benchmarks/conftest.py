@@ -53,6 +53,7 @@ slow: the inference grid and the head-to-head at batch 128 are about 128x the de
 roughly 2-3 hours on 2 cores (7-10 ns per kFLOP measured, ~300 TFLOP of matmuls per pass over the
 grid, 3 passes a case).
 """
+
 import os
 import sys
 
@@ -64,8 +65,12 @@ import harness  # noqa: E402
 
 
 def pytest_addoption(parser):
-    parser.addoption("--full", action="store_true", default=False,
-                     help="benchmark at the paper's sizes (batch 128; hours on a CPU, see benchmarks/conftest.py)")
+    parser.addoption(
+        "--full",
+        action="store_true",
+        default=False,
+        help="benchmark at the paper's sizes (batch 128; hours on a CPU, see benchmarks/conftest.py)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +87,10 @@ def device() -> torch.device:
 def gpu_timed(benchmark):
     """``gpu_timed(fn, rounds=20, grads=(...))``: time fn on the GPU's clock through this test's
     benchmark fixture (harness.time_on_gpu); returns the median seconds."""
+
     def timed(fn, **kwargs):
         return harness.time_on_gpu(benchmark, fn, **kwargs)
+
     return timed
 
 

@@ -10,6 +10,7 @@ needs a GPU to import.
 - :func:`check_numerics`: the project's accuracy rule, once per GPU case, before timing.
 - :data:`SUMMARY`: the answer of each benchmark question, printed at the end of the run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,18 +28,18 @@ NOT_TIMED = "no GPU: counted traffic reported in the summary, nothing timed"
 # both on a GPU and in fp32 only on CPU (bf16 matmuls on a CPU measure nothing this project ships).
 KERNEL_DTYPES = (torch.bfloat16, torch.float32)
 MODEL_DTYPES = KERNEL_DTYPES if GPU else (torch.float32,)
-L2_FLUSH_BYTES = 256 * 2 ** 20      # > the L2 of any current GPU (H100 50 MiB, H200 60 MiB, B200 126 MiB)
-TF32_EPS = 2.0 ** -10               # TF32 keeps 10 mantissa bits
+L2_FLUSH_BYTES = 256 * 2**20  # > the L2 of any current GPU (H100 50 MiB, H200 60 MiB, B200 126 MiB)
+TF32_EPS = 2.0**-10  # TF32 keeps 10 mantissa bits
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32",
-            torch.float64: "fp64"}[dtype]
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}[dtype]
 
 
 def fp32_matmul() -> str:
     """What fp32 means for matmuls under torch's current setting: "tf32" or "ieee"."""
     from getkern._backend import cuda_fp32_matmul_is_tf32
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return "tf32" if cuda_fp32_matmul_is_tf32() else "ieee"
@@ -63,7 +64,8 @@ class CudaEventTimer:
     launch to the completion of its last kernel: host launch gaps inside the target count (they are
     part of what the op costs), work queued before the start reading does not.
     """
-    __name__ = "cuda_event_timer"   # the name pytest-benchmark writes as the JSON's options.timer
+
+    __name__ = "cuda_event_timer"  # the name pytest-benchmark writes as the JSON's options.timer
 
     def __init__(self, event: Callable | None = None):
         self._event = event or (lambda: torch.cuda.Event(enable_timing=True))
@@ -102,8 +104,17 @@ def device_seconds(fn, device: torch.device) -> float:
     return timer() - t0
 
 
-def time_on_gpu(benchmark, fn, *, rounds: int = 20, min_rounds: int = 3, warmup_rounds: int = 2,
-                budget_s: float = 1.0, grads: tuple = (), cross_check: bool = True) -> float | None:
+def time_on_gpu(
+    benchmark,
+    fn,
+    *,
+    rounds: int = 20,
+    min_rounds: int = 3,
+    warmup_rounds: int = 2,
+    budget_s: float = 1.0,
+    grads: tuple = (),
+    cross_check: bool = True,
+) -> float | None:
     """Time ``fn`` on the GPU's clock through ``benchmark.pedantic`` (what the ``gpu_timed`` fixture
     calls); returns the median seconds (None under --benchmark-disable, after one call).
 
@@ -137,12 +148,15 @@ def time_on_gpu(benchmark, fn, *, rounds: int = 20, min_rounds: int = 3, warmup_
         benchmark._timer = CudaEventTimer()
         target, clock = fn, "CUDA events"
     else:
+
         def target():
             fn()
             torch.cuda.synchronize()
+
         clock = "wall clock, synchronized (this pytest-benchmark has no _timer to replace)"
-    benchmark.extra_info.update(clock=clock, l2_flush_bytes=L2_FLUSH_BYTES, rounds=n,
-                                warmup_rounds=warmup_rounds, first_timed_call_s=one)
+    benchmark.extra_info.update(
+        clock=clock, l2_flush_bytes=L2_FLUSH_BYTES, rounds=n, warmup_rounds=warmup_rounds, first_timed_call_s=one
+    )
     benchmark.pedantic(target, setup=setup, rounds=n, warmup_rounds=warmup_rounds)
     median = benchmark.stats.stats.median
     if cross_check:
@@ -152,10 +166,12 @@ def time_on_gpu(benchmark, fn, *, rounds: int = 20, min_rounds: int = 3, warmup_
             benchmark.extra_info["do_bench_median_s"] = "triton not importable"
         else:
             if 8 * one <= budget_s:  # do_bench runs >= 7 calls (5 to estimate, then warm-up and repeats)
+
                 def bench_fn():
                     for t in grads:
                         t.grad = None
                     fn()
+
                 ms = do_bench(bench_fn, warmup=25, rep=100, return_mode="median")
                 benchmark.extra_info["do_bench_median_s"] = ms / 1e3
             else:
@@ -201,8 +217,10 @@ def check_numerics(benchmark, outputs: dict, grads: dict | None = None) -> dict:
                 key = name if len(got) == 1 else f"{name}[{i}]"
                 r = numbers[key] = rule(g, s, e, ulps=ulps)
                 if not r["ok"]:
-                    failures.append(f"{key}: error {r['err']:.3g} > bound {r['bound']:.3g} "
-                                    f"(2 x torch path's {r['own']:.3g} + floor)")
+                    failures.append(
+                        f"{key}: error {r['err']:.3g} > bound {r['bound']:.3g} "
+                        f"(2 x torch path's {r['own']:.3g} + floor)"
+                    )
     benchmark.extra_info["numerics"] = numbers
     assert not failures, "numerics (fused vs PyTorch path, both against float64): " + "; ".join(failures)
     return numbers
@@ -213,6 +231,7 @@ def model_numerics(model: torch.nn.Module, call: Callable, inputs: tuple, images
     (the Triton path on a GPU), on a copy with every backend "torch" (blocks and solver loop) in the
     same dtype, and on that copy in float64, for the first ``images`` samples of each input."""
     import copy
+
     same = copy.deepcopy(model).set_backend("torch")
     if hasattr(same, "solver_backend"):
         same.solver_backend = "torch"
@@ -222,14 +241,14 @@ def model_numerics(model: torch.nn.Module, call: Callable, inputs: tuple, images
 
     def run(m, dt):
         with torch.inference_mode():
-            return call(m, *[x.to(dt) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-                             for x in head])
+            return call(m, *[x.to(dt) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in head])
+
     return {"out": (run(model, dtype), run(same, dtype), run(exact, torch.float64))}
 
 
 @contextlib.contextmanager
 def no_grad_if(flag: bool):
-    with (torch.no_grad() if flag else contextlib.nullcontext()):
+    with torch.no_grad() if flag else contextlib.nullcontext():
         yield
 
 
@@ -245,6 +264,7 @@ def fmt_seconds(s: float) -> str:
 @dataclass
 class Subject:
     """One question of the summary: rows by label, and how to turn them into its line(s)."""
+
     name: str
     question: str
     rows: dict = field(default_factory=dict)
@@ -260,8 +280,17 @@ class Summary:
     def __init__(self):
         self.subjects: dict[str, Subject] = {}
 
-    def put(self, subject: str, label: str, *, question: str | None = None, order: tuple = (),
-            baseline: str | None = None, render: Callable | None = None, **facts) -> None:
+    def put(
+        self,
+        subject: str,
+        label: str,
+        *,
+        question: str | None = None,
+        order: tuple = (),
+        baseline: str | None = None,
+        render: Callable | None = None,
+        **facts,
+    ) -> None:
         s = self.subjects.setdefault(subject, Subject(subject, question or subject))
         s.rows[label] = facts
         s.order = order or s.order
@@ -286,10 +315,17 @@ class Summary:
             if isinstance(v, float) and not math.isfinite(v):
                 return str(v)
             return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
-        return {"lines": self.lines(),
-                "subjects": {s.name: {"question": s.question, "rows": {
-                    label: {k: clean(v) for k, v in row.items()} for label, row in s.rows.items()}}
-                    for s in self.subjects.values()}}
+
+        return {
+            "lines": self.lines(),
+            "subjects": {
+                s.name: {
+                    "question": s.question,
+                    "rows": {label: {k: clean(v) for k, v in row.items()} for label, row in s.rows.items()},
+                }
+                for s in self.subjects.values()
+            },
+        }
 
 
 SUMMARY = Summary()
@@ -308,8 +344,11 @@ def versus(s: Subject) -> str:
     tail = f" [{', '.join(missing)} not run]" if missing else ""
     if rows and all("counted" in r for _, r in rows):
         what = rows[0][1].get("what", "bytes")
-        return (f"{s.name}: counted {what}, " + " vs ".join(f"{lb} {r['counted']}" for lb, r in rows)
-                + f" (not timed: no GPU){tail}")
+        return (
+            f"{s.name}: counted {what}, "
+            + " vs ".join(f"{lb} {r['counted']}" for lb, r in rows)
+            + f" (not timed: no GPU){tail}"
+        )
     timed = [(lb, r) for lb, r in rows if r.get("seconds") is not None]
     if not timed:
         return f"{s.name}: not timed (--benchmark-disable){tail}"

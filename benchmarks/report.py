@@ -9,6 +9,7 @@ conftest.py printed at the end, saved under "getkern_summary") comes first; coun
 Groups are the questions the benchmarks ask (benchmark.group); JSON files written before the groups
 were renamed ("inference", "head-to-head", "training-memory") read the same.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,10 @@ TRAINING_MEMORY = ("training memory per image", "training-memory")
 
 def in_group(row: dict, prefixes: tuple[str, ...]) -> bool:
     g = row["group"]
-    return any(g == p or g.startswith(p + " ") or g.startswith(p + ":") for p in prefixes) \
+    return (
+        any(g == p or g.startswith(p + " ") or g.startswith(p + ":") for p in prefixes)
         and g != "training-memory-ratios"
+    )
 
 
 def per_image_seconds(row: dict) -> float:
@@ -40,16 +43,22 @@ def inference_tables(rows: list[dict]) -> list[tuple[str, str]]:
     for group, grows in groups.items():
         vit_l = next((r for r in grows if r["extra_info"]["model"] == "ViT-L/2"), None)
         t_ref = per_image_seconds(vit_l) if vit_l else None
-        lines = ["| model | solver | iters | ms/image | images/s | GFLOP/image | ns/kFLOP | time vs ViT-L/2 |",
-                 "|---|---|---|---|---|---|---|---|"]
-        key = lambda r: (r["extra_info"]["model"], r["extra_info"]["solver"] or "",  # noqa: E731
-                         r["extra_info"]["iters"] or 0)
+        lines = [
+            "| model | solver | iters | ms/image | images/s | GFLOP/image | ns/kFLOP | time vs ViT-L/2 |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+
+        def key(r):
+            return (r["extra_info"]["model"], r["extra_info"]["solver"] or "", r["extra_info"]["iters"] or 0)
+
         for r in sorted(grows, key=key):
             e, t = r["extra_info"], per_image_seconds(r)
             gflop = e["flops_per_image"] / 1e9
             ratio = f"{t / t_ref:.2f}x" if t_ref else "-"
-            lines.append(f"| {e['model']} | {e['solver'] or '-'} | {e['iters'] or '-'} | {1e3 * t:.1f} | "
-                         f"{1 / t:.2f} | {gflop:.1f} | {1e3 * t / gflop:.2f} | {ratio} |")
+            lines.append(
+                f"| {e['model']} | {e['solver'] or '-'} | {e['iters'] or '-'} | {1e3 * t:.1f} | "
+                f"{1 / t:.2f} | {gflop:.1f} | {1e3 * t / gflop:.2f} | {ratio} |"
+            )
         e = grows[0]["extra_info"]
         size = e.get("image_size", 32)
         where = f"batch {e['batch']}, {size}x{size}, {e.get('clock', 'wall clock')}"
@@ -66,6 +75,7 @@ def extra_info_table(rows: list[dict], prefixes: tuple[str, ...], columns: list[
         if isinstance(v, float):
             return f"{v / 2**20:.1f} MiB" if v > 1e5 else f"{v:.3g}"
         return "-" if v is None else str(v)
+
     lines = ["| " + " | ".join(columns) + " | step s |", "|" + "---|" * (len(columns) + 1)]
     for r in rows:
         e = r["extra_info"]
@@ -83,7 +93,9 @@ def memory_ratios(rows: list[dict]) -> dict:
         if in_group(r, TRAINING_MEMORY):
             e = r["extra_info"]
             per[(e["model"], e["grad"], e["iters"])] = {
-                "retained": e["retained_bytes_per_image"], "saved": e["saved_bytes_per_image"]}
+                "retained": e["retained_bytes_per_image"],
+                "saved": e["saved_bytes_per_image"],
+            }
     base, vit_l = per.get(("GET-B/2", "unrolled", 6)), per.get(("ViT-L/2", None, None))
     ratios = {}
     if base is None or vit_l is None:
@@ -93,13 +105,15 @@ def memory_ratios(rows: list[dict]) -> dict:
             continue
         for kind in ("retained", "saved"):
             v = [per[("GET-B/2", grad, i)][kind] for i in (2, 6, 12)]
-            ratios[f"{grad}_{kind}"] = dict(vs_unrolled6=v[1] / base[kind], vs_vit_l=v[1] / vit_l[kind],
-                                            flatness_12_over_2=v[2] / v[0])
+            ratios[f"{grad}_{kind}"] = dict(
+                vs_unrolled6=v[1] / base[kind], vs_vit_l=v[1] / vit_l[kind], flatness_12_over_2=v[2] / v[0]
+            )
     return ratios
 
 
 def plot_inference(rows: list[dict], path: str, device: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -121,8 +135,14 @@ def plot_inference(rows: list[dict], path: str, device: str) -> None:
     colors = {m: f"C{i}" for i, m in enumerate(sorted({m for m, _ in series}))}  # one colour a model
     for (model, solver), pts in sorted(series.items()):
         pts.sort()
-        ax.plot([p[0] for p in pts], [1e3 * p[1] for p in pts], marker="o", color=colors[model],
-                linestyle="-" if solver == "fixed_point" else "--", label=f"{model} {solver}")
+        ax.plot(
+            [p[0] for p in pts],
+            [1e3 * p[1] for p in pts],
+            marker="o",
+            color=colors[model],
+            linestyle="-" if solver == "fixed_point" else "--",
+            label=f"{model} {solver}",
+        )
     for model, t in vits:
         ax.axhline(1e3 * t, color="gray", linewidth=0.8)
         ax.annotate(model, (8.05, 1e3 * t), fontsize=7, va="center")
@@ -146,29 +166,59 @@ def main(argv=None) -> None:
     for r in rows:
         r["group"] = r["group"] or "ungrouped"
     m = data["machine_info"]
-    print(f"Machine: {m.get('cpu', {}).get('brand_raw', m.get('processor'))}, "
-          f"{m.get('torch_threads')} torch threads, torch {m.get('torch')}, GPU: {m.get('cuda')}"
-          + (f", fp32 matmuls: {m['fp32_matmul']}" if m.get("fp32_matmul") else "") + "\n")
+    print(
+        f"Machine: {m.get('cpu', {}).get('brand_raw', m.get('processor'))}, "
+        f"{m.get('torch_threads')} torch threads, torch {m.get('torch')}, GPU: {m.get('cuda')}"
+        + (f", fp32 matmuls: {m['fp32_matmul']}" if m.get("fp32_matmul") else "")
+        + "\n"
+    )
     summary = data.get("getkern_summary", {}).get("lines", [])
     if summary:
         print("### Summary (one line per question)\n")
         print("\n".join(f"- {line}" for line in summary) + "\n")
     tables = inference_tables(rows)
     tables += [
-        ("GET-B/2 vs ViT-L/2, timed interleaved", extra_info_table(rows, HEAD_TO_HEAD, [
-            "dtype", "batch", "get_s_per_image", "vit_l_s_per_image", "time_ratio_get_over_vit_l",
-            "flop_ratio_get_over_vit_l"])),
-        ("Training memory per image", extra_info_table(rows, TRAINING_MEMORY, [
-            "model", "grad", "iters", "image_size", "retained_bytes_per_image", "saved_bytes_per_image",
-            "peak_bytes_per_image"])),
+        (
+            "GET-B/2 vs ViT-L/2, timed interleaved",
+            extra_info_table(
+                rows,
+                HEAD_TO_HEAD,
+                [
+                    "dtype",
+                    "batch",
+                    "get_s_per_image",
+                    "vit_l_s_per_image",
+                    "time_ratio_get_over_vit_l",
+                    "flop_ratio_get_over_vit_l",
+                ],
+            ),
+        ),
+        (
+            "Training memory per image",
+            extra_info_table(
+                rows,
+                TRAINING_MEMORY,
+                [
+                    "model",
+                    "grad",
+                    "iters",
+                    "image_size",
+                    "retained_bytes_per_image",
+                    "saved_bytes_per_image",
+                    "peak_bytes_per_image",
+                ],
+            ),
+        ),
     ]
     for title, table in tables:
         if table:
             print(f"### {title}\n\n{table}\n")
     ratios = memory_ratios(rows)
     if ratios:
-        print("### Training memory ratios (activation bytes retained / saved for backward)\n\n"
-              "| grad, measure | vs unrolled-6 | vs ViT-L/2 | 12 vs 2 iterations |\n|---|---|---|---|")
+        print(
+            "### Training memory ratios (activation bytes retained / saved for backward)\n\n"
+            "| grad, measure | vs unrolled-6 | vs ViT-L/2 | 12 vs 2 iterations |\n|---|---|---|---|"
+        )
         for grad, v in ratios.items():
             print(f"| {grad} | {v['vs_unrolled6']:.3f} | {v['vs_vit_l']:.3f} | {v['flatness_12_over_2']:.3f} |")
         print()

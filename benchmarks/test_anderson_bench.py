@@ -17,6 +17,7 @@ providers timed on the GPU's clock (the gpu_timed fixture of conftest.py; batch 
 Without one the counts go to the run's summary and the test skips; nothing is timed.
 `python benchmarks/test_anderson_bench.py` prints the table of docs/anderson.md.
 """
+
 from __future__ import annotations
 
 import harness
@@ -39,16 +40,24 @@ def _state(B, m, n, dtype, device="cpu", seed=0):
     z = torch.randn(B, n, generator=g, device=device).to(dtype)
     fz = (z.float() + 0.1 * torch.randn(B, n, generator=g, device=device)).to(dtype)
     alpha = torch.full((B, m), 1.0 / m, device=device)
-    return dict(F=F, G=G, gram=torch.zeros(B, m, m, device=device), z=z, fz=fz, alpha=alpha,
-                best=torch.zeros(B, n, dtype=dtype, device=device),
-                best_res=torch.full((B,), float("inf"), device=device))
+    return dict(
+        F=F,
+        G=G,
+        gram=torch.zeros(B, m, m, device=device),
+        z=z,
+        fz=fz,
+        alpha=alpha,
+        best=torch.zeros(B, n, dtype=dtype, device=device),
+        best_res=torch.full((B,), float("inf"), device=device),
+    )
 
 
 def getkern_iteration(s, k, tau, backend):
     """Pass 1 and pass 2 of one iteration (alpha fixed: the solve is excluded)."""
     res, _ = ops.anderson_record(s["fz"], s["z"], s["F"], s["G"], s["gram"], k, backend=backend)
-    return ops.anderson_mix(s["F"], s["G"], s["alpha"], tau, k=k, res=res, best=s["best"],
-                            best_res=s["best_res"], backend=backend)
+    return ops.anderson_mix(
+        s["F"], s["G"], s["alpha"], tau, k=k, res=res, best=s["best"], best_res=s["best_res"], backend=backend
+    )
 
 
 def torchdeq_style_iteration(X, F, H, fz, alpha, lowest, lowest_res, k, tau):
@@ -56,11 +65,12 @@ def torchdeq_style_iteration(X, F, H, fz, alpha, lowest, lowest_res, k, tau):
     m = F.shape[1]
     n_hist = min(k, m)
     G = F[:, :n_hist] - X[:, :n_hist]
-    H[:, 1:n_hist + 1, 1:n_hist + 1] = torch.bmm(G, G.transpose(1, 2)) + LAM * torch.eye(
-        n_hist, dtype=F.dtype, device=F.device)[None]
+    H[:, 1 : n_hist + 1, 1 : n_hist + 1] = (
+        torch.bmm(G, G.transpose(1, 2)) + LAM * torch.eye(n_hist, dtype=F.dtype, device=F.device)[None]
+    )
     slot = k % m
     X[:, slot] = tau * (alpha[:, None] @ F[:, :n_hist])[:, 0] + (1 - tau) * (alpha[:, None] @ X[:, :n_hist])[:, 0]
-    F[:, slot] = fz                                    # f(X[:, slot]) in the solver
+    F[:, slot] = fz  # f(X[:, slot]) in the solver
     gx = F[:, slot] - X[:, slot]
     abs_diff = gx.norm(dim=1)
     rel_diff = abs_diff / (F[:, slot].norm(dim=1) + 1e-9)
@@ -93,10 +103,14 @@ def torchdeq_style_traffic(n, dtype, tau, B=BATCH) -> Traffic:
 def traffic_rows(n: int, dtype: torch.dtype, tau: float) -> list[dict]:
     floor = ops.traffic_floor(BATCH, M, n, STEADY_K, dtype, tau)
     kernel = ops.triton_traffic(BATCH, M, n, STEADY_K, dtype, tau)
-    rows = [dict(provider="floor", bytes=floor, launches=None),
-            dict(provider="triton (3 kernels)", bytes=kernel.bytes, launches=kernel.launches)]
-    for name, t in (("torch path", torch_path_traffic(n, dtype, tau)),
-                    ("torchdeq-style", torchdeq_style_traffic(n, dtype, tau))):
+    rows = [
+        dict(provider="floor", bytes=floor, launches=None),
+        dict(provider="triton (3 kernels)", bytes=kernel.bytes, launches=kernel.launches),
+    ]
+    for name, t in (
+        ("torch path", torch_path_traffic(n, dtype, tau)),
+        ("torchdeq-style", torchdeq_style_traffic(n, dtype, tau)),
+    ):
         rows.append(dict(provider=name, bytes=t.bytes, launches=t.launches))
     for r in rows:
         r["x_floor"] = r["bytes"] / floor
@@ -120,10 +134,18 @@ def test_kernel_traffic_meets_targets(dtype, tau):
 
 def counted_row(provider: str, n: int, dtype: torch.dtype, tau: float) -> dict:
     floor = ops.traffic_floor(BATCH, M, n, STEADY_K, dtype, tau)
-    t = ops.triton_traffic(BATCH, M, n, STEADY_K, dtype, tau) if provider == "triton" else \
-        torch_path_traffic(n, dtype, tau)
-    return dict(bytes=t.bytes, launches=t.launches, floor_bytes=floor, batch=BATCH,
-                counted=f"{t.bytes / floor:.3f}x floor ({t.launches} launches)")
+    t = (
+        ops.triton_traffic(BATCH, M, n, STEADY_K, dtype, tau)
+        if provider == "triton"
+        else torch_path_traffic(n, dtype, tau)
+    )
+    return dict(
+        bytes=t.bytes,
+        launches=t.launches,
+        floor_bytes=floor,
+        batch=BATCH,
+        counted=f"{t.bytes / floor:.3f}x floor ({t.launches} launches)",
+    )
 
 
 def numerics(n: int, dtype: torch.dtype, tau: float, B: int, device) -> tuple[dict, dict]:
@@ -137,17 +159,23 @@ def numerics(n: int, dtype: torch.dtype, tau: float, B: int, device) -> tuple[di
     r_abs, r_rel = ops.anderson_record(ref["fz"], ref["z"], ref["F"], ref["G"], ref["gram"], k, backend="torch")
     F64, G64 = ref["F"].double(), ref["G"].double()
     abs64 = G64[:, slot].norm(dim=1)
-    exact = {"gram row": (tri["gram"][:, slot], ref["gram"][:, slot], torch.einsum("bin,bn->bi", G64, G64[:, slot])),
-             "abs residual": (t_abs, r_abs, abs64),
-             "rel residual": (t_rel, r_rel, abs64 / (F64[:, slot].norm(dim=1) + ops.REL_EPS))}
+    exact = {
+        "gram row": (tri["gram"][:, slot], ref["gram"][:, slot], torch.einsum("bin,bn->bi", G64, G64[:, slot])),
+        "abs residual": (t_abs, r_abs, abs64),
+        "rel residual": (t_rel, r_rel, abs64 / (F64[:, slot].norm(dim=1) + ops.REL_EPS)),
+    }
     mix = dict(tau=tau, k=k, res=r_abs)
-    t_z = ops.anderson_mix(tri["F"], tri["G"], tri["alpha"], **mix, best=tri["best"], best_res=tri["best_res"],
-                           backend="triton")
-    r_z = ops.anderson_mix(ref["F"], ref["G"], ref["alpha"], **mix, best=ref["best"], best_res=ref["best_res"],
-                           backend="torch")
+    t_z = ops.anderson_mix(
+        tri["F"], tri["G"], tri["alpha"], **mix, best=tri["best"], best_res=tri["best_res"], backend="triton"
+    )
+    r_z = ops.anderson_mix(
+        ref["F"], ref["G"], ref["alpha"], **mix, best=ref["best"], best_res=ref["best_res"], backend="torch"
+    )
     exact["z_next"] = (t_z, r_z, torch.einsum("bi,bin->bn", ref["alpha"].double(), F64 - (1 - tau) * G64))
-    bitwise = {"rings": torch.equal(tri["F"], ref["F"]) and torch.equal(tri["G"], ref["G"]),
-               "best iterate": torch.equal(tri["best"], ref["best"]) and torch.equal(tri["best_res"], ref["best_res"])}
+    bitwise = {
+        "rings": torch.equal(tri["F"], ref["F"]) and torch.equal(tri["G"], ref["G"]),
+        "best iterate": torch.equal(tri["best"], ref["best"]) and torch.equal(tri["best_res"], ref["best_res"]),
+    }
     return exact, bitwise
 
 
@@ -164,8 +192,14 @@ def test_anderson_iteration(benchmark, gpu_timed, summary, provider, size, dtype
         summary.put(subject, label, **key, **counted_row(provider, n, dtype, tau))
         pytest.skip(harness.NOT_TIMED)
     B = BATCH if full else 32
-    benchmark.extra_info.update(harness.precision_info(dtype), provider=provider, batch=B, m=M, n=n,
-                                floor_bytes=ops.traffic_floor(B, M, n, STEADY_K, dtype, tau))
+    benchmark.extra_info.update(
+        harness.precision_info(dtype),
+        provider=provider,
+        batch=B,
+        m=M,
+        n=n,
+        floor_bytes=ops.traffic_floor(B, M, n, STEADY_K, dtype, tau),
+    )
     if provider == "triton":
         exact, bitwise = numerics(n, dtype, tau, B, "cuda")
         benchmark.extra_info["bitwise"] = bitwise

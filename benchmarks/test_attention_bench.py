@@ -14,6 +14,7 @@ Byte models (docs/attention.md):
 
 `python benchmarks/test_attention_bench.py` prints the table in docs/attention.md.
 """
+
 from __future__ import annotations
 
 import harness
@@ -30,8 +31,9 @@ COUNT_BATCH = 2
 
 def _inputs(B, N, D, dtype, device, requires_grad=False):
     g = torch.Generator(device=device).manual_seed(0)
-    qkv, u = (torch.randn(B, N, 3 * D, generator=g, device=device, dtype=dtype, requires_grad=requires_grad)
-              for _ in range(2))
+    qkv, u = (
+        torch.randn(B, N, 3 * D, generator=g, device=device, dtype=dtype, requires_grad=requires_grad) for _ in range(2)
+    )
     c = torch.randn(B, 1, 3 * D, generator=g, device=device, dtype=dtype, requires_grad=requires_grad)
     return qkv, c, u
 
@@ -66,10 +68,22 @@ def traffic_rows() -> list[dict]:
         rows.append(dict(provider="unfused (adds + SDPA)", mode=mode, bytes=t.bytes, launches=t.launches))
         for arch in ((8, 0), (9, 0)):
             f = fused_attention_traffic(B, N, D, H, DTYPE, arch, backward)
-            rows.append(dict(provider=f"fused, op level, sm_{arch[0]}{arch[1]} config", mode=mode,
-                             bytes=f["op_bytes"], launches=f["launches"]))
-            rows.append(dict(provider=f"fused, tile level, sm_{arch[0]}{arch[1]} config", mode=mode,
-                             bytes=f["tile_bytes"], launches=f["launches"]))
+            rows.append(
+                dict(
+                    provider=f"fused, op level, sm_{arch[0]}{arch[1]} config",
+                    mode=mode,
+                    bytes=f["op_bytes"],
+                    launches=f["launches"],
+                )
+            )
+            rows.append(
+                dict(
+                    provider=f"fused, tile level, sm_{arch[0]}{arch[1]} config",
+                    mode=mode,
+                    bytes=f["tile_bytes"],
+                    launches=f["launches"],
+                )
+            )
     for r in rows:
         r["x_floor"] = r["bytes"] / floor
     return rows
@@ -90,12 +104,21 @@ def counted_row(provider: str, mode: str, dtype: torch.dtype) -> dict:
     floor = floor_bytes(B, N, D, dtype)
     if provider == "fused":
         f = fused_attention_traffic(B, N, D, H, dtype, (9, 0), backward)
-        return dict(bytes=f["op_bytes"], tile_bytes=f["tile_bytes"], launches=f["launches"], floor_bytes=floor,
-                    counted=f"{f['op_bytes'] / floor:.2f}x floor (tile level {f['tile_bytes'] / floor:.2f}x, "
-                            f"sm_90 config; {f['launches']} launch{'es' if f['launches'] > 1 else ''})")
+        return dict(
+            bytes=f["op_bytes"],
+            tile_bytes=f["tile_bytes"],
+            launches=f["launches"],
+            floor_bytes=floor,
+            counted=f"{f['op_bytes'] / floor:.2f}x floor (tile level {f['tile_bytes'] / floor:.2f}x, "
+            f"sm_90 config; {f['launches']} launch{'es' if f['launches'] > 1 else ''})",
+        )
     t = unfused_traffic(B, N, D, H, dtype, backward)
-    return dict(bytes=t.bytes, launches=t.launches, floor_bytes=floor,
-                counted=f"{t.bytes / floor:.2f}x floor ({t.launches} launches)")
+    return dict(
+        bytes=t.bytes,
+        launches=t.launches,
+        floor_bytes=floor,
+        counted=f"{t.bytes / floor:.2f}x floor ({t.launches} launches)",
+    )
 
 
 def numerics(provider: str, mode: str, dtype: torch.dtype, device, shape=GET_B) -> None | dict:

@@ -9,6 +9,7 @@
 Run: `OMP_NUM_THREADS=2 .venv/bin/pytest benchmarks/test_cpp_loop_bench.py --benchmark-only`.
 All on CPU (wall clock), also on a GPU machine; the run's summary gives each question's speed-up.
 """
+
 from __future__ import annotations
 
 import harness
@@ -87,6 +88,7 @@ def test_get_t_cpu_target(benchmark, get_t, path):
             sample = CompiledSampler(model, solver_backend="cpp")
             run = lambda: sample(noise, z0=z0, iters=6)  # noqa: E731
         out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    harness.SUMMARY.put_timed(benchmark, subject, path, "wall clock", order=("fastest", "reference"),
-                              baseline="reference")
+    harness.SUMMARY.put_timed(
+        benchmark, subject, path, "wall clock", order=("fastest", "reference"), baseline="reference"
+    )
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())

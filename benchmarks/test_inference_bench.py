@@ -13,6 +13,7 @@ timed on the GPU's clock (the gpu_timed fixture of conftest.py).
 With --benchmark-disable (CI runs them once so they cannot rot) images are 8x8 instead of 32x32 and
 only a cross-section of the grid runs (every code path, not every size).
 """
+
 from __future__ import annotations
 
 import functools
@@ -91,15 +92,21 @@ def _summary_lines(subject) -> list[str]:
     lines = []
     if get6 and get6.get("seconds"):
         t_g = get6["seconds"] / get6["batch"]
-        lines.append(f"{subject.name}: GET-B/2 6 iters (fixed point) vs ViT-L/2: {t_g / t_v:.2f}x time "
-                     f"({harness.fmt_seconds(t_g)} vs {harness.fmt_seconds(t_v)} per image; {where}), "
-                     f"{get6['flops_per_image'] / vit['flops_per_image']:.2f}x matmul FLOPs")
+        lines.append(
+            f"{subject.name}: GET-B/2 6 iters (fixed point) vs ViT-L/2: {t_g / t_v:.2f}x time "
+            f"({harness.fmt_seconds(t_g)} vs {harness.fmt_seconds(t_v)} per image; {where}), "
+            f"{get6['flops_per_image'] / vit['flops_per_image']:.2f}x matmul FLOPs"
+        )
     for solver in SOLVERS:
-        pts = [(i, rows[f"GET-B/2 {solver} {i}"]) for i in ITERS
-               if rows.get(f"GET-B/2 {solver} {i}", {}).get("seconds")]
+        pts = [
+            (i, rows[f"GET-B/2 {solver} {i}"]) for i in ITERS if rows.get(f"GET-B/2 {solver} {i}", {}).get("seconds")
+        ]
         if len(pts) > 1:
-            lines.append(f"{subject.name}: GET-B/2 {solver} at {'/'.join(str(i) for i, _ in pts)} iterations = "
-                         + "/".join(f"{r['seconds'] / r['batch'] / t_v:.2f}" for _, r in pts) + "x ViT-L/2's time")
+            lines.append(
+                f"{subject.name}: GET-B/2 {solver} at {'/'.join(str(i) for i, _ in pts)} iterations = "
+                + "/".join(f"{r['seconds'] / r['batch'] / t_v:.2f}" for _, r in pts)
+                + "x ViT-L/2's time"
+            )
     return lines
 
 
@@ -113,8 +120,14 @@ def time_step(benchmark, gpu_timed, step, device) -> None:
 def record(benchmark, summary, label, B, flops_per_image, device, dtype, **info):
     info.update(batch=B, flops_per_image=flops_per_image, clock=clock(device), **harness.precision_info(dtype))
     benchmark.extra_info.update(info)
-    summary.put_timed(benchmark, subject_of(dtype), label, clock(device), render=_summary_lines,
-                      **{k: v for k, v in info.items() if k != "clock"})
+    summary.put_timed(
+        benchmark,
+        subject_of(dtype),
+        label,
+        clock(device),
+        render=_summary_lines,
+        **{k: v for k, v in info.items() if k != "clock"},
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=harness.dtype_name)
@@ -136,8 +149,19 @@ def test_get_inference(benchmark, gpu_timed, summary, name, iters, solver, dtype
         if device.type == "cuda":
             harness.check_numerics(benchmark, harness.model_numerics(model, call, (noise, z0)))
         time_step(benchmark, gpu_timed, lambda: call(model, noise, z0), device)
-    record(benchmark, summary, f"{name} {solver} {iters}", B, flops, device, dtype,
-           model=name, iters=iters, solver=solver, image_size=S)
+    record(
+        benchmark,
+        summary,
+        f"{name} {solver} {iters}",
+        B,
+        flops,
+        device,
+        dtype,
+        model=name,
+        iters=iters,
+        solver=solver,
+        image_size=S,
+    )
     assert out.shape == (1, 3, S, S)
 
 
@@ -188,16 +212,29 @@ def test_get_b_vs_vit_l_head_to_head(benchmark, gpu_timed, summary, dtype, devic
                 times.append(harness.device_seconds(fn, device))
         t_g, t_v = statistics.median(times_g), statistics.median(times_v)
         benchmark.extra_info.update(
-            batch=B, clock=clock(device), **harness.precision_info(dtype), get_s_per_image=t_g / B,
-            vit_l_s_per_image=t_v / B, time_ratio_get_over_vit_l=t_g / t_v, get_flops_per_image=flops_g,
-            vit_l_flops_per_image=flops_v, flop_ratio_get_over_vit_l=flops_g / flops_v)
+            batch=B,
+            clock=clock(device),
+            **harness.precision_info(dtype),
+            get_s_per_image=t_g / B,
+            vit_l_s_per_image=t_v / B,
+            time_ratio_get_over_vit_l=t_g / t_v,
+            get_flops_per_image=flops_g,
+            vit_l_flops_per_image=flops_v,
+            flop_ratio_get_over_vit_l=flops_g / flops_v,
+        )
         if device.type == "cuda":
             gpu_timed(run_g, rounds=1, min_rounds=1, warmup_rounds=0, cross_check=False)
         else:
             benchmark.pedantic(run_g, rounds=1, warmup_rounds=0)
     smoke = f" [smoke run, {S}x{S} images: --benchmark-disable]" if benchmark.disabled else ""
-    summary.put(subject, "pair", line=(
-        f"{subject}{smoke}: {t_g / t_v:.2f}x time ({harness.fmt_seconds(t_g / B)} vs {harness.fmt_seconds(t_v / B)} "
-        f"per image, {clock(device)}, median of {len(times_g)} pair{'s' if len(times_g) > 1 else ''}, batch {B}), "
-        f"{flops_g / flops_v:.2f}x matmul FLOPs"), render=lambda s: s.rows["pair"]["line"])
+    summary.put(
+        subject,
+        "pair",
+        line=(
+            f"{subject}{smoke}: {t_g / t_v:.2f}x time ({harness.fmt_seconds(t_g / B)} vs {harness.fmt_seconds(t_v / B)} "
+            f"per image, {clock(device)}, median of {len(times_g)} pair{'s' if len(times_g) > 1 else ''}, batch {B}), "
+            f"{flops_g / flops_v:.2f}x matmul FLOPs"
+        ),
+        render=lambda s: s.rows["pair"]["line"],
+    )
     assert flops_g > 0 and flops_v > 0

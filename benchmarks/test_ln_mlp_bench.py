@@ -25,6 +25,7 @@ against the interpreter's distinct-byte counter). Two scopes:
 
 `python benchmarks/test_ln_mlp_bench.py` prints the table in docs/layernorm_mlp.md.
 """
+
 from __future__ import annotations
 
 import harness
@@ -46,12 +47,24 @@ def _inputs(B, N, D, ratio, dtype, device):
     """x, a (B, N, D) and the parameters of LN1, qkv, LN2 and the MLP."""
     H = D * ratio
     g = torch.Generator(device=device).manual_seed(0) if device != "meta" else None
-    make = ((lambda *s: torch.empty(*s, device="meta", dtype=dtype)) if device == "meta" else
-            (lambda *s: torch.randn(*s, generator=g, device=device, dtype=dtype)))
+    make = (
+        (lambda *s: torch.empty(*s, device="meta", dtype=dtype))
+        if device == "meta"
+        else (lambda *s: torch.randn(*s, generator=g, device=device, dtype=dtype))
+    )
     x, a = make(B, N, D), make(B, N, D)
-    params = dict(n1w=make(D), n1b=make(D), wqkv=make(3 * D, D) / D ** 0.5, bqkv=make(3 * D),
-                  n2w=make(D), n2b=make(D), w1=make(H, D) / D ** 0.5, b1=make(H),
-                  w2=make(D, H) / H ** 0.5, b2=make(D))
+    params = dict(
+        n1w=make(D),
+        n1b=make(D),
+        wqkv=make(3 * D, D) / D**0.5,
+        bqkv=make(3 * D),
+        n2w=make(D),
+        n2b=make(D),
+        w1=make(H, D) / D**0.5,
+        b1=make(H),
+        w2=make(D, H) / H**0.5,
+        b2=make(D),
+    )
     return x, a, params
 
 
@@ -71,8 +84,7 @@ def per_op_step(x, a, p):
 
 def prologue_step(x, a, p):
     qkv = layer_norm_linear(x, p["n1w"], p["n1b"], p["wqkv"], p["bqkv"], backend="triton")
-    return qkv, add_layer_norm_mlp(x, a, p["n2w"], p["n2b"], p["w1"], p["b1"], p["w2"], p["b2"],
-                                   backend="triton")
+    return qkv, add_layer_norm_mlp(x, a, p["n2w"], p["n2b"], p["w1"], p["b1"], p["w2"], p["b2"], backend="triton")
 
 
 def unfused_traffic(B, N, D, ratio, dtype, qkv: bool) -> dict[str, int]:
@@ -92,24 +104,23 @@ def fused_traffic(B, N, D, ratio, dtype, path: str, qkv: bool) -> dict[str, int]
     qkv_out = 3 * act
     if path == "per_op":
         launches = {
-            "ln1": act + 2 * vec + act + stats,              # read x, w, b; write h1, mean, rstd
+            "ln1": act + 2 * vec + act + stats,  # read x, w, b; write h1, mean, rstd
             "add_ln2": 2 * act + 2 * vec + 2 * act + stats,  # read x, a, w, b; write s, h, stats
-            "fc1_gelu": act + w1 + hid,                      # read h, W1, b1; write GELU(fc1)
-            "fc2_residual": hid + w2 + act + act,            # read act, W2, b2, s; write out
+            "fc1_gelu": act + w1 + hid,  # read h, W1, b1; write GELU(fc1)
+            "fc2_residual": hid + w2 + act + act,  # read act, W2, b2, s; write out
         }
         if qkv:
             launches["qkv (cuBLAS)"] = act + wqkv + qkv_out
     else:
         launches = {
             "fc1 with add+LN2 prologue": 2 * act + 2 * vec + w1 + hid,  # read x, a, LN2, W1, b1
-            "fc2 with x + a epilogue": hid + w2 + 2 * act + act,        # read act, W2, b2, x, a
+            "fc2 with x + a epilogue": hid + w2 + 2 * act + act,  # read act, W2, b2, x, a
         }
         if qkv:  # read x, LN1 w, b, Wqkv, bqkv; write qkv
             launches["qkv with LN1 prologue"] = act + 2 * vec + wqkv + qkv_out
         else:  # LN1 rides in the qkv launch outside this scope; it adds only its gamma and beta
             launches["(LN1 inside qkv)"] = 2 * vec
-    return {"bytes": sum(launches.values()),
-            "launches": sum(1 for name in launches if not name.startswith("("))}
+    return {"bytes": sum(launches.values()), "launches": sum(1 for name in launches if not name.startswith("("))}
 
 
 def test_prologue_path_meets_the_targets():
@@ -138,10 +149,13 @@ def counted_row(provider: str, dtype: torch.dtype) -> dict:
         t = {scope: fused_traffic(**GET_B, dtype=dtype, path=provider, qkv=qkv) for scope, qkv in SCOPES}
     u = {scope: unfused_traffic(**GET_B, dtype=dtype, qkv=qkv) for scope, qkv in SCOPES}
     ratio = lambda scope: t[scope]["bytes"] / u[scope]["bytes"]  # noqa: E731
-    detail = (f"{t['ln_mlp']['bytes'] / 1e6:.0f} MB" if provider == "unfused" else
-              f"{ratio('with_qkv'):.2f}x with qkv")
-    return dict(ln_mlp=t["ln_mlp"], with_qkv=t["with_qkv"], what="bytes vs unfused (LN+MLP scope)",
-                counted=f"{ratio('ln_mlp'):.2f}x ({detail}; {t['ln_mlp']['launches']} launches)")
+    detail = f"{t['ln_mlp']['bytes'] / 1e6:.0f} MB" if provider == "unfused" else f"{ratio('with_qkv'):.2f}x with qkv"
+    return dict(
+        ln_mlp=t["ln_mlp"],
+        with_qkv=t["with_qkv"],
+        what="bytes vs unfused (LN+MLP scope)",
+        counted=f"{ratio('ln_mlp'):.2f}x ({detail}; {t['ln_mlp']['launches']} launches)",
+    )
 
 
 def numerics(provider: str, dtype: torch.dtype, device, shape=GET_B) -> None | dict:
@@ -188,10 +202,14 @@ if __name__ == "__main__":
     for scope, qkv in (("LN+MLP", False), ("with qkv", True)):
         for dtype in (torch.bfloat16, torch.float32):
             u = unfused_traffic(**GET_B, dtype=dtype, qkv=qkv)
-            rows = (("unfused PyTorch", u),
-                    ("per-op Triton", fused_traffic(**GET_B, dtype=dtype, path="per_op", qkv=qkv)),
-                    ("prologue Triton", fused_traffic(**GET_B, dtype=dtype, path="prologue", qkv=qkv)))
+            rows = (
+                ("unfused PyTorch", u),
+                ("per-op Triton", fused_traffic(**GET_B, dtype=dtype, path="per_op", qkv=qkv)),
+                ("prologue Triton", fused_traffic(**GET_B, dtype=dtype, path="prologue", qkv=qkv)),
+            )
             for name, t in rows:
-                print(f"| {scope} | {str(dtype).removeprefix('torch.')} | {name} | "
-                      f"{t['bytes'] / 1e6:.1f} | {t['launches']} | {t['bytes'] / u['bytes']:.3f}x | "
-                      f"{u['launches'] / t['launches']:.2f}x fewer |")
+                print(
+                    f"| {scope} | {str(dtype).removeprefix('torch.')} | {name} | "
+                    f"{t['bytes'] / 1e6:.1f} | {t['launches']} | {t['bytes'] / u['bytes']:.3f}x | "
+                    f"{u['launches'] / t['launches']:.2f}x fewer |"
+                )

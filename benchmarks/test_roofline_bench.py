@@ -12,6 +12,7 @@ bf16 only: the model's floor is the bf16 tensor-core peak, which does not apply 
 kernels are timed by the attention, LN+MLP and Anderson benchmarks). Without CUDA the timed cases are
 skipped: the model stays a model until a GPU measures it.
 """
+
 from __future__ import annotations
 
 import harness
@@ -22,7 +23,7 @@ from getkern import ops
 from getkern.tools import roofline
 
 BATCH = 128
-ROWS = roofline.model_sampling_step("GET-B/2", batch=BATCH, iters=1).rows   # meta device: no GPU needed
+ROWS = roofline.model_sampling_step("GET-B/2", batch=BATCH, iters=1).rows  # meta device: no GPU needed
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="roofline measurements need a CUDA GPU")
 
 
@@ -36,8 +37,11 @@ def _on_gpu(value, generator):
 def _line(subject):
     """Summary line: measured / modelled floor of each backend."""
     rows = harness.ordered(subject)
-    parts = [f"{lb} {r['seconds'] / r['floor_s']:.2f}x floor ({harness.fmt_seconds(r['seconds'])})"
-             for lb, r in rows if r.get("seconds")]
+    parts = [
+        f"{lb} {r['seconds'] / r['floor_s']:.2f}x floor ({harness.fmt_seconds(r['seconds'])})"
+        for lb, r in rows
+        if r.get("seconds")
+    ]
     if not parts:
         return f"{subject.name}: not timed (--benchmark-disable)"
     return f"{subject.name}: " + " vs ".join(parts) + " (CUDA events, median; floor: the H100 roofline model)"
@@ -46,8 +50,9 @@ def _line(subject):
 def _record(benchmark, summary, subject, backend, cost, median):
     if median is not None:
         benchmark.extra_info["measured_over_floor"] = median / cost.floor_s
-    summary.put_timed(benchmark, subject, backend, "CUDA events", order=("triton", "torch"), render=_line,
-                      floor_s=cost.floor_s)
+    summary.put_timed(
+        benchmark, subject, backend, "CUDA events", order=("triton", "torch"), render=_line, floor_s=cost.floor_s
+    )
 
 
 @needs_cuda
@@ -60,14 +65,20 @@ def test_fused_op_vs_floor(benchmark, gpu_timed, summary, row, backend):
     cost = row.fused if backend == "triton" else row.unfused
     subject = f"roofline GET-B/2 bf16 B={BATCH}: {row.label}"
     benchmark.group = f"{subject}: measured vs modelled floor"
-    benchmark.extra_info.update(harness.precision_info(torch.bfloat16), model_bytes=cost.bytes,
-                                model_launches=cost.launches, model_floor_s=cost.floor_s)
+    benchmark.extra_info.update(
+        harness.precision_info(torch.bfloat16),
+        model_bytes=cost.bytes,
+        model_launches=cost.launches,
+        model_floor_s=cost.floor_s,
+    )
     op = getattr(ops, row.op)
     with torch.no_grad():
         if backend == "triton":
             double = lambda v: v.double() if isinstance(v, torch.Tensor) else v  # noqa: E731
-            outs = [op(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()}, backend=be)
-                    for cast, be in ((lambda v: v, "triton"), (lambda v: v, "torch"), (double, "torch"))]
+            outs = [
+                op(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()}, backend=be)
+                for cast, be in ((lambda v: v, "triton"), (lambda v: v, "torch"), (double, "torch"))
+            ]
             harness.check_numerics(benchmark, {"out": tuple(outs)})
         median = gpu_timed(lambda: op(*args, **kwargs, backend=backend))
     _record(benchmark, summary, subject, backend, cost, median)
@@ -86,8 +97,12 @@ def test_sampling_step_vs_floor(benchmark, gpu_timed, summary, backend):
     z0 = torch.randn(BATCH, 256, model.hidden_size, device="cuda", generator=g).to(torch.bfloat16)
     subject = f"roofline GET-B/2 bf16 B={BATCH}: whole sampling step (6 iterations)"
     benchmark.group = f"{subject}: measured vs modelled floor"
-    benchmark.extra_info.update(harness.precision_info(torch.bfloat16), model_bytes=cost.bytes,
-                                model_launches=cost.launches, model_floor_s=cost.floor_s)
+    benchmark.extra_info.update(
+        harness.precision_info(torch.bfloat16),
+        model_bytes=cost.bytes,
+        model_launches=cost.launches,
+        model_floor_s=cost.floor_s,
+    )
     call = lambda m, x, z: m(x, z0=z, iters=6, tol=None)  # noqa: E731
     if backend == "triton":
         harness.check_numerics(benchmark, harness.model_numerics(model, call, (noise, z0)))

@@ -9,6 +9,7 @@ solve is pytest-benchmark's (wall clock; the solves run on CPU, with the PyTorch
 summary gives one line per problem: the most evaluations any sample needed, fixed point vs Anderson.
 GET-T here is randomly initialised (no trained checkpoint).
 """
+
 from __future__ import annotations
 
 import harness
@@ -23,16 +24,23 @@ TOL = 1e-3
 def count_evaluations(f, z0, solver: str, cap: int) -> dict:
     _, info = deq.solve(f, z0, solver=solver, max_iter=cap, tol=TOL, stop="rel", check_every=1, backend="torch")
     reached = info["rel_lowest"] < TOL
-    return {"solver": solver, "cap": cap, "nfev": info["nfev"],
-            "evals_to_1e-3": [int(n) if ok else None for n, ok in zip(info["nstep"], reached)],
-            "rel_lowest": [float(r) for r in info["rel_lowest"]], "fallback": int(info["fallback"].sum())}
+    return {
+        "solver": solver,
+        "cap": cap,
+        "nfev": info["nfev"],
+        "evals_to_1e-3": [int(n) if ok else None for n, ok in zip(info["nstep"], reached)],
+        "rel_lowest": [float(r) for r in info["rel_lowest"]],
+        "fallback": int(info["fallback"].sum()),
+    }
 
 
 def report(name: str, row: dict) -> None:
     evals = " ".join("-" if n is None else str(n) for n in row["evals_to_1e-3"])
     lowest = " ".join(f"{r:.1e}" for r in row["rel_lowest"])
-    print(f"\n{name:<28} {row['solver']:<12} cap {row['cap']:>4}  evals to rel 1e-3: {evals:<16} "
-          f"lowest rel: {lowest}  fallbacks: {row['fallback']}")
+    print(
+        f"\n{name:<28} {row['solver']:<12} cap {row['cap']:>4}  evals to rel 1e-3: {evals:<16} "
+        f"lowest rel: {lowest}  fallbacks: {row['fallback']}"
+    )
 
 
 def _line(subject) -> str:
@@ -41,12 +49,19 @@ def _line(subject) -> str:
         if any(n is None for n in evals):
             return f"not every sample within {row['cap']} (lowest rel {min(lowest):.1e} .. {max(lowest):.1e})"
         return f"{max(evals)} (max over samples)"
+
     return f"{subject.name}: " + " vs ".join(f"{lb} {most(r)}" for lb, r in harness.ordered(subject))
 
 
 def put(benchmark, subject: str, row: dict) -> None:
-    harness.SUMMARY.put(subject, row["solver"], question=benchmark.group, order=("fixed_point", "anderson"),
-                        render=_line, **{k: row[k] for k in ("cap", "evals_to_1e-3", "rel_lowest")})
+    harness.SUMMARY.put(
+        subject,
+        row["solver"],
+        question=benchmark.group,
+        order=("fixed_point", "anderson"),
+        render=_line,
+        **{k: row[k] for k in ("cap", "evals_to_1e-3", "rel_lowest")},
+    )
 
 
 def toy_map(n: int = 256, batch: int = 4, seed: int = 0):

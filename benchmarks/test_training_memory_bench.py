@@ -11,6 +11,7 @@ table row is the time of its one measured step, memory meter on (not a clean ste
 
 With --benchmark-disable (CI) the images are 8x8 instead of 32x32.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,8 +58,9 @@ def run_case(benchmark, name, grad, iters, device):
     noise, target = (torch.randn(batch, 3, size, size, generator=g).to(device) for _ in range(2))
 
     def step():
-        mem.update(training_step_memory(lambda: training_loss(model, noise, target, grad, iters), device,
-                                        exclude=model))
+        mem.update(
+            training_step_memory(lambda: training_loss(model, noise, target, grad, iters), device, exclude=model)
+        )
         model.zero_grad(set_to_none=True)
 
     mem = {}
@@ -69,12 +71,28 @@ def run_case(benchmark, name, grad, iters, device):
     saved, retained, peak = mem["saved"], mem["retained"], mem["peak"]
 
     RESULTS[(name, grad, iters)] = {"saved": saved / batch, "retained": retained / batch}
-    harness.SUMMARY.put(SUBJECT, f"{name} {grad} {iters}", question=GROUP, render=_summary_lines,
-                        batch=batch, image_size=size, device=device.type, saved_bytes_per_image=saved / batch,
-                        retained_bytes_per_image=retained / batch, peak_bytes_per_image=peak / batch)
-    benchmark.extra_info.update(model=name, grad=grad, iters=iters, batch=batch, image_size=size,
-                                saved_bytes_per_image=saved / batch, retained_bytes_per_image=retained / batch,
-                                peak_bytes_per_image=peak / batch)
+    harness.SUMMARY.put(
+        SUBJECT,
+        f"{name} {grad} {iters}",
+        question=GROUP,
+        render=_summary_lines,
+        batch=batch,
+        image_size=size,
+        device=device.type,
+        saved_bytes_per_image=saved / batch,
+        retained_bytes_per_image=retained / batch,
+        peak_bytes_per_image=peak / batch,
+    )
+    benchmark.extra_info.update(
+        model=name,
+        grad=grad,
+        iters=iters,
+        batch=batch,
+        image_size=size,
+        saved_bytes_per_image=saved / batch,
+        retained_bytes_per_image=retained / batch,
+        peak_bytes_per_image=peak / batch,
+    )
     assert saved > 0 and peak >= saved
 
 
@@ -101,8 +119,11 @@ def memory_ratios(results: dict) -> dict | None:
             if not all(("GET-B/2", grad, i) in results for i in (2, 6, 12)):
                 continue
             per_iters = [results[("GET-B/2", grad, i)][kind] for i in (2, 6, 12)]
-            ratios[f"{grad}_{kind}"] = dict(vs_unrolled6=per_iters[1] / base[kind], vs_vit_l=per_iters[1] / vit_l[kind],
-                                            flatness_12_over_2=per_iters[2] / per_iters[0])
+            ratios[f"{grad}_{kind}"] = dict(
+                vs_unrolled6=per_iters[1] / base[kind],
+                vs_vit_l=per_iters[1] / vit_l[kind],
+                flatness_12_over_2=per_iters[2] / per_iters[0],
+            )
     return ratios
 
 
@@ -116,10 +137,12 @@ def _summary_lines(subject) -> list[str]:
     for grad in ("phantom", "implicit"):
         r, sv = ratios.get(f"{grad}_retained"), ratios.get(f"{grad}_saved")
         if r and sv:
-            lines.append(f"{SUBJECT} ({where}), {grad} gradients at 6 iterations: activations retained "
-                         f"{r['vs_unrolled6']:.3f}x unrolled-6, {r['vs_vit_l']:.3f}x ViT-L/2; 12 vs 2 iterations "
-                         f"{r['flatness_12_over_2']:.3f}x (saved for backward: {sv['vs_unrolled6']:.3f}x, "
-                         f"{sv['vs_vit_l']:.3f}x, {sv['flatness_12_over_2']:.3f}x)")
+            lines.append(
+                f"{SUBJECT} ({where}), {grad} gradients at 6 iterations: activations retained "
+                f"{r['vs_unrolled6']:.3f}x unrolled-6, {r['vs_vit_l']:.3f}x ViT-L/2; 12 vs 2 iterations "
+                f"{r['flatness_12_over_2']:.3f}x (saved for backward: {sv['vs_unrolled6']:.3f}x, "
+                f"{sv['vs_vit_l']:.3f}x, {sv['flatness_12_over_2']:.3f}x)"
+            )
     return lines
 
 

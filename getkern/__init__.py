@@ -5,15 +5,22 @@
 
 The public names load on first use, so ``import getkern`` (and ``getkern --help``) stays fast.
 """
+
 from __future__ import annotations
 
 from getkern._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_PUBLIC = {"GET": "getkern.models", "ViT": "getkern.models", "load": "getkern.loading",
-           "sample": "getkern.sampling", "CheckpointError": "getkern.checkpoint",
-           "GetkernError": "getkern.errors", "UsageError": "getkern.errors"}
+_PUBLIC = {
+    "GET": "getkern.models",
+    "ViT": "getkern.models",
+    "load": "getkern.loading",
+    "sample": "getkern.sampling",
+    "CheckpointError": "getkern.checkpoint",
+    "GetkernError": "getkern.errors",
+    "UsageError": "getkern.errors",
+}
 __all__ = [*_PUBLIC, "__version__"]
 
 

@@ -9,6 +9,7 @@ One convention everywhere: ``backend="auto" | "triton" | "torch"`` (solvers add 
   under "auto"; with an explicit "triton" they raise.
 - An explicit backend that cannot run raises :class:`BackendUnavailable`; never a silent fallback.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -52,8 +53,9 @@ def check_backend_name(backend: str, allowed: tuple[str, ...] = BACKENDS, *, arg
         raise ValueError(f"{arg} must be one of {allowed}, got {backend!r}")
 
 
-def resolve_backend(backend: str, device: torch.device, *, op: str, unsupported: str | None = None,
-                    slower: bool = False) -> str:
+def resolve_backend(
+    backend: str, device: torch.device, *, op: str, unsupported: str | None = None, slower: bool = False
+) -> str:
     """Map ``backend`` ("auto"|"triton"|"torch") to the one that runs for tensors on ``device``.
 
     ``unsupported``: why the kernel cannot take these particular inputs (a dtype or size it does not
@@ -67,8 +69,10 @@ def resolve_backend(backend: str, device: torch.device, *, op: str, unsupported:
     if backend == "auto":
         return "triton" if triton_can_run(device) and unsupported is None and not slower else "torch"
     if not triton_importable():
-        raise BackendUnavailable(f"{op}: backend='triton' requested but triton is not importable (the triton package is "
-                                 "not installed: pip install triton, Linux x86-64; or use backend='torch')")
+        raise BackendUnavailable(
+            f"{op}: backend='triton' requested but triton is not importable (the triton package is "
+            "not installed: pip install triton, Linux x86-64; or use backend='torch')"
+        )
     if not triton_can_run(device):
         raise BackendUnavailable(
             f"{op}: backend='triton' cannot run on {device.type} tensors without a GPU; "
@@ -76,16 +80,16 @@ def resolve_backend(backend: str, device: torch.device, *, op: str, unsupported:
             "(slow, for testing), or use backend='torch'"
         )
     if unsupported is not None:
-        raise BackendUnavailable(f"{op}: the Triton kernel does not support these inputs: {unsupported}; "
-                                 "use backend='torch' (or 'auto')")
+        raise BackendUnavailable(
+            f"{op}: the Triton kernel does not support these inputs: {unsupported}; use backend='torch' (or 'auto')"
+        )
     return "triton"
 
 
 def dense(*tensors):
     """The tensors (None and non-tensors passed through), each made contiguous if it is not: how the
     Triton paths take strided and channels-last views (one copy) instead of refusing them."""
-    return tuple(t.contiguous() if isinstance(t, torch.Tensor) and not t.is_contiguous() else t
-                 for t in tensors)
+    return tuple(t.contiguous() if isinstance(t, torch.Tensor) and not t.is_contiguous() else t for t in tensors)
 
 
 def cuda_fp32_matmul_is_tf32() -> bool:
@@ -93,8 +97,10 @@ def cuda_fp32_matmul_is_tf32() -> bool:
     (``torch.backends.cuda.matmul.fp32_precision``, then the global ``torch.backends.fp32_precision``;
     "none" defers to the next level) and, only where neither decides, the legacy
     ``torch.get_float32_matmul_precision()`` (which raises once the two APIs were mixed)."""
-    for level in (getattr(torch.backends.cuda.matmul, "fp32_precision", None),
-                  getattr(torch.backends, "fp32_precision", None)):
+    for level in (
+        getattr(torch.backends.cuda.matmul, "fp32_precision", None),
+        getattr(torch.backends, "fp32_precision", None),
+    ):
         if level in ("tf32", "ieee"):
             return level == "tf32"
     try:

@@ -14,6 +14,7 @@ Environment:
   TORCH_CUDA_ARCH_LIST     default: the visible GPUs' architectures, or "8.0;9.0" without a GPU
   MAX_JOBS                 parallel compile jobs (default: the CPU count)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,12 @@ class ExtensionError(GetkernError, RuntimeError):
 @dataclass(frozen=True)
 class BuildPlan:
     """What one build of the extension is made of; ``key`` names its cache folder."""
+
     sources: tuple[Path, ...]
     with_cuda: bool
     cuda_home: str | None
-    archs: str                 # TORCH_CUDA_ARCH_LIST, "" for a CPU-only build
-    why_no_cuda: str | None    # why the CUDA part is left out (None when it is built)
+    archs: str  # TORCH_CUDA_ARCH_LIST, "" for a CPU-only build
+    why_no_cuda: str | None  # why the CUDA part is left out (None when it is built)
 
     @property
     def key(self) -> str:
@@ -59,8 +61,10 @@ class BuildPlan:
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
         digest.update(repr((CXX_FLAGS, NVCC_FLAGS, self.with_cuda, self.archs)).encode())
         cuda = f"cu{torch.version.cuda}-sm{self.archs.replace(';', '_').replace('.', '')}" if self.with_cuda else "cpu"
-        return (f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__.replace('+', '_')}"
-                f"-{cuda}-{digest.hexdigest()[:12]}")
+        return (
+            f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__.replace('+', '_')}"
+            f"-{cuda}-{digest.hexdigest()[:12]}"
+        )
 
     @property
     def directory(self) -> Path:
@@ -89,10 +93,11 @@ def find_cuda_home() -> str | None:
 
 
 def nvcc_version(cuda_home: str) -> str | None:
-    """"13.0" from ``nvcc --version`` of the toolkit, or None if it does not run."""
+    """ "13.0" from ``nvcc --version`` of the toolkit, or None if it does not run."""
     try:
-        out = subprocess.run([str(Path(cuda_home) / "bin" / "nvcc"), "--version"], capture_output=True,
-                             text=True, timeout=60).stdout
+        out = subprocess.run(
+            [str(Path(cuda_home) / "bin" / "nvcc"), "--version"], capture_output=True, text=True, timeout=60
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"release (\d+\.\d+)", out)
@@ -143,9 +148,11 @@ def build(quiet: bool = False, verbose: bool = False):
     from torch.utils import cpp_extension  # here: importing it takes ~0.5 s and logs a CUDA_HOME warning
 
     if not quiet and not stamp.exists():
-        part = (f"CPU + CUDA part for sm {p.archs}" if p.with_cuda else f"CPU part only ({p.why_no_cuda})")
-        _say(f"compiling the C++ solver loop, {part}, once for this torch (about 1 min on 2 cores, "
-             f"a few with CUDA) into {p.directory}")
+        part = f"CPU + CUDA part for sm {p.archs}" if p.with_cuda else f"CPU part only ({p.why_no_cuda})"
+        _say(
+            f"compiling the C++ solver loop, {part}, once for this torch (about 1 min on 2 cores, "
+            f"a few with CUDA) into {p.directory}"
+        )
     saved_env = {k: os.environ.get(k) for k in ("CUDA_HOME", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS")}
     start = time.perf_counter()
     try:
@@ -157,9 +164,15 @@ def build(quiet: bool = False, verbose: bool = False):
         includes = [str(SOURCE_DIR), *map(str, Path(torch.__file__).parent.parent.glob("nvidia/cu*/include"))]
         defines = ["-DGETKERN_WITH_CUDA"] if p.with_cuda else []
         module = cpp_extension.load(
-            name=MODULE_NAME, sources=[str(s) for s in p.sources], build_directory=str(p.directory),
-            extra_cflags=CXX_FLAGS + defines, extra_cuda_cflags=NVCC_FLAGS + defines,
-            extra_include_paths=includes, with_cuda=p.with_cuda, verbose=verbose)
+            name=MODULE_NAME,
+            sources=[str(s) for s in p.sources],
+            build_directory=str(p.directory),
+            extra_cflags=CXX_FLAGS + defines,
+            extra_cuda_cflags=NVCC_FLAGS + defines,
+            extra_include_paths=includes,
+            with_cuda=p.with_cuda,
+            verbose=verbose,
+        )
     except Exception as error:  # compiler missing, compile error, ...: the message names the cause
         raise ExtensionError(f"building the C++ extension in {p.directory} failed: {error}") from error
     finally:
@@ -170,9 +183,18 @@ def build(quiet: bool = False, verbose: bool = False):
                 os.environ[k] = v
     _check_loaded(module, p)
     if not stamp.exists():
-        stamp.write_text(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda,
-                                     "with_cuda": p.with_cuda, "archs": p.archs,
-                                     "seconds": round(time.perf_counter() - start, 1)}) + "\n")
+        stamp.write_text(
+            json.dumps(
+                {
+                    "torch": torch.__version__,
+                    "cuda": torch.version.cuda,
+                    "with_cuda": p.with_cuda,
+                    "archs": p.archs,
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            )
+            + "\n"
+        )
         if not quiet:
             _say(f"C++ solver loop built in {time.perf_counter() - start:.0f} s")
     return module
@@ -182,8 +204,10 @@ def _check_loaded(module, p: BuildPlan) -> None:
     """The loaded binary must be the one this torch and plan asked for (never a silent mismatch)."""
     built_for = getattr(module, "torch_version", None)
     if built_for != torch.__version__.split("+")[0] or bool(getattr(module, "with_cuda", False)) != p.with_cuda:
-        raise ExtensionError(f"the loaded extension was built for torch {built_for}, this is torch "
-                             f"{torch.__version__}: delete {p.directory} and build again")
+        raise ExtensionError(
+            f"the loaded extension was built for torch {built_for}, this is torch "
+            f"{torch.__version__}: delete {p.directory} and build again"
+        )
     if not hasattr(module, "solve"):
         raise ExtensionError(f"the extension in {p.directory} has no solver loop (an old build): delete it")
 
@@ -199,8 +223,11 @@ def cached() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """``getkern build-ext`` / ``python -m getkern._extension``."""
-    parser = argparse.ArgumentParser(prog="getkern build-ext", description="Compile getkern's C++/CUDA solver "
-                                     "loop now (otherwise it is compiled on first use) and say where it is cached.")
+    parser = argparse.ArgumentParser(
+        prog="getkern build-ext",
+        description="Compile getkern's C++/CUDA solver "
+        "loop now (otherwise it is compiled on first use) and say where it is cached.",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")
     args = parser.parse_args(argv)
     try:

@@ -1,5 +1,6 @@
 """Package attributes imported on first use, so importing a package (and ``getkern --help``) stays
 light: ``__getattr__, __dir__ = lazy_exports(__name__, {"Name": "module.path", ...}, __all__)``."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,6 +1,7 @@
 """The record of one measurement of device-memory traffic: bytes read and written, kernel launches, and
 launches per op. The ops' traffic formulas (getkern/ops) return it and the counters of
 getkern/profiling/traffic.py fill it; it lives below both so that the ops need not import profiling."""
+
 from __future__ import annotations
 
 from collections import Counter

@@ -8,6 +8,7 @@ checks them as files; which class to build and whether a config fits its weights
 checkpoint kind. Nothing here unpickles arbitrary objects: torch.save files load with ``weights_only=True``
 and only ``argparse.Namespace`` allow-listed (the reference pickles its command-line args).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,10 @@ def _refuse_special(path: Path) -> None:
     except FileNotFoundError:
         return
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):  # os.replace refuses a folder
-        raise UsageError(f"{path} exists and is not a regular file (a FIFO, device or socket): refusing to replace "
-                         "it; write to another path")
+        raise UsageError(
+            f"{path} exists and is not a regular file (a FIFO, device or socket): refusing to replace "
+            "it; write to another path"
+        )
 
 
 def read_json(path: Path, error: type[Exception], expected: str):
@@ -144,8 +147,10 @@ def save_pretrained(model: torch.nn.Module, directory, arguments: dict, *, card:
 
 def _run_folder_hint(directory: Path) -> str:
     if (directory / "checkpoint.pt").is_file() or (directory / "ema").is_dir():
-        return (f"; {directory} is a `getkern train` run folder: load it with getkern.load({str(directory)!r}) "
-                f"(or from_pretrained of {directory / 'ema'})")
+        return (
+            f"; {directory} is a `getkern train` run folder: load it with getkern.load({str(directory)!r}) "
+            f"(or from_pretrained of {directory / 'ema'})"
+        )
     return ""
 
 
@@ -159,8 +164,10 @@ def read_pretrained_config(directory) -> tuple[str | None, dict, str | None]:
         raise CheckpointError(f"{path} is not a getkern model config (a JSON object of constructor arguments)")
     if "format" in meta:  # the first format: {"format": "getkern", "architecture": .., "config": {..}}
         if meta.get("format") != "getkern" or not isinstance(meta.get("config"), dict):
-            raise CheckpointError(f"{path} is not a getkern config (format={meta.get('format')!r}, "
-                                  f"no 'config' object){_run_folder_hint(directory)}")
+            raise CheckpointError(
+                f"{path} is not a getkern config (format={meta.get('format')!r}, "
+                f"no 'config' object){_run_folder_hint(directory)}"
+            )
         return meta.get("architecture"), dict(meta["config"]), None
     digest = meta.get("_weights_sha256")
     if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
@@ -190,8 +197,10 @@ def resolve_dtype(torch_dtype, stored: torch.dtype | None = None) -> torch.dtype
         return stored
     dtype = getattr(torch, torch_dtype, None) if isinstance(torch_dtype, str) else torch_dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise UsageError(f"torch_dtype={torch_dtype!r}: expected a floating torch.dtype (torch.float32, "
-                         "torch.bfloat16, torch.float16, torch.float64), its name, or 'auto' (the weights' own)")
+        raise UsageError(
+            f"torch_dtype={torch_dtype!r}: expected a floating torch.dtype (torch.float32, "
+            "torch.bfloat16, torch.float16, torch.float64), its name, or 'auto' (the weights' own)"
+        )
     return dtype
 
 
@@ -217,10 +226,11 @@ def place(model: torch.nn.Module, *, device=None, torch_dtype=None, stored: torc
 @dataclass(frozen=True)
 class PretrainedFiles:
     """A ``save_pretrained`` folder as read and checked by :func:`read_pretrained`, nothing built yet."""
+
     directory: Path
-    class_name: str | None   # config.json's "_class_name" (None: the folder does not say)
-    config: dict             # the constructor arguments
-    shapes: dict             # weight name -> shape, from the safetensors header
+    class_name: str | None  # config.json's "_class_name" (None: the folder does not say)
+    config: dict  # the constructor arguments
+    shapes: dict  # weight name -> shape, from the safetensors header
     stored_dtype: torch.dtype | None
 
     @property
@@ -241,12 +251,15 @@ def read_pretrained(directory, *, verify: bool = True) -> PretrainedFiles:
     if not directory.is_dir():
         raise CheckpointError(f"{directory} does not exist (expected a folder written by save_pretrained)")
     if not weights_path.is_file():
-        raise CheckpointError(f"{weights_path} does not exist (expected a folder written by save_pretrained)"
-                              f"{_run_folder_hint(directory)}")
+        raise CheckpointError(
+            f"{weights_path} does not exist (expected a folder written by save_pretrained){_run_folder_hint(directory)}"
+        )
     name, config, digest = read_pretrained_config(directory)
     if verify and digest is not None and file_sha256(weights_path) != digest:
-        raise CheckpointError(f"{weights_path} does not match the SHA-256 recorded in {config_path} (the file "
-                              "is corrupt or was changed after saving); pass verify=False to load it anyway")
+        raise CheckpointError(
+            f"{weights_path} does not match the SHA-256 recorded in {config_path} (the file "
+            "is corrupt or was changed after saving); pass verify=False to load it anyway"
+        )
     shapes, stored = read_safetensors_shapes(weights_path)
     return PretrainedFiles(directory, name, config, shapes, stored)
 
@@ -261,8 +274,9 @@ def load_safetensors(path) -> dict:
 
 # ---------------------------------------------------------------- the Hugging Face Hub (optional)
 
+
 def looks_like_hub_id(name) -> bool:
-    """"owner/name" that is no local path: owner is not a local folder, name no checkpoint file name."""
+    """ "owner/name" that is no local path: owner is not a local folder, name no checkpoint file name."""
     s = str(name)
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", s) or Path(s).exists():
         return False
@@ -279,8 +293,15 @@ def huggingface_hub(what: str):
     return hub
 
 
-def hub_snapshot(repo_id: str, *, revision=None, cache_dir=None, token=None, local_files_only: bool = False,
-                 force_download: bool = False) -> Path:
+def hub_snapshot(
+    repo_id: str,
+    *,
+    revision=None,
+    cache_dir=None,
+    token=None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Path:
     """The local folder of Hub model ``repo_id`` (config.json, model.safetensors, README.md), downloaded
     with huggingface_hub.snapshot_download (cached)."""
     try:
@@ -288,13 +309,23 @@ def hub_snapshot(repo_id: str, *, revision=None, cache_dir=None, token=None, loc
     except ImportError as e:
         raise CheckpointError(f"{repo_id} does not exist as a local path; {e}") from None
     try:
-        return Path(hub.snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir, token=token,
-                                          local_files_only=local_files_only, force_download=force_download,
-                                          allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, MODEL_CARD_FILE]))
+        return Path(
+            hub.snapshot_download(
+                repo_id=repo_id,
+                revision=revision,
+                cache_dir=cache_dir,
+                token=token,
+                local_files_only=local_files_only,
+                force_download=force_download,
+                allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, MODEL_CARD_FILE],
+            )
+        )
     except Exception as e:  # noqa: BLE001 - network, authentication, missing repository: one message
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{repo_id} does not exist as a local path, and downloading it from the Hugging "
-                              f"Face Hub failed: {type(e).__name__}: {first}") from None
+        raise CheckpointError(
+            f"{repo_id} does not exist as a local path, and downloading it from the Hugging "
+            f"Face Hub failed: {type(e).__name__}: {first}"
+        ) from None
 
 
 def resolve_pretrained_folder(name_or_path, **hub_kwargs) -> Path:
@@ -305,9 +336,16 @@ def resolve_pretrained_folder(name_or_path, **hub_kwargs) -> Path:
     return path
 
 
-def push_to_hub(model: torch.nn.Module, repo_id: str, *, commit_message: str = "Upload model with getkern",
-                private: bool | None = None, token: str | None = None, branch: str | None = None,
-                create_pr: bool | None = None) -> str:
+def push_to_hub(
+    model: torch.nn.Module,
+    repo_id: str,
+    *,
+    commit_message: str = "Upload model with getkern",
+    private: bool | None = None,
+    token: str | None = None,
+    branch: str | None = None,
+    create_pr: bool | None = None,
+) -> str:
     """``model.save_pretrained`` into a temporary folder and upload it to Hub repository ``repo_id`` (created if
     needed); returns the commit's URL. Needs huggingface_hub and a token with write access."""
     hub = huggingface_hub("push_to_hub")
@@ -315,11 +353,18 @@ def push_to_hub(model: torch.nn.Module, repo_id: str, *, commit_message: str = "
     repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)  # the model writes its own folder (config, weights, card)
-        return api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=tmp,
-                                 commit_message=commit_message, revision=branch, create_pr=create_pr)
+        return api.upload_folder(
+            repo_id=repo_id,
+            repo_type="model",
+            folder_path=tmp,
+            commit_message=commit_message,
+            revision=branch,
+            create_pr=create_pr,
+        )
 
 
 # ---------------------------------------------------------------- torch.save checkpoints
+
 
 def _torch_load_safely(path: Path):
     try:
@@ -328,11 +373,14 @@ def _torch_load_safely(path: Path):
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused to load: it pickles objects other than tensors and argparse.Namespace "
-            f"(weights_only=True). Details: {str(e).splitlines()[0]}") from None
+            f"(weights_only=True). Details: {str(e).splitlines()[0]}"
+        ) from None
     except Exception as e:  # noqa: BLE001 - a damaged file fails anywhere in the unpickler (IndexError, ...)
         first = str(e).splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (corrupt, truncated or another kind of "
-                              f"file): {type(e).__name__}: {first}") from None
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint (corrupt, truncated or another kind of "
+            f"file): {type(e).__name__}: {first}"
+        ) from None
 
 
 def read_torch_checkpoint(path, *, verify: bool = True) -> object:
@@ -344,9 +392,15 @@ def read_torch_checkpoint(path, *, verify: bool = True) -> object:
     sidecar = path.with_name(path.name + DIGEST_SUFFIX)
     if verify and sidecar.is_file() and file_sha256(path) != sidecar.read_text(errors="replace").strip():
         previous = path.with_name("checkpoint.prev.pt")
-        hint = f"; the run's previous checkpoint is {previous}" if path.name == "checkpoint.pt" and previous.is_file() else ""
-        raise CheckpointError(f"{path}: its sha256 differs from the one in {sidecar.name}: the file is corrupt "
-                              f"(verify=False loads it anyway{hint})")
+        hint = (
+            f"; the run's previous checkpoint is {previous}"
+            if path.name == "checkpoint.pt" and previous.is_file()
+            else ""
+        )
+        raise CheckpointError(
+            f"{path}: its sha256 differs from the one in {sidecar.name}: the file is corrupt "
+            f"(verify=False loads it anyway{hint})"
+        )
     return _torch_load_safely(path)
 
 
@@ -366,8 +420,9 @@ def load_train_checkpoint(path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling/zip failure means the same thing here
-        raise CheckpointError(f"{path} is not a readable training checkpoint (corrupt or truncated): "
-                              f"{str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path} is not a readable training checkpoint (corrupt or truncated): {str(e).splitlines()[0]}"
+        ) from None
     if not is_train_checkpoint(state):
         raise CheckpointError(f"{path} is not a getkern training checkpoint (format != {TRAIN_CHECKPOINT_FORMAT!r})")
     return state
@@ -375,12 +430,16 @@ def load_train_checkpoint(path) -> dict:
 
 # ---------------------------------------------------------------- state dicts
 
+
 def key_problems(own: dict, shapes: dict) -> list[str]:
     """Missing, unexpected and mis-shaped keys of ``shapes`` (name -> shape) against ``own``."""
     missing = sorted(set(own) - set(shapes))
     unexpected = sorted(set(shapes) - set(own))
-    bad_shape = [f"{k}: file {tuple(shapes[k])} vs model {tuple(own[k])}"
-                 for k in own if k in shapes and tuple(shapes[k]) != tuple(own[k])]
+    bad_shape = [
+        f"{k}: file {tuple(shapes[k])} vs model {tuple(own[k])}"
+        for k in own
+        if k in shapes and tuple(shapes[k]) != tuple(own[k])
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")

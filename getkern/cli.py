@@ -5,6 +5,7 @@ Each subcommand lives in getkern/commands/<name>.py and provides ``add_parser(su
 ``func``); parsers import nothing heavy, so ``--help`` is fast. User mistakes and explainable failures
 print one line (exit 2 and 1, see getkern/errors.py); ``--debug`` shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,10 @@ from getkern.errors import GetkernError, UsageError
 
 COMMANDS = ("demo", "pairs", "train", "sample", "profile", "fid_stats", "build_ext", "gpu_validate", "study")
 
-DESCRIPTION = ("getkern: distill a diffusion teacher into a Generative Equilibrium Transformer (GET), sample it, "
-               "and profile solver iterations against quality.")
+DESCRIPTION = (
+    "getkern: distill a diffusion teacher into a Generative Equilibrium Transformer (GET), sample it, "
+    "and profile solver iterations against quality."
+)
 EXAMPLES = """examples:
   getkern demo                                   # the main job on the embedded digits default (CPU)
   getkern pairs --out runs/pairs --num-pairs 20000

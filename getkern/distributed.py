@@ -1,6 +1,7 @@
 """Devices and torchrun: the check that a device exists here, and one process per GPU (or per CPU worker
 with gloo), ranks from the environment. Low in the layers (docs/architecture.md) because loading a model
 onto a device, writing pairs and training all need it."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,10 @@ def check_device(name, what: str = "device") -> torch.device:
         if not torch.cuda.is_available():
             raise UsageError(f"{said}: torch sees no CUDA device here (use cpu or auto)")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"{said}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                             f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+            raise UsageError(
+                f"{said}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+            )
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             raise UsageError(f"{said}: torch sees no MPS device here (use cpu or auto)")

@@ -6,6 +6,7 @@ The command line prints ``getkern <command>: error: <message>`` for both and exi
 is a bug and keeps its traceback. Both derive from a builtin type so callers can catch them
 as ``ValueError`` / ``RuntimeError`` as before.
 """
+
 from __future__ import annotations
 
 

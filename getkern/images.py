@@ -1,5 +1,6 @@
 """Image grids as PNG files (matplotlib only; no torchvision): what training runs and ``getkern sample``
 write. Labelled figures of several grids are an application's (getkern/apps/figures.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,13 +26,14 @@ def make_grid(images: torch.Tensor, nrow: int, pad: int = 1, scale: int = 1) -> 
     grid = torch.full((C, rows * (H + pad) + pad, nrow * (W + pad) + pad), 255, dtype=torch.uint8)
     for i in range(B):
         r, c = divmod(i, nrow)
-        grid[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = x[i]
+        grid[:, pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = x[i]
     return grid[0].numpy() if C == 1 else grid.permute(1, 2, 0).numpy()
 
 
 def save_grid(images: torch.Tensor, path, nrow: int, scale: int = 1) -> Path:
     """Write :func:`make_grid` to a PNG file (atomically, pixel values exact) and return its path."""
     import matplotlib.image  # optional (getkern[demo])
+
     path = Path(path)
     grid = make_grid(images, nrow, scale=scale)
     atomic_write(path, lambda p: matplotlib.image.imsave(p, as_rgb(grid), format="png"))

@@ -14,6 +14,7 @@ Above getkern.models in the layers (docs/architecture.md): the registry of model
 file records ("_class_name", "model_class") lives here, so neither the checkpoint files nor the models
 need to know every class.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,16 @@ TRAIN_CHECKPOINT = "checkpoint.pt"
 RUN_EMA = "ema"
 
 
-def load(path_or_id, *, device=None, torch_dtype=None, ema: bool = True, backend: str = "auto",
-         verify: bool = True, **overrides):
+def load(
+    path_or_id,
+    *,
+    device=None,
+    torch_dtype=None,
+    ema: bool = True,
+    backend: str = "auto",
+    verify: bool = True,
+    **overrides,
+):
     """A GET or ViT in eval mode from any checkpoint kind (see the module docstring).
 
     Args:
@@ -65,12 +74,21 @@ def load(path_or_id, *, device=None, torch_dtype=None, ema: bool = True, backend
 
     Raises CheckpointError (missing, corrupt, foreign or mismatched files) or UsageError (arguments).
     """
-    return load_with_origin(path_or_id, device=device, torch_dtype=torch_dtype, ema=ema, backend=backend,
-                            verify=verify, **overrides)[0]
+    return load_with_origin(
+        path_or_id, device=device, torch_dtype=torch_dtype, ema=ema, backend=backend, verify=verify, **overrides
+    )[0]
 
 
-def load_with_origin(path_or_id, *, device=None, torch_dtype=None, ema: bool = True, backend: str = "auto",
-                     verify: bool = True, **overrides):
+def load_with_origin(
+    path_or_id,
+    *,
+    device=None,
+    torch_dtype=None,
+    ema: bool = True,
+    backend: str = "auto",
+    verify: bool = True,
+    **overrides,
+):
     """:func:`load`, and a one-line description of what was loaded (for command output)."""
     if not isinstance(ema, bool):
         raise UsageError(f"ema must be True or False, got {ema!r}")
@@ -87,28 +105,38 @@ def load_with_origin(path_or_id, *, device=None, torch_dtype=None, ema: bool = T
         if (path / TRAIN_CHECKPOINT).is_file() or (path / RUN_EMA).is_dir():  # a `getkern train` run
             if (path / TRAIN_CHECKPOINT).is_file():
                 model, step = _from_torch_file(path / TRAIN_CHECKPOINT, ema, overrides, verify, expect_train=True)
-                return (place(model, device=device, torch_dtype=torch_dtype),
-                        f"getkern training run {path} ({'EMA' if ema else 'online'} weights, step {step})")
+                return (
+                    place(model, device=device, torch_dtype=torch_dtype),
+                    f"getkern training run {path} ({'EMA' if ema else 'online'} weights, step {step})",
+                )
             if not ema:
-                raise CheckpointError(f"{path}: ema=False needs the run's {TRAIN_CHECKPOINT} (the online weights); "
-                                      f"this run folder has only {RUN_EMA}/ (EMA weights)")
-            model = load_pretrained(path / RUN_EMA, device=device, torch_dtype=torch_dtype, verify=verify,
-                                    **overrides)
+                raise CheckpointError(
+                    f"{path}: ema=False needs the run's {TRAIN_CHECKPOINT} (the online weights); "
+                    f"this run folder has only {RUN_EMA}/ (EMA weights)"
+                )
+            model = load_pretrained(path / RUN_EMA, device=device, torch_dtype=torch_dtype, verify=verify, **overrides)
             return model, f"getkern training run {path} (EMA weights)"
         if (path / CONFIG_FILE).is_file() or (path / WEIGHTS_FILE).is_file():
             _refuse_ema_choice(ema, path)
             model = load_pretrained(path, device=device, torch_dtype=torch_dtype, verify=verify, **overrides)
             return model, f"getkern checkpoint {path}"
-        raise CheckpointError(f"unknown checkpoint format: {path} is a folder with neither {CONFIG_FILE} + "
-                              f"{WEIGHTS_FILE} (save_pretrained) nor {TRAIN_CHECKPOINT} / {RUN_EMA}/ (a training run)")
+        raise CheckpointError(
+            f"unknown checkpoint format: {path} is a folder with neither {CONFIG_FILE} + "
+            f"{WEIGHTS_FILE} (save_pretrained) nor {TRAIN_CHECKPOINT} / {RUN_EMA}/ (a training run)"
+        )
     if path.is_file():
         if path.suffix not in TORCH_SUFFIXES and not zipfile.is_zipfile(path):
-            raise CheckpointError(f"unknown checkpoint format: {path} is neither a save_pretrained folder, a "
-                                  f"training run folder, a training checkpoint nor a reference checkpoint "
-                                  f"({', '.join(TORCH_SUFFIXES[:3])})")
+            raise CheckpointError(
+                f"unknown checkpoint format: {path} is neither a save_pretrained folder, a "
+                f"training run folder, a training checkpoint nor a reference checkpoint "
+                f"({', '.join(TORCH_SUFFIXES[:3])})"
+            )
         model, step = _from_torch_file(path, ema, overrides, verify)
-        kind = (f"getkern training checkpoint {path} ({'EMA' if ema else 'online'} weights, step {step})"
-                if step is not None else f"reference checkpoint {path} ({'EMA' if ema else 'online'} weights)")
+        kind = (
+            f"getkern training checkpoint {path} ({'EMA' if ema else 'online'} weights, step {step})"
+            if step is not None
+            else f"reference checkpoint {path} ({'EMA' if ema else 'online'} weights)"
+        )
         return place(model, device=device, torch_dtype=torch_dtype), kind
     if looks_like_hub_id(path_or_id):
         _refuse_ema_choice(ema, path_or_id)
@@ -120,8 +148,10 @@ def load_with_origin(path_or_id, *, device=None, torch_dtype=None, ema: bool = T
 
 def _refuse_ema_choice(ema: bool, where) -> None:
     if not ema:
-        raise UsageError(f"ema=False: {where} is a save_pretrained folder, which holds one set of weights "
-                         "(the EMA/online choice is for training and reference checkpoints)")
+        raise UsageError(
+            f"ema=False: {where} is a save_pretrained folder, which holds one set of weights "
+            "(the EMA/online choice is for training and reference checkpoints)"
+        )
 
 
 def _from_torch_file(path: Path, ema: bool, overrides: dict, verify: bool, *, expect_train: bool = False):
@@ -131,9 +161,11 @@ def _from_torch_file(path: Path, ema: bool, overrides: dict, verify: bool, *, ex
         return load_train_model(path, state, ema=ema, **overrides), int(state.get("step", 0))
     if expect_train or not (isinstance(state, dict) and "args" in state):
         found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"unknown checkpoint format: {path} is neither a getkern training checkpoint "
-                              f"(format {TRAIN_CHECKPOINT_FORMAT!r}) nor a reference checkpoint ('args', 'ema', "
-                              f"'model'); found {found[:8] if isinstance(found, list) else found}")
+        raise CheckpointError(
+            f"unknown checkpoint format: {path} is neither a getkern training checkpoint "
+            f"(format {TRAIN_CHECKPOINT_FORMAT!r}) nor a reference checkpoint ('args', 'ema', "
+            f"'model'); found {found[:8] if isinstance(found, list) else found}"
+        )
     return load_official(GET, path, ema=ema, state=state, **overrides), None
 
 
@@ -172,8 +204,9 @@ def load_train_model(path, state: dict | None = None, *, ema: bool = True, **ove
     key = "ema" if ema else "model"
     name = state.get("model_class", "GET")
     if name not in MODEL_CLASSES or key not in state or not isinstance(state.get("model_config"), str):
-        raise CheckpointError(f"{path}: not a getkern training checkpoint of a GET or ViT (model_class={name!r}, "
-                              f"keys {sorted(state)})")
+        raise CheckpointError(
+            f"{path}: not a getkern training checkpoint of a GET or ViT (model_class={name!r}, keys {sorted(state)})"
+        )
     cls = MODEL_CLASSES[name]
     try:
         config = json.loads(state["model_config"])

@@ -8,6 +8,7 @@ a third process lock a new file of the same name while the second still holds th
 Locks belong to an open file description, so a second :func:`hold_folder` in the same process conflicts too.
 Torch-free.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -56,13 +57,18 @@ def hold_folder(folder, command: str) -> FolderLock:
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
-        raise FolderBusy(f"{folder} is in use by {holder}; wait for it to end (or stop it), or use another "
-                         "folder") from None
+        raise FolderBusy(
+            f"{folder} is in use by {holder}; wait for it to end (or stop it), or use another folder"
+        ) from None
     except BaseException:
         os.close(fd)
         raise
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
     return FolderLock(folder, fd)

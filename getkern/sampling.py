@@ -7,6 +7,7 @@
 - :class:`CapturedSampler`: a GET's whole sampling step as one CUDA graph; :func:`capture_equilibrium`
   and :func:`refresh_injection`: its equilibrium map alone as a CUDA graph, for the solver loops.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -26,11 +27,23 @@ Tensor = torch.Tensor
 #                         The plain sampler (eager model)                        #
 #################################################################################
 
+
 @torch.no_grad()
-def sample(model, num_images_or_labels, *, generator: torch.Generator | int | None = None,
-           iters: int | None = None, solver: str | None = None, guidance=None, z0: torch.Tensor | None = None,
-           noise: torch.Tensor | None = None, tol: float | None = 1e-3, batch_size: int | None = None,
-           return_labels: bool = False, **solver_kwargs):
+def sample(
+    model,
+    num_images_or_labels,
+    *,
+    generator: torch.Generator | int | None = None,
+    iters: int | None = None,
+    solver: str | None = None,
+    guidance=None,
+    z0: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    tol: float | None = 1e-3,
+    batch_size: int | None = None,
+    return_labels: bool = False,
+    **solver_kwargs,
+):
     """Images from ``model`` (a GET or ViT, e.g. from :func:`getkern.load`), without gradients.
 
     Args:
@@ -63,28 +76,38 @@ def sample(model, num_images_or_labels, *, generator: torch.Generator | int | No
     device, dtype = param.device, param.dtype
     is_get = isinstance(model, GET)
     if not is_get:
-        given = [n for n, v in (("iters", iters), ("solver", solver), ("z0", z0)) if v is not None] + sorted(solver_kwargs)
+        given = [n for n, v in (("iters", iters), ("solver", solver), ("z0", z0)) if v is not None] + sorted(
+            solver_kwargs
+        )
         if given:
-            raise UsageError(f"{', '.join(given)}: a {type(model).__name__} runs its blocks once; solver options "
-                             "apply to a GET only")
+            raise UsageError(
+                f"{', '.join(given)}: a {type(model).__name__} runs its blocks once; solver options apply to a GET only"
+            )
     labels = None
     if isinstance(num_images_or_labels, numbers.Integral) and not isinstance(num_images_or_labels, bool):
         num = int(num_images_or_labels)
     else:
         if isinstance(num_images_or_labels, (str, bytes, bool, float)):
-            raise UsageError(f"num_images_or_labels: expected a number of images (an int) or 1-D integer class "
-                             f"labels, got {type(num_images_or_labels).__name__} {num_images_or_labels!r}")
+            raise UsageError(
+                f"num_images_or_labels: expected a number of images (an int) or 1-D integer class "
+                f"labels, got {type(num_images_or_labels).__name__} {num_images_or_labels!r}"
+            )
         try:
             labels = torch.as_tensor(num_images_or_labels)
         except (TypeError, ValueError, RuntimeError) as e:
-            raise UsageError(f"num_images_or_labels: expected a number of images (an int) or 1-D integer class "
-                             f"labels, got {type(num_images_or_labels).__name__} ({e})") from None
+            raise UsageError(
+                f"num_images_or_labels: expected a number of images (an int) or 1-D integer class "
+                f"labels, got {type(num_images_or_labels).__name__} ({e})"
+            ) from None
         if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise UsageError(f"num_images_or_labels: expected a number of images or 1-D integer class labels, got "
-                             f"{labels.dtype} of shape {tuple(labels.shape)}")
+            raise UsageError(
+                f"num_images_or_labels: expected a number of images or 1-D integer class labels, got "
+                f"{labels.dtype} of shape {tuple(labels.shape)}"
+            )
         if not model.cond:
-            raise UsageError("labels were given, but this model is unconditional (cond=False): pass the number "
-                             "of images")
+            raise UsageError(
+                "labels were given, but this model is unconditional (cond=False): pass the number of images"
+            )
         labels, num = labels.long(), len(labels)
     if num < 1:
         raise UsageError(f"num_images_or_labels: at least one image, got {num}")
@@ -120,8 +143,18 @@ def sample(model, num_images_or_labels, *, generator: torch.Generator | int | No
         y = labels[part].to(device) if model.cond else None
         w = guidance[part] if guidance is not None else None
         if is_get:
-            out.append(model(x, y, iters=6 if iters is None else iters, solver=solver or "fixed_point",
-                             z0=z0[part].to(device=device, dtype=dtype), tol=tol, guidance=w, **solver_kwargs))
+            out.append(
+                model(
+                    x,
+                    y,
+                    iters=6 if iters is None else iters,
+                    solver=solver or "fixed_point",
+                    z0=z0[part].to(device=device, dtype=dtype),
+                    tol=tol,
+                    guidance=w,
+                    **solver_kwargs,
+                )
+            )
         else:
             out.append(model(x, y, guidance=w))
     images = torch.cat(out)
@@ -137,10 +170,19 @@ def _generator(generator) -> torch.Generator | None:
 
 
 @torch.no_grad()
-def sample_get(model, num: int, *, seed: int = 0, iters: int = 6, solver: str = "fixed_point",
-               labels: torch.Tensor | None = None, noise: torch.Tensor | None = None, batch_size: int = 500,
-               guidance: float | torch.Tensor | None = None,
-               **solver_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+def sample_get(
+    model,
+    num: int,
+    *,
+    seed: int = 0,
+    iters: int = 6,
+    solver: str = "fixed_point",
+    labels: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    batch_size: int = 500,
+    guidance: float | torch.Tensor | None = None,
+    **solver_kwargs,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``num`` images (num, C, H, W) float32 on CPU from a GET, and the labels. ``noise`` (num, C, H, W)
     defaults to N(0, I) seeded by ``seed``; z0 always comes from ``seed`` (drawn after the noise, as
     ``sample(generator=torch.Generator().manual_seed(seed))`` draws them). Class-conditional models take
@@ -151,9 +193,18 @@ def sample_get(model, num: int, *, seed: int = 0, iters: int = 6, solver: str = 
         labels = torch.arange(num) % model.num_classes
     if model.cond and len(labels) != num:
         raise ValueError(f"labels must have shape ({num},), got {tuple(labels.shape)}")
-    images, used = sample(model, labels if model.cond else num, generator=g, iters=iters, solver=solver,
-                          noise=noise, guidance=guidance, batch_size=batch_size, return_labels=True,
-                          **solver_kwargs)
+    images, used = sample(
+        model,
+        labels if model.cond else num,
+        generator=g,
+        iters=iters,
+        solver=solver,
+        noise=noise,
+        guidance=guidance,
+        batch_size=batch_size,
+        return_labels=True,
+        **solver_kwargs,
+    )
     return images.float().cpu(), (used if model.cond else labels)
 
 
@@ -165,6 +216,7 @@ def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
 #################################################################################
 #                        Compiled sampler (torch.compile)                        #
 #################################################################################
+
 
 class CompiledSampler:
     """``sample = CompiledSampler(model); images = sample(noise, y, iters=6)`` (no gradients).
@@ -193,16 +245,32 @@ class CompiledSampler:
         self._equilibrium = torch.compile(equilibrium, options=options)
 
     @torch.no_grad()
-    def __call__(self, noise: torch.Tensor, y: torch.Tensor | None = None, *, iters: int = 6,
-                 solver: str = "fixed_point", z0: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, tol: float | None = 1e-3,
-                 return_info: bool = False, **solver_kwargs):
+    def __call__(
+        self,
+        noise: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        iters: int = 6,
+        solver: str = "fixed_point",
+        z0: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        tol: float | None = 1e-3,
+        return_info: bool = False,
+        **solver_kwargs,
+    ):
         model = self.model
         check_inputs(model, noise, y, iters=iters, z0=z0)
         c, u = self._inject(noise, y)
         z0 = model.initial_state(noise, generator) if z0 is None else z0
-        z, info = deq.solve(lambda z: self._equilibrium(z, c, *u), z0, solver=solver, max_iter=iters,
-                            tol=tol, backend=self.solver_backend, **solver_kwargs)
+        z, info = deq.solve(
+            lambda z: self._equilibrium(z, c, *u),
+            z0,
+            solver=solver,
+            max_iter=iters,
+            tol=tol,
+            backend=self.solver_backend,
+            **solver_kwargs,
+        )
         out = model.decode(z)
         return (out, info) if return_info else out
 
@@ -212,6 +280,7 @@ class CompiledSampler:
 #################################################################################
 # CUDA tensors only: nothing here runs on this project's GPU-less machines; the logic is checked on
 # CPU with torch.cuda's graph API emulated (tests/test_cpp_cuda_graph.py).
+
 
 def capture_equilibrium(model, noise: Tensor, y: Tensor | None = None):
     """A GET's equilibrium map for this batch shape, captured (getkern.deq.cuda_graph.CapturedMap).
@@ -247,8 +316,9 @@ class CapturedSampler:
     at construction.
     """
 
-    def __init__(self, model, noise: Tensor, y: Tensor | None = None, *, iters: int = 6,
-                 warmup: int = 2, **solver_kwargs):
+    def __init__(
+        self, model, noise: Tensor, y: Tensor | None = None, *, iters: int = 6, warmup: int = 2, **solver_kwargs
+    ):
         cuda_graph.require_cuda(noise, "noise")
         if not cpp_backend.cpp_available(noise.device, build=True):
             raise RuntimeError("CapturedSampler needs the C++ extension with its CUDA part (docs/cpp.md)")
@@ -260,8 +330,9 @@ class CapturedSampler:
 
         def sample() -> Tensor:
             c, u = model.inject(self.noise, self.y)
-            z, _ = deq.solve(model.equilibrium_fn(c, u), self.z0, max_iter=iters, tol=None, backend="cpp",
-                         **solver_kwargs)
+            z, _ = deq.solve(
+                model.equilibrium_fn(c, u), self.z0, max_iter=iters, tol=None, backend="cpp", **solver_kwargs
+            )
             return model.decode(z)
 
         with torch.no_grad():
@@ -270,8 +341,9 @@ class CapturedSampler:
             with torch.cuda.graph(self.graph):
                 self.images = sample()
 
-    def __call__(self, noise: Tensor, y: Tensor | None = None, z0: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def __call__(
+        self, noise: Tensor, y: Tensor | None = None, z0: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Images (B, C, H, W) for this noise (the captured shape); z0 defaults to fresh standard-normal
         noise. Returns the static output buffer: clone it to keep it past the next call."""
         if noise.shape != self.noise.shape:

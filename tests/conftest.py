@@ -39,4 +39,3 @@ def one_thread():
     """One intra-op thread for this test, restored after (see the thread policy above)."""
     with torch_threads(1):
         yield
-

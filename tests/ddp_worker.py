@@ -4,6 +4,7 @@ own shards), train on them with DDP, and on rank 0 save the losses and weights f
 Usage: ddp_worker.py ROOT CONFIG_JSON. Run as a script, so this folder is on sys.path and ``helpers``
 imports; the test passes OMP_NUM_THREADS=1, as for its own single-process run.
 """
+
 import json
 import sys
 from pathlib import Path

@@ -4,6 +4,7 @@ Imported as ``helpers`` (tests/conftest.py puts this folder on sys.path, so it i
 pytest import mode and from the scripts tests start in a subprocess). Library imports sit inside the
 helpers, so a test file pulls in only the parts of getkern it uses.
 """
+
 import contextlib
 import warnings
 
@@ -89,8 +90,9 @@ class FakeNvidiaInception(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.layers = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(),
-                                          torch.nn.Linear(48, 2048), torch.nn.ReLU())
+        self.layers = torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 2048), torch.nn.ReLU()
+        )
 
     def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         return self.layers((img - 128) / 128)

@@ -2,6 +2,7 @@
 train options (issue #22): a run folder owned by one process, resume compared by content and settings,
 nonsense options refused before anything is written, torn logs, corrupt checkpoints and shards, file
 permissions. Each case checks the one-line message, the exit code and that nothing on disk was lost."""
+
 import json
 import os
 import shutil
@@ -21,8 +22,9 @@ from getkern.distill import TrainConfig, Trainer
 from getkern.errors import GetkernError, SettingError, UsageError
 from getkern.runlock import LOCK_FILE, FolderBusy, hold_folder
 
-MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch",
-             solver_backend="torch")
+MODEL = dict(
+    hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch"
+)
 
 
 # Where the teacher lives, as the manifest records it (resume accepts another install's folder).
@@ -40,14 +42,49 @@ def pairs(tmp_path_factory):
 
 
 def train_argv(pairs, out, *extra):
-    return ["train", "--pairs", str(pairs), "--out", str(out), "--model", "", "--model-args", json.dumps(MODEL),
-            "--batch-size", "8", "--iters", "2", "--lr", "1e-3", "--checkpoint-every", "3", "--sample-every", "0",
-            "--max-steps", "3", "--no-progress", "--device", "cpu", *extra]
+    return [
+        "train",
+        "--pairs",
+        str(pairs),
+        "--out",
+        str(out),
+        "--model",
+        "",
+        "--model-args",
+        json.dumps(MODEL),
+        "--batch-size",
+        "8",
+        "--iters",
+        "2",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "3",
+        "--sample-every",
+        "0",
+        "--max-steps",
+        "3",
+        "--no-progress",
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def config(pairs, out, **kw):
-    base = dict(pairs=str(pairs), out=str(out), model=dict(MODEL), batch_size=8, iters=2, lr=1e-3,
-                checkpoint_every=3, sample_every=0, progress=False, max_steps=3, device="cpu")
+    base = dict(
+        pairs=str(pairs),
+        out=str(out),
+        model=dict(MODEL),
+        batch_size=8,
+        iters=2,
+        lr=1e-3,
+        checkpoint_every=3,
+        sample_every=0,
+        progress=False,
+        max_steps=3,
+        device="cpu",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -59,8 +96,11 @@ def one_line_error(capsys, command: str) -> str:
 
 def snapshot(folder: Path) -> dict:
     """Every file's bytes except the lock file (whose holder details each run rewrites)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != LOCK_FILE}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK_FILE
+    }
 
 
 def steps_logged(run: Path) -> list[int]:
@@ -110,8 +150,22 @@ def test_the_same_process_cannot_hold_a_folder_twice(tmp_path):
 
 def test_a_second_pairs_on_a_held_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "pairs"
-    argv = ["pairs", "--teacher", "digits", "--out", str(out), "--num-pairs", "4", "--shard-size", "4", "--steps", "2",
-            "--no-progress", "--device", "cpu"]
+    argv = [
+        "pairs",
+        "--teacher",
+        "digits",
+        "--out",
+        str(out),
+        "--num-pairs",
+        "4",
+        "--shard-size",
+        "4",
+        "--steps",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     with hold_folder(out, "getkern pairs"):  # a second open file description conflicts like another process
         assert cli(argv) == 1
         assert f"is in use by getkern pairs (pid {os.getpid()}" in one_line_error(capsys, "pairs")
@@ -137,15 +191,28 @@ RANK_WORKER = textwrap.dedent("""
 def test_under_torchrun_rank_0_holds_the_folder_and_its_refusal_stops_every_rank(tmp_path):
     (tmp_path / "worker.py").write_text(RANK_WORKER)
     with hold_folder(tmp_path / "pairs", "getkern pairs"):
-        res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                              str(tmp_path / "worker.py"), str(tmp_path / "pairs")],
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node=2",
+                str(tmp_path / "worker.py"),
+                str(tmp_path / "pairs"),
+            ],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert res.returncode != 0
     assert "rank 0: FolderBusy: " in res.stdout and "rank 1: GetkernError: rank 0 refused: " in res.stdout, res.stdout
     assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == [LOCK_FILE]
 
 
 # ---------------------------------------------------------------- resume compares data and settings
+
 
 def test_other_pairs_regenerated_at_the_same_path_are_refused(tmp_path, capsys):
     data, run = make_pairs(tmp_path / "p"), tmp_path / "run"
@@ -205,7 +272,7 @@ def test_an_old_run_folder_resumes(pairs, tmp_path):
     assert [r["step"] for r in Trainer(config(pairs, run, max_steps=4)).fit()] == [4]
     assert (run / "train_config.json").is_file() and not (run / "config.json").exists()
     state = torch.load(run / "checkpoint.pt", weights_only=True)  # the resume recorded the pair set's
-    del state["data"]["pairs"]                                      # identity: make it an old one again
+    del state["data"]["pairs"]  # identity: make it an old one again
     torch.save(state, run / "checkpoint.pt")
     (run / "checkpoint.pt.sha256").unlink()
     with pytest.raises(UsageError, match="pairs: "):  # the path is all such a checkpoint has
@@ -214,14 +281,18 @@ def test_an_old_run_folder_resumes(pairs, tmp_path):
 
 # ---------------------------------------------------------------- nonsense refused before any work
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--warmup-steps", "-5", "--warmup-steps must be an integer >= 0, got -5"),
-    ("--ema-decay", "2", "--ema-decay must be a finite number in [0, 1], got 2.0"),
-    ("--max-steps", "-1", "--max-steps must be an integer >= 1, got -1"),
-    ("--checkpoint-every", "0", "--checkpoint-every must be an integer >= 1, got 0"),
-    ("--lr", "nan", "--lr must be a finite number > 0, got nan"),
-    ("--batch-size", "6", "batch_size=6 must be divisible by grad_accum=4"),
-])
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--warmup-steps", "-5", "--warmup-steps must be an integer >= 0, got -5"),
+        ("--ema-decay", "2", "--ema-decay must be a finite number in [0, 1], got 2.0"),
+        ("--max-steps", "-1", "--max-steps must be an integer >= 1, got -1"),
+        ("--checkpoint-every", "0", "--checkpoint-every must be an integer >= 1, got 0"),
+        ("--lr", "nan", "--lr must be a finite number > 0, got nan"),
+        ("--batch-size", "6", "batch_size=6 must be divisible by grad_accum=4"),
+    ],
+)
 def test_out_of_range_train_options_are_refused_naming_the_option(pairs, tmp_path, capsys, option, value, message):
     run = tmp_path / "run"
     assert cli(train_argv(pairs, run, "--grad-accum", "4" if option == "--batch-size" else "1", option, value)) == 2
@@ -249,14 +320,19 @@ def test_bad_model_args_are_one_line(pairs, tmp_path, capsys):
     assert "--model-args is not JSON" in one_line_error(capsys, "train")
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--num-pairs", "1000000000000", "--shard-size", "1"], "1,000,000,000,000 shard files, more than 1,000,000"),
-    (["--num-pairs", "1000000000000", "--shard-size", "10000000"], "GB free"),
-    (["--num-pairs", "4", "--steps", "0"], "--steps must be an integer >= 2 (Heun steps from sigma_max to "
-                                           "sigma_min), got 0"),
-    (["--num-pairs", "0"], "--num-pairs must be an integer >= 1, got 0"),
-    (["--num-pairs", "4", "--first-seed", "-1"], "--first-seed must be an integer >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--num-pairs", "1000000000000", "--shard-size", "1"], "1,000,000,000,000 shard files, more than 1,000,000"),
+        (["--num-pairs", "1000000000000", "--shard-size", "10000000"], "GB free"),
+        (
+            ["--num-pairs", "4", "--steps", "0"],
+            "--steps must be an integer >= 2 (Heun steps from sigma_max to sigma_min), got 0",
+        ),
+        (["--num-pairs", "0"], "--num-pairs must be an integer >= 1, got 0"),
+        (["--num-pairs", "4", "--first-seed", "-1"], "--first-seed must be an integer >= 0, got -1"),
+    ],
+)
 def test_impossible_pair_plans_are_refused_before_anything_is_written(tmp_path, capsys, extra, message):
     out = tmp_path / "pairs"
     assert cli(["pairs", "--teacher", "digits", "--out", str(out), "--no-progress", "--device", "cpu", *extra]) == 2
@@ -282,6 +358,7 @@ def test_pairs_refuse_a_folder_of_other_files_and_train_refuses_a_pair_folder(pa
 
 
 # ---------------------------------------------------------------- runs that would get stuck
+
 
 def test_a_torn_last_log_line_is_dropped_with_a_warning(pairs, tmp_path):
     run = tmp_path / "run"
@@ -322,8 +399,11 @@ def test_a_corrupt_checkpoint_with_none_before_it_is_named(pairs, tmp_path, caps
 
 def test_stale_temporaries_are_removed_only_in_the_owned_folder(pairs, tmp_path):
     run = tmp_path / "run"
-    for stale in (run / ".checkpoint.pt.1a2b.tmp", run / "ema" / ".model.safetensors.3c4d.tmp",
-                  run / "other" / ".file.5e6f.tmp"):
+    for stale in (
+        run / ".checkpoint.pt.1a2b.tmp",
+        run / "ema" / ".model.safetensors.3c4d.tmp",
+        run / "other" / ".file.5e6f.tmp",
+    ):
         stale.parent.mkdir(parents=True, exist_ok=True)
         stale.write_bytes(b"half")
     Trainer(config(pairs, run)).fit()
@@ -331,6 +411,7 @@ def test_stale_temporaries_are_removed_only_in_the_owned_folder(pairs, tmp_path)
 
 
 # ---------------------------------------------------------------- permissions and digests
+
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_atomic_writes_get_the_permissions_open_would(tmp_path, umask):
@@ -349,12 +430,19 @@ def test_run_and_pair_files_are_not_private(pairs, tmp_path):
     old = os.umask(0o022)
     try:
         Trainer(config(pairs, tmp_path / "run")).fit()
-        write_pairs(tiny_teacher(meta=TEACHER_META), tmp_path / "pairs", num_pairs=4, shard_size=4, num_steps=2,
-                    progress=False)
+        write_pairs(
+            tiny_teacher(meta=TEACHER_META), tmp_path / "pairs", num_pairs=4, shard_size=4, num_steps=2, progress=False
+        )
     finally:
         os.umask(old)
-    for name in ("run/checkpoint.pt", "run/log.jsonl", "run/train_config.json", "run/ema/model.safetensors",
-                 "pairs/manifest.json", "pairs/pairs-000000000-000000003.safetensors"):
+    for name in (
+        "run/checkpoint.pt",
+        "run/log.jsonl",
+        "run/train_config.json",
+        "run/ema/model.safetensors",
+        "pairs/manifest.json",
+        "pairs/pairs-000000000-000000003.safetensors",
+    ):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 

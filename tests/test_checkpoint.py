@@ -1,5 +1,6 @@
 """Checkpoints: the reference's torch.save format (args Namespace + model/ema/opt) and getkern's own
 safetensors + JSON format; round trips and clear errors on bad or hostile files."""
+
 import argparse
 import json
 import os
@@ -13,8 +14,19 @@ from getkern.checkpoint import CheckpointError
 
 def reference_args(**kw):
     # The fields the reference's train.py parses (a subset is enough for loading).
-    base = dict(data_path="data", model="GET-T/2", input_size=8, cond=False, num_classes=10, loss="l1",
-                lr=1e-4, ema_decay=0.9999, global_batch_size=128, global_seed=42, mem=False)
+    base = dict(
+        data_path="data",
+        model="GET-T/2",
+        input_size=8,
+        cond=False,
+        num_classes=10,
+        loss="l1",
+        lr=1e-4,
+        ema_decay=0.9999,
+        global_batch_size=128,
+        global_seed=42,
+        mem=False,
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -28,11 +40,13 @@ def randomised(model, seed):
 
 def write_reference_checkpoint(path, model, ema, args):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0)
-    model(torch.randn(1, model.in_channels, model.input_size, model.input_size),
-          torch.zeros(1, dtype=torch.long) if model.cond else None, iters=1).abs().mean().backward()
+    model(
+        torch.randn(1, model.in_channels, model.input_size, model.input_size),
+        torch.zeros(1, dtype=torch.long) if model.cond else None,
+        iters=1,
+    ).abs().mean().backward()
     opt.step()
-    torch.save({"args": args, "model": model.state_dict(), "ema": ema.state_dict(),
-                "opt": opt.state_dict()}, path)
+    torch.save({"args": args, "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}, path)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +91,9 @@ def test_missing_keys_and_wrong_shapes_are_named(tmp_path, reference_pair):
         GET.from_official_checkpoint(path)
 
     path = tmp_path / "shape.pth"
-    torch.save({"args": reference_args(cond=True, input_size=16), "model": ema.state_dict(),
-                "ema": ema.state_dict()}, path)
+    torch.save(
+        {"args": reference_args(cond=True, input_size=16), "model": ema.state_dict(), "ema": ema.state_dict()}, path
+    )
     with pytest.raises(CheckpointError, match="shape mismatch.*pos_embed"):
         GET.from_official_checkpoint(path)
 
@@ -133,8 +148,9 @@ def test_garbage_truncated_and_absent_files(tmp_path, reference_pair):
 
 @pytest.mark.parametrize("cls, name", [(GET, "GET-T/4"), (ViT, "ViT-S/4")])
 def test_pretrained_round_trip(tmp_path, cls, name):
-    model = randomised(cls.from_config(name, input_size=8, in_channels=1, cond=True, depth=1,
-                                       backend="torch"), 3).eval()
+    model = randomised(
+        cls.from_config(name, input_size=8, in_channels=1, cond=True, depth=1, backend="torch"), 3
+    ).eval()
     model.save_pretrained(tmp_path / "m")
     loaded = cls.from_pretrained(tmp_path / "m", backend="torch").eval()
     meta = json.loads((tmp_path / "m" / "config.json").read_text())

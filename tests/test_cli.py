@@ -1,6 +1,7 @@
 """The command line's conventions, checked over every subcommand's parser: shared option names and
 meanings, help on every option, one-line errors with exit codes 2/1, --version, and a --help that
 imports neither torch nor the trainer."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,14 @@ import pytest
 from getkern import __version__, cli
 
 # Options that mean the same thing everywhere they appear (getkern/commands/_common.py).
-SHARED = {"--out": None, "--checkpoint": None, "--device": "auto", "--backend": "auto", "--no-progress": False,
-          "--debug": False}
+SHARED = {
+    "--out": None,
+    "--checkpoint": None,
+    "--device": "auto",
+    "--backend": "auto",
+    "--no-progress": False,
+    "--debug": False,
+}
 RETIRED = ("--out-dir", "--output", "-o")
 
 
@@ -55,20 +62,25 @@ def test_version(capsys):
 
 
 def test_help_imports_no_torch():
-    code = ("import sys; from getkern.cli import build_parser; build_parser(); "
-            "heavy = sorted(m for m in ('torch', 'numpy', 'triton', 'getkern.distill.trainer') if m in sys.modules); "
-            "print(','.join(heavy))")
+    code = (
+        "import sys; from getkern.cli import build_parser; build_parser(); "
+        "heavy = sorted(m for m in ('torch', 'numpy', 'triton', 'getkern.distill.trainer') if m in sys.modules); "
+        "print(','.join(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"building the parsers imported {out}"
 
 
-@pytest.mark.parametrize("argv, code, message", [
-    (["sample", "--checkpoint", "{tmp}/nothing", "--out", "{tmp}/s"], 1, "does not exist"),
-    (["profile", "--out", "{tmp}/file.txt"], 2, "exists and is not a folder"),
-    (["fid-stats", "{tmp}/nothing.npy", "--out", "{tmp}/ref.npz"], 2, "does not exist"),
-    (["fid-stats", "{tmp}/file.txt", "--out", "{tmp}"], 2, "is a folder"),
-    (["sample", "--checkpoint", "{tmp}/nothing", "--out", "{tmp}/s", "--device", "nonsense"], 2, "--device"),
-])
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [
+        (["sample", "--checkpoint", "{tmp}/nothing", "--out", "{tmp}/s"], 1, "does not exist"),
+        (["profile", "--out", "{tmp}/file.txt"], 2, "exists and is not a folder"),
+        (["fid-stats", "{tmp}/nothing.npy", "--out", "{tmp}/ref.npz"], 2, "does not exist"),
+        (["fid-stats", "{tmp}/file.txt", "--out", "{tmp}"], 2, "is a folder"),
+        (["sample", "--checkpoint", "{tmp}/nothing", "--out", "{tmp}/s", "--device", "nonsense"], 2, "--device"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, code, message):
     (tmp_path / "file.txt").write_text("x")
     argv = [a.format(tmp=tmp_path) for a in argv]
@@ -87,5 +99,6 @@ def test_torch_free_copies_of_choices_match_their_owners():
     from getkern import deq
     from getkern.commands import profile, sample
     from getkern.distill import config
+
     assert config.GRADS == deq.GRADS
     assert sample.SOLVERS == profile.SOLVERS == deq.SOLVERS

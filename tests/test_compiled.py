@@ -1,4 +1,5 @@
 """CompiledSampler (inductor, frozen weights): same images as the eager GET, both solvers, conditional."""
+
 import pytest
 import torch
 from helpers import tiny_get

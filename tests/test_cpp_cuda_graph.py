@@ -5,6 +5,7 @@ fixed addresses and are overwritten by every replay). That checks the helpers' b
 input/output, injection refresh, aliasing across solver iterations) with the C++ loop; the CUDA kernels
 themselves cannot run here (docs/cpp.md).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,6 +59,7 @@ def emulated_cuda(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "CUDAGraph", EmulatedGraph)
     monkeypatch.setattr(torch.cuda, "graph", graph)
+
     class Stream:
         def wait_stream(self, other):
             pass

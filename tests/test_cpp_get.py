@@ -1,4 +1,5 @@
 """A small GET with the C++ solver loop: same samples, statistics and gradients as the Python loop."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,8 +55,18 @@ def test_gradients_through_cpp_loop(grad, solver):
         model = tiny_get(**SMALL)
         model.solver_backend = backend
         noise, y, z0 = inputs(model, torch.float32)
-        images, info = model(noise, y, z0=z0, iters=5, solver=solver, grad=grad, return_iterates=True,
-                             return_info=True, adjoint_max_iter=8, phantom_steps=2)
+        images, info = model(
+            noise,
+            y,
+            z0=z0,
+            iters=5,
+            solver=solver,
+            grad=grad,
+            return_iterates=True,
+            return_info=True,
+            adjoint_max_iter=8,
+            phantom_steps=2,
+        )
         loss = sum(0.8 ** (len(images) - 1 - k) * img.square().mean() for k, img in enumerate(images))
         loss.backward()
         if grad == "implicit":

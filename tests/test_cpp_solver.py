@@ -3,6 +3,7 @@
 On CPU the C++ loop runs the same ATen operations in the same order, so iterates, answers and
 statistics must be bitwise equal, not merely close.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -16,16 +17,24 @@ from getkern.deq import cpp_backend
 
 pytestmark = pytest.mark.cpp  # needs the C++ extension (conftest.py)
 
-INFO_TENSORS = ("nstep", "abs_trace", "rel_trace", "abs_lowest", "rel_lowest", "best_res", "nan", "fallback",
-                "restarts")
+INFO_TENSORS = (
+    "nstep",
+    "abs_trace",
+    "rel_trace",
+    "abs_lowest",
+    "rel_lowest",
+    "best_res",
+    "nan",
+    "fallback",
+    "restarts",
+)
 
 
 class Recording:
     """A toy contractive map z -> 0.9 tanh(z W^T + c) on (B, 3, 5) states that records its inputs.
     Optionally sample 1 turns NaN from call ``nan_sample_from`` on, or gets 10 added at call ``glitch_at``."""
 
-    def __init__(self, dtype: torch.dtype, seed: int, nan_sample_from: int | None = None,
-                 glitch_at: int | None = None):
+    def __init__(self, dtype: torch.dtype, seed: int, nan_sample_from: int | None = None, glitch_at: int | None = None):
         g = torch.Generator().manual_seed(seed)
         n = 15
         w = torch.randn(n, n, generator=g, dtype=torch.float64)
@@ -70,8 +79,7 @@ def assert_same(py, cpp):
 @pytest.mark.parametrize("solver", ["fixed_point", "anderson"])
 @pytest.mark.parametrize("tol,stop,check_every", [(None, "abs", 4), (1e-4, "abs", 1), (1e-3, "rel", 3)])
 def test_matches_python(dtype, solver, tol, stop, check_every):
-    py, cpp = run_both(dtype, solver=solver, max_iter=25, tol=tol, stop=stop, check_every=check_every, m=4,
-                       tau=0.7)
+    py, cpp = run_both(dtype, solver=solver, max_iter=25, tol=tol, stop=stop, check_every=check_every, m=4, tau=0.7)
     assert_same(py, cpp)
     if tol is not None:  # the early exit was reached, so the trimming and the check were exercised
         assert py[1]["abs_trace"].shape[0] < 25
@@ -109,8 +117,9 @@ def test_singular_history_falls_back():
     (d holds powers of two, so z + d - z == d exactly along the plain steps)."""
     d = torch.tensor([0.5, 1.0, 0.25, 2.0] * 3).view(1, 3, 4)
     z0 = torch.zeros(3, 3, 4)
-    results = [deq.solve(lambda z: z + d, z0, solver="anderson", max_iter=7, lam=0.0, m=3, backend=b)
-               for b in ("torch", "cpp")]
+    results = [
+        deq.solve(lambda z: z + d, z0, solver="anderson", max_iter=7, lam=0.0, m=3, backend=b) for b in ("torch", "cpp")
+    ]
     (z_py, info_py), (z_cpp, info_cpp) = results
     assert info_cpp["fallback"].tolist() == [6, 6, 6]
     torch.testing.assert_close(z_cpp, z_py, rtol=0, atol=0)

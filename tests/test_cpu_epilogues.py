@@ -5,6 +5,7 @@ must not; whole GET (unconditional, conditional, guided) and ViT against the PyT
 "auto" on CPU resolves to the Triton interpreter under this suite (tests/conftest.py), so the tests
 that need the user's dispatch switch the interpreter off for themselves.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,9 +37,11 @@ def test_linear_matches_float64(epilogue):
     g = torch.Generator().manual_seed(0)
     K, N = 53, 91  # odd sizes, leading (2, 37) batch
     x = torch.randn(2, 37, K, generator=g)
-    w, b = torch.randn(N, K, generator=g) / K ** 0.5, torch.randn(N, generator=g)
-    residual = {"residual": torch.randn(2, 37, N, generator=g),
-                "residual_broadcast": torch.randn(2, 1, N, generator=g)}.get(epilogue)
+    w, b = torch.randn(N, K, generator=g) / K**0.5, torch.randn(N, generator=g)
+    residual = {
+        "residual": torch.randn(2, 37, N, generator=g),
+        "residual_broadcast": torch.randn(2, 1, N, generator=g),
+    }.get(epilogue)
     b = None if epilogue == "no_bias" else b
     gelu = epilogue == "gelu"
     got = cpu_epilogues.linear(x, w, b, gelu=gelu, residual=residual)
@@ -48,7 +51,7 @@ def test_linear_matches_float64(epilogue):
     assert got.shape == (2, 37, N) and got.dtype == torch.float32
     # K products summed in float32: |error| <= K eps sum|x w| (bounded here by the plain path's own
     # error, which the rule allows twice, plus a floor of a few units of the magnitudes).
-    assert_as_accurate(got, plain, exact, floor_ulps=4 * K ** 0.5, what=epilogue)
+    assert_as_accurate(got, plain, exact, floor_ulps=4 * K**0.5, what=epilogue)
 
 
 def test_gelu_and_residual_are_exclusive():
@@ -62,12 +65,12 @@ def test_applies_only_where_it_can_run():
     p = torch.nn.Parameter(torch.randn(8, 8))
     with torch.no_grad():
         assert cpu_epilogues.applies("auto", x, p)
-        assert not cpu_epilogues.applies("torch", x, p)          # the reference stays the reference
+        assert not cpu_epilogues.applies("torch", x, p)  # the reference stays the reference
         assert not cpu_epilogues.applies("auto", x.double(), p)  # float32 only
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not cpu_epilogues.applies("auto", x, p)
-    assert not cpu_epilogues.applies("auto", x, p)               # a gradient is needed: no backward here
-    assert cpu_epilogues.applies("auto", x, p.detach())          # grad mode on, nothing requires it
+    assert not cpu_epilogues.applies("auto", x, p)  # a gradient is needed: no backward here
+    assert cpu_epilogues.applies("auto", x, p.detach())  # grad mode on, nothing requires it
 
 
 @pytest.mark.parametrize("arch", ["GET", "ViT"])

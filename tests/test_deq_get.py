@@ -1,5 +1,6 @@
 """getkern.deq inside a small GET: inference with both solvers, the three gradient modes (also in eval
 mode), and activation memory that does not grow with solver iterations for phantom/implicit."""
+
 import pytest
 import torch
 from helpers import tiny_get
@@ -62,8 +63,16 @@ def test_every_gradient_mode_trains_get_in_train_and_eval_mode(grad, mode):
     model.train(mode == "train")
     noise = torch.randn(2, 1, 8, 8)
     solver = "fixed_point" if grad == "unrolled" else "anderson"
-    outs, info = model(noise, iters=3, grad=grad, solver=solver, return_iterates=True, return_info=True,
-                       phantom_steps=2, adjoint_max_iter=5)
+    outs, info = model(
+        noise,
+        iters=3,
+        grad=grad,
+        solver=solver,
+        return_iterates=True,
+        return_info=True,
+        phantom_steps=2,
+        adjoint_max_iter=5,
+    )
     assert len(outs) == {"unrolled": 3, "phantom": 2, "implicit": 1}[grad]
     loss = sum(0.8 ** (len(outs) - 1 - k) * o.abs().mean() for k, o in enumerate(outs))
     loss.backward()
@@ -80,8 +89,16 @@ def test_saved_activation_bytes_do_not_grow_with_solver_iterations(grad):
     noise, z0 = torch.randn(2, 1, 8, 8), torch.randn(2, 16, 32)
 
     def run(iters, grad):
-        return saved_bytes(lambda: model(noise, z0=z0, iters=iters, grad=grad, solver="anderson"
-                                         if grad != "unrolled" else "fixed_point", return_iterates=True))
+        return saved_bytes(
+            lambda: model(
+                noise,
+                z0=z0,
+                iters=iters,
+                grad=grad,
+                solver="anderson" if grad != "unrolled" else "fixed_point",
+                return_iterates=True,
+            )
+        )
 
     two, twelve = run(2, grad), run(12, grad)
     assert two > 0 and abs(twelve - two) < 0.05 * two, (two, twelve)

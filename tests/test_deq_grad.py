@@ -1,5 +1,6 @@
 """getkern.deq.train_iterates: unrolled, phantom and implicit gradients on toy DEQs with known answers
 (gradcheck in float64, exact linear-map gradients), and composition with autocast and checkpointing."""
+
 import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -18,8 +19,7 @@ def contraction(n=6, seed=0, dtype=torch.float64, scale=0.5):
 def toy_deq(x, W, U, grad, solver="fixed_point", **options):
     """z* = tanh(z* W^T + x U^T): a contraction in z (||W|| = 0.5), z* depends on x, W and U."""
     f = lambda z: torch.tanh(z @ W.T + x @ U.T)  # noqa: E731
-    states, info = deq.train_iterates(f, torch.zeros_like(x), grad=grad, solver=solver, backend="torch",
-                                      **options)
+    states, info = deq.train_iterates(f, torch.zeros_like(x), grad=grad, solver=solver, backend="torch", **options)
     return states[-1]
 
 
@@ -40,8 +40,8 @@ def linear_deq_exact_grad(n=12, batch=2, seed=0, dtype=torch.float32):
     Bm = torch.randn(n, n, generator=g, dtype=torch.float64)
     x = torch.randn(batch, n, generator=g, dtype=torch.float64)
     w = torch.randn(batch, n, generator=g, dtype=torch.float64)
-    M = torch.linalg.inv(torch.eye(n, dtype=torch.float64) - A)     # z* = x B^T M^T
-    a = w @ M                                                        # adjoint: dloss/d(x B^T)
+    M = torch.linalg.inv(torch.eye(n, dtype=torch.float64) - A)  # z* = x B^T M^T
+    a = w @ M  # adjoint: dloss/d(x B^T)
     exact = {"x": a @ Bm, "B": a.T @ x}
     return [t.to(dtype) for t in (A, Bm, x, w)], exact
 
@@ -50,9 +50,18 @@ def linear_deq_exact_grad(n=12, batch=2, seed=0, dtype=torch.float32):
 def test_implicit_gradient_equals_the_exact_gradient_of_a_linear_deq(solver):
     (A, Bm, x, w), exact = linear_deq_exact_grad()
     x.requires_grad_(), Bm.requires_grad_()
-    states, info = deq.train_iterates(lambda z: z @ A.T + x @ Bm.T, torch.zeros_like(x), iters=200, tol=1e-6,
-                                      stop="rel", grad="implicit", solver=solver, adjoint_tol=1e-6,
-                                      adjoint_max_iter=300, backend="torch")
+    states, info = deq.train_iterates(
+        lambda z: z @ A.T + x @ Bm.T,
+        torch.zeros_like(x),
+        iters=200,
+        tol=1e-6,
+        stop="rel",
+        grad="implicit",
+        solver=solver,
+        adjoint_tol=1e-6,
+        adjoint_max_iter=300,
+        backend="torch",
+    )
     assert len(states) == 1 and "adjoint" not in info
     (states[0] * w).sum().backward()
     torch.testing.assert_close(x.grad.double(), exact["x"], rtol=1e-3, atol=1e-3)
@@ -67,12 +76,13 @@ def test_phantom_gradient_with_many_undamped_steps_approaches_the_exact_gradient
     errs = []
     for steps in (1, 80):
         x.grad = None
-        states, _ = deq.train_iterates(f, torch.zeros_like(x), iters=300, grad="phantom", phantom_steps=steps,
-                                       phantom_damping=1.0, backend="torch")
+        states, _ = deq.train_iterates(
+            f, torch.zeros_like(x), iters=300, grad="phantom", phantom_steps=steps, phantom_damping=1.0, backend="torch"
+        )
         assert len(states) == steps
         (states[-1] * w).sum().backward()
         errs.append(float((x.grad - exact["x"]).norm() / exact["x"].norm()))
-    assert errs[1] < 1e-3 < errs[0]   # a truncated Neumann series: one step is crude, many are exact
+    assert errs[1] < 1e-3 < errs[0]  # a truncated Neumann series: one step is crude, many are exact
 
 
 def test_phantom_damping_is_the_documented_update():
@@ -80,8 +90,9 @@ def test_phantom_damping_is_the_documented_update():
     x = torch.randn(2, 6)
     f = lambda z: torch.tanh(z @ W.T + x @ U.T)  # noqa: E731
     z_star, _ = deq.solve(f, torch.zeros_like(x), max_iter=5, backend="torch")
-    states, _ = deq.train_iterates(f, torch.zeros_like(x), iters=5, grad="phantom", phantom_steps=2,
-                                   phantom_damping=0.3, backend="torch")
+    states, _ = deq.train_iterates(
+        f, torch.zeros_like(x), iters=5, grad="phantom", phantom_steps=2, phantom_damping=0.3, backend="torch"
+    )
     z1 = 0.7 * z_star + 0.3 * f(z_star)
     torch.testing.assert_close(states[0], z1)
     torch.testing.assert_close(states[1], 0.7 * z1 + 0.3 * f(z1))
@@ -161,6 +172,7 @@ def test_implicit_composes_with_distributed_data_parallel(tmp_path):
 
 def test_implicit_recompute_gives_the_same_gradient_and_keeps_no_activations_of_f():
     from getkern.profiling.memory import training_step_memory
+
     W, U = contraction(n=256)
     x = torch.randn(3, 256, dtype=W.dtype)
     grads, kept = {}, {}
@@ -174,8 +186,15 @@ def test_implicit_recompute_gives_the_same_gradient_and_keeps_no_activations_of_
             return torch.tanh(h)
 
         kept[recompute] = training_step_memory(
-            lambda: deq.train_iterates(f, torch.zeros_like(x), iters=30, grad="implicit", backend="torch",
-                                       recompute=recompute)[0][0].square().sum(), torch.device("cpu"))["retained"]
+            lambda: (
+                deq.train_iterates(
+                    f, torch.zeros_like(x), iters=30, grad="implicit", backend="torch", recompute=recompute
+                )[0][0]
+                .square()
+                .sum()
+            ),
+            torch.device("cpu"),
+        )["retained"]
         grads[recompute] = Wr.grad
     torch.testing.assert_close(grads[True], grads[False], rtol=1e-5, atol=1e-6)
     # without recompute f's activations stay alive until backward; with it only z* and f(z*) do

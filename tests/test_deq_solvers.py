@@ -1,5 +1,6 @@
 """getkern.deq.solve on toy maps with known fixed points: convergence, traces, best iterate, stopping,
 host synchronisation, NaN handling, the guarded Anderson solve, backends and argument errors."""
+
 import functools
 
 import pytest
@@ -52,11 +53,11 @@ class CountSyncs(TorchDispatchMode):
 
 # ---------------------------------------------------------------- convergence and traces
 
+
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_converges_to_the_known_fixed_point_of_a_linear_contraction(solver):
     f, z_star = linear_problem()
-    z, info = deq.solve(f, torch.zeros_like(z_star), solver=solver, max_iter=400, tol=1e-5, stop="rel",
-                        backend="torch")
+    z, info = deq.solve(f, torch.zeros_like(z_star), solver=solver, max_iter=400, tol=1e-5, stop="rel", backend="torch")
     # error <= residual / (1 - spectral radius)
     assert ((z - z_star).norm(dim=1) <= 1e-5 * z_star.norm(dim=1) * 20 / (1 - 0.95)).all()
     assert (info["rel_trace"][info["nstep"] - 1, torch.arange(3)] < 1e-5).all()
@@ -67,8 +68,12 @@ def test_converges_to_the_known_fixed_point_of_a_linear_contraction(solver):
 
 def test_anderson_needs_far_fewer_evaluations_than_the_fixed_point():
     f, z_star = linear_problem()
-    nfev = {s: deq.solve(f, torch.zeros_like(z_star), solver=s, max_iter=400, tol=1e-4, stop="rel",
-                         check_every=1, backend="torch")[1]["nfev"] for s in SOLVERS}
+    nfev = {
+        s: deq.solve(
+            f, torch.zeros_like(z_star), solver=s, max_iter=400, tol=1e-4, stop="rel", check_every=1, backend="torch"
+        )[1]["nfev"]
+        for s in SOLVERS
+    }
     assert nfev["anderson"] * 3 < nfev["fixed_point"], nfev
 
 
@@ -94,8 +99,7 @@ def test_returns_the_f_value_with_the_lowest_residual(solver, stop):
     A = torch.randn(12, 12, generator=g) * 0.45
     b = torch.randn(4, 12, generator=g)
     rec = Recorder(lambda z: torch.tanh(z @ A.T) * 3 + b)
-    z, info = deq.solve(rec, torch.randn(4, 12, generator=g), solver=solver, max_iter=9, stop=stop,
-                        backend="torch")
+    z, info = deq.solve(rec, torch.randn(4, 12, generator=g), solver=solver, max_iter=9, stop=stop, backend="torch")
     res = info["abs_trace"] if stop == "abs" else info["rel_trace"]
     best = res.argmin(0)
     expected = torch.stack([rec.calls[k][1][i] for i, k in enumerate(best.tolist())])
@@ -107,14 +111,20 @@ def test_state_of_any_shape_and_dtype_is_returned_in_that_shape_and_dtype():
     f, z_star = linear_problem(n=60, batch=2, top=0.6)
     for solver in SOLVERS:
         for dtype in (torch.float32, torch.bfloat16):
-            z, info = deq.solve(lambda z: f(z.reshape(2, 60).float()).reshape(2, 3, 4, 5),
-                                torch.zeros(2, 3, 4, 5, dtype=dtype), solver=solver, max_iter=30, backend="torch")
+            z, info = deq.solve(
+                lambda z: f(z.reshape(2, 60).float()).reshape(2, 3, 4, 5),
+                torch.zeros(2, 3, 4, 5, dtype=dtype),
+                solver=solver,
+                max_iter=30,
+                backend="torch",
+            )
             assert z.shape == (2, 3, 4, 5) and z.dtype == dtype
             tol = 0.02 if dtype == torch.bfloat16 else 1e-4
             torch.testing.assert_close(z.reshape(2, 60).float(), z_star, rtol=tol, atol=tol * 10)
 
 
 # ---------------------------------------------------------------- the reference's inference, exactly
+
 
 def reference_inference(f, z0, iters, tol):
     """The reference GET's inference loop, as published (get-reference.md)."""
@@ -144,8 +154,7 @@ def test_fixed_point_is_the_reference_inference_exactly_including_the_early_stop
 def test_results_do_not_depend_on_check_every(solver):
     f, z_star = linear_problem(n=16, top=0.9)
     z0 = torch.randn_like(z_star)
-    runs = [deq.solve(f, z0, solver=solver, max_iter=100, tol=1e-4, check_every=c, backend="torch")
-            for c in (1, 3, 8)]
+    runs = [deq.solve(f, z0, solver=solver, max_iter=100, tol=1e-4, check_every=c, backend="torch") for c in (1, 3, 8)]
     z1, info1 = runs[0]
     assert int(info1["nstep"].max()) < 100, "the test needs an early stop"
     for z, info in runs[1:]:
@@ -177,6 +186,7 @@ def test_nstep_is_per_sample_first_success():
 
 
 # ---------------------------------------------------------------- NaN / Inf
+
 
 class PoisonAfter:
     """f, except that sample `which` gets `value` from call `start` on."""
@@ -211,13 +221,20 @@ def test_non_finite_f_values_are_reported_and_the_sample_keeps_its_best_finite_i
 
 def test_a_dead_sample_does_not_block_the_early_stop():
     f, z_star = linear_problem(n=16, top=0.5)
-    _, info = deq.solve(PoisonAfter(f, which=0, start=0), torch.randn_like(z_star), max_iter=200, tol=1e-4,
-                        check_every=1, backend="torch")
+    _, info = deq.solve(
+        PoisonAfter(f, which=0, start=0),
+        torch.randn_like(z_star),
+        max_iter=200,
+        tol=1e-4,
+        check_every=1,
+        backend="torch",
+    )
     assert info["nfev"] < 50 and info["nan"].tolist() == [True, False, False]
     assert info["nstep"][0] == 200 and torch.isinf(info["best_res"][0])
 
 
 # ---------------------------------------------------------------- the guarded Anderson solve
+
 
 def test_bordered_solve_matches_the_constrained_least_squares_in_float64():
     g = torch.Generator().manual_seed(2)
@@ -250,12 +267,12 @@ def test_bordered_solve_matches_the_constrained_least_squares_in_float64():
 
 
 def test_bordered_solve_flags_singular_and_non_finite_systems():
-    gram = torch.ones(3, 4, 4)           # repeated identical residuals: exactly singular without lam
+    gram = torch.ones(3, 4, 4)  # repeated identical residuals: exactly singular without lam
     gram[1] = float("nan")
     gram[2, :2, :2] = torch.tensor([[1.0, 1 - 1e-7], [1 - 1e-7, 1.0]])  # numerically singular
     alpha, ok = deq.bordered_solve(gram, 3, 0.0)
     assert ok.tolist() == [False, False, False]
-    alpha, ok = deq.bordered_solve(torch.ones(1, 4, 4), 3, 1e-4)   # regularised: fine, equal weights
+    alpha, ok = deq.bordered_solve(torch.ones(1, 4, 4), 3, 1e-4)  # regularised: fine, equal weights
     assert ok.all()
     torch.testing.assert_close(alpha, torch.full((1, 4), 0.25))
 
@@ -268,20 +285,30 @@ def test_singular_anderson_history_falls_back_to_plain_steps_instead_of_nan(shif
     z0 = torch.randint(-5, 5, (2, 10)).float()  # integers: z + d - z == d exactly
     z, info = deq.solve(lambda z: z + d, z0, solver="anderson", max_iter=8, lam=0.0, backend="torch")
     assert info["fallback"].tolist() == [7, 7] and not info["nan"].any()
-    torch.testing.assert_close(z, z0 + d)     # every f-value has the same residual: the first is kept
+    torch.testing.assert_close(z, z0 + d)  # every f-value has the same residual: the first is kept
     z, info = deq.solve(lambda z: z + d, z0, solver="anderson", max_iter=8, backend="torch")
-    assert torch.isfinite(z).all() and (info["fallback"] == 0).all()   # lam regularises both cases
+    assert torch.isfinite(z).all() and (info["fallback"] == 0).all()  # lam regularises both cases
 
 
 def test_anderson_damping_and_history_options_still_converge():
     f, z_star = linear_problem(n=20, top=0.9)
     for m, tau in ((1, 1.0), (3, 0.5), (8, 0.8)):
-        z, info = deq.solve(f, torch.zeros_like(z_star), solver="anderson", max_iter=200, tol=1e-5,
-                            stop="rel", m=m, tau=tau, backend="torch")
+        z, info = deq.solve(
+            f,
+            torch.zeros_like(z_star),
+            solver="anderson",
+            max_iter=200,
+            tol=1e-5,
+            stop="rel",
+            m=m,
+            tau=tau,
+            backend="torch",
+        )
         assert (info["best_res"] < 1e-5).all(), (m, tau)
 
 
 # ---------------------------------------------------------------- precision floor and safeguard (issue #19)
+
 
 def tanh_problem(n=64, batch=3, rho=0.95, seed=0, dtype=torch.float64):
     """f(z) = tanh(z W^T + b) with ||W||_2 = rho: a nonlinear contraction."""
@@ -304,8 +331,10 @@ FLOOR_ITERS = 600
 def floor_traces(problem, dtype):
     """Per solver, the (600, 3) relative-residual trace from z0 = 0 (no early exit), on the torch path."""
     f, z0 = CONTRACTIONS[problem](dtype=dtype), torch.zeros(3, 64, dtype=dtype)
-    return {s: deq.solve(f, z0, solver=s, max_iter=FLOOR_ITERS, stop="rel", backend="torch")[1]["rel_trace"]
-            for s in SOLVERS}
+    return {
+        s: deq.solve(f, z0, solver=s, max_iter=FLOOR_ITERS, stop="rel", backend="torch")[1]["rel_trace"]
+        for s in SOLVERS
+    }
 
 
 def attainable(traces, dtype):
@@ -342,8 +371,12 @@ def test_anderson_is_never_slower_than_the_fixed_point_to_any_tolerance(problem,
 def test_anderson_converges_to_1e8_in_fewer_iterations_than_the_fixed_point():
     """The issue's call: fp64, tol=1e-8 relative, 400 iterations (Anderson stalled at 1.8e-8 before)."""
     f, z_star = linear_problem(n=64, batch=3, top=0.95, dtype=torch.float64)
-    runs = {s: deq.solve(f, torch.zeros_like(z_star), solver=s, max_iter=400, tol=1e-8, stop="rel",
-                         check_every=1, backend="torch") for s in SOLVERS}
+    runs = {
+        s: deq.solve(
+            f, torch.zeros_like(z_star), solver=s, max_iter=400, tol=1e-8, stop="rel", check_every=1, backend="torch"
+        )
+        for s in SOLVERS
+    }
     (z, info), (_, fixed) = runs["anderson"], runs["fixed_point"]
     assert (info["best_res"] < 1e-8).all() and (fixed["best_res"] < 1e-8).all()
     assert (3 * info["nstep"] < fixed["nstep"]).all(), (info["nstep"], fixed["nstep"])
@@ -385,6 +418,7 @@ def test_a_step_that_raises_the_residual_restarts_from_the_best_f_value(monkeypa
 
 # ---------------------------------------------------------------- backends and errors
 
+
 def test_anderson_passes_receive_the_resolved_backend(monkeypatch):
     seen = []
 
@@ -392,6 +426,7 @@ def test_anderson_passes_receive_the_resolved_backend(monkeypatch):
         def wrapped(*args, backend, **kwargs):
             seen.append(backend)
             return real(*args, backend="torch", **kwargs)
+
         return wrapped
 
     monkeypatch.setattr(deq_anderson, "anderson_record", spy(deq_anderson.anderson_record))
@@ -431,11 +466,20 @@ def test_cpp_backend_is_used_when_available_and_a_clear_error_when_not(monkeypat
         assert deq.solve(f, z_star, max_iter=3, backend=backend)[1]["backend"] == "cpp"
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(solver="broyden"), "solver"), (dict(backend="cuda"), "backend"), (dict(stop="max"), "stop"),
-    (dict(max_iter=0), "max_iter"), (dict(tol=0.0), "tol"), (dict(m=0), "m must"), (dict(tau=1.5), "tau"),
-    (dict(lam=-1.0), "lam"), (dict(check_every=0), "check_every"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(solver="broyden"), "solver"),
+        (dict(backend="cuda"), "backend"),
+        (dict(stop="max"), "stop"),
+        (dict(max_iter=0), "max_iter"),
+        (dict(tol=0.0), "tol"),
+        (dict(m=0), "m must"),
+        (dict(tau=1.5), "tau"),
+        (dict(lam=-1.0), "lam"),
+        (dict(check_every=0), "check_every"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, match):
     f, z_star = linear_problem(n=8)
     with pytest.raises((ValueError, TypeError), match=match):

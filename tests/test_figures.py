@@ -1,6 +1,7 @@
 """Figures a person looks at say what is where: the labelled grid figure (titles per panel, row and column
 labels), the demo's teacher-vs-GET comparison, the guidance demo's rows of w, and the command that
 composes labelled figures from grid PNGs; all at toy size."""
+
 import numpy as np
 import pytest
 import torch
@@ -23,8 +24,13 @@ def _ticks(labels):
 
 def test_labelled_figure_titles_rows_and_columns():
     import matplotlib.pyplot as plt
-    fig = labelled_figure([("teacher", _grid(3, 0)), ("GET", _grid(3, 1))], row_labels=["w = 0", "w = 1", "w = 2"],
-                          col_labels=[str(k) for k in range(10)], title="same noise")
+
+    fig = labelled_figure(
+        [("teacher", _grid(3, 0)), ("GET", _grid(3, 1))],
+        row_labels=["w = 0", "w = 1", "w = 2"],
+        col_labels=[str(k) for k in range(10)],
+        title="same noise",
+    )
     left, right = fig.axes
     assert left.get_title() == "teacher" and right.get_title() == "GET"
     assert _ticks(left.get_yticklabels()) == ["w = 0", "w = 1", "w = 2"] and not right.get_yticks().size
@@ -49,12 +55,14 @@ def labelled_calls(monkeypatch) -> dict:
     def spy(path, panels, **kwargs):
         seen.update(titles=[t for t, _ in panels], **kwargs)
         return real(path, panels, **kwargs)
+
     monkeypatch.setattr(figures, "save_labelled", spy)
     return seen
 
 
 def test_demo_comparison_is_labelled(tmp_path, labelled_calls):
     from getkern.apps.demo import DemoConfig, _save_comparison
+
     seen = labelled_calls
     _save_comparison(tmp_path / "cmp.png", _grid(10, 0), _grid(10, 1), DemoConfig(), [f"class {k}" for k in range(10)])
     assert (tmp_path / "cmp.png").read_bytes()[:8] == PNG
@@ -64,6 +72,7 @@ def test_demo_comparison_is_labelled(tmp_path, labelled_calls):
 
 def test_guidance_grid_labels_its_rows_of_w(tmp_path, labelled_calls):
     from getkern.apps.guided_demo import save_guidance_grid
+
     seen = labelled_calls
     save_guidance_grid(tmp_path / "g.png", _grid(3, 2), _grid(3, 3), (0.0, 1.5, 4.0), 35, 4, classes=range(10))
     assert (tmp_path / "g.png").read_bytes()[:8] == PNG
@@ -76,8 +85,24 @@ def test_compose_command(tmp_path, capsys):
     a = save_grid(images, tmp_path / "a.png", nrow=10, scale=4)
     b = save_grid(-images, tmp_path / "b.png", nrow=10, scale=4)
     out = tmp_path / "fig.png"
-    assert main(["--out", str(out), "--cols", "2", "--panel", f"teacher\\n35 evaluations={a}", "--panel",
-                 f"GET={b}", "--row-labels", "class 0", "class 1"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(out),
+                "--cols",
+                "2",
+                "--panel",
+                f"teacher\\n35 evaluations={a}",
+                "--panel",
+                f"GET={b}",
+                "--row-labels",
+                "class 0",
+                "class 1",
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes()[:8] == PNG and "wrote" in capsys.readouterr().out
     # the panels keep their pixels: the grid read back equals the one written
     np.testing.assert_array_equal(figures._read_grid(a), make_grid(images, nrow=10, scale=4))

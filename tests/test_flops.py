@@ -1,5 +1,6 @@
 """FLOP formulas of the custom ops (getkern.ops.flops): a block counts the same on the fused and the
 PyTorch path, forward and backward, and equals the block's matmul count."""
+
 from __future__ import annotations
 
 import copy

@@ -1,6 +1,7 @@
 """The code-generation gate on demo kernels defined here: it must pass good kernels and fail a spilling
 kernel and a tl.dot kernel without tensor-core instructions. The full gate over getkern's own kernels
 runs separately (`make gpu-check`, a few minutes)."""
+
 import dataclasses
 import importlib
 import sys
@@ -65,24 +66,51 @@ def _demo_spill(X, Y, BLOCK: tl.constexpr):
 
 def good_specs():
     mm = {"A": "*bf16", "B": "*bf16", "C": "*bf16", "M": "i32", "N": "i32", "K": "i32"}
-    yield AotSpec("demo_matmul[bf16,64x64x32]", _demo_matmul, mm, {"BM": 64, "BN": 64, "BK": 32},
-                  num_warps=4, num_stages=2, uses_dot=True, values={"M": 4096, "N": 768, "K": 768})
-    yield AotSpec("demo_add[bf16]", _demo_add, {"X": "*bf16", "Y": "*bf16", "Z": "*bf16", "n": "i32"},
-                  {"BLOCK": 1024}, num_warps=4, values={"n": 1000})
+    yield AotSpec(
+        "demo_matmul[bf16,64x64x32]",
+        _demo_matmul,
+        mm,
+        {"BM": 64, "BN": 64, "BK": 32},
+        num_warps=4,
+        num_stages=2,
+        uses_dot=True,
+        values={"M": 4096, "N": 768, "K": 768},
+    )
+    yield AotSpec(
+        "demo_add[bf16]",
+        _demo_add,
+        {"X": "*bf16", "Y": "*bf16", "Z": "*bf16", "n": "i32"},
+        {"BLOCK": 1024},
+        num_warps=4,
+        values={"n": 1000},
+    )
 
 
 def bad_specs():
-    yield AotSpec("demo_fp32_dot[ieee]", _demo_fp32_dot, {"A": "*fp32", "B": "*fp32", "C": "*fp32"},
-                  {"BM": 16}, num_warps=1, num_stages=1, uses_dot=True)
-    yield AotSpec("demo_spill[2048,1 warp]", _demo_spill, {"X": "*fp32", "Y": "*fp32"}, {"BLOCK": 2048},
-                  num_warps=1, num_stages=1)
+    yield AotSpec(
+        "demo_fp32_dot[ieee]",
+        _demo_fp32_dot,
+        {"A": "*fp32", "B": "*fp32", "C": "*fp32"},
+        {"BM": 16},
+        num_warps=1,
+        num_stages=1,
+        uses_dot=True,
+    )
+    yield AotSpec(
+        "demo_spill[2048,1 warp]", _demo_spill, {"X": "*fp32", "Y": "*fp32"}, {"BLOCK": 2048}, num_warps=1, num_stages=1
+    )
 
 
 @pytest.fixture(scope="module")
 def demo_gate(tmp_path_factory):
     """One gate run over all demo specs, both architectures, two worker processes (~20-40 s here)."""
-    return gpu_check.run_gate([f"{THIS}:good_specs", f"{THIS}:bad_specs"], archs=(80, 90), jobs=2,
-                              cuda_sources=[], log_dir=tmp_path_factory.mktemp("gpu_check_logs"))
+    return gpu_check.run_gate(
+        [f"{THIS}:good_specs", f"{THIS}:bad_specs"],
+        archs=(80, 90),
+        jobs=2,
+        cuda_sources=[],
+        log_dir=tmp_path_factory.mktemp("gpu_check_logs"),
+    )
 
 
 def _report(result, name, arch):
@@ -156,7 +184,9 @@ def test_collect_specs_covers_modules_and_flags_uncovered_kernels(tmp_path, monk
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     header = "import triton\nimport triton.language as tl\nfrom getkern.ops._aot import AotSpec\n"
-    (pkg / "covered.py").write_text(header + textwrap.dedent("""
+    (pkg / "covered.py").write_text(
+        header
+        + textwrap.dedent("""
         @triton.jit
         def _helper(x):
             return x * 2
@@ -169,18 +199,24 @@ def test_collect_specs_covers_modules_and_flags_uncovered_kernels(tmp_path, monk
         def aot_specs():
             for block in (64, 128):
                 yield AotSpec(f"kernel[{block}]", kernel, {"X": "*fp32"}, {"BLOCK": block})
-        """))
-    (pkg / "forgotten.py").write_text(header + textwrap.dedent("""
+        """)
+    )
+    (pkg / "forgotten.py").write_text(
+        header
+        + textwrap.dedent("""
         @triton.jit
         def lonely(X):
             tl.store(X, 1.0)
-        """))
+        """)
+    )
     (pkg / "plain.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "demo_ops", raising=False)
     specs, problems = gpu_check.collect_specs(["demo_ops.covered", "demo_ops.forgotten", "demo_ops.plain"])
-    assert [(origin, s.name) for origin, s in specs] == [("demo_ops.covered", "kernel[64]"),
-                                                         ("demo_ops.covered", "kernel[128]")]
+    assert [(origin, s.name) for origin, s in specs] == [
+        ("demo_ops.covered", "kernel[64]"),
+        ("demo_ops.covered", "kernel[128]"),
+    ]
     assert len(problems) == 1 and "demo_ops.forgotten" in problems[0] and "lonely" in problems[0]
 
 
@@ -231,6 +267,7 @@ def _jit_specialization(kernel, args, kwargs, cc=90):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
     from triton.runtime.jit import JITFunction, create_function_from_signature
+
     if not isinstance(kernel, JITFunction):
         kernel = JITFunction(kernel.fn, **kernel.kwargs)
     backend = make_backend(GPUTarget("cuda", cc, 32))
@@ -245,10 +282,15 @@ def _assert_launches_are_specs(kernel, launches, specs):
     assert launches
     for args, kwargs in launches:
         real = _jit_specialization(kernel, args, kwargs)
-        candidates = [s for s in specs if s.kernel is kernel and s.num_warps == kwargs.get("num_warps", 4)
-                      and s.num_stages == kwargs.get("num_stages", 3)
-                      and all(kwargs.get(k, v) == v for k, v in s.constexprs.items())
-                      and s.signature[kernel.arg_names[0]] == real[0][kernel.arg_names[0]]]
+        candidates = [
+            s
+            for s in specs
+            if s.kernel is kernel
+            and s.num_warps == kwargs.get("num_warps", 4)
+            and s.num_stages == kwargs.get("num_stages", 3)
+            and all(kwargs.get(k, v) == v for k, v in s.constexprs.items())
+            and s.signature[kernel.arg_names[0]] == real[0][kernel.arg_names[0]]
+        ]
         assert candidates, f"no spec for the launch {kwargs}"
         from_specs = []
         for spec in candidates:
@@ -263,6 +305,7 @@ def test_mlp_spec_attrs_are_the_jits_for_real_tensors(monkeypatch, dtype, tf32):
     the kept pre-activation and the backward's GELU-grad launch, with the CPU tensors the dispatcher
     builds: the JIT's own specialisation of them equals the one the gate compiles for their spec."""
     import torch
+
     mlp = importlib.import_module("getkern.ops.mlp")
     matmul = importlib.import_module("getkern.ops.matmul")
     kernel, specs = matmul._linear_kernel, list(matmul.aot_specs())
@@ -285,6 +328,7 @@ def test_attention_spec_attrs_are_the_jits_for_real_tensors(monkeypatch, D, head
     """GET-B (12 heads) and ViT-L (16 heads: H a multiple of 16, a variant of its own) at 64 tokens,
     with c and u: the JIT's specialisation of the dispatcher's launches is one the gate compiles."""
     import torch
+
     attn = importlib.import_module("getkern.ops.attention")
     kernel, specs = attn._attn_fwd_kernel, list(attn.aot_specs())
     launches = _record_launches(monkeypatch, attn, "_attn_fwd_kernel")

@@ -1,5 +1,6 @@
 """Guidance distillation: the guided teacher D_w, the null-class digits teacher, guided pairs (w from the
 seed), the w conditioning of GET and ViT, the trainer's and the sample command's guidance handling."""
+
 import copy
 
 import pytest
@@ -23,7 +24,9 @@ from getkern.teacher.digits import DigitsMLP, train_digits_teacher
 
 SMALL = dict(input_size=8, in_channels=1, hidden_size=16, num_heads=2, mlp_ratio=2, backend="torch")
 GET_SMALL = dict(SMALL, depth=1, deq_depth=2, deq_mlp_ratio=2, solver_backend="torch")
-MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch")
+MODEL = dict(
+    hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch"
+)
 
 
 def tiny_guided_teacher():
@@ -42,6 +45,7 @@ def randomise(model):
 
 # ---------------------------------------------------------------- the guided teacher
 
+
 def test_guided_denoiser_is_the_formula():
     a, b = torch.randn(11, dtype=torch.float64), torch.randn(11, dtype=torch.float64)
     calls = []
@@ -51,7 +55,11 @@ def test_guided_denoiser_is_the_formula():
         return a[labels].view(-1, 1, 1, 1) * x / (1 + sigma.view(-1, 1, 1, 1)) + b[labels].view(-1, 1, 1, 1)
 
     x = torch.randn(3, 1, 2, 2, dtype=torch.float64)
-    sigma, y, w = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64), torch.tensor([0, 4, 9]), torch.tensor([0.0, 1.5, 4.0])
+    sigma, y, w = (
+        torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64),
+        torch.tensor([0, 4, 9]),
+        torch.tensor([0.0, 1.5, 4.0]),
+    )
     got = guided_denoiser(D, w, null_label=10)(x, sigma, y)
     s = sigma.view(-1, 1, 1, 1)
     for i in range(3):  # by hand, one sample at a time
@@ -102,8 +110,9 @@ def test_shipped_guided_teacher_and_its_init(monkeypatch):
     x, s, y = torch.randn(3, 1, 8, 8), torch.tensor([0.1, 1.0, 10.0]), torch.tensor([0, 5, 9])
     assert torch.equal(new(x, s, y), base(x, s, y))
     # label dropout: about half the labels the network sees are the null class (tiny stand-in data)
-    monkeypatch.setattr(digits_mod, "load_digits_images",
-                        lambda split: (torch.randn(32, 1, 8, 8), torch.randint(10, (32,))))
+    monkeypatch.setattr(
+        digits_mod, "load_digits_images", lambda split: (torch.randn(32, 1, 8, 8), torch.randint(10, (32,)))
+    )
     seen = []
     new.net.class_emb.register_forward_hook(lambda m, args, out: seen.append(args[0]))
     _, info = train_digits_teacher(steps=4, batch_size=16, label_dropout=0.5, init=new, progress=False)
@@ -113,12 +122,22 @@ def test_shipped_guided_teacher_and_its_init(monkeypatch):
 
 # ---------------------------------------------------------------- guided pairs
 
+
 def test_guided_pairs_regenerate_from_their_seed(tmp_path):
     t = tiny_guided_teacher()
     t64 = copy.deepcopy(t)
     t64.denoiser.double()
-    write_pairs(t, tmp_path / "g", num_pairs=7, first_seed=50, shard_size=4, num_steps=2, batch_size=3,
-                guidance_range=(0.5, 3.0), progress=False)
+    write_pairs(
+        t,
+        tmp_path / "g",
+        num_pairs=7,
+        first_seed=50,
+        shard_size=4,
+        num_steps=2,
+        batch_size=3,
+        guidance_range=(0.5, 3.0),
+        progress=False,
+    )
     m = read_manifest(tmp_path / "g")
     assert m["guidance_range"] == [0.5, 3.0] and m["guidance_dtype"] == "float32"
     assert m["sampler"]["network_evaluations"] == 2 * 3 and "guidance" in m["sampler"]
@@ -134,8 +153,9 @@ def test_guided_pairs_regenerate_from_their_seed(tmp_path):
         # The stored image (batch of 3) against a float64 regeneration from the seed: batch size, thread
         # count and CPU model change the float32 summation order, so the bound is float32 rounding of the
         # magnitudes involved (images reach ~200 here; 8 network evaluations, each a few eps of |x|).
-        exact = t64.sample(z[None].double(), torch.tensor([y]), num_steps=2,
-                           guidance=torch.tensor([w_seed], dtype=torch.float64))[0]
+        exact = t64.sample(
+            z[None].double(), torch.tensor([y]), num_steps=2, guidance=torch.tensor([w_seed], dtype=torch.float64)
+        )[0]
         tol = 16 * torch.finfo(torch.float32).eps * float(exact.abs().max())
         assert float((image.double() - exact).abs().max()) <= tol
     # same seeds without guidance: same z and labels, no guidance field, 3-tuples
@@ -145,13 +165,22 @@ def test_guided_pairs_regenerate_from_their_seed(tmp_path):
     assert "guidance_range" not in read_manifest(tmp_path / "u")
     assert torch.equal(plain.tensors()[0], ds.tensors()[0]) and torch.equal(plain.tensors()[2], ds.tensors()[2])
     with pytest.raises(PairFileError, match="guidance_range"):  # another range on the same directory
-        write_pairs(t, tmp_path / "g", num_pairs=7, first_seed=50, shard_size=4, num_steps=2,
-                    guidance_range=(0.0, 3.0), progress=False)
+        write_pairs(
+            t,
+            tmp_path / "g",
+            num_pairs=7,
+            first_seed=50,
+            shard_size=4,
+            num_steps=2,
+            guidance_range=(0.0, 3.0),
+            progress=False,
+        )
     with pytest.raises(ValueError, match="wmin <= wmax"):
         write_pairs(t, tmp_path / "x", num_pairs=2, guidance_range=(3.0, 1.0), progress=False)
 
 
 # ---------------------------------------------------------------- the student's w conditioning
+
 
 @pytest.mark.parametrize("cls", [GET, ViT])
 def test_w_conditioning(cls):
@@ -161,10 +190,17 @@ def test_w_conditioning(cls):
     plain = cls(**kw, cond=True).eval()
     extra = {k: v for k, v in guided.state_dict().items() if k.startswith("w_embedder.")}
     plain.load_state_dict({k: v for k, v in guided.state_dict().items() if k not in extra})
-    assert sum(p.numel() for p in guided.parameters()) - sum(p.numel() for p in plain.parameters()) == \
-        sum(v.numel() for v in extra.values()) > 0
+    assert (
+        sum(p.numel() for p in guided.parameters()) - sum(p.numel() for p in plain.parameters())
+        == sum(v.numel() for v in extra.values())
+        > 0
+    )
     x, y = torch.randn(3, 1, 8, 8), torch.tensor([2, 5, 7])
-    run = (lambda m, **k: m(x, y, iters=3, z0=torch.ones(3, 16, 16), **k)) if cls is GET else (lambda m, **k: m(x, y, **k))
+    run = (
+        (lambda m, **k: m(x, y, iters=3, z0=torch.ones(3, 16, 16), **k))
+        if cls is GET
+        else (lambda m, **k: m(x, y, **k))
+    )
     base = run(plain)
     assert torch.equal(run(guided, guidance=0.0), base)  # w = 0: exactly the unguided conditional model
     w1, w2 = run(guided, guidance=1.0), run(guided, guidance=torch.tensor([4.0, 2.5, 0.0]))
@@ -200,18 +236,34 @@ def test_guidance_options_and_errors(tmp_path):
 
 # ---------------------------------------------------------------- training and sampling
 
+
 @pytest.fixture(scope="module")
 def guided_pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpairs")
-    write_pairs(tiny_guided_teacher(), root / "g", num_pairs=16, shard_size=8, num_steps=2,
-                guidance_range=(0.0, 2.0), progress=False)
+    write_pairs(
+        tiny_guided_teacher(),
+        root / "g",
+        num_pairs=16,
+        shard_size=8,
+        num_steps=2,
+        guidance_range=(0.0, 2.0),
+        progress=False,
+    )
     write_pairs(tiny_guided_teacher(), root / "u", num_pairs=16, shard_size=8, num_steps=2, progress=False)
     return root
 
 
 def test_trainer_passes_w_and_checks_the_student(guided_pairs, tmp_path):
-    base = dict(out=str(tmp_path / "run"), batch_size=8, iters=2, lr=1e-3, max_steps=2, checkpoint_every=2,
-                sample_every=2, progress=False)
+    base = dict(
+        out=str(tmp_path / "run"),
+        batch_size=8,
+        iters=2,
+        lr=1e-3,
+        max_steps=2,
+        checkpoint_every=2,
+        sample_every=2,
+        progress=False,
+    )
     trainer = Trainer(TrainConfig(pairs=str(guided_pairs / "g"), model=dict(MODEL), **base))
     assert trainer.model.guidance_range == (0.0, 2.0)
     seen = []
@@ -236,13 +288,34 @@ def test_trainer_passes_w_and_checks_the_student(guided_pairs, tmp_path):
 def test_sample_command_guidance(tmp_path, capsys):
     g = randomise(GET(**GET_SMALL, cond=True, guidance_range=(0, 4)))
     g.save_pretrained(tmp_path / "g")
-    cli(["sample", "--checkpoint", str(tmp_path / "g"), "--out", str(tmp_path / "s"), "--iters", "1",
-         "--per-class", "2", "--guidance", "0", "3.5", "--backend", "torch"])
+    cli(
+        [
+            "sample",
+            "--checkpoint",
+            str(tmp_path / "g"),
+            "--out",
+            str(tmp_path / "s"),
+            "--iters",
+            "1",
+            "--per-class",
+            "2",
+            "--guidance",
+            "0",
+            "3.5",
+            "--backend",
+            "torch",
+        ]
+    )
     import numpy as np
+
     a = np.load(tmp_path / "s" / "samples-fixed_point-iters1-w0.npz")
     b = np.load(tmp_path / "s" / "samples-fixed_point-iters1-w3.5.npz")
     assert (tmp_path / "s" / "samples-fixed_point-iters1-w3.5.png").is_file()
-    assert a["images"].shape == (20, 1, 8, 8) and (b["guidance"] == 3.5).all() and not np.allclose(a["images"], b["images"])
+    assert (
+        a["images"].shape == (20, 1, 8, 8)
+        and (b["guidance"] == 3.5).all()
+        and not np.allclose(a["images"], b["images"])
+    )
     with pytest.raises(UsageError, match=r"--guidance 5 outside the model's trained range \[0, 4\]"):
         check_guidance_args(g, [1.0, 5.0])
     with pytest.raises(UsageError, match="pass --guidance"):
@@ -255,11 +328,28 @@ def test_sample_command_guidance(tmp_path, capsys):
 
 
 def test_pairs_command_refuses_a_teacher_without_null_class(tmp_path, capsys):
-    assert cli(["pairs", "--teacher", "digits", "--guidance-range", "0", "4", "--out", str(tmp_path),
-                "--num-pairs", "1"]) == 2
+    assert (
+        cli(["pairs", "--teacher", "digits", "--guidance-range", "0", "4", "--out", str(tmp_path), "--num-pairs", "1"])
+        == 2
+    )
     assert "getkern pairs: error: --guidance-range cannot be used with --teacher digits" in capsys.readouterr().err
-    assert cli(["pairs", "--teacher", "digits-guided", "--guidance-range", "4", "0", "--out", str(tmp_path),
-                "--num-pairs", "1"]) == 2
+    assert (
+        cli(
+            [
+                "pairs",
+                "--teacher",
+                "digits-guided",
+                "--guidance-range",
+                "4",
+                "0",
+                "--out",
+                str(tmp_path),
+                "--num-pairs",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "getkern pairs: error: --guidance-range must be finite" in capsys.readouterr().err
     assert not (tmp_path / "manifest.json").exists()
 
@@ -268,10 +358,23 @@ def test_guided_demo_toy(tmp_path, monkeypatch, guided_pairs):
     """The guidance-distillation run on the embedded default, at toy size: table rows per w, grid, cache."""
     import getkern.apps.demo as demo
     from getkern.apps.guided_demo import format_table, run_guided_demo
+
     real = demo.DemoConfig
-    monkeypatch.setattr(demo, "DemoConfig", lambda progress=True: real(
-        num_pairs=16, heun_steps=2, model=dict(MODEL), batch_size=8, max_steps=2, train_iters=2, get_iters=2,
-        eval_samples=20, progress=False))
+    monkeypatch.setattr(
+        demo,
+        "DemoConfig",
+        lambda progress=True: real(
+            num_pairs=16,
+            heun_steps=2,
+            model=dict(MODEL),
+            batch_size=8,
+            max_steps=2,
+            train_iters=2,
+            get_iters=2,
+            eval_samples=20,
+            progress=False,
+        ),
+    )
     s = run_guided_demo(tmp_path, pairs=str(guided_pairs / "g"), eval_w=(0.0, 2.0), progress=False)
     assert [(r["model"], r["w"]) for r in s["rows"]] == [("teacher", 0.0), ("get", 0.0), ("teacher", 2.0), ("get", 2.0)]
     assert s["training_steps"] == 2 and not s["get_reused"] and (tmp_path / "guidance_grid.png").is_file()

@@ -1,4 +1,5 @@
 """getkern where its users are: without triton (a CPU-only torch brings none), and the extension cache."""
+
 from __future__ import annotations
 
 import os
@@ -57,6 +58,7 @@ def test_loaded_extension_for_another_torch_is_refused():
         torch_version = "2.0.0"
         with_cuda = False
         solve = None
+
     with pytest.raises(_extension.ExtensionError, match="built for torch 2.0.0"):
         _extension._check_loaded(Stale, _extension.plan())
 

@@ -7,6 +7,7 @@ Outside the layers: developer tools (getkern/tools) and scripts (getkern/assets,
 any layer; only the commands and the tools import the tools, nothing imports the scripts. The commands
 defer their imports into ``run`` so ``getkern --help`` imports no torch (tests/test_cli.py), and the tools
 may defer theirs too."""
+
 from __future__ import annotations
 
 import ast
@@ -33,23 +34,26 @@ LAYERS = (
     ("apps", ("getkern.apps",)),
     ("commands", ("getkern.commands", "getkern.cli", "getkern.__main__")),
 )
-TOOLS = ("getkern.tools",)                      # may import anything; imported by commands and tools only
-SCRIPTS = ("getkern.assets", "getkern.csrc")    # may import anything; imported by nothing
-DEFERRING = ("commands",)                       # layers whose functions may import anything (besides TOOLS)
+TOOLS = ("getkern.tools",)  # may import anything; imported by commands and tools only
+SCRIPTS = ("getkern.assets", "getkern.csrc")  # may import anything; imported by nothing
+DEFERRING = ("commands",)  # layers whose functions may import anything (besides TOOLS)
 
 # Packages a core module may import inside a function: optional ones (a missing one fails only the
 # feature that needs it) and triton, which is absent off Linux x86_64.
-OPTIONAL = frozenset({"matplotlib", "huggingface_hub", "lpips", "sklearn", "PIL", "dnnlib", "torch_utils",
-                      "training", "triton"})
+OPTIONAL = frozenset(
+    {"matplotlib", "huggingface_hub", "lpips", "sklearn", "PIL", "dnnlib", "torch_utils", "training", "triton"}
+)
 # Required modules deferred on purpose, with the reason.
-DEFERRED = {"torch.utils.cpp_extension": "importing it costs about 0.5 s and logs a CUDA_HOME warning; "
-                                         "only a build of the C++ extension needs it"}
+DEFERRED = {
+    "torch.utils.cpp_extension": "importing it costs about 0.5 s and logs a CUDA_HOME warning; "
+    "only a build of the C++ extension needs it"
+}
 
 
 @dataclass(frozen=True)
 class Import:
     line: int
-    target: str        # the imported module, resolved to a getkern submodule where it names one
+    target: str  # the imported module, resolved to a getkern submodule where it names one
     in_function: bool
 
 
@@ -71,7 +75,7 @@ def read_imports(path: Path, module: str, modules: set[str]) -> list[Import]:
             elif isinstance(child, ast.ImportFrom):
                 base = child.module or ""
                 if child.level:
-                    package = module.split(".")[:len(module.split(".")) - child.level + is_package]
+                    package = module.split(".")[: len(module.split(".")) - child.level + is_package]
                     base = ".".join(package + ([child.module] if child.module else []))
                 for alias in child.names:  # `from getkern import deq` imports the module getkern.deq
                     sub = f"{base}.{alias.name}"
@@ -92,8 +96,9 @@ def _group(module: str, groups) -> str | None:
     return best and best[0]
 
 
-def violations(root: Path, layers=LAYERS, tools=TOOLS, scripts=SCRIPTS, deferring=DEFERRING,
-               optional=OPTIONAL, deferred=DEFERRED) -> list[str]:
+def violations(
+    root: Path, layers=LAYERS, tools=TOOLS, scripts=SCRIPTS, deferring=DEFERRING, optional=OPTIONAL, deferred=DEFERRED
+) -> list[str]:
     """``file:line: message`` for every import that breaks the rules in this file's docstring."""
     files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
     order = {name: i for i, (name, _) in enumerate(layers)}
@@ -115,18 +120,24 @@ def violations(root: Path, layers=LAYERS, tools=TOOLS, scripts=SCRIPTS, deferrin
                 elif theirs == "tools" and mine not in ("tools", "scripts", *deferring):
                     out.append(f"{where}:{imp.line}: {module} ({mine}) imports the developer tool {imp.target}")
                 elif mine in order and theirs in order and order[theirs] > order[mine]:
-                    out.append(f"{where}:{imp.line}: {module} ({mine}) imports {imp.target} of the higher "
-                               f"layer {theirs}")
+                    out.append(
+                        f"{where}:{imp.line}: {module} ({mine}) imports {imp.target} of the higher layer {theirs}"
+                    )
             if not imp.in_function or mine not in order or mine in deferring:
                 continue
             if target_is_ours:
-                out.append(f"{where}:{imp.line}: function-level import of {imp.target} in {module} ({mine}): "
-                           "import it at the top")
+                out.append(
+                    f"{where}:{imp.line}: function-level import of {imp.target} in {module} ({mine}): "
+                    "import it at the top"
+                )
             elif imp.target.split(".")[0] not in optional and not any(
-                    imp.target == d or imp.target.startswith(d + ".") for d in deferred):
-                out.append(f"{where}:{imp.line}: function-level import of {imp.target} in {module} ({mine}): "
-                           "a required or standard module goes to the top (optional packages: "
-                           f"{', '.join(sorted(optional))})")
+                imp.target == d or imp.target.startswith(d + ".") for d in deferred
+            ):
+                out.append(
+                    f"{where}:{imp.line}: function-level import of {imp.target} in {module} ({mine}): "
+                    "a required or standard module goes to the top (optional packages: "
+                    f"{', '.join(sorted(optional))})"
+                )
     return list(dict.fromkeys(out))  # one line per finding, not per imported name
 
 
@@ -144,6 +155,7 @@ def test_every_layer_names_existing_modules():
 
 # ---------------------------------------------------------------- the checker itself, on a made-up package
 
+
 def _write(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         path = root / rel
@@ -152,42 +164,54 @@ def _write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-SMALL = dict(layers=(("low", ("pkg", "pkg.low")), ("high", ("pkg.high",)), ("cmd", ("pkg.cmd",))),
-             tools=("pkg.tools",), scripts=("pkg.scripts",), deferring=("cmd",), optional=frozenset({"optpkg"}),
-             deferred={"json.decoder": "a reason"})
+SMALL = dict(
+    layers=(("low", ("pkg", "pkg.low")), ("high", ("pkg.high",)), ("cmd", ("pkg.cmd",))),
+    tools=("pkg.tools",),
+    scripts=("pkg.scripts",),
+    deferring=("cmd",),
+    optional=frozenset({"optpkg"}),
+    deferred={"json.decoder": "a reason"},
+)
 
 
 def test_checker_accepts_a_package_that_keeps_the_rules(tmp_path):
-    root = _write(tmp_path / "pkg", {
-        "__init__.py": "",
-        "low.py": "import json\n",
-        "high/__init__.py": "from pkg import low\nfrom . import util\n",
-        "high/util.py": "from ..low import json\n\ndef f():\n    import optpkg.sub\n    import json.decoder\n",
-        "cmd.py": "def run():\n    import torch\n    from pkg.tools import t\n    from pkg import high\n",
-        "tools/t.py": "from pkg.cmd import run\n\ndef g():\n    import os\n",
-        "scripts/s.py": "from pkg.tools import t\n",
-    })
+    root = _write(
+        tmp_path / "pkg",
+        {
+            "__init__.py": "",
+            "low.py": "import json\n",
+            "high/__init__.py": "from pkg import low\nfrom . import util\n",
+            "high/util.py": "from ..low import json\n\ndef f():\n    import optpkg.sub\n    import json.decoder\n",
+            "cmd.py": "def run():\n    import torch\n    from pkg.tools import t\n    from pkg import high\n",
+            "tools/t.py": "from pkg.cmd import run\n\ndef g():\n    import os\n",
+            "scripts/s.py": "from pkg.tools import t\n",
+        },
+    )
     assert violations(root, **SMALL) == []
 
 
 def test_checker_finds_each_kind_of_violation(tmp_path):
-    root = _write(tmp_path / "pkg", {
-        "__init__.py": "",
-        "low.py": "from pkg.high import util\n",                       # upward, module level
-        "high/__init__.py": "",
-        "high/util.py": ("import os\n\ndef f():\n    from pkg import low\n"    # a getkern module in a function
-                         "    import json\n"                                 # a standard module in a function
-                         "    lambda: __import__('x')\n"
-                         "    from pkg.tools import t\n"                     # a tool from the core
-                         "    from . import other\n"),                       # relative, in a function
-        "high/other.py": "class A:\n    def m(self):\n        from .. import cmd\n",  # upward, in a method
-        "cmd.py": "from pkg.scripts import s\n",                              # a script imported
-        "tools/t.py": "",
-        "scripts/s.py": "",
-        "stray.py": "",                                                       # in no layer
-    })
-    found = violations(root, **{**SMALL, "layers": (("low", ("pkg.low", "pkg.__init__")),
-                                                   *SMALL["layers"][1:])})
+    root = _write(
+        tmp_path / "pkg",
+        {
+            "__init__.py": "",
+            "low.py": "from pkg.high import util\n",  # upward, module level
+            "high/__init__.py": "",
+            "high/util.py": (
+                "import os\n\ndef f():\n    from pkg import low\n"  # a getkern module in a function
+                "    import json\n"  # a standard module in a function
+                "    lambda: __import__('x')\n"
+                "    from pkg.tools import t\n"  # a tool from the core
+                "    from . import other\n"
+            ),  # relative, in a function
+            "high/other.py": "class A:\n    def m(self):\n        from .. import cmd\n",  # upward, in a method
+            "cmd.py": "from pkg.scripts import s\n",  # a script imported
+            "tools/t.py": "",
+            "scripts/s.py": "",
+            "stray.py": "",  # in no layer
+        },
+    )
+    found = violations(root, **{**SMALL, "layers": (("low", ("pkg.low", "pkg.__init__")), *SMALL["layers"][1:])})
     text = "\n".join(found)
     expected = [
         "pkg/low.py:1: pkg.low (low) imports pkg.high.util of the higher layer high",

@@ -2,6 +2,7 @@
 first nested format, huggingface_hub's PyTorchModelHubMixin both ways, configs checked against the
 weights before anything is allocated, getkern.load on every checkpoint kind, config validation,
 and getkern.sample's one-generator seeding."""
+
 import argparse
 import json
 import subprocess
@@ -46,6 +47,7 @@ def outputs(model, n=3, seed=5):
 
 
 # ---------------------------------------------------------------- the format
+
 
 @pytest.mark.parametrize("cls", [GET, ViT])
 def test_round_trip_writes_the_hub_layout_and_loads_in_eval_mode(tmp_path, cls):
@@ -97,10 +99,14 @@ def test_the_first_nested_format_still_loads(tmp_path):
     folder = tmp_path / "old"
     folder.mkdir()
     # exactly what getkern wrote before the Hub layout
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors",
-              metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(
-        {"format": "getkern", "format_version": 1, "architecture": "GET", "config": model.config}, indent=2))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        folder / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    (folder / "config.json").write_text(
+        json.dumps({"format": "getkern", "format_version": 1, "architecture": "GET", "config": model.config}, indent=2)
+    )
     for loaded in (GET.from_pretrained(folder, **FAST), getkern.load(folder, **FAST)):
         assert not loaded.training and loaded.cond
         torch.testing.assert_close(outputs(loaded), outputs(model), rtol=0, atol=0)
@@ -123,19 +129,23 @@ def test_saving_again_keeps_a_model_card_and_refreshes_the_digest(tmp_path):
 
 # ---------------------------------------------------------------- checks before building
 
+
 def _edit_config(folder, **changes):
     path = folder / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}, indent=2))
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("hidden_size", 40000, r"hidden_size=40000, but the weights have hidden_size 16"),
-    ("depth", 100000, r"depth=100000, but the weights hold 1 blocks"),
-    ("deq_depth", 7, r"deq_depth=7, but the weights hold 1 deq_blocks"),
-    ("input_size", 4096, r"input_size=4096 with patch_size=4 makes 1048576 tokens"),
-    ("cond", True, r"cond=True, but the weights have no class embedding"),
-    ("mlp_ratio", 8.0, r"blocks.0.mlp.fc1.weight: file \(64, 16\) vs model \(128, 16\)"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("hidden_size", 40000, r"hidden_size=40000, but the weights have hidden_size 16"),
+        ("depth", 100000, r"depth=100000, but the weights hold 1 blocks"),
+        ("deq_depth", 7, r"deq_depth=7, but the weights hold 1 deq_blocks"),
+        ("input_size", 4096, r"input_size=4096 with patch_size=4 makes 1048576 tokens"),
+        ("cond", True, r"cond=True, but the weights have no class embedding"),
+        ("mlp_ratio", 8.0, r"blocks.0.mlp.fc1.weight: file \(64, 16\) vs model \(128, 16\)"),
+    ],
+)
 def test_oversized_or_foreign_configs_are_refused_before_allocating(tmp_path, field, value, match):
     tiny().save_pretrained(tmp_path / "m")
     _edit_config(tmp_path / "m", **{field: value})
@@ -193,6 +203,7 @@ def test_a_folder_without_a_digest_loads(tmp_path):
 
 
 # ---------------------------------------------------------------- huggingface_hub
+
 
 def test_pytorch_model_hub_mixin_reads_and_writes_the_same_folders(tmp_path, capsys):
     hub = pytest.importorskip("huggingface_hub")
@@ -279,31 +290,44 @@ def test_without_huggingface_hub(tmp_path, monkeypatch):
 
 
 def test_getkern_never_imports_huggingface_hub_for_local_folders(tmp_path):
-    code = ("import sys, torch, getkern\n"
-            f"m = getkern.GET(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=1, deq_depth=1, "
-            f"num_heads=2, backend='torch')\n"
-            f"m.save_pretrained({str(tmp_path / 'm')!r}); getkern.load({str(tmp_path / 'm')!r}, backend='torch')\n"
-            "assert 'huggingface_hub' not in sys.modules\n")
+    code = (
+        "import sys, torch, getkern\n"
+        f"m = getkern.GET(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=1, deq_depth=1, "
+        f"num_heads=2, backend='torch')\n"
+        f"m.save_pretrained({str(tmp_path / 'm')!r}); getkern.load({str(tmp_path / 'm')!r}, backend='torch')\n"
+        "assert 'huggingface_hub' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # ---------------------------------------------------------------- getkern.load on every kind
 
+
 def train_state(online, ema, step=3):
     """A checkpoint.pt as getkern.distill.trainer.Trainer.state_dict writes it (the parts loading reads)."""
-    return {"format": TRAIN_CHECKPOINT_FORMAT, "step": step, "model": online.state_dict(), "ema": ema.state_dict(),
-            "opt": {}, "model_class": type(ema).__name__, "rng": {"torch": torch.get_rng_state()},
-            "config": json.dumps({"pairs": "p", "out": "o"}), "model_config": json.dumps(ema.config)}
+    return {
+        "format": TRAIN_CHECKPOINT_FORMAT,
+        "step": step,
+        "model": online.state_dict(),
+        "ema": ema.state_dict(),
+        "opt": {},
+        "model_class": type(ema).__name__,
+        "rng": {"torch": torch.get_rng_state()},
+        "config": json.dumps({"pairs": "p", "out": "o"}),
+        "model_config": json.dumps(ema.config),
+    }
 
 
 def test_the_train_checkpoint_format_is_the_trainers():
     from getkern.checkpoint import DIGEST_SUFFIX
     from getkern.distill import trainer
+
     assert TRAIN_CHECKPOINT_FORMAT == trainer.CHECKPOINT_FORMAT and DIGEST_SUFFIX == trainer.DIGEST_SUFFIX
 
 
 def test_a_training_checkpoint_is_checked_against_its_sidecar(tmp_path):
     from getkern.checkpoint import file_sha256
+
     online, ema = tiny(seed=1), tiny(seed=2)
     run = tmp_path / "run"
     run.mkdir()
@@ -348,8 +372,14 @@ def test_load_training_and_reference_files(tmp_path):
     torch.testing.assert_close(outputs(getkern.load(tmp_path / "vit.pt", ema=False, **FAST)), outputs(vit_online))
 
     reference = GET.from_config("GET-T/4", input_size=8, in_channels=1, backend="torch")
-    torch.save({"args": argparse.Namespace(model="GET-T/4", input_size=8, cond=False, num_classes=10),
-                "ema": reference.state_dict(), "model": online.state_dict()}, tmp_path / "ref.pth")
+    torch.save(
+        {
+            "args": argparse.Namespace(model="GET-T/4", input_size=8, cond=False, num_classes=10),
+            "ema": reference.state_dict(),
+            "model": online.state_dict(),
+        },
+        tmp_path / "ref.pth",
+    )
     model, origin = getkern.loading.load_with_origin(tmp_path / "ref.pth", **FAST_GET)
     assert origin.startswith("reference checkpoint") and model.patch_size == 4 and not model.training
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
@@ -386,12 +416,31 @@ def test_load_arguments(tmp_path):
 def test_sample_command_on_a_run_folder(tmp_path):
     from getkern import cli
     from getkern.sampling import class_rows, sample_get
+
     ema = tiny(cond=True)
     run = tmp_path / "run"
     ema.save_pretrained(run / "ema")
     (run / "config.json").write_text(json.dumps({"pairs": "p", "out": str(run)}))  # an old run's trainer config
-    assert cli.main(["sample", "--checkpoint", str(run), "--out", str(tmp_path / "s"), "--iters", "2",
-                     "--per-class", "1", "--backend", "torch", "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--checkpoint",
+                str(run),
+                "--out",
+                str(tmp_path / "s"),
+                "--iters",
+                "2",
+                "--per-class",
+                "1",
+                "--backend",
+                "torch",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     arrays = np.load(tmp_path / "s" / "samples-fixed_point-iters2.npz")
     ema.solver_backend = "auto"
     expected, _ = sample_get(ema, 10, seed=0, iters=2, labels=class_rows(10, 1))
@@ -400,25 +449,29 @@ def test_sample_command_on_a_run_folder(tmp_path):
 
 # ---------------------------------------------------------------- construction-time validation
 
-@pytest.mark.parametrize("cls, field, value, allowed", [
-    (GET, "num_heads", -2, "an integer >= 1"),
-    (GET, "cond", "yes", "True or False"),
-    (GET, "hidden_size", 30, "a multiple of num_heads=4|a multiple of 4"),
-    (GET, "hidden_size", 36, "a multiple of num_heads=8"),
-    (GET, "depth", -1, "an integer >= 0"),
-    (GET, "deq_depth", 0, "an integer >= 1"),
-    (GET, "mlp_ratio", 0, "a finite number > 0"),
-    (GET, "deq_mlp_ratio", float("nan"), "a finite number > 0"),
-    (GET, "patch_size", 3, "divisible by patch_size"),
-    (GET, "input_size", 8.0, "an integer >= 1"),
-    (GET, "in_channels", 0, "an integer >= 1"),
-    (GET, "num_classes", True, "an integer >= 1"),
-    (GET, "backend", "cuda", "auto, triton, torch"),
-    (GET, "solver_backend", "gpu", "auto, torch, triton, cpp"),
-    (ViT, "depth", 0, "an integer >= 1"),
-    (ViT, "num_heads", -2, "an integer >= 1"),
-    (ViT, "cond", 1, "True or False"),
-])
+
+@pytest.mark.parametrize(
+    "cls, field, value, allowed",
+    [
+        (GET, "num_heads", -2, "an integer >= 1"),
+        (GET, "cond", "yes", "True or False"),
+        (GET, "hidden_size", 30, "a multiple of num_heads=4|a multiple of 4"),
+        (GET, "hidden_size", 36, "a multiple of num_heads=8"),
+        (GET, "depth", -1, "an integer >= 0"),
+        (GET, "deq_depth", 0, "an integer >= 1"),
+        (GET, "mlp_ratio", 0, "a finite number > 0"),
+        (GET, "deq_mlp_ratio", float("nan"), "a finite number > 0"),
+        (GET, "patch_size", 3, "divisible by patch_size"),
+        (GET, "input_size", 8.0, "an integer >= 1"),
+        (GET, "in_channels", 0, "an integer >= 1"),
+        (GET, "num_classes", True, "an integer >= 1"),
+        (GET, "backend", "cuda", "auto, triton, torch"),
+        (GET, "solver_backend", "gpu", "auto, torch, triton, cpp"),
+        (ViT, "depth", 0, "an integer >= 1"),
+        (ViT, "num_heads", -2, "an integer >= 1"),
+        (ViT, "cond", 1, "True or False"),
+    ],
+)
 def test_invalid_constructor_arguments_name_the_field_value_and_range(cls, field, value, allowed):
     kw = dict(TINY, num_heads=8 if (field, value) == ("hidden_size", 36) else 4, hidden_size=32)
     kw[field] = value
@@ -447,6 +500,7 @@ def test_nan_z0_is_refused():
 
 # ---------------------------------------------------------------- getkern.sample
 
+
 def test_sample_is_reproducible_from_one_generator():
     model = tiny()
     a = getkern.sample(model, 5, generator=torch.Generator().manual_seed(3), iters=2)
@@ -459,6 +513,7 @@ def test_sample_is_reproducible_from_one_generator():
     with torch.no_grad():
         torch.testing.assert_close(a, model(noise, iters=2, z0=z0), rtol=0, atol=0)
     from getkern.sampling import sample_get
+
     torch.testing.assert_close(sample_get(model, 5, seed=3, iters=2)[0], a, rtol=0, atol=0)
     torch.manual_seed(0)
     d = getkern.sample(model, 5, iters=2)  # generator=None: torch's global RNG
@@ -489,7 +544,9 @@ def test_sample_labels_guidance_and_vit():
     v = getkern.sample(vit, [1, 2, 3], generator=0)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        torch.testing.assert_close(v, vit(torch.randn(3, 1, 8, 8, generator=g), torch.tensor([1, 2, 3])), rtol=0, atol=0)
+        torch.testing.assert_close(
+            v, vit(torch.randn(3, 1, 8, 8, generator=g), torch.tensor([1, 2, 3])), rtol=0, atol=0
+        )
     with pytest.raises(UsageError, match="iters: a ViT runs its blocks once"):
         getkern.sample(vit, 2, iters=3)
 
@@ -501,6 +558,7 @@ def test_sample_on_the_model_device_and_dtype():
 
 
 # ---------------------------------------------------------------- packaging
+
 
 def test_py_typed_ships():
     root = Path(__file__).resolve().parents[1]

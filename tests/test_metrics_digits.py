@@ -1,4 +1,5 @@
 """The shipped digits classifier and the digits-classifier Frechet distance with floor and ceiling."""
+
 import copy
 
 import pytest
@@ -46,8 +47,9 @@ def test_floor_ceiling_and_ordering(metric):
     blank = metric(torch.full((n, 1, 8, 8), -1.0))
     assert blank.distance > real.distance and blank.kid > real.kid
     # the ceiling is the metric of N(0, 1) noise, clipped as samples are
-    assert metric(torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(5))).distance == \
-        pytest.approx(real.ceiling, rel=0.1)
+    assert metric(torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(5))).distance == pytest.approx(
+        real.ceiling, rel=0.1
+    )
 
 
 def test_bad_images(metric):

@@ -1,4 +1,5 @@
 """Frechet distance against exact closed forms on Gaussians with known covariances."""
+
 import numpy as np
 import pytest
 

@@ -2,6 +2,7 @@
 nets, a random state dict in pytorch-fid's format (getkern's FIDInceptionV3), a stand-in for NVIDIA's
 TorchScript; the protocols' plumbing, statistics files that record their protocol, Inception Score,
 missing-weights errors and `getkern fid-stats` (plus one real batch when weights are on this machine)."""
+
 import numpy as np
 import pytest
 import torch
@@ -79,7 +80,7 @@ def test_protocols_feed_the_network_different_inputs():
     x = quantize_to_uint8(_samples(4, 5))
     x[:, :, 0, 0], x[:, :, -1, -1] = 0, 255  # corner pixels survive every resize unchanged
     a, b, c = (get_protocol(p).preprocess(x) for p in ("gan-metrics", "fidelity", "clean"))
-    pixels = lambda t, half: (t * half + half)  # noqa: E731  back to [0, 255]
+    pixels = lambda t, half: t * half + half  # noqa: E731  back to [0, 255]
     assert (pixels(a, 127.5) - pixels(b, 128)).abs().max() > 50  # half-pixel vs TF1 sampling
     assert (pixels(a, 127.5) - pixels(c, 128)).abs().max() > 10  # bilinear vs bicubic
     assert a.min() == -1 and a.max() == 1 and b.min() == c.min() == -1 and b.max() == c.max() == 127 / 128
@@ -121,9 +122,23 @@ def test_fid_stats_command_records_the_protocol_and_fid_refuses_another(tiny_net
     real = _samples(30, 1)
     images = ((real * 127.5 + 128).clip(0, 255).to(torch.uint8)).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
     np.save(tmp_path / "real.npy", images)
-    assert cli.main(["fid-stats", str(tmp_path / "real.npy"), "--out", str(tmp_path / "ref.npz"),
-                     "--inception-weights", str(tiny_nets / "features.pt"), "--with-features",
-                     "--fid-protocol", "clean", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "fid-stats",
+                str(tmp_path / "real.npy"),
+                "--out",
+                str(tmp_path / "ref.npz"),
+                "--inception-weights",
+                str(tiny_nets / "features.pt"),
+                "--with-features",
+                "--fid-protocol",
+                "clean",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "clean protocol" in capsys.readouterr().out
     ref = load_stats(tmp_path / "ref.npz", dim=8)
     assert ref.features.shape == (30, 8) and ref.protocol == "clean" and ref.weights.startswith("features.pt")
@@ -133,8 +148,11 @@ def test_fid_stats_command_records_the_protocol_and_fid_refuses_another(tiny_net
     other = fid(_samples(30, 2, shift=0.6))
     assert other.distance > 1e-3 and other.kid > same.kid
     assert "unavailable" in str(other) and fid.name == "FID (clean)"
-    with pytest.raises(UsageError, match="made with --fid-protocol clean, but this FID uses --fid-protocol "
-                                         "gan-metrics: FIDs of different protocols are not comparable"):
+    with pytest.raises(
+        UsageError,
+        match="made with --fid-protocol clean, but this FID uses --fid-protocol "
+        "gan-metrics: FIDs of different protocols are not comparable",
+    ):
         InceptionFID(tmp_path / "ref.npz", tiny_nets / "features.pt")
     # published statistics carry no protocol: accepted, and said so
     np.savez(tmp_path / "published.npz", mu=ref.mu.astype(np.float32), sigma=ref.sigma.astype(np.float32))
@@ -144,9 +162,23 @@ def test_fid_stats_command_records_the_protocol_and_fid_refuses_another(tiny_net
 
 def test_profile_refuses_statistics_of_another_protocol(tiny_nets, tmp_path, capsys):
     save_stats(tmp_path / "s.npz", np.zeros(8), np.eye(8), protocol="fidelity")
-    assert cli.main(["profile", "--out", str(tmp_path / "out"), "--in-channels", "3", "--ref-stats",
-                     str(tmp_path / "s.npz"), "--inception-weights", str(tiny_nets / "features.pt"),
-                     "--no-progress"]) == 2
+    assert (
+        cli.main(
+            [
+                "profile",
+                "--out",
+                str(tmp_path / "out"),
+                "--in-channels",
+                "3",
+                "--ref-stats",
+                str(tmp_path / "s.npz"),
+                "--inception-weights",
+                str(tiny_nets / "features.pt"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("getkern profile: error: ") and err.count("\n") == 1
     assert "--fid-protocol fidelity" in err and not (tmp_path / "out").exists()
@@ -191,6 +223,7 @@ def test_missing_default_weights_name_the_files_and_how_to_get_them(tmp_path, mo
 def test_the_command_lines_protocols_are_the_library_s():
     from getkern.commands.fid_stats import FID_PROTOCOLS
     from getkern.metrics.protocols import DEFAULT_PROTOCOL
+
     assert FID_PROTOCOLS == PROTOCOLS and FID_PROTOCOLS[0] == DEFAULT_PROTOCOL == "gan-metrics"
 
 
@@ -220,7 +253,8 @@ def test_inception_score():
     assert inception_score(logits, splits=2) == pytest.approx((np.mean(parts), np.std(parts)))
     order = np.random.RandomState(2020).permutation(7)
     assert inception_score(logits, splits=2, shuffle_seed=2020) == pytest.approx(
-        inception_score(logits[order], splits=2))
+        inception_score(logits[order], splits=2)
+    )
 
 
 def test_logits_network_gives_inception_score(tiny_nets, tmp_path):

@@ -1,4 +1,5 @@
 """KID: the unbiased polynomial-kernel MMD^2 against a hand computation and a brute-force loop."""
+
 import itertools
 
 import numpy as np

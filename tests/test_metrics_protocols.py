@@ -4,6 +4,7 @@ torch-fidelity. Preprocessing must match bit for bit; features, logits and Incep
 network in pytorch-fid's format must match the package's; the Frechet distance must match each package's
 on random statistics. Each test skips when its package is not installed (CI installs them: the `test`
 extra)."""
+
 import numpy as np
 import pytest
 import torch
@@ -37,11 +38,13 @@ def hub_with_random_weights(tmp_path_factory):
 
 def _ours(path, protocol, monkeypatch):
     from getkern.metrics import inception
+
     monkeypatch.setattr(inception, "_check_known_file", lambda *a: None)  # random, not the published bytes
     return InceptionFeatures(path, protocol=protocol, batch_size=8)
 
 
 # -- pytorch-gan-metrics (the GET paper's evaluation) ---------------------------------------------------
+
 
 def _gan_metrics_preprocessor():
     """pytorch-gan-metrics' InceptionV3 with its resize and normalisation on and one identity block, so
@@ -69,8 +72,9 @@ def test_gan_metrics_features_and_inception_score(request, monkeypatch):
     hub, path = request.getfixturevalue("hub_with_random_weights")  # built only when the package is there
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
     x = _images((3, 32, 32), 1, n=3)
-    feats, probs = core.get_inception_feature(x.float().div(255), dims=[2048, 1008], batch_size=3,
-                                              device=torch.device("cpu"))
+    feats, probs = core.get_inception_feature(
+        x.float().div(255), dims=[2048, 1008], batch_size=3, device=torch.device("cpu")
+    )
     f, logits = _ours(path, "gan-metrics", monkeypatch).from_uint8(x)
     np.testing.assert_allclose(f, feats, rtol=0, atol=1e-6 * np.abs(feats).max())
     np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), probs, rtol=1e-5, atol=1e-7)
@@ -82,12 +86,14 @@ def test_gan_metrics_features_and_inception_score(request, monkeypatch):
 
 # -- torch-fidelity ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_fidelity_preprocessing_is_bit_exact(shape):
     compat = pytest.importorskip("torch_fidelity.interpolate_compat_tensorflow")
     x = _images(shape, 3)
-    resized = compat.interpolate_bilinear_2d_like_tensorflow1x(x.expand(-1, 3, -1, -1).float(), size=(299, 299),
-                                                               align_corners=False)
+    resized = compat.interpolate_bilinear_2d_like_tensorflow1x(
+        x.expand(-1, 3, -1, -1).float(), size=(299, 299), align_corners=False
+    )
     assert torch.equal(preprocess_fidelity(x), (resized - 128) / 128)  # its FeatureExtractorInceptionV3's steps
 
 
@@ -95,15 +101,17 @@ def test_fidelity_features_and_inception_score(request, monkeypatch):
     fe = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
     isc = pytest.importorskip("torch_fidelity.metric_isc")
     _, path = request.getfixturevalue("hub_with_random_weights")
-    theirs = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                            feature_extractor_weights_path=str(path))
+    theirs = fe.FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
+    )
     x = _images((3, 32, 32), 4, n=3)
     with torch.no_grad():
         feats, logits_unbiased = theirs(x)
     f, logits = _ours(path, "fidelity", monkeypatch).from_uint8(x)
     np.testing.assert_allclose(f, feats.double().numpy(), rtol=0, atol=1e-6 * float(feats.abs().max()))
-    np.testing.assert_allclose(logits, logits_unbiased.double().numpy(), rtol=0,
-                               atol=1e-6 * float(logits_unbiased.abs().max()))
+    np.testing.assert_allclose(
+        logits, logits_unbiased.double().numpy(), rtol=0, atol=1e-6 * float(logits_unbiased.abs().max())
+    )
     many = torch.randn(53, 1008, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 3
     ref = isc.isc_features_to_metric(many, splits=10, shuffle=True, rng_seed=2020)
     ours = inception_score(many, splits=10, shuffle_seed=2020)
@@ -112,13 +120,18 @@ def test_fidelity_features_and_inception_score(request, monkeypatch):
 
 # -- clean-fid --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_clean_preprocessing_is_bit_exact(shape):
     resize = pytest.importorskip("cleanfid.resize")
     fn = resize.build_resizer("clean")  # per-channel float32 PIL bicubic to 299, clipped
     x = _images(shape, 6)
-    theirs = torch.stack([torch.from_numpy(fn(img.permute(1, 2, 0).numpy()).transpose(2, 0, 1).copy())
-                          for img in x.expand(-1, 3, -1, -1)])
+    theirs = torch.stack(
+        [
+            torch.from_numpy(fn(img.permute(1, 2, 0).numpy()).transpose(2, 0, 1).copy())
+            for img in x.expand(-1, 3, -1, -1)
+        ]
+    )
     assert torch.equal(preprocess_clean(x), (theirs - 128) / 128)  # InceptionV3W's normalisation
 
 
@@ -143,6 +156,7 @@ def test_clean_feature_plumbing_matches_clean_fid(tmp_path, monkeypatch):
 
 # -- the Frechet distance -------------------------------------------------------------------------------
 
+
 def _random_statistics(seed, d=64, n=300):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) * 0.3 + rng.standard_normal(d)
@@ -154,11 +168,13 @@ def _frechet_functions():
     found = {}
     try:
         from pytorch_gan_metrics.core import calculate_frechet_distance
+
         found["pytorch-gan-metrics"] = calculate_frechet_distance
     except ImportError:
         pass
     try:
         from cleanfid.fid import frechet_distance as clean
+
         found["clean-fid"] = clean
     except ImportError:
         pass
@@ -167,7 +183,9 @@ def _frechet_functions():
 
         def fidelity(m1, s1, m2, s2):
             return fid_statistics_to_metric({"mu": m1, "sigma": s1}, {"mu": m2, "sigma": s2}, False)[
-                "frechet_inception_distance"]
+                "frechet_inception_distance"
+            ]
+
         found["torch-fidelity"] = fidelity
     except ImportError:
         pass

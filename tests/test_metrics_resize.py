@@ -1,6 +1,7 @@
 """TF1-style bilinear resize against hand-computed examples and an independent grid_sample oracle;
 uint8 quantisation and the Inception input scaling (each protocol's against its package:
 test_metrics_protocols.py)."""
+
 import torch
 import torch.nn.functional as F
 
@@ -38,8 +39,10 @@ def test_matches_grid_sample_oracle_and_half_pixel_option():
     for (h, w), (oh, ow) in [((7, 5), (31, 12)), ((13, 17), (5, 9)), ((8, 8), (299, 299))]:
         x = torch.rand(2, 3, h, w, generator=g, dtype=torch.float64) * 255
         torch.testing.assert_close(tf_bilinear_resize(x, (oh, ow)), _grid_sample_tf1(x, oh, ow))
-        torch.testing.assert_close(tf_bilinear_resize(x, (oh, ow), half_pixel_centers=True),
-                                   F.interpolate(x, (oh, ow), mode="bilinear", align_corners=False))
+        torch.testing.assert_close(
+            tf_bilinear_resize(x, (oh, ow), half_pixel_centers=True),
+            F.interpolate(x, (oh, ow), mode="bilinear", align_corners=False),
+        )
 
 
 def test_quantize_and_inception_input():
@@ -52,8 +55,10 @@ def test_quantize_and_inception_input():
     assert x[0, 0, 0, 0] == -1.0 and x[0, 0, 0, 2] == 127 / 128 and torch.equal(x[:, 0], x[:, 2])
     x = inception_input(image, size=3)  # the default, gan-metrics: F.interpolate of x / 255, then 2x - 1
     assert x[0, 0, 0, 0] == -1.0 and x[0, 0, 0, 2] == 1.0
-    expected = F.interpolate(image.float().div(255).expand(-1, 3, -1, -1), (3, 3), mode="bilinear",
-                             align_corners=False) * 2 - 1
+    expected = (
+        F.interpolate(image.float().div(255).expand(-1, 3, -1, -1), (3, 3), mode="bilinear", align_corners=False) * 2
+        - 1
+    )
     assert torch.equal(x, expected)
 
 

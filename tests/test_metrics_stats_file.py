@@ -1,4 +1,5 @@
 """Reference statistics .npz files: round trip, published-format compatibility, clear errors."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """GET and ViT: parameter counts, shapes, determinism, lowest-residual selection, faithfulness to an
 op-by-op float64 re-derivation of the reference forward, and input errors."""
+
 import copy
 
 import pytest
@@ -12,10 +13,14 @@ from getkern.models.layers import Block
 from getkern.models.reference import reference_get
 from getkern.nn import FusedBlock, set_backend
 
-GET_PARAMS = {"GET-T/2": 8_558_092, "GET-M/2": 19_177_740, "GET-S/2": 37_173_260,
-              "GET-B/2": 62_207_244, "GET-B+/2": 83_481_612}
-VIT_PARAMS = {"ViT-S/2": 21_402_252, "ViT-B/2": 85_271_820, "ViT-L/2": 302_599_180,
-              "ViT-XL/2": 446_652_300}
+GET_PARAMS = {
+    "GET-T/2": 8_558_092,
+    "GET-M/2": 19_177_740,
+    "GET-S/2": 37_173_260,
+    "GET-B/2": 62_207_244,
+    "GET-B+/2": 83_481_612,
+}
+VIT_PARAMS = {"ViT-S/2": 21_402_252, "ViT-B/2": 85_271_820, "ViT-L/2": 302_599_180, "ViT-XL/2": 446_652_300}
 
 
 def n_params(model):
@@ -53,8 +58,9 @@ def test_unknown_names_are_rejected_with_the_valid_list():
         ViT.from_config("ViT-H/2")
 
 
-@pytest.mark.parametrize("name", [f"{f}/2" for f in ("GET-T", "GET-M", "GET-S", "GET-B", "GET-B+")]
-                         + ["GET-T/4", "GET-T/8"])
+@pytest.mark.parametrize(
+    "name", [f"{f}/2" for f in ("GET-T", "GET-M", "GET-S", "GET-B", "GET-B+")] + ["GET-T/4", "GET-T/8"]
+)
 @pytest.mark.parametrize("cond", [False, True])
 def test_get_output_shapes_for_every_config(name, cond):
     torch.manual_seed(0)
@@ -139,6 +145,7 @@ def test_return_iterates_gives_every_decoded_iterate_with_gradients():
 
 # ---------------------------------------------------------------- faithfulness to the reference
 
+
 @pytest.mark.parametrize("cond", [False, True])
 def test_get_matches_an_op_by_op_float64_reference(cond):
     model = tiny_get(dtype=torch.float64, **dict(SMALL, in_channels=3, input_size=12, cond=cond)).eval()
@@ -159,22 +166,27 @@ def test_positional_embedding_is_the_mae_sincos_layout():
     omega = 1.0 / 10000 ** (torch.arange(D // 4, dtype=torch.float64) / (D / 4))
     for t in (0, 5, 14):
         row, col = divmod(t, grid)
-        expected = torch.cat([torch.sin(col * omega), torch.cos(col * omega),
-                              torch.sin(row * omega), torch.cos(row * omega)]).float()
+        expected = torch.cat(
+            [torch.sin(col * omega), torch.cos(col * omega), torch.sin(row * omega), torch.cos(row * omega)]
+        ).float()
         torch.testing.assert_close(pos[t], expected)
     assert not model.pos_embed.requires_grad
 
 
 # ---------------------------------------------------------------- input errors
 
-@pytest.mark.parametrize("noise, match", [
-    (torch.randn(2, 1, 9, 8), r"shape \(B, 1, 8, 8\)"),
-    (torch.randn(2, 3, 8, 8), r"shape \(B, 1, 8, 8\)"),
-    (torch.randn(1, 8, 8), r"shape"),
-    (torch.randn(2, 1, 8, 8, dtype=torch.float64), "dtype"),
-    (torch.full((2, 1, 8, 8), float("nan")), "NaN"),
-    (torch.empty(2, 1, 8, 8, device="meta"), "meta"),
-])
+
+@pytest.mark.parametrize(
+    "noise, match",
+    [
+        (torch.randn(2, 1, 9, 8), r"shape \(B, 1, 8, 8\)"),
+        (torch.randn(2, 3, 8, 8), r"shape \(B, 1, 8, 8\)"),
+        (torch.randn(1, 8, 8), r"shape"),
+        (torch.randn(2, 1, 8, 8, dtype=torch.float64), "dtype"),
+        (torch.full((2, 1, 8, 8), float("nan")), "NaN"),
+        (torch.empty(2, 1, 8, 8, device="meta"), "meta"),
+    ],
+)
 def test_bad_noise_is_rejected_naming_the_problem(noise, match):
     with pytest.raises((ValueError, TypeError), match=match):
         tiny_get(**SMALL).eval()(noise)
@@ -233,8 +245,10 @@ def test_plain_block_is_bitwise_the_fused_block_on_the_torch_backend(dtype, grad
     results = []
     for block in (plain, fused):
         g = torch.Generator().manual_seed(1)
-        x, c, u = (torch.randn(shape, generator=g, dtype=dtype, requires_grad=grad)
-                   for shape in ((2, 5, 32), (2, 1, 96), (2, 5, 96)))
+        x, c, u = (
+            torch.randn(shape, generator=g, dtype=dtype, requires_grad=grad)
+            for shape in ((2, 5, 32), (2, 1, 96), (2, 5, 96))
+        )
         with torch.set_grad_enabled(grad):
             out = block(x, c, u)
         if not grad:
@@ -263,8 +277,10 @@ def test_set_backend_swaps_fused_blocks_around_the_same_parameters():
 
 def test_models_built_on_auto_run_the_fused_blocks():
     """The default backend ("auto") builds the fused blocks, so the default speed is the fused path's."""
-    for model in (GET(input_size=8, hidden_size=32, depth=1, deq_depth=1, num_heads=2),
-                  ViT(input_size=8, hidden_size=32, depth=1, num_heads=2)):
+    for model in (
+        GET(input_size=8, hidden_size=32, depth=1, deq_depth=1, num_heads=2),
+        ViT(input_size=8, hidden_size=32, depth=1, num_heads=2),
+    ):
         assert all(type(b) is FusedBlock for b in _blocks(model))
     model = GET(input_size=8, hidden_size=32, depth=1, deq_depth=1, num_heads=2, backend="torch")
     assert all(type(b) is Block for b in _blocks(model))

@@ -6,6 +6,7 @@ Accuracy rule (the suite's): the fused path's error against float64 is at most t
 path's own error in the same dtype, plus a floor of a few float rounding units of the magnitudes
 involved (the PyTorch path can be luckier than its rounding on some entries).
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,11 @@ def build(kind: str, arch: str = "GET", seed: int = 0):
     torch.manual_seed(seed)
     cond = kind != "uncond"
     extra = dict(guidance_range=(0.0, 3.0)) if kind == "guided" else {}
-    model = (GET(**TINY_GET, cond=cond, backend="torch", solver_backend="torch", **extra) if arch == "GET"
-             else ViT(**TINY_VIT, cond=cond, backend="torch", **extra))
+    model = (
+        GET(**TINY_GET, cond=cond, backend="torch", solver_backend="torch", **extra)
+        if arch == "GET"
+        else ViT(**TINY_VIT, cond=cond, backend="torch", **extra)
+    )
     return randomise_outputs(model, std=0.3)
 
 
@@ -136,8 +140,7 @@ def test_get_training_gradients_on_the_fused_path_match_float64(kind, grad, monk
     assert grads[0].keys() == grads[2].keys()
     for name in grads[2]:
         assert grads[0][name] is not None, f"{name}: no gradient on the fused path"
-        assert_as_accurate(grads[0][name], grads[1][name], grads[2][name], floor_ulps=64,
-                           what=f"{grad} d{name}")
+        assert_as_accurate(grads[0][name], grads[1][name], grads[2][name], floor_ulps=64, what=f"{grad} d{name}")
 
 
 def test_vit_training_step_on_the_fused_path_matches_float64():
@@ -155,8 +158,13 @@ def test_vit_training_step_on_the_fused_path_matches_float64():
             after.append(model(noise.to(dtype), y))
     params = [dict(m.named_parameters()) for m in models]
     for name in params[2]:
-        assert_as_accurate(params[0][name].detach(), params[1][name].detach(), params[2][name].detach(),
-                           floor_ulps=64, what=f"{name} after a step")
+        assert_as_accurate(
+            params[0][name].detach(),
+            params[1][name].detach(),
+            params[2][name].detach(),
+            floor_ulps=64,
+            what=f"{name} after a step",
+        )
     assert_as_accurate(*after, floor_ulps=64, what="forward after a step")
 
 
@@ -164,6 +172,7 @@ def test_auto_takes_the_fused_path_and_never_raises_where_torch_runs(monkeypatch
     """Under the interpreter "auto" is the Triton path; float64 (which no kernel takes) and strided noise
     still run; an explicit "triton" on float64 is a clear error."""
     from getkern._backend import BackendUnavailable
+
     mlp_ops = importlib.import_module("getkern.ops.mlp")  # the module (getkern.ops.mlp is also a function)
 
     model = build("cond").set_backend("auto")
@@ -176,7 +185,7 @@ def test_auto_takes_the_fused_path_and_never_raises_where_torch_runs(monkeypatch
         strided = model(noise.expand(3, 4, 8, 8)[:, :1], y, z0=z0, tol=None, iters=2)  # a strided view
         torch.testing.assert_close(strided, fused, rtol=0, atol=0)
         exact = copy.deepcopy(model).double()
-        out64 = exact(noise.double(), y, z0=z0.double(), tol=None, iters=2)   # auto: the PyTorch path
+        out64 = exact(noise.double(), y, z0=z0.double(), tol=None, iters=2)  # auto: the PyTorch path
         assert out64.dtype == torch.float64
         with pytest.raises(BackendUnavailable, match="float64"):
             exact.set_backend("triton")(noise.double(), y, z0=z0.double(), tol=None, iters=2)
@@ -186,6 +195,7 @@ def _counting(fn, calls):
     def wrapper(*args, **kwargs):
         calls.append(1)
         return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -193,6 +203,7 @@ def test_fp32_precision_setting_is_read_through_the_current_api():
     """IEEE fp32 ("highest", torch's default) vs TF32 ("high"), through torch.backends.*.fp32_precision;
     at IEEE, CUDA fp32 matmuls are handed to cuBLAS under "auto"."""
     from getkern import _backend
+
     mlp_ops = importlib.import_module("getkern.ops.matmul")  # the MLP's matmul kernels
 
     matmul = torch.backends.cuda.matmul

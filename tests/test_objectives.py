@@ -1,5 +1,6 @@
 """Training objectives beyond the L1 regression: augmentation ensemble, perceptual distance, adversarial
 losses and discriminator, their checkpoint state, the ViT baseline, freezing, and bad options."""
+
 import math
 
 import pytest
@@ -16,7 +17,9 @@ from getkern.distill.objectives.finetune import freeze_parameters
 from getkern.distill.objectives.perceptual import DigitsFeatureLayers, PerceptualDistance, layer_distance
 from getkern.metrics.digits_classifier import load_digits_classifier
 
-MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch")
+MODEL = dict(
+    hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch"
+)
 VIT = dict(arch="vit", hidden_size=16, depth=2, num_heads=2, mlp_ratio=2, backend="torch")
 ADV = dict(adversarial_weight=0.5, disc_input="pair", disc_classes=True, disc_width=4)
 
@@ -29,8 +32,19 @@ def pairs(tmp_path_factory):
 
 
 def config(pairs, out, **kw):
-    base = dict(pairs=str(pairs), out=str(out), model=dict(MODEL), batch_size=8, iters=2, lr=1e-3,
-                checkpoint_every=3, sample_every=0, progress=False, max_steps=6, perceptual_ensemble=2)
+    base = dict(
+        pairs=str(pairs),
+        out=str(out),
+        model=dict(MODEL),
+        batch_size=8,
+        iters=2,
+        lr=1e-3,
+        checkpoint_every=3,
+        sample_every=0,
+        progress=False,
+        max_steps=6,
+        perceptual_ensemble=2,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -40,12 +54,13 @@ def digits(n, seed):
 
 # ---------------------------------------------------------------- augmentation ensemble
 
+
 def test_augmentations_are_identical_for_both_images_and_differ_between_members():
     a, b = digits(5, 0), digits(5, 1)
     g = torch.Generator().manual_seed(3)
     m1, m2 = (sample_params(AugmentSpec(cutout_prob=1.0), 5, 8, 8, g) for _ in range(2))
     both = apply_params(torch.stack([a, b, a.clone()]), m1)
-    assert torch.equal(both[0], both[2])                      # same image, same member: same result
+    assert torch.equal(both[0], both[2])  # same image, same member: same result
     assert torch.equal(both[0], apply_params(a, m1)) and torch.equal(both[1], apply_params(b, m1))
     assert not torch.allclose(apply_params(a, m1), apply_params(a, m2))  # members differ
     assert not torch.allclose(apply_params(a, m1), a)
@@ -71,6 +86,7 @@ def test_augmentation_geometry_against_hand_computed_shift_and_cutout():
 
 # ---------------------------------------------------------------- perceptual distance
 
+
 def test_digits_feature_layers_are_the_classifiers():
     clf = load_digits_classifier()
     x = digits(4, 3)
@@ -84,7 +100,7 @@ def test_perceptual_distance_zero_for_identical_positive_otherwise_and_gradient_
     t = digits(6, 4)
     g = torch.Generator().manual_seed(0)
     ensemble = [sample_params(AugmentSpec(), 6, 8, 8, g) for _ in range(3)]
-    same, = dist([t.clone()], t, ensemble)
+    (same,) = dist([t.clone()], t, ensemble)
     assert float(same) == 0.0
     s = (t + 0.3 * digits(6, 5)).requires_grad_(True)
     near, far = dist([s, digits(6, 6)], t, ensemble)
@@ -97,6 +113,7 @@ def test_perceptual_distance_zero_for_identical_positive_otherwise_and_gradient_
 
 # ---------------------------------------------------------------- adversarial losses
 
+
 @pytest.mark.parametrize("kind", ["hinge", "nonsaturating"])
 def test_adversarial_loss_signs(kind):
     sep, mixed = torch.tensor([3.0, 2.0]), torch.tensor([-3.0, -2.0])
@@ -105,7 +122,9 @@ def test_adversarial_loss_signs(kind):
         assert float(discriminator_loss(kind, sep, -sep)) == 0.0
         assert float(discriminator_loss(kind, torch.zeros(2), torch.zeros(2))) == 2.0
     else:
-        assert math.isclose(float(discriminator_loss(kind, torch.zeros(2), torch.zeros(2))), 2 * math.log(2), rel_tol=1e-6)
+        assert math.isclose(
+            float(discriminator_loss(kind, torch.zeros(2), torch.zeros(2))), 2 * math.log(2), rel_tol=1e-6
+        )
     fake = torch.tensor([0.5, -1.0], requires_grad=True)
     generator_loss(kind, fake).backward()
     assert (fake.grad < 0).all()  # descending the generator loss raises the fakes' scores
@@ -155,6 +174,7 @@ def test_objective_trains_the_discriminator_only_on_its_own_loss():
 
 # ---------------------------------------------------------------- in the Trainer
 
+
 def test_resume_with_discriminator_and_perceptual_loss_equals_the_uninterrupted_run(pairs, tmp_path):
     opts = dict(ADV, loss="perceptual")
     Trainer(config(pairs, tmp_path / "resumed", max_steps=3, **opts)).fit()  # checkpoint at step 3
@@ -166,8 +186,10 @@ def test_resume_with_discriminator_and_perceptual_loss_equals_the_uninterrupted_
     full = straight.fit()
     assert [r["step"] for r in rest] == [4, 5, 6]
     assert [(r["loss"], r["d_loss"]) for r in rest] == [(r["loss"], r["d_loss"]) for r in full[3:]]  # bitwise
-    for (k, a), b in zip(resumed.objective.adversarial.disc.state_dict().items(),
-                         straight.objective.adversarial.disc.state_dict().values()):
+    for (k, a), b in zip(
+        resumed.objective.adversarial.disc.state_dict().items(),
+        straight.objective.adversarial.disc.state_dict().values(),
+    ):
         assert torch.equal(a, b), k
     with pytest.raises(CheckpointError, match="adversarial_weight"):
         Trainer(config(pairs, tmp_path / "straight", max_steps=7, **{**opts, "adversarial_weight": 0.2})).fit()
@@ -185,9 +207,20 @@ def test_grad_accumulation_with_objectives_matches_one_big_batch(pairs, tmp_path
 
 
 def test_vit_baseline_trains_adversarially_with_frozen_embedding(pairs, tmp_path):
-    tr = Trainer(config(pairs, tmp_path, model=dict(VIT), max_steps=2, regression_weight=0.0,
-                        adversarial_weight=1.0, disc_input="image", disc_loss="nonsaturating", disc_width=4,
-                        freeze=["x_embedder", "blocks.0"]))
+    tr = Trainer(
+        config(
+            pairs,
+            tmp_path,
+            model=dict(VIT),
+            max_steps=2,
+            regression_weight=0.0,
+            adversarial_weight=1.0,
+            disc_input="image",
+            disc_loss="nonsaturating",
+            disc_width=4,
+            freeze=["x_embedder", "blocks.0"],
+        )
+    )
     tr.model.final_layer.linear.weight.data.normal_(std=0.1)  # a zero decoder would hide the blocks' gradients
     before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
     recs = tr.fit()
@@ -196,6 +229,7 @@ def test_vit_baseline_trains_adversarially_with_frozen_embedding(pairs, tmp_path
     assert changed and not any(n.startswith(("x_embedder", "blocks.0.")) for n in changed)
     assert any(n.startswith("blocks.1.") for n in changed)
     from getkern.distill import load_ema_model
+
     assert type(load_ema_model(tmp_path / "checkpoint.pt")).__name__ == "ViT"
 
 
@@ -204,38 +238,81 @@ def test_cli_fine_tunes_from_a_checkpoint_with_the_injection_frozen(pairs, tmp_p
     import json
 
     from getkern.cli import main as cli
+
     base = Trainer(config(pairs, tmp_path / "base", max_steps=2))
     base.fit()
     injection = ["x_embedder", "y_embedder", "blocks", "qkv_inj"]
-    assert cli(["train", "--pairs", str(pairs), "--out", str(tmp_path / "ft"), "--model", "", "--model-args",
-                json.dumps(MODEL), "--batch-size", "8", "--iters", "2", "--max-steps", "2", "--sample-every", "0",
-                "--no-progress", "--init", str(tmp_path / "base" / "checkpoint.pt"), "--freeze", *injection,
-                "--regression-weight", "0", "--adversarial-weight", "1", "--disc-width", "4"]) == 0
+    assert (
+        cli(
+            [
+                "train",
+                "--pairs",
+                str(pairs),
+                "--out",
+                str(tmp_path / "ft"),
+                "--model",
+                "",
+                "--model-args",
+                json.dumps(MODEL),
+                "--batch-size",
+                "8",
+                "--iters",
+                "2",
+                "--max-steps",
+                "2",
+                "--sample-every",
+                "0",
+                "--no-progress",
+                "--init",
+                str(tmp_path / "base" / "checkpoint.pt"),
+                "--freeze",
+                *injection,
+                "--regression-weight",
+                "0",
+                "--adversarial-weight",
+                "1",
+                "--disc-width",
+                "4",
+            ]
+        )
+        == 0
+    )
     ft = torch.load(tmp_path / "ft" / "checkpoint.pt", weights_only=True)
     assert json.loads(ft["config"])["freeze"] == injection and ft["objective"]["adversarial"]["discriminator"]
     init = base.ema.state_dict()
     for k, v in ft["model"].items():
         if k.startswith(tuple(injection)):
-            assert torch.equal(v, init[k]), k           # frozen at the initial weights
+            assert torch.equal(v, init[k]), k  # frozen at the initial weights
     assert any(not torch.equal(v, init[k]) for k, v in ft["model"].items() if not k.startswith(tuple(injection)))
     with pytest.raises(CheckpointError, match="init: .*does not fit GET"):
-        Trainer(config(pairs, tmp_path / "bad", model={**MODEL, "hidden_size": 8}, init=str(tmp_path / "base" / "checkpoint.pt")))
+        Trainer(
+            config(
+                pairs,
+                tmp_path / "bad",
+                model={**MODEL, "hidden_size": 8},
+                init=str(tmp_path / "base" / "checkpoint.pt"),
+            )
+        )
 
 
 # ---------------------------------------------------------------- bad options
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(loss="lpips2"), "loss must be one of"),
-    (dict(adversarial_weight=-0.1), "adversarial_weight"),
-    (dict(regression_weight=float("nan")), "regression_weight"),
-    (dict(regression_weight=0.0), "nothing to train"),
-    (dict(adversarial_weight=1.0, disc_input="noise"), "disc_input"),
-    (dict(adversarial_weight=1.0, disc_loss="wgan"), "disc_loss"),
-    (dict(disc_lr=0.0), "disc_lr"),
-    (dict(perceptual_net="vgg"), "perceptual_net"),
-    (dict(loss="perceptual", perceptual_ensemble=0), "perceptual_ensemble"),
-    (dict(freeze="blocks"), "freeze"),
-])
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(loss="lpips2"), "loss must be one of"),
+        (dict(adversarial_weight=-0.1), "adversarial_weight"),
+        (dict(regression_weight=float("nan")), "regression_weight"),
+        (dict(regression_weight=0.0), "nothing to train"),
+        (dict(adversarial_weight=1.0, disc_input="noise"), "disc_input"),
+        (dict(adversarial_weight=1.0, disc_loss="wgan"), "disc_loss"),
+        (dict(disc_lr=0.0), "disc_lr"),
+        (dict(perceptual_net="vgg"), "perceptual_net"),
+        (dict(loss="perceptual", perceptual_ensemble=0), "perceptual_ensemble"),
+        (dict(freeze="blocks"), "freeze"),
+    ],
+)
 def test_bad_objective_options_name_the_option(kw, match):
     with pytest.raises(ValueError, match=match):
         Objective(config(".", ".", **kw), image_shape=(1, 8, 8), num_classes=10)
@@ -256,6 +333,7 @@ def test_unknown_freeze_prefix_and_freezing_everything(pairs, tmp_path):
 def test_lpips_without_the_package_is_a_clear_error():
     try:  # lpips is optional: only its absence is tested here
         import lpips  # noqa: F401
+
         pytest.skip("lpips is installed")
     except ImportError:
         pass

@@ -4,6 +4,7 @@ Tolerance (FlashAttention style): the kernel's max error vs a float64 computatio
 (state-dtype-rounded) values must be at most FACTOR times the torch path's error, plus one fp32 ulp
 of the magnitude. History slots, the best iterate and every bit the passes copy must match exactly.
 """
+
 import pytest
 import torch
 from helpers import assert_close_to_f64
@@ -21,8 +22,8 @@ def history(B, m, n, k, dtype, gen):
     the whole Gram poisoned with NaN (the record pass must neither read nor leave them)."""
     F = torch.randn(B, m, n, generator=gen).to(dtype)
     G = (0.3 * torch.randn(B, m, n, generator=gen)).to(dtype)
-    F[:, min(k, m):] = float("nan")
-    G[:, min(k, m):] = float("nan")
+    F[:, min(k, m) :] = float("nan")
+    G[:, min(k, m) :] = float("nan")
     return F, G, torch.full((B, m, m), float("nan"))
 
 
@@ -46,8 +47,7 @@ def check_record(B, m, n, k, dtype, seed):
 
     G64 = Gt.double()
     row64 = torch.einsum("bin,bn->bi", G64[:, :valid], G64[:, slot])
-    assert_close_to_f64("gram row", gk[:, slot, :valid], row64, gt[:, slot, :valid], FACTOR,
-                        eps_dtype=torch.float32)
+    assert_close_to_f64("gram row", gk[:, slot, :valid], row64, gt[:, slot, :valid], FACTOR, eps_dtype=torch.float32)
     assert torch.equal(gk[:, slot, :valid], gk[:, :valid, slot]), "Gram row and column differ"
     abs64 = G64[:, slot].norm(dim=1)
     rel64 = abs64 / (Ft[:, slot].double().norm(dim=1) + REL_EPS)
@@ -89,12 +89,23 @@ def check_mix(B, m, n, k, tau, dtype, seed, restart=None):
     F, G, alpha, res, best, best_res = mix_inputs(B, m, n, k, dtype, gen)
     kbest, kbest_res = best.clone(), best_res.clone()
     tbest, tbest_res = best.clone(), best_res.clone()
-    out = anderson_mix(F, G, alpha, tau, k=k, res=res, best=kbest, best_res=kbest_res, restart=restart,
-                       backend="triton")
+    out = anderson_mix(
+        F, G, alpha, tau, k=k, res=res, best=kbest, best_res=kbest_res, restart=restart, backend="triton"
+    )
     # the kernel never reads never-written slots (NaN here); the torch path weighs them by 0, so it
     # gets zeros there
-    ref = anderson_mix(F.nan_to_num(0.0), G.nan_to_num(0.0), alpha, tau, k=k, res=res, best=tbest,
-                       best_res=tbest_res, restart=restart, backend="torch")
+    ref = anderson_mix(
+        F.nan_to_num(0.0),
+        G.nan_to_num(0.0),
+        alpha,
+        tau,
+        k=k,
+        res=res,
+        best=tbest,
+        best_res=tbest_res,
+        restart=restart,
+        backend="torch",
+    )
     assert out.dtype == dtype and out.shape == (B, n)
     F64, G64 = F.nan_to_num(0.0).double(), G.nan_to_num(0.0).double()
     mixed64 = torch.einsum("bi,bin->bn", alpha.double(), F64 - (1.0 - tau) * G64)
@@ -107,11 +118,19 @@ def check_mix(B, m, n, k, tau, dtype, seed, restart=None):
     assert torch.equal(kbest_res.nan_to_num(-1.0), tbest_res.nan_to_num(-1.0)), "best_res differs"
 
 
-@pytest.mark.parametrize("m,tau,dtype,B", [
-    (1, 1.0, torch.float32, 5), (2, 0.6, torch.bfloat16, 1), (3, 1.0, torch.bfloat16, 5),
-    (4, 0.6, torch.float32, 5), (5, 1.0, torch.float16, 1), (6, 1.0, torch.bfloat16, 5),
-    (7, 0.6, torch.float32, 1), (8, 0.6, torch.bfloat16, 5),
-])
+@pytest.mark.parametrize(
+    "m,tau,dtype,B",
+    [
+        (1, 1.0, torch.float32, 5),
+        (2, 0.6, torch.bfloat16, 1),
+        (3, 1.0, torch.bfloat16, 5),
+        (4, 0.6, torch.float32, 5),
+        (5, 1.0, torch.float16, 1),
+        (6, 1.0, torch.bfloat16, 5),
+        (7, 0.6, torch.float32, 1),
+        (8, 0.6, torch.bfloat16, 5),
+    ],
+)
 def test_mix_matches_reference(m, tau, dtype, B, poisoned):
     for k in sorted({m // 2, 2 * m + 1}):
         check_mix(B, m, 41 + 2 * m, k, tau, dtype, seed=m * 10 + k)
@@ -139,11 +158,10 @@ def test_mix_keeps_the_state_precision_under_extrapolation(tau):
     alpha = torch.tensor([[300.0, -299.5, 0.0, 0.5], [-300.0, 150.0, 0.0, 151.0]])  # slot 1 implied
     for backend in ("triton", "torch"):
         best, best_res = torch.zeros(B, n), torch.zeros(B)
-        out = anderson_mix(F, G, alpha, tau, k=k, res=torch.ones(B), best=best, best_res=best_res,
-                           backend=backend)
+        out = anderson_mix(F, G, alpha, tau, k=k, res=torch.ones(B), best=best, best_res=best_res, backend=backend)
         D = F.double() - (1.0 - tau) * G.double()
-        ref = D[:, slot] + torch.einsum("bi,bin->bn", alpha.double(), D - D[:, slot:slot + 1])
-        scale = torch.einsum("bi,bin->bn", alpha.double().abs(), (D - D[:, slot:slot + 1]).abs())
+        ref = D[:, slot] + torch.einsum("bi,bin->bn", alpha.double(), D - D[:, slot : slot + 1])
+        scale = torch.einsum("bi,bin->bn", alpha.double().abs(), (D - D[:, slot : slot + 1]).abs())
         err = (out.double() - ref).abs()
         assert (err <= 2 * FP32_EPS * (ref.abs() + 4 * scale)).all(), (backend, err.max().item())
 
@@ -205,12 +223,15 @@ def anderson_lockstep(f, z0, m, iters, tau):
     return iterates, best_res
 
 
-@pytest.mark.parametrize("dtype,B,m,n,tau,iters", [
-    (torch.float32, 5, 3, 37, 1.0, 5),
-    (torch.bfloat16, 5, 2, 45, 0.7, 5),
-    (torch.float32, 1, 8, 29, 0.8, 10),
-    (torch.bfloat16, 1, 1, 33, 1.0, 3),
-])
+@pytest.mark.parametrize(
+    "dtype,B,m,n,tau,iters",
+    [
+        (torch.float32, 5, 3, 37, 1.0, 5),
+        (torch.bfloat16, 5, 2, 45, 0.7, 5),
+        (torch.float32, 1, 8, 29, 0.8, 10),
+        (torch.bfloat16, 1, 1, 33, 1.0, 3),
+    ],
+)
 def test_anderson_steps_match_reference(dtype, B, m, n, tau, iters):
     gen = torch.Generator().manual_seed(B * 100 + m)
     f = contractive_map(B, n, dtype, gen)
@@ -247,6 +268,7 @@ def test_solver_triton_backend_matches_torch_through_a_restart():
                 out[1] += 10.0
             calls.append(z)
             return out
+
         return f_faulty
 
     kw = dict(solver="anderson", max_iter=10, m=4, tol=None)
@@ -273,6 +295,7 @@ def test_solver_triton_backend_matches_torch():
 
 # ---------------------------------------------------------------- dispatch, validation, AOT specs
 
+
 def small_state(B=2, m=3, n=5, dtype=torch.float32):
     F, G = torch.zeros(B, m, n, dtype=dtype), torch.zeros(B, m, n, dtype=dtype)
     return torch.zeros(B, n, dtype=dtype), torch.zeros(B, n, dtype=dtype), F, G, torch.zeros(B, m, m)
@@ -284,19 +307,23 @@ def test_triton_without_interpreter_on_cpu_is_unavailable(monkeypatch):
     with pytest.raises(BackendUnavailable, match="anderson_record"):
         anderson_record(fz, z, F, G, gram, 0, backend="triton")
     with pytest.raises(BackendUnavailable, match="anderson_mix"):
-        anderson_mix(F, G, torch.zeros(2, 3), 1.0, k=0, res=torch.zeros(2), best=z, best_res=torch.zeros(2),
-                     backend="triton")
+        anderson_mix(
+            F, G, torch.zeros(2, 3), 1.0, k=0, res=torch.zeros(2), best=z, best_res=torch.zeros(2), backend="triton"
+        )
     anderson_record(fz, z, F, G, gram, 0, backend="auto")  # auto takes the torch path there
 
 
-@pytest.mark.parametrize("change,match", [
-    (dict(fz=torch.zeros(2, 6)), "fz must have shape"),
-    (dict(z=torch.zeros(2, 5, dtype=torch.float64)), "z must be torch.float32"),
-    (dict(G=torch.zeros(2, 3, 6)), "F and G must be"),
-    (dict(gram=torch.zeros(2, 3, 3, dtype=torch.float64)), "gram must be float32"),
-    (dict(F=torch.zeros(2, 5, 3).transpose(1, 2)), "F must be contiguous"),
-    (dict(k=-1), "k must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(fz=torch.zeros(2, 6)), "fz must have shape"),
+        (dict(z=torch.zeros(2, 5, dtype=torch.float64)), "z must be torch.float32"),
+        (dict(G=torch.zeros(2, 3, 6)), "F and G must be"),
+        (dict(gram=torch.zeros(2, 3, 3, dtype=torch.float64)), "gram must be float32"),
+        (dict(F=torch.zeros(2, 5, 3).transpose(1, 2)), "F must be contiguous"),
+        (dict(k=-1), "k must be >= 0"),
+    ],
+)
 def test_record_rejects_bad_input(change, match):
     fz, z, F, G, gram = small_state()
     args = dict(fz=fz, z=z, F=F, G=G, gram=gram, k=0) | change
@@ -304,20 +331,25 @@ def test_record_rejects_bad_input(change, match):
         anderson_record(**args, backend="triton")
 
 
-@pytest.mark.parametrize("change,match", [
-    (dict(alpha=torch.zeros(2, 4)), "alpha must be float32 of shape"),
-    (dict(best=torch.zeros(2, 5, dtype=torch.bfloat16)), "best must be torch.float32"),
-    (dict(res=torch.zeros(2, dtype=torch.float64)), "res must be float32"),
-    (dict(best_res=torch.zeros(3)), "best_res must be float32 of shape"),
-    (dict(restart=torch.zeros(2)), "restart must be bool"),
-    (dict(restart=torch.zeros(3, dtype=torch.bool)), "restart must be bool of shape"),
-    (dict(tau=float("nan")), "tau must be a finite float"),
-    (dict(k=-2), "k must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(alpha=torch.zeros(2, 4)), "alpha must be float32 of shape"),
+        (dict(best=torch.zeros(2, 5, dtype=torch.bfloat16)), "best must be torch.float32"),
+        (dict(res=torch.zeros(2, dtype=torch.float64)), "res must be float32"),
+        (dict(best_res=torch.zeros(3)), "best_res must be float32 of shape"),
+        (dict(restart=torch.zeros(2)), "restart must be bool"),
+        (dict(restart=torch.zeros(3, dtype=torch.bool)), "restart must be bool of shape"),
+        (dict(tau=float("nan")), "tau must be a finite float"),
+        (dict(k=-2), "k must be >= 0"),
+    ],
+)
 def test_mix_rejects_bad_input(change, match):
     _, z, F, G, _ = small_state()
-    args = dict(F=F, G=G, alpha=torch.zeros(2, 3), tau=1.0, k=0, res=torch.zeros(2), best=z,
-                best_res=torch.zeros(2)) | change
+    args = (
+        dict(F=F, G=G, alpha=torch.zeros(2, 3), tau=1.0, k=0, res=torch.zeros(2), best=z, best_res=torch.zeros(2))
+        | change
+    )
     with pytest.raises(ValueError, match=match):
         anderson_mix(**args, backend="triton")
 
@@ -336,8 +368,11 @@ def test_aot_specs_cover_every_dispatched_config():
         assert list(spec.signature) == list(spec.kernel.arg_names), spec.name
         assert set(spec.constexprs) == {a for a, t in spec.signature.items() if t == "constexpr"}, spec.name
         assert not spec.uses_dot
-    record = {(s.signature["fz_ptr"], s.constexprs["ROWS"], s.constexprs["BLOCK"])
-              for s in specs if s.kernel is ops._record_stream_kernel}
+    record = {
+        (s.signature["fz_ptr"], s.constexprs["ROWS"], s.constexprs["BLOCK"])
+        for s in specs
+        if s.kernel is ops._record_stream_kernel
+    }
     mix = {(s.signature["F_ptr"], s.constexprs["DAMPED"]) for s in specs if s.kernel is ops._mix_kernel}
     for ptr in ops._PTR.values():
         assert {(ptr, *ops._stream_config(m)) for m in range(1, 9)} <= record
@@ -346,6 +381,7 @@ def test_aot_specs_cover_every_dispatched_config():
 
 
 # ---------------------------------------------------------------- traffic model vs a counted run
+
 
 @pytest.mark.parametrize("tau", [1.0, 0.7])
 def test_traffic_model_matches_counted_run(tau):
@@ -357,14 +393,16 @@ def test_traffic_model_matches_counted_run(tau):
     F, G, gram = history(B, m, n, k, dtype, gen)
     z, fz = torch.randn(B, n, generator=gen).to(dtype), torch.randn(B, n, generator=gen).to(dtype)
     best, best_res = torch.zeros(B, n, dtype=dtype), torch.tensor([float("inf"), 0.0])  # one improves
-    restart = torch.tensor([False, True])                                                # the other restarts
+    restart = torch.tensor([False, True])  # the other restarts
     with TritonTrafficCounter() as counter:
         res, _ = anderson_record(fz, z, F, G, gram, k, backend="triton")
         alpha = mixing_weights(gram, k)
-        anderson_mix(F, G, alpha, tau, k=k, res=res, best=best, best_res=best_res, restart=restart,
-                     backend="triton")
+        anderson_mix(F, G, alpha, tau, k=k, res=res, best=best, best_res=best_res, restart=restart, backend="triton")
     model = ops.triton_traffic(B, m, n, k, dtype, tau, improved=1, restarted=1)
     counted = counter.traffic
-    assert (counted.requested_bytes_read, counted.requested_bytes_written, counted.launches) == \
-        (model.bytes_read, model.bytes_written, model.launches)
+    assert (counted.requested_bytes_read, counted.requested_bytes_written, counted.launches) == (
+        model.bytes_read,
+        model.bytes_written,
+        model.launches,
+    )
     assert ops.triton_traffic(B, m, n, k, dtype, tau).bytes <= 1.3 * ops.traffic_floor(B, m, n, k, dtype, tau)

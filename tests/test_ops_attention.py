@@ -6,6 +6,7 @@ absolute floor ATOL[dtype] (the fp32 PyTorch error can be ~0, and exp2 vs exp di
 Outputs are poisoned: torch.use_deterministic_algorithms fills every torch.empty with NaN, so an
 element a kernel forgets to write shows up as NaN.
 """
+
 import math
 
 import pytest
@@ -73,25 +74,31 @@ def test_matches_float64_forward_and_grads(poisoned, B, N, H, head_dim, dtype, w
 
     kernel = _forward_backward(run("triton"), qkv, c, u, dout)
     same_dtype = _forward_backward(run("torch"), qkv, c, u, dout)
-    exact = _forward_backward(lambda q, cc, uu: attention_reference(q, H, cc, uu),
-                              *[t.double() if t is not None else None for t in (qkv, c, u)], dout)
+    exact = _forward_backward(
+        lambda q, cc, uu: attention_reference(q, H, cc, uu),
+        *[t.double() if t is not None else None for t in (qkv, c, u)],
+        dout,
+    )
     names = ["out", "dqkv"] + (["dc"] if with_c else []) + (["du"] if with_u else [])
     for name, k, t, ref in zip(names, kernel, same_dtype, exact):
         assert k.dtype == dtype and k.shape == ref.shape, name
         assert torch.isfinite(k).all(), f"{name}: unwritten (NaN) or non-finite elements"
         err, torch_err = _max_err(k, ref), _max_err(t, ref)
         assert err <= ERR_MULT * torch_err + ATOL[dtype] * ref.abs().max().item(), (
-            f"{name}: kernel error {err:.3g} vs torch {dtype} error {torch_err:.3g}")
+            f"{name}: kernel error {err:.3g} vs torch {dtype} error {torch_err:.3g}"
+        )
 
 
 def test_mixed_dtypes_promote_like_the_reference():
     """Under autocast GET mixes a bf16 projection with an fp32 class embedding: compute in fp32."""
     qkv, _, u = _inputs(1, 9, 64, torch.bfloat16, False, True, seed=1)
     c = torch.randn(1, 1, 192)
-    kernel = _forward_backward(lambda q, cc, uu: fused_attention(q, 2, c=cc, u=uu, backend="triton"), qkv, c, u,
-                               torch.ones(1, 9, 64))
-    exact = _forward_backward(lambda q, cc, uu: attention_reference(q, 2, cc, uu),
-                              qkv.double(), c.double(), u.double(), torch.ones(1, 9, 64))
+    kernel = _forward_backward(
+        lambda q, cc, uu: fused_attention(q, 2, c=cc, u=uu, backend="triton"), qkv, c, u, torch.ones(1, 9, 64)
+    )
+    exact = _forward_backward(
+        lambda q, cc, uu: attention_reference(q, 2, cc, uu), qkv.double(), c.double(), u.double(), torch.ones(1, 9, 64)
+    )
     assert [t.dtype for t in kernel] == [torch.float32, torch.bfloat16, torch.float32, torch.bfloat16]
     assert _max_err(kernel[0], exact[0]) < 1e-5
     assert _max_err(kernel[2], exact[2]) < 1e-4  # dc in fp32
@@ -119,8 +126,8 @@ def test_dispatch(monkeypatch):
     calls = []
     real = attn_ops._forward_triton
     monkeypatch.setattr(attn_ops, "_forward_triton", lambda *a: calls.append(1) or real(*a))
-    fused_attention(qkv, 1)                      # auto + interpreter -> Triton
-    fused_attention(qkv, 1, backend="torch")     # reference
+    fused_attention(qkv, 1)  # auto + interpreter -> Triton
+    fused_attention(qkv, 1, backend="torch")  # reference
     assert calls == [1]
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     torch.testing.assert_close(fused_attention(qkv, 1), attention_reference(qkv, 1))  # auto -> torch
@@ -131,19 +138,28 @@ def test_dispatch(monkeypatch):
         fused_attention(qkv, 1, backend="cuda")
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: dict(qkv=torch.zeros(2, 4, 95), num_heads=1), "qkv must be a"),
-    (lambda: dict(qkv=torch.zeros(4, 96), num_heads=1), "qkv must be a"),
-    (lambda: dict(qkv=torch.zeros(2, 0, 96), num_heads=1), "non-empty"),
-    (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=5), "num_heads"),
-    (lambda: dict(qkv=torch.zeros(2, 4, 96, dtype=torch.int32), num_heads=1), "qkv must be float16"),
-    (lambda: dict(qkv=torch.zeros(2, 4, 96, dtype=torch.float64), num_heads=1), "float64"),  # torch only
-    (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, c=torch.zeros(2, 4, 96)), r"c must have shape \(2, 1, 96\)"),
-    (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, u=torch.zeros(1, 4, 96)), r"u must have shape \(2, 4, 96\)"),
-    (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, u=torch.zeros(2, 4, 96, device="meta")), "u is on meta"),
-    (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, scale=math.inf), "scale"),
-    (lambda: dict(qkv=torch.zeros(2, 4, 48), num_heads=1), "head dim 16"),  # torch only
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: dict(qkv=torch.zeros(2, 4, 95), num_heads=1), "qkv must be a"),
+        (lambda: dict(qkv=torch.zeros(4, 96), num_heads=1), "qkv must be a"),
+        (lambda: dict(qkv=torch.zeros(2, 0, 96), num_heads=1), "non-empty"),
+        (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=5), "num_heads"),
+        (lambda: dict(qkv=torch.zeros(2, 4, 96, dtype=torch.int32), num_heads=1), "qkv must be float16"),
+        (lambda: dict(qkv=torch.zeros(2, 4, 96, dtype=torch.float64), num_heads=1), "float64"),  # torch only
+        (
+            lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, c=torch.zeros(2, 4, 96)),
+            r"c must have shape \(2, 1, 96\)",
+        ),
+        (
+            lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, u=torch.zeros(1, 4, 96)),
+            r"u must have shape \(2, 4, 96\)",
+        ),
+        (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, u=torch.zeros(2, 4, 96, device="meta")), "u is on meta"),
+        (lambda: dict(qkv=torch.zeros(2, 4, 96), num_heads=1, scale=math.inf), "scale"),
+        (lambda: dict(qkv=torch.zeros(2, 4, 48), num_heads=1), "head dim 16"),  # torch only
+    ],
+)
 def test_bad_inputs_raise_clear_errors(make, match):
     kwargs = make()
     with pytest.raises((ValueError, TypeError, BackendUnavailable), match=match):
@@ -152,8 +168,9 @@ def test_bad_inputs_raise_clear_errors(make, match):
 
 def test_auto_takes_the_torch_path_for_inputs_the_kernel_does_not_implement():
     for qkv, heads in ((torch.randn(2, 5, 96, dtype=torch.float64), 1), (torch.randn(2, 5, 48), 1)):
-        torch.testing.assert_close(fused_attention(qkv, heads, backend="auto"),
-                                   attn_ops.attention_reference(qkv, heads))
+        torch.testing.assert_close(
+            fused_attention(qkv, heads, backend="auto"), attn_ops.attention_reference(qkv, heads)
+        )
 
 
 def test_config_rule_covers_every_head_dim_dtype_and_arch():
@@ -173,8 +190,11 @@ def test_aot_specs_cover_the_configs_and_match_the_kernel_signatures():
         assert list(spec.signature) == spec.kernel.arg_names, spec.name
         assert set(spec.constexprs) == {k for k, v in spec.signature.items() if v == "constexpr"}, spec.name
         assert spec.archs == (int(spec.name.split("[sm")[1][:2]),), spec.name
-    fwd = {(s.constexprs["HEAD_DIM"], s.signature["QKV"], s.constexprs["BLOCK_M"], s.num_warps)
-           for s in specs if s.name.startswith("attention_fwd")}
+    fwd = {
+        (s.constexprs["HEAD_DIM"], s.signature["QKV"], s.constexprs["BLOCK_M"], s.num_warps)
+        for s in specs
+        if s.name.startswith("attention_fwd")
+    }
     for arch in attn_ops.AOT_ARCHS:
         for dtype, ty in attn_ops._TRITON_DTYPE.items():
             for head_dim in attn_ops.HEAD_DIMS:
@@ -225,15 +245,17 @@ def test_nn_attention_module_switches_backend():
 
 def test_channel_strided_qkv_matches_dense(poisoned):
     """A qkv whose channel dim is not unit-stride (a transposed view) is copied once, not refused."""
-    qkv = torch.randn(2, 3 * 64, 9).transpose(1, 2)            # (B, N, 3D) view, channel stride N
+    qkv = torch.randn(2, 3 * 64, 9).transpose(1, 2)  # (B, N, 3D) view, channel stride N
     assert qkv.stride(-1) != 1
-    torch.testing.assert_close(fused_attention(qkv, 2, backend="triton"),
-                               fused_attention(qkv, 2, backend="torch"), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        fused_attention(qkv, 2, backend="triton"), fused_attention(qkv, 2, backend="torch"), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_traffic_model_matches_the_counted_forward():
     """fused_attention_traffic (the docs' byte table) vs the bytes the interpreted kernel really touches."""
     from getkern.profiling.traffic import count_triton_traffic
+
     B, N, D, H = 1, 130, 128, 1  # head dim 128: 2 query blocks, so K/V are fetched twice per head
     qkv, c, u = _inputs(B, N, D, torch.bfloat16, True, False, seed=5)
     u = torch.randn(B, N, 3 * D).to(torch.bfloat16)  # contiguous: the model counts u's rows densely
@@ -248,7 +270,7 @@ def test_alignment_promise_only_for_aligned_rows():
     """The kernels tell the compiler rows start 16-byte aligned only when the host saw it (ALIGNED)."""
     qkv, c, u = _inputs(2, 5, 64, torch.bfloat16, True, True, seed=6)  # u: GET's chunk view
     assert attn_ops._kernel_args(qkv, c, u)[3]
-    odd_rows = torch.randn(2, 5, 193).to(torch.bfloat16)[..., :192]   # row stride 193
+    odd_rows = torch.randn(2, 5, 193).to(torch.bfloat16)[..., :192]  # row stride 193
     assert not attn_ops._kernel_args(odd_rows, c, u)[3]
     got = fused_attention(odd_rows, 2, c=c, u=u, backend="triton")
     assert torch.equal(got, fused_attention(odd_rows.contiguous(), 2, c=c, u=u, backend="triton"))
@@ -263,8 +285,9 @@ def test_grid_has_no_65535_limit_on_batch_times_heads(monkeypatch):
     grids = []
 
     def record(executor, *args, **kwargs):
-        grids.append(tuple(executor.grid(dict(zip(executor.arg_names, args))) if callable(executor.grid)
-                           else executor.grid))
+        grids.append(
+            tuple(executor.grid(dict(zip(executor.arg_names, args))) if callable(executor.grid) else executor.grid)
+        )
 
     monkeypatch.setattr(interpreter.GridExecutor, "__call__", record)
     B, H = 32769, 2

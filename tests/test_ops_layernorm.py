@@ -3,6 +3,7 @@
 Tolerance (docs/layernorm_mlp.md): the kernel's max error vs float64 must be at most FACTOR times
 the error of PyTorch's own same-dtype path vs float64, plus one ulp of the output's magnitude.
 """
+
 import pytest
 import torch
 import torch.nn as nn
@@ -28,8 +29,7 @@ def make_inputs(shape, dtype, residual, seed=0):
 
 def run(x, w, b, r, backend, grads=None):
     """Forward (and backward with ``grads``) -> (outputs, input grads)."""
-    leaves = [t.detach().clone().requires_grad_(grads is not None) if t is not None else None
-              for t in (x, w, b, r)]
+    leaves = [t.detach().clone().requires_grad_(grads is not None) if t is not None else None for t in (x, w, b, r)]
     out = layer_norm(leaves[0], leaves[1], leaves[2], 1e-6, residual=leaves[3], backend=backend)
     outs = out if isinstance(out, tuple) else (out,)
     if grads is None:
@@ -62,8 +62,7 @@ def test_backward_matches_float64(poisoned, dtype, residual):
     grads = [torch.randn(x.shape, generator=g) for _ in range(2 if residual else 1)]
     _, got = run(x, w, b, r, "triton", grads)
     _, same = run(x, w, b, r, "torch", grads)
-    _, ref = run(*(t.double() if t is not None else None for t in (x, w, b, r)), "torch",
-                 [gr.double() for gr in grads])
+    _, ref = run(*(t.double() if t is not None else None for t in (x, w, b, r)), "torch", [gr.double() for gr in grads])
     names = ("dx", "dweight", "dbias", "dresidual")
     for name, gt, sm, rf in zip(names, got, same, ref):
         assert_close_to_f64(name, gt, rf, sm, BWD_FACTOR)
@@ -116,13 +115,16 @@ def test_module_loads_torch_state_dict_and_matches():
     torch.testing.assert_close(ln(x), ref(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case, error, match", [
-    ("weight_shape", ValueError, "weight must have shape"),
-    ("residual_shape", ValueError, "residual has shape"),
-    ("int_dtype", TypeError, "x has dtype"),
-    ("mixed_dtype", TypeError, "bias has dtype"),
-    ("device", ValueError, "residual is on"),
-])
+@pytest.mark.parametrize(
+    "case, error, match",
+    [
+        ("weight_shape", ValueError, "weight must have shape"),
+        ("residual_shape", ValueError, "residual has shape"),
+        ("int_dtype", TypeError, "x has dtype"),
+        ("mixed_dtype", TypeError, "bias has dtype"),
+        ("device", ValueError, "residual is on"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(case, error, match):
     x, w, b, r = make_inputs((4, 8), torch.float32, True)
     if case == "weight_shape":
@@ -142,14 +144,15 @@ def test_bad_inputs_raise_clear_errors(case, error, match):
 def test_strided_inputs_match_contiguous(poisoned):
     """A transposed view (as PatchEmbed makes) and a channels-last tensor: the same result as dense input."""
     x, w, b, r = make_inputs((6, 8), torch.float32, True)
-    x_t = x.t().contiguous().t()                                 # same values, strides (1, 6)
+    x_t = x.t().contiguous().t()  # same values, strides (1, 6)
     dense = layer_norm(x, w, b, residual=r, backend="triton")
     strided = layer_norm(x_t, w, b, residual=r, backend="triton")
     assert not x_t.is_contiguous() and all(torch.equal(p, q) for p, q in zip(dense, strided))
-    img = torch.randn(2, 8, 3, 3).permute(0, 2, 3, 1)             # (B, H, W, C) view of an NCHW tensor
+    img = torch.randn(2, 8, 3, 3).permute(0, 2, 3, 1)  # (B, H, W, C) view of an NCHW tensor
     assert not img.is_contiguous()
-    torch.testing.assert_close(layer_norm(img, w, b, backend="triton"), layer_norm(img, w, b, backend="torch"),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        layer_norm(img, w, b, backend="triton"), layer_norm(img, w, b, backend="torch"), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_triton_on_cpu_without_interpreter_is_unavailable(monkeypatch):
@@ -157,8 +160,7 @@ def test_triton_on_cpu_without_interpreter_is_unavailable(monkeypatch):
     x, w, b, _ = make_inputs((2, 8), torch.float32, False)
     with pytest.raises(BackendUnavailable, match="layer_norm"):
         layer_norm(x, w, b, backend="triton")
-    torch.testing.assert_close(layer_norm(x, w, b, backend="auto"),
-                               torch.nn.functional.layer_norm(x, (8,), w, b, 1e-6))
+    torch.testing.assert_close(layer_norm(x, w, b, backend="auto"), torch.nn.functional.layer_norm(x, (8,), w, b, 1e-6))
 
 
 def test_autocast_with_fp32_parameters_matches_torch():

@@ -4,6 +4,7 @@ block after attention in two launches), and the Block's fused-prologue path.
 Tolerance as in tests/test_ops_mlp.py (docs/layernorm_mlp.md): the kernel's max error vs float64 is
 at most FACTOR times PyTorch's own same-dtype error vs float64, plus one ulp of the output's size.
 """
+
 import copy
 import importlib
 
@@ -33,7 +34,7 @@ def rand_factory(seed):
 def lin_inputs(lead, K, N, dtype, seed=0, offset=0.0):
     """x (lead, K) with mean ``offset``, LN affine around (1, 0), an nn.Linear-sized weight."""
     r = rand_factory(seed)
-    tensors = (offset + r(*lead, K), 1 + 0.5 * r(K), 0.5 * r(K), r(N, K) / K ** 0.5, 0.5 * r(N))
+    tensors = (offset + r(*lead, K), 1 + 0.5 * r(K), 0.5 * r(K), r(N, K) / K**0.5, 0.5 * r(N))
     return tuple(t.to(dtype) for t in tensors)
 
 
@@ -45,8 +46,16 @@ def prologue_block_path(monkeypatch):
 
 def mlp_inputs(lead, D, H, dtype, seed=0):
     r = rand_factory(seed)
-    tensors = (r(*lead, D), r(*lead, D), 1 + 0.5 * r(D), 0.5 * r(D), r(H, D) / D ** 0.5,
-               0.5 * r(H), r(D, H) / H ** 0.5, 0.5 * r(D))
+    tensors = (
+        r(*lead, D),
+        r(*lead, D),
+        1 + 0.5 * r(D),
+        0.5 * r(D),
+        r(H, D) / D**0.5,
+        0.5 * r(H),
+        r(D, H) / H**0.5,
+        0.5 * r(D),
+    )
     return tuple(t.to(dtype) for t in tensors)
 
 
@@ -71,10 +80,13 @@ def check_against_f64(fn, tensors, names, grad=None):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("lead, K, N, offset", [
-    ((2, 7), 200, 72, 0.0),   # ragged tiles in M, N and K (K = 200: 7 chunks of 32, the last one short)
-    ((13,), 40, 33, 300.0),   # rows far from zero mean: the chunked statistics must not cancel
-])
+@pytest.mark.parametrize(
+    "lead, K, N, offset",
+    [
+        ((2, 7), 200, 72, 0.0),  # ragged tiles in M, N and K (K = 200: 7 chunks of 32, the last one short)
+        ((13,), 40, 33, 300.0),  # rows far from zero mean: the chunked statistics must not cancel
+    ],
+)
 def test_layer_norm_linear_forward_matches_float64(poisoned, dtype, lead, K, N, offset):
     tensors = lin_inputs(lead, K, N, dtype, offset=offset)
     with torch.no_grad():
@@ -109,10 +121,12 @@ def test_aligned_path_matches_float64(poisoned, monkeypatch, dtype):
     taken = []
     original = ops_matmul._aligned
     monkeypatch.setattr(ops_matmul, "_aligned", lambda *a: taken.append(original(*a)) or taken[-1])
-    check_against_f64(add_layer_norm_mlp, mlp_inputs((3, 7), 64, 128, dtype, seed=5), MLP_NAMES,
-                      grad=rand_factory(6)(3, 7, 64))
-    check_against_f64(layer_norm_linear, lin_inputs((3, 7), 64, 128, dtype, seed=7), LIN_NAMES,
-                      grad=rand_factory(8)(3, 7, 128))
+    check_against_f64(
+        add_layer_norm_mlp, mlp_inputs((3, 7), 64, 128, dtype, seed=5), MLP_NAMES, grad=rand_factory(6)(3, 7, 64)
+    )
+    check_against_f64(
+        layer_norm_linear, lin_inputs((3, 7), 64, 128, dtype, seed=7), LIN_NAMES, grad=rand_factory(8)(3, 7, 128)
+    )
     # triton forward + backward of each op: fc1 prologue, fc2 epilogue, dpre; qkv prologue.
     assert taken == [True, True, True, True]
 
@@ -122,11 +136,11 @@ def test_block_op_is_two_triton_launches_and_nothing_else():
     first writes only GELU(fc1) (no s, LN(s) or statistics), the second only out."""
     x, a, *params = mlp_inputs((2, 5), 16, 32, torch.float32)
     with torch.no_grad():
-        (_, torch_side), = [count_torch_traffic(
-            lambda: count_triton_traffic(add_layer_norm_mlp, x, a, *params, backend="triton"))]
+        ((_, torch_side),) = [
+            count_torch_traffic(lambda: count_triton_traffic(add_layer_norm_mlp, x, a, *params, backend="triton"))
+        ]
         _, triton_side = count_triton_traffic(add_layer_norm_mlp, x, a, *params, backend="triton")
-    assert [launch.kernel for launch in triton_side.kernel_launches] == ["_ln_linear_kernel",
-                                                                        "_linear_kernel"]
+    assert [launch.kernel for launch in triton_side.kernel_launches] == ["_ln_linear_kernel", "_linear_kernel"]
     assert dict(torch_side.ops) == {"add_layer_norm_mlp": 1}  # no torch compute around the op
     fc1, fc2 = triton_side.kernel_launches
     e, M, D, H = 4, 10, 16, 32
@@ -177,10 +191,14 @@ def test_block_launches_per_iteration():
         module.backend = "triton"
     x = torch.randn(1, 5, 64)
     with torch.no_grad():
-        (_, torch_side), = [count_torch_traffic(lambda: count_triton_traffic(block, x))]
+        ((_, torch_side),) = [count_torch_traffic(lambda: count_triton_traffic(block, x))]
         _, triton_side = count_triton_traffic(block, x)
     assert [launch.kernel for launch in triton_side.kernel_launches] == [
-        "_ln_linear_kernel", "_attn_fwd_kernel", "_ln_linear_kernel", "_linear_kernel"]
+        "_ln_linear_kernel",
+        "_attn_fwd_kernel",
+        "_ln_linear_kernel",
+        "_linear_kernel",
+    ]
     ops = dict(torch_side.ops)
     assert ops.pop("addmm") == 1  # attn.proj
     assert ops == {"layer_norm_linear": 1, "attention_forward": 1, "add_layer_norm_mlp": 1}
@@ -218,14 +236,17 @@ def test_compile_fullgraph_block_no_graph_break():
         torch.testing.assert_close(got, p.grad, msg=name)
 
 
-@pytest.mark.parametrize("case, error, match", [
-    ("norm_shape", ValueError, "norm_weight must have shape"),
-    ("w2_shape", ValueError, "w2 must have shape"),
-    ("a_shape", ValueError, "a must have shape"),
-    ("int_dtype", TypeError, "x has dtype"),
-    ("mixed_dtype", TypeError, "b1 has dtype"),
-    ("device", ValueError, "a is on"),
-])
+@pytest.mark.parametrize(
+    "case, error, match",
+    [
+        ("norm_shape", ValueError, "norm_weight must have shape"),
+        ("w2_shape", ValueError, "w2 must have shape"),
+        ("a_shape", ValueError, "a must have shape"),
+        ("int_dtype", TypeError, "x has dtype"),
+        ("mixed_dtype", TypeError, "b1 has dtype"),
+        ("device", ValueError, "a is on"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(case, error, match):
     x, a, nw, nb, w1, b1, w2, b2 = mlp_inputs((4,), 8, 16, torch.float32)
     if case == "norm_shape":
@@ -249,10 +270,13 @@ def test_strided_inputs_match_contiguous(poisoned):
     x, a, nw, nb, w1, b1, w2, b2 = mlp_inputs((5,), 8, 16, torch.float32)
     xt, at, w1t = (t.t().contiguous().t() for t in (x, a, w1))
     assert not any(t.is_contiguous() for t in (xt, at, w1t))
-    assert torch.equal(add_layer_norm_mlp(xt, at, nw, nb, w1t, b1, w2, b2, backend="triton"),
-                       add_layer_norm_mlp(x, a, nw, nb, w1, b1, w2, b2, backend="triton"))
-    assert torch.equal(layer_norm_linear(xt, nw, nb, w1t, b1, backend="triton"),
-                       layer_norm_linear(x, nw, nb, w1, b1, backend="triton"))
+    assert torch.equal(
+        add_layer_norm_mlp(xt, at, nw, nb, w1t, b1, w2, b2, backend="triton"),
+        add_layer_norm_mlp(x, a, nw, nb, w1, b1, w2, b2, backend="triton"),
+    )
+    assert torch.equal(
+        layer_norm_linear(xt, nw, nb, w1t, b1, backend="triton"), layer_norm_linear(x, nw, nb, w1, b1, backend="triton")
+    )
 
 
 def test_layer_norm_linear_bad_weight_shape():

@@ -3,6 +3,7 @@
 Tolerance (docs/layernorm_mlp.md): the kernel's max error vs float64 must be at most FACTOR times
 the error of PyTorch's own same-dtype path vs float64, plus one ulp of the output's magnitude.
 """
+
 import importlib
 
 import pytest
@@ -23,14 +24,19 @@ NAMES = ("h", "w1", "b1", "w2", "b2", "residual")
 def make_inputs(lead, D, H, dtype, residual=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     rand = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    tensors = (rand(*lead, D), rand(H, D) / D ** 0.5, 0.5 * rand(H), rand(D, H) / H ** 0.5,
-               0.5 * rand(D), rand(*lead, D) if residual else None)
+    tensors = (
+        rand(*lead, D),
+        rand(H, D) / D**0.5,
+        0.5 * rand(H),
+        rand(D, H) / H**0.5,
+        0.5 * rand(D),
+        rand(*lead, D) if residual else None,
+    )
     return tuple(t.to(dtype) if t is not None else None for t in tensors)
 
 
 def run(tensors, backend, grad=None):
-    leaves = [t.detach().clone().requires_grad_(grad is not None) if t is not None else None
-              for t in tensors]
+    leaves = [t.detach().clone().requires_grad_(grad is not None) if t is not None else None for t in tensors]
     out = mlp(*leaves[:5], residual=leaves[5], backend=backend)
     if grad is None:
         return out, ()
@@ -43,10 +49,13 @@ def f64(tensors):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("lead, D, H, residual", [
-    ((2, 9), 40, 72, True),    # ragged tiles in M, N and K
-    ((5,), 200, 2 * 200, False),
-])
+@pytest.mark.parametrize(
+    "lead, D, H, residual",
+    [
+        ((2, 9), 40, 72, True),  # ragged tiles in M, N and K
+        ((5,), 200, 2 * 200, False),
+    ],
+)
 def test_forward_matches_float64(poisoned, dtype, lead, D, H, residual):
     tensors = make_inputs(lead, D, H, dtype, residual)
     with torch.no_grad():
@@ -76,8 +85,9 @@ def test_inference_does_not_keep_the_pre_activation(monkeypatch):
     ops_mlp = importlib.import_module("getkern.ops.mlp")  # the package re-exports a function `mlp`
     calls = []
     original = ops_mlp._forward
-    monkeypatch.setattr(ops_mlp, "_forward",
-                        lambda *a, keep_pre: calls.append(keep_pre) or original(*a, keep_pre=keep_pre))
+    monkeypatch.setattr(
+        ops_mlp, "_forward", lambda *a, keep_pre: calls.append(keep_pre) or original(*a, keep_pre=keep_pre)
+    )
     tensors = make_inputs((3,), 16, 32, torch.float32)
     with torch.no_grad():
         mlp(*tensors[:5], residual=tensors[5], backend="triton")
@@ -90,15 +100,13 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.getkern.mlp_train.default, tensors)
     h, w1, _, w2, _, _ = tensors
     _, act, pre = torch.ops.getkern.mlp_train(*tensors)
-    torch.library.opcheck(torch.ops.getkern.mlp_backward.default,
-                          (torch.randn_like(h), h, w1, w2, act, pre))
+    torch.library.opcheck(torch.ops.getkern.mlp_backward.default, (torch.randn_like(h), h, w1, w2, act, pre))
 
 
 def test_compile_fullgraph_no_graph_break():
     module = MLP(16, 32, backend="triton")
     h, *_, r = make_inputs((2, 3), 16, 32, torch.float32)
-    compiled = torch.compile(lambda x, res: module(x, residual=res).square().sum(),
-                             fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(lambda x, res: module(x, residual=res).square().sum(), fullgraph=True, backend="aot_eager")
     loss = compiled(h, r)
     loss.backward()
     grads = [p.grad.clone() for p in module.parameters()]
@@ -117,14 +125,17 @@ def test_module_loads_reference_state_dict_and_matches():
     torch.testing.assert_close(module(h), ref.fc2(F.gelu(ref.fc1(h))), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case, error, match", [
-    ("w1_shape", ValueError, "w1 must have shape"),
-    ("w2_shape", ValueError, "w2 must have shape"),
-    ("residual_shape", ValueError, "residual must have shape"),
-    ("int_dtype", TypeError, "h has dtype"),
-    ("mixed_dtype", TypeError, "b2 has dtype"),
-    ("device", ValueError, "residual is on"),
-])
+@pytest.mark.parametrize(
+    "case, error, match",
+    [
+        ("w1_shape", ValueError, "w1 must have shape"),
+        ("w2_shape", ValueError, "w2 must have shape"),
+        ("residual_shape", ValueError, "residual must have shape"),
+        ("int_dtype", TypeError, "h has dtype"),
+        ("mixed_dtype", TypeError, "b2 has dtype"),
+        ("device", ValueError, "residual is on"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(case, error, match):
     h, w1, b1, w2, b2, r = make_inputs((4,), 8, 16, torch.float32)
     if case == "w1_shape":
@@ -146,7 +157,7 @@ def test_bad_inputs_raise_clear_errors(case, error, match):
 def test_strided_inputs_match_contiguous(poisoned):
     """Transposed views of h, w1 and the residual give the result of their dense copies."""
     h, w1, b1, w2, b2, r = make_inputs((5,), 8, 16, torch.float32)
-    views = [t.t().contiguous().t() for t in (h, w1, r)]        # same values, transposed strides
+    views = [t.t().contiguous().t() for t in (h, w1, r)]  # same values, transposed strides
     assert not any(v.is_contiguous() for v in views)
     want = mlp(h, w1, b1, w2, b2, residual=r, backend="triton")
     assert torch.equal(mlp(views[0], views[1], b1, w2, b2, residual=views[2], backend="triton"), want)
@@ -180,11 +191,9 @@ def test_block_ln_mlp_path_is_four_kernel_launches(monkeypatch):
     from getkern.profiling.traffic import count_torch_traffic
 
     launched = []
-    for module, kernel in (("getkern.ops.layernorm", "_ln_fwd_kernel"),
-                           ("getkern.ops.matmul", "_linear_kernel")):
+    for module, kernel in (("getkern.ops.layernorm", "_ln_fwd_kernel"), ("getkern.ops.matmul", "_linear_kernel")):
         jit = getattr(importlib.import_module(module), kernel)
-        monkeypatch.setattr(jit, "run", lambda *a, _run=jit.run, _k=kernel, **kw:
-                            launched.append(_k) or _run(*a, **kw))
+        monkeypatch.setattr(jit, "run", lambda *a, _run=jit.run, _k=kernel, **kw: launched.append(_k) or _run(*a, **kw))
     x, a = torch.randn(2, 3, 16), torch.randn(2, 3, 16)
     ln_w, ln_b = torch.ones(16), torch.zeros(16)
     _, w1, b1, w2, b2, _ = make_inputs((2, 3), 16, 32, torch.float32)

@@ -1,5 +1,6 @@
 """Pair writer (manifest, per-seed regeneration, resume) and the two pair datasets.
 (The torchrun 2-rank pair run is tested together with DDP training in test_train.py.)"""
+
 import argparse
 import copy
 import json
@@ -16,7 +17,9 @@ STEPS = 3
 
 
 def write(teacher, root, n=23, shard=5, **kw):
-    return write_pairs(teacher, root, num_pairs=n, shard_size=shard, num_steps=STEPS, batch_size=4, progress=False, **kw)
+    return write_pairs(
+        teacher, root, num_pairs=n, shard_size=shard, num_steps=STEPS, batch_size=4, progress=False, **kw
+    )
 
 
 def test_manifest_and_every_pair_regenerates_from_its_seed(tmp_path):
@@ -57,6 +60,7 @@ def test_resume_after_a_crash_gives_exactly_the_same_set(tmp_path, monkeypatch):
         if len(calls) == 3:
             raise KeyboardInterrupt  # killed mid-run
         return real(*args, **kw)
+
     monkeypatch.setattr(pairs_mod, "_generate_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         write(teacher, tmp_path / "run")
@@ -113,7 +117,9 @@ def _reference_files(root, cond, sizes=(3, 4)):
         last += n
         lat, img = torch.randn(n, 3, 4, 4), torch.randn(n, 3, 4, 4, dtype=torch.float64)
         y = torch.randint(10, (n,))
-        torch.save([lat, torch.nn.functional.one_hot(y, 10).float()] if cond else lat, root / "latent" / f"{last:09d}.pkl")
+        torch.save(
+            [lat, torch.nn.functional.one_hot(y, 10).float()] if cond else lat, root / "latent" / f"{last:09d}.pkl"
+        )
         torch.save(img.float() if cond else img, root / "image" / f"{last:09d}.pkl")
         data.append((lat, img, y))
     return data

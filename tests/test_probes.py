@@ -3,6 +3,7 @@ concurrent and killed runs, malicious pickles and solver edge cases across every
 run. The target: no traceback for a user mistake, no silent wrong result, no data loss, no code executed
 from a file. The full set (``python -m getkern.tools.probes --out DIR``) is reported in
 docs/results/probes.md."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,16 @@ from getkern.tools.probe_cases import catalogue
 from getkern.tools.probes import CLEAN, OUTCOMES, select
 
 # "unclear error" (an error not in one line, or not naming what is wrong) is reported, not failed on.
-MUST_BE_ZERO = ("traceback", "silent wrong", "data loss", "code executed", "blocked", "crash", "timeout",
-                "harness error")
+MUST_BE_ZERO = (
+    "traceback",
+    "silent wrong",
+    "data loss",
+    "code executed",
+    "blocked",
+    "crash",
+    "timeout",
+    "harness error",
+)
 
 
 def test_the_catalogue_covers_every_class_with_unique_ids():
@@ -25,8 +34,20 @@ def test_the_catalogue_covers_every_class_with_unique_ids():
     assert len(probes) >= 200
     assert len({p.id for p in probes}) == len(probes)
     classes = {p.cls for p in probes}
-    assert classes >= {"numbers", "api-args", "memory", "corrupt", "out", "concurrency", "resume", "crash", "umask",
-                       "pickle", "solver", "commands"}
+    assert classes >= {
+        "numbers",
+        "api-args",
+        "memory",
+        "corrupt",
+        "out",
+        "concurrency",
+        "resume",
+        "crash",
+        "umask",
+        "pickle",
+        "solver",
+        "commands",
+    }
     quick = select(probes, quick=True, only=None)
     assert 30 <= len(quick) <= 50 and {p.cls for p in quick} == classes
     assert all(p.want in ("refuse", "accept", "either") for p in probes)
@@ -38,8 +59,13 @@ def test_quick_probes_find_no_traceback_silent_wrong_result_data_loss_or_code_ex
     # Triton interpreter tests/conftest.py turns on.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["OMP_NUM_THREADS"] = "1"
-    res = subprocess.run([sys.executable, "-m", "getkern.tools.probes", "--out", str(tmp_path), "--quick"],
-                         env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "getkern.tools.probes", "--out", str(tmp_path), "--quick"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     records = [json.loads(line) for line in (tmp_path / "probes.jsonl").read_text().splitlines()]

@@ -1,5 +1,6 @@
 """Roofline model: fused-kernel byte formulas checked against the Triton traffic counter on the real
 kernels (interpreter, small shapes), and the step model's counts checked against hand counts."""
+
 import pytest
 import torch
 
@@ -10,7 +11,7 @@ from getkern.profiling.traffic import count_triton_traffic
 from getkern.tools import roofline
 
 DTYPE = torch.bfloat16
-B, N, D, HEADS, HIDDEN = 2, 17, 64, 2, 96   # odd N exercises the masks
+B, N, D, HEADS, HIDDEN = 2, 17, 64, 2, 96  # odd N exercises the masks
 
 
 def _randn(*shape):
@@ -46,9 +47,13 @@ def test_step_model_counts_calls_and_flops():
     # GET-T/2 (D=256, 4 heads, N=256): 6 injection blocks (MLP 1024, no u), 3 equilibrium blocks
     # (MLP 1536, with u) x 2 iterations.
     assert {row.label: row.calls for row in step.rows} == {
-        "layer_norm (2, 256, 256)": 12, "layer_norm + residual (2, 256, 256)": 12,
-        "attention (B,N,3D)=(2, 256, 768), 4 heads": 6, "attention (B,N,3D)=(2, 256, 768), 4 heads +u": 6,
-        "mlp (hidden 1024) + residual": 6, "mlp (hidden 1536) + residual": 6}
+        "layer_norm (2, 256, 256)": 12,
+        "layer_norm + residual (2, 256, 256)": 12,
+        "attention (B,N,3D)=(2, 256, 768), 4 heads": 6,
+        "attention (B,N,3D)=(2, 256, 768), 4 heads +u": 6,
+        "mlp (hidden 1024) + residual": 6,
+        "mlp (hidden 1536) + residual": 6,
+    }
     assert step.fused.bytes < step.unfused.bytes and step.fused.launches < step.unfused.launches
     assert step.fused.floor_s < step.unfused.floor_s
     # The fused FLOP formulas agree with torch's FLOP counter on the reference path, row by row.
@@ -66,7 +71,7 @@ def test_get_b_step_flops_match_the_analytic_count():
 def test_unfused_attention_is_the_add_plus_one_flash_op():
     step = roofline.model_sampling_step("GET-T/2", batch=2, iters=1)
     (row,) = [r for r in step.rows if r.label.startswith("attention") and r.label.endswith("+u")]
-    qkv_bytes = 2 * 256 * 3 * 256 * 2   # (B, N, 3D) bf16 at GET-T/2: N=256, D=256
+    qkv_bytes = 2 * 256 * 3 * 256 * 2  # (B, N, 3D) bf16 at GET-T/2: N=256, D=256
     assert row.unfused.launches == 2 and row.fused.launches == 1
     # Unfused extra: the add writes qkv + u and the flash op reads it back (+ tiny RNG-state outputs).
     assert 0 <= row.unfused.bytes - row.fused.bytes - 2 * qkv_bytes <= 64

@@ -1,6 +1,7 @@
 """``getkern study`` (GET vs ViTs at equal budgets, issue 23) end to end at toy size: the --quick grid
 with toy models and budgets writes its table and plots, a rerun reuses every run, another setting in
 the same folder is refused, and a study killed mid-run resumes to the uninterrupted results."""
+
 from __future__ import annotations
 
 import json
@@ -15,16 +16,39 @@ from getkern.apps.study_config import StudyConfig
 from getkern.distill.trainer import Trainer
 from getkern.errors import UsageError
 
-TOY_GET = dict(patch_size=2, hidden_size=16, depth=1, num_heads=2, mlp_ratio=2.0, deq_mlp_ratio=2.0,
-               backend="torch", solver_backend="torch")
+TOY_GET = dict(
+    patch_size=2,
+    hidden_size=16,
+    depth=1,
+    num_heads=2,
+    mlp_ratio=2.0,
+    deq_mlp_ratio=2.0,
+    backend="torch",
+    solver_backend="torch",
+)
 
 
 def toy(out, **overrides) -> StudyConfig:
-    return StudyConfig.quick_variant(**{**dict(
-        out=str(out), num_pairs=120, wall_budget_s=0.25, eval_samples=40, milestones=2, calibration_steps=4,
-        teacher_steps=(2, 4), final_iters=(1, 2), curve_iters=(1,), timing_repeats=1,
-        vits={"ViT-1x": dict(hidden_size=16, depth=2, num_heads=2)},
-        demo=dict(batch_size=16, train_iters=2, model=TOY_GET), progress=False), **overrides})
+    return StudyConfig.quick_variant(
+        **{
+            **dict(
+                out=str(out),
+                num_pairs=120,
+                wall_budget_s=0.25,
+                eval_samples=40,
+                milestones=2,
+                calibration_steps=4,
+                teacher_steps=(2, 4),
+                final_iters=(1, 2),
+                curve_iters=(1,),
+                timing_repeats=1,
+                vits={"ViT-1x": dict(hidden_size=16, depth=2, num_heads=2)},
+                demo=dict(batch_size=16, train_iters=2, model=TOY_GET),
+                progress=False,
+            ),
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +69,14 @@ def test_study_writes_its_table_and_plots_and_reuses_every_run(first):
     plan = json.loads((Path(out) / "plan.json").read_text())
     cal = plan["calibration"]
     assert plan["threads"] == 1 and plan["machine"]["cpu"]  # fixed for the resume, with the machine
-    assert set(cal) == {"GET-adversarial", "GET-regression", "GET-adversarial-phantom", "GET-adversarial-implicit",
-                        "ViT-1x-adversarial", "ViT-1x-regression"}
+    assert set(cal) == {
+        "GET-adversarial",
+        "GET-regression",
+        "GET-adversarial-phantom",
+        "GET-adversarial-implicit",
+        "ViT-1x-adversarial",
+        "ViT-1x-regression",
+    }
     assert all(c["s_per_step"] > 0 and c["flops_per_step"] > 0 for c in cal.values())
     # the custom ops are counted: the implicit gradient's adjoint solve costs more than unrolling
     assert cal["GET-adversarial-implicit"]["flops_per_step"] > cal["GET-adversarial"]["flops_per_step"]
@@ -89,6 +119,7 @@ def test_a_killed_study_resumes_to_the_uninterrupted_results(first, tmp_path, mo
         if calls["n"] == kill_at:
             raise KeyboardInterrupt
         return real_step(self)
+
     monkeypatch.setattr(Trainer, "train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
         run_study(toy(tmp_path), log=lambda *a: None)
@@ -105,6 +136,7 @@ def test_a_killed_study_resumes_to_the_uninterrupted_results(first, tmp_path, mo
 @pytest.mark.parametrize("argv, message", [(["--seeds", "0"], "--seeds"), (["--wall-budget", "0"], "--wall-budget")])
 def test_the_command_refuses_bad_budgets_in_one_line(tmp_path, capsys, argv, message):
     from getkern import cli
+
     assert cli.main(["study", "--out", str(tmp_path / "s"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("getkern study: error:") and message in err and not (tmp_path / "s").exists()

@@ -1,4 +1,5 @@
 """EDM teacher: schedule, preconditioning, Heun sampler against closed forms, shipped digits teacher."""
+
 import math
 
 import pytest
@@ -21,7 +22,9 @@ from getkern.teacher.edm_pickle import load_edm_pickle
 def test_sigma_steps_match_the_formula_in_float64():
     n, smin, smax, rho = 7, 0.002, 80.0, 7.0
     t = sigma_steps(n)
-    expect = [(smax ** (1 / rho) + i / (n - 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho for i in range(n)] + [0.0]
+    expect = [(smax ** (1 / rho) + i / (n - 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho for i in range(n)] + [
+        0.0
+    ]
     assert t.dtype == torch.float64 and t.shape == (n + 1,)
     assert torch.allclose(t, torch.tensor(expect, dtype=torch.float64), rtol=1e-15, atol=0)
     assert t[0] == smax and abs(t[n - 1] - smin) < 1e-15 and t[n] == 0
@@ -48,10 +51,11 @@ def test_precond_is_the_four_equations():
     s = torch.tensor([0.01, 1.0, 60.0], dtype=torch.float64)
     out = D(x, s)
     sd, sv = 0.5, s.view(-1, 1, 1, 1)
-    c_in = 1 / torch.sqrt(sv ** 2 + sd ** 2)
+    c_in = 1 / torch.sqrt(sv**2 + sd**2)
     c_noise = torch.log(s) / 4
-    expect = sd ** 2 / (sv ** 2 + sd ** 2) * x + sv * sd / torch.sqrt(sv ** 2 + sd ** 2) * (
-        torch.sin(3 * c_in * x) + c_noise.view(-1, 1, 1, 1))
+    expect = sd**2 / (sv**2 + sd**2) * x + sv * sd / torch.sqrt(sv**2 + sd**2) * (
+        torch.sin(3 * c_in * x) + c_noise.view(-1, 1, 1, 1)
+    )
     assert torch.allclose(net.seen[0], c_in * x, rtol=1e-14) and torch.allclose(net.seen[1], c_noise, rtol=1e-14)
     assert torch.allclose(out, expect, rtol=1e-13, atol=1e-13)
 
@@ -63,7 +67,8 @@ def _gaussian_denoiser(sd):
     def D(x, sigma, labels):
         calls.append(x.dtype)
         s = sigma.view(-1, 1, 1, 1)
-        return x * sd ** 2 / (s ** 2 + sd ** 2)
+        return x * sd**2 / (s**2 + sd**2)
+
     return D, calls
 
 
@@ -71,7 +76,7 @@ def test_heun_matches_the_exact_ode_solution_at_second_order():
     # Probability-flow ODE for Gaussian data: x(s) = x(smax) sqrt((s^2 + sd^2) / (smax^2 + sd^2)).
     sd = 0.7
     z = torch.randn(4, 1, 3, 3, dtype=torch.float64)
-    exact = z * 80.0 * sd / math.sqrt(80.0 ** 2 + sd ** 2)
+    exact = z * 80.0 * sd / math.sqrt(80.0**2 + sd**2)
     errors = []
     for n in (18, 36, 72):
         D, calls = _gaussian_denoiser(sd)
@@ -93,13 +98,14 @@ def test_edm_loss_weights_each_sigma():
     loss = edm_loss(D, y, generator=g1)
     sigma = (torch.randn(5, generator=g2) * 1.2 - 1.2).exp()
     n = torch.randn(y.shape, generator=g2)
-    w = (sigma ** 2 + 0.25) / (sigma * 0.5) ** 2
+    w = (sigma**2 + 0.25) / (sigma * 0.5) ** 2
     expect = (w.view(-1, 1, 1, 1) * (D(y + n * sigma.view(-1, 1, 1, 1), sigma) - y) ** 2).mean()
     assert torch.allclose(loss, expect, rtol=1e-6)
 
 
 def test_shipped_teacher_draws_the_requested_digits():
     from getkern.metrics.digits_classifier import load_digits_classifier
+
     teacher = load_teacher("digits")
     assert teacher.num_classes == 10 and teacher.image_shape == (1, 8, 8)
     g = torch.Generator().manual_seed(1)

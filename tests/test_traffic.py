@@ -1,4 +1,5 @@
 """Traffic counters on small hand-checkable cases (the Triton side under the interpreter)."""
+
 import pytest
 import torch
 import triton
@@ -36,7 +37,7 @@ def test_torch_counter_counts_inputs_outputs_and_skips_views():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_counter_hand_checked(dtype):
-    rows, cols, block = 5, 37, 64   # odd sizes: the masked tail lanes must count nothing
+    rows, cols, block = 5, 37, 64  # odd sizes: the masked tail lanes must count nothing
     x, w = torch.randn(rows, cols, dtype=dtype), torch.randn(cols, dtype=dtype)
     y = torch.full_like(x, float("nan"))
     _, traffic = count_triton_traffic(lambda: _scale_rows[(rows,)](x, w, y, rows, cols, BLOCK=block))
@@ -45,8 +46,8 @@ def test_triton_counter_hand_checked(dtype):
     assert traffic.launches == 1 and traffic.ops == {"_scale_rows": 1}
     (launch,) = traffic.kernel_launches
     assert launch.grid == (rows, 1, 1)
-    assert launch.bytes_read == (rows * cols + cols) * e            # X once, W once (distinct bytes)
-    assert launch.requested_bytes_read == 2 * rows * cols * e        # W re-read by each of the 5 programs
+    assert launch.bytes_read == (rows * cols + cols) * e  # X once, W once (distinct bytes)
+    assert launch.requested_bytes_read == 2 * rows * cols * e  # W re-read by each of the 5 programs
     assert launch.bytes_written == launch.requested_bytes_written == rows * cols * e
     assert launch.by_arg == {"X": (rows * cols * e, 0), "W": (cols * e, 0), "Y": (0, rows * cols * e)}
     assert traffic.bytes == launch.bytes

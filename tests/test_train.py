@@ -1,5 +1,6 @@
 """Distillation trainer: loss, data order, resume after SIGKILL, grad accumulation, DDP with gloo
 (2 processes, pairs and training), grad modes, the sample command."""
+
 import argparse
 import json
 import math
@@ -21,7 +22,9 @@ from getkern.distill import TrainConfig, Trainer, fpc_loss
 from getkern.errors import UsageError
 from getkern.models import GET
 
-MODEL = dict(hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch")
+MODEL = dict(
+    hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +35,18 @@ def pairs(tmp_path_factory):
 
 
 def config(pairs, out, **kw):
-    base = dict(pairs=str(pairs), out=str(out), model=dict(MODEL), batch_size=8, iters=3, lr=1e-3,
-                checkpoint_every=3, sample_every=0, progress=False, max_steps=6)
+    base = dict(
+        pairs=str(pairs),
+        out=str(out),
+        model=dict(MODEL),
+        batch_size=8,
+        iters=3,
+        lr=1e-3,
+        checkpoint_every=3,
+        sample_every=0,
+        progress=False,
+        max_steps=6,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -51,8 +64,17 @@ def test_fpc_loss_weights():
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_ema_warmup_and_lr_schedule(pairs, tmp_path, schedule):
-    trainer = Trainer(config(pairs, tmp_path / "run", ema_warmup=True, ema_decay=0.999, warmup_steps=2,
-                             lr_schedule=schedule, max_steps=10))
+    trainer = Trainer(
+        config(
+            pairs,
+            tmp_path / "run",
+            ema_warmup=True,
+            ema_decay=0.999,
+            warmup_steps=2,
+            lr_schedule=schedule,
+            max_steps=10,
+        )
+    )
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train_step()
     for p_ema, p, p0 in zip(trainer.ema.parameters(), trainer.model.parameters(), before):
@@ -78,9 +100,33 @@ def test_data_order_visits_every_pair_once_per_epoch(pairs, tmp_path):
 
 def test_sigkill_and_resume_reproduce_the_uninterrupted_losses(pairs, tmp_path, one_thread):
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "getkern", "train", "--pairs", str(pairs), "--out", str(run), "--model", "",
-           "--model-args", json.dumps(MODEL), "--batch-size", "8", "--iters", "3", "--lr", "1e-3",
-           "--checkpoint-every", "3", "--sample-every", "0", "--max-steps", "100000", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "getkern",
+        "train",
+        "--pairs",
+        str(pairs),
+        "--out",
+        str(run),
+        "--model",
+        "",
+        "--model-args",
+        json.dumps(MODEL),
+        "--batch-size",
+        "8",
+        "--iters",
+        "3",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "3",
+        "--sample-every",
+        "0",
+        "--max-steps",
+        "100000",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -131,18 +177,58 @@ def test_other_gradient_modes_train(pairs, tmp_path, grad):
 
 def test_sample_command_writes_class_rows_from_both_checkpoint_kinds(pairs, tmp_path):
     Trainer(config(pairs, tmp_path / "run", max_steps=1)).fit()
-    assert cli(["sample", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(tmp_path / "s"),
-                "--iters", "1", "3", "--per-class", "2", "--backend", "torch"]) == 0
+    assert (
+        cli(
+            [
+                "sample",
+                "--checkpoint",
+                str(tmp_path / "run" / "checkpoint.pt"),
+                "--out",
+                str(tmp_path / "s"),
+                "--iters",
+                "1",
+                "3",
+                "--per-class",
+                "2",
+                "--backend",
+                "torch",
+            ]
+        )
+        == 0
+    )
     import numpy as np
+
     arr = np.load(tmp_path / "s" / "samples-fixed_point-iters3.npz")
     assert arr["images"].shape == (20, 1, 8, 8) and arr["labels"].tolist() == [k for k in range(10) for _ in range(2)]
     assert (tmp_path / "s" / "samples-fixed_point-iters1.png").stat().st_size > 100
     # a reference-format checkpoint ({'args': Namespace, 'model', 'ema'}) of GET-T/8 on 8x8 grayscale
     model = GET.from_config("GET-T/8", input_size=8, in_channels=1, backend="torch")
-    torch.save({"args": argparse.Namespace(model="GET-T/8", input_size=8, cond=False, num_classes=10),
-                "model": model.state_dict(), "ema": model.state_dict()}, tmp_path / "ref.pt")
-    assert cli(["sample", "--checkpoint", str(tmp_path / "ref.pt"), "--out", str(tmp_path / "r"), "--num", "4",
-                "--iters", "1", "--backend", "torch"]) == 0
+    torch.save(
+        {
+            "args": argparse.Namespace(model="GET-T/8", input_size=8, cond=False, num_classes=10),
+            "model": model.state_dict(),
+            "ema": model.state_dict(),
+        },
+        tmp_path / "ref.pt",
+    )
+    assert (
+        cli(
+            [
+                "sample",
+                "--checkpoint",
+                str(tmp_path / "ref.pt"),
+                "--out",
+                str(tmp_path / "r"),
+                "--num",
+                "4",
+                "--iters",
+                "1",
+                "--backend",
+                "torch",
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "r" / "samples-fixed_point-iters1.npz")["images"].shape == (4, 1, 8, 8)
 
 
@@ -153,9 +239,22 @@ def test_torchrun_gloo_two_processes_pairs_and_training(pairs, tmp_path, one_thr
     script = Path(__file__).with_name("ddp_worker.py")  # builds helpers.tiny_teacher(), as below
     cfg = config(tmp_path / "pairs", tmp_path / "ddp_run", max_steps=3)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), str(tmp_path), json.dumps(cfg.to_dict())],
-                         env=env, capture_output=True, text=True, timeout=170)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            str(tmp_path),
+            json.dumps(cfg.to_dict()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     write_pairs(tiny_teacher(), tmp_path / "single_pairs", num_pairs=24, shard_size=5, num_steps=2, progress=False)
     for a, b in zip(PairDataset(tmp_path / "pairs").tensors(), PairDataset(tmp_path / "single_pairs").tensors()):

@@ -8,13 +8,18 @@
 The names load on first use, and the settings modules (demo_config, study_config) import no torch, so
 the commands' parsers stay light.
 """
+
 from __future__ import annotations
 
 from getkern._lazy import lazy_exports
 
-_PUBLIC = {"DemoConfig": "getkern.apps.demo_config", "run_demo": "getkern.apps.demo",
-           "run_guided_demo": "getkern.apps.guided_demo",
-           "StudyConfig": "getkern.apps.study_config", "run_study": "getkern.apps.study"}
+_PUBLIC = {
+    "DemoConfig": "getkern.apps.demo_config",
+    "run_demo": "getkern.apps.demo",
+    "run_guided_demo": "getkern.apps.guided_demo",
+    "StudyConfig": "getkern.apps.study_config",
+    "run_study": "getkern.apps.study",
+}
 __all__ = list(_PUBLIC)
 
 

@@ -6,6 +6,7 @@
 Everything expensive is cached under ``<out>/cache/`` keyed by its settings (pairs by count and
 sampler, the GET by its whole training config), so a second run only re-evaluates.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,16 @@ def train_config(cfg: DemoConfig, pairs) -> TrainConfig:
     the demo's checkpoint/sample/log intervals (``out`` is left for the caller)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"pairs", "out"}
     shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in names}
-    return TrainConfig(pairs=str(pairs), out="", **{**shared, "model": dict(cfg.model)}, iters=cfg.train_iters,
-                       checkpoint_every=500, sample_every=1000, log_every=10, **cfg.train_options)
+    return TrainConfig(
+        pairs=str(pairs),
+        out="",
+        **{**shared, "model": dict(cfg.model)},
+        iters=cfg.train_iters,
+        checkpoint_every=500,
+        sample_every=1000,
+        log_every=10,
+        **cfg.train_options,
+    )
 
 
 def cache_key(obj) -> str:
@@ -72,9 +81,11 @@ def run_demo(cfg: DemoConfig) -> dict:
     t0 = time.perf_counter()
     pairs_dir = cache / f"pairs-{cache_key([teacher.meta, cfg.num_pairs, cfg.heun_steps])}"
     reused["pairs"] = (pairs_dir / "manifest.json").is_file() and json.loads(
-        (pairs_dir / "manifest.json").read_text()).get("complete", False)
-    write_pairs(teacher, pairs_dir, num_pairs=cfg.num_pairs, shard_size=5000, num_steps=cfg.heun_steps,
-                progress=cfg.progress)
+        (pairs_dir / "manifest.json").read_text()
+    ).get("complete", False)
+    write_pairs(
+        teacher, pairs_dir, num_pairs=cfg.num_pairs, shard_size=5000, num_steps=cfg.heun_steps, progress=cfg.progress
+    )
     timings["pairs_s"] = time.perf_counter() - t0
 
     # 3. distillation
@@ -106,8 +117,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     get_images, get_time = {}, {}
     for iters in cfg.get_eval_iters:
         t = time.perf_counter()
-        get_images[iters], _ = sample_get(get, cfg.eval_samples, seed=EVAL_FIRST_SEED, iters=iters,
-                                          labels=labels, noise=latents)
+        get_images[iters], _ = sample_get(
+            get, cfg.eval_samples, seed=EVAL_FIRST_SEED, iters=iters, labels=labels, noise=latents
+        )
         get_time[iters] = (time.perf_counter() - t) / cfg.eval_samples
     timings["sample_s"] = time.perf_counter() - t0
 
@@ -117,16 +129,32 @@ def run_demo(cfg: DemoConfig) -> dict:
     rows = []
     for steps, images in teacher_images.items():
         q = metric(images)
-        rows.append({"model": "EDM teacher (Heun)", "setting": f"{steps} steps",
-                     "network_evaluations": network_evaluations(steps), "frechet": q.distance, "kid": q.kid,
-                     "ms_per_image": 1e3 * teacher_time[steps]})
+        rows.append(
+            {
+                "model": "EDM teacher (Heun)",
+                "setting": f"{steps} steps",
+                "network_evaluations": network_evaluations(steps),
+                "frechet": q.distance,
+                "kid": q.kid,
+                "ms_per_image": 1e3 * teacher_time[steps],
+            }
+        )
     for iters, images in get_images.items():
         q = metric(images)
-        rows.append({"model": "GET (distilled)", "setting": f"{iters} iterations", "network_evaluations": 1,
-                     "frechet": q.distance, "kid": q.kid, "ms_per_image": 1e3 * get_time[iters]})
+        rows.append(
+            {
+                "model": "GET (distilled)",
+                "setting": f"{iters} iterations",
+                "network_evaluations": 1,
+                "frechet": q.distance,
+                "kid": q.kid,
+                "ms_per_image": 1e3 * get_time[iters],
+            }
+        )
     floor, ceiling, kid_floor, kid_ceiling = metric.bounds(cfg.eval_samples)
-    other_images, _ = sample_get(other, cfg.eval_samples, seed=EVAL_FIRST_SEED, iters=cfg.get_iters,
-                                 labels=labels, noise=latents)
+    other_images, _ = sample_get(
+        other, cfg.eval_samples, seed=EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels, noise=latents
+    )
     other_fd = metric(other_images).distance
     timings["metrics_s"] = time.perf_counter() - t0
 
@@ -142,8 +170,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     _save_png(out / "samples_teacher.png", t_grid)
     _save_png(out / "samples_get.png", g_grid)
     one_class_per_row = all(int((labels == k).sum()) >= per_class for k in range(10))
-    _save_comparison(out / "samples_teacher_vs_get.png", t_grid, g_grid, cfg,
-                     [f"class {k}" for k in range(10)] if one_class_per_row else None)
+    _save_comparison(
+        out / "samples_teacher_vs_get.png",
+        t_grid,
+        g_grid,
+        cfg,
+        [f"class {k}" for k in range(10)] if one_class_per_row else None,
+    )
     _write_table(out / "metrics.md", rows, floor, ceiling, cfg.eval_samples)
     _plot(out / "metrics.png", rows, floor, ceiling, cfg)
 
@@ -156,19 +189,35 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     timings["total_s"] = time.perf_counter() - t_all
     summary = {
-        "metric": metric.name, "num_samples": cfg.eval_samples, "floor": floor, "ceiling": ceiling,
-        "kid_floor": kid_floor, "kid_ceiling": kid_ceiling,
+        "metric": metric.name,
+        "num_samples": cfg.eval_samples,
+        "floor": floor,
+        "ceiling": ceiling,
+        "kid_floor": kid_floor,
+        "kid_ceiling": kid_ceiling,
         # "1 evaluation" is not "faster": each headline carries its sampling time on this machine
-        "teacher": {"network_evaluations": network_evaluations(cfg.heun_steps), "frechet": teacher_fd,
-                    "ms_per_image": teacher_row["ms_per_image"]},
-        "get": {"network_evaluations": 1, "iterations": cfg.get_iters, "frechet": get_fd, "weights": cfg.weights,
-                "ms_per_image": get_row["ms_per_image"],
-                "parameters": sum(p.numel() for p in get.parameters()), "training_steps": trainer.step,
-                ("ema_frechet" if cfg.weights == "online" else "online_frechet"): other_fd},
+        "teacher": {
+            "network_evaluations": network_evaluations(cfg.heun_steps),
+            "frechet": teacher_fd,
+            "ms_per_image": teacher_row["ms_per_image"],
+        },
+        "get": {
+            "network_evaluations": 1,
+            "iterations": cfg.get_iters,
+            "frechet": get_fd,
+            "weights": cfg.weights,
+            "ms_per_image": get_row["ms_per_image"],
+            "parameters": sum(p.numel() for p in get.parameters()),
+            "training_steps": trainer.step,
+            ("ema_frechet" if cfg.weights == "online" else "online_frechet"): other_fd,
+        },
         "get_within_2x_of_teacher": bool(get_fd <= 2 * teacher_fd),
-        "rows": rows, "timings_s": {k: round(v, 2) for k, v in timings.items()}, "reused": reused,
+        "rows": rows,
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "reused": reused,
         "artifacts": {"pairs": str(pairs_dir), "get_run": str(trainer.out), "profile": profile},
-        "config": dataclasses.asdict(cfg), "threads": torch.get_num_threads(),
+        "config": dataclasses.asdict(cfg),
+        "threads": torch.get_num_threads(),
     }
     atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
     return summary
@@ -176,31 +225,45 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 def _save_png(path: Path, grid: np.ndarray) -> None:
     import matplotlib.image  # optional (getkern[demo])
+
     atomic_write(path, lambda p: matplotlib.image.imsave(p, as_rgb(grid), format="png"))
 
 
-def _save_comparison(path: Path, teacher_grid: np.ndarray, get_grid: np.ndarray, cfg: DemoConfig,
-                     row_labels: list[str] | None) -> None:
+def _save_comparison(
+    path: Path, teacher_grid: np.ndarray, get_grid: np.ndarray, cfg: DemoConfig, row_labels: list[str] | None
+) -> None:
     """samples_teacher_vs_get.png: the two grids side by side, each titled, rows labelled by class."""
-    panels = [(f"EDM teacher (Heun, {network_evaluations(cfg.heun_steps)} evaluations)", teacher_grid),
-              (f"distilled GET (1 evaluation, {cfg.get_iters} iterations)", get_grid)]
-    figures.save_labelled(path, panels, row_labels=row_labels,
-                          title="the same noise and class at the same place in both grids")
+    panels = [
+        (f"EDM teacher (Heun, {network_evaluations(cfg.heun_steps)} evaluations)", teacher_grid),
+        (f"distilled GET (1 evaluation, {cfg.get_iters} iterations)", get_grid),
+    ]
+    figures.save_labelled(
+        path, panels, row_labels=row_labels, title="the same noise and class at the same place in both grids"
+    )
 
 
 def _write_table(path: Path, rows: list[dict], floor: float, ceiling: float, n: int) -> None:
-    lines = [f"Digits-classifier Frechet distance (not FID), N = {n}: floor {floor:.2f} (real held-out digits), "
-             f"ceiling {ceiling:.2f} (Gaussian noise).", "",
-             "| model | setting | network evaluations | Frechet distance | KID | ms/image |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['setting']} | {r['network_evaluations']} | {r['frechet']:.2f} | {r['kid']:.4f} "
-              f"| {r['ms_per_image']:.3f} |" for r in rows]
+    lines = [
+        f"Digits-classifier Frechet distance (not FID), N = {n}: floor {floor:.2f} (real held-out digits), "
+        f"ceiling {ceiling:.2f} (Gaussian noise).",
+        "",
+        "| model | setting | network evaluations | Frechet distance | KID | ms/image |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['setting']} | {r['network_evaluations']} | {r['frechet']:.2f} | {r['kid']:.4f} "
+        f"| {r['ms_per_image']:.3f} |"
+        for r in rows
+    ]
     atomic_write(path, lambda p: Path(p).write_text("\n".join(lines) + "\n"))
 
 
 def _plot(path: Path, rows: list[dict], floor: float, ceiling: float, cfg: DemoConfig) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     t = [r for r in rows if r["model"].startswith("EDM")]
     g = [r for r in rows if r["model"].startswith("GET")]
@@ -226,9 +289,15 @@ def _plot(path: Path, rows: list[dict], floor: float, ceiling: float, cfg: DemoC
 def _profile(get, metric, out: Path, cfg: DemoConfig) -> dict:
     """Hand the distilled GET to getkern.profiling (the ``getkern profile`` command's engine): every
     (solver, iterations) setting on the same noise; writes profile.csv/.json/.png under ``out``."""
-    report = profile_model(get, metric, iters=list(cfg.get_eval_iters), solvers=["fixed_point", "anderson"],
-                           num_samples=cfg.eval_samples, progress=cfg.progress,
-                           context={"title": "getkern demo: distilled digits GET"})
+    report = profile_model(
+        get,
+        metric,
+        iters=list(cfg.get_eval_iters),
+        solvers=["fixed_point", "anderson"],
+        num_samples=cfg.eval_samples,
+        progress=cfg.progress,
+        context={"title": "getkern demo: distilled digits GET"},
+    )
     print(report.format_table())
     print(report.answer())
     return {k: str(v) for k, v in report.write(out).items()}

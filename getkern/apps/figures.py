@@ -10,6 +10,7 @@ Compose a labelled figure from grid PNGs already written (how docs/objectives_sa
 
 matplotlib (getkern[demo]) is imported only when a figure is drawn.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,21 @@ import numpy as np
 from getkern.checkpoint import atomic_write
 
 
-def labelled_figure(panels, *, row_labels=None, col_labels=None, title: str | None = None, ncols: int | None = None,
-                    pixels_per_inch: float = 100.0):
+def labelled_figure(
+    panels,
+    *,
+    row_labels=None,
+    col_labels=None,
+    title: str | None = None,
+    ncols: int | None = None,
+    pixels_per_inch: float = 100.0,
+):
     """A matplotlib figure of uint8 grids ``panels`` = [(title, array (H, W) or (H, W, 3)), ...], laid out in
     ``ncols`` columns (default: all in one row), each shown pixel for pixel (nearest neighbour) with its
     title above; ``row_labels`` on the left of each row of panels and ``col_labels`` under each panel,
     spaced evenly over the grid's rows / columns of images (as :func:`getkern.images.make_grid` lays them out)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -37,7 +46,7 @@ def labelled_figure(panels, *, row_labels=None, col_labels=None, title: str | No
     height = max(g.shape[0] for _, g in panels)
     width = max(g.shape[1] for _, g in panels)
     longest = max((len(str(t)) for t in row_labels or []), default=0)
-    left = 0.15 + 0.07 * longest                      # inches for the row labels
+    left = 0.15 + 0.07 * longest  # inches for the row labels
     top = 0.12 + 0.17 * max(str(t).count("\n") + 1 for t, _ in panels) + (0.25 if title else 0)
     bottom = 0.3 if col_labels else 0.1
     cell_w, cell_h = width / pixels_per_inch, height / pixels_per_inch
@@ -71,6 +80,7 @@ def labelled_figure(panels, *, row_labels=None, col_labels=None, title: str | No
 def save_labelled(path, panels, **kwargs) -> Path:
     """Write :func:`labelled_figure` to a PNG file (atomically) and return its path."""
     import matplotlib.pyplot as plt
+
     path = Path(path)
     fig = labelled_figure(panels, **kwargs)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
@@ -80,6 +90,7 @@ def save_labelled(path, panels, **kwargs) -> Path:
 
 def _read_grid(path: Path) -> np.ndarray:
     import matplotlib.image
+
     image = matplotlib.image.imread(path)  # PNG: float in [0, 1]; grey grids are saved as RGB(A)
     if image.dtype != np.uint8:
         image = (image * 255).round().astype(np.uint8)
@@ -93,8 +104,13 @@ def _read_grid(path: Path) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="labelled figure of grid PNGs (see the module docstring)")
     p.add_argument("--out", type=Path, required=True, help="the PNG to write")
-    p.add_argument("--panel", action="append", required=True, metavar="TITLE=PNG",
-                   help="a panel: its title ('\\n' for a line break), '=', a grid PNG; repeat in order")
+    p.add_argument(
+        "--panel",
+        action="append",
+        required=True,
+        metavar="TITLE=PNG",
+        help="a panel: its title ('\\n' for a line break), '=', a grid PNG; repeat in order",
+    )
     p.add_argument("--cols", type=int, default=None, help="panels per row (default: all in one row)")
     p.add_argument("--row-labels", nargs="+", default=None, help="labels of the grids' rows of images")
     p.add_argument("--col-labels", nargs="+", default=None, help="labels of the grids' columns of images")
@@ -108,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(file).is_file():
             p.error(f"--panel {spec!r}: {file} does not exist")
         panels.append((name.replace("\\n", "\n"), _read_grid(Path(file))))
-    save_labelled(args.out, panels, row_labels=args.row_labels, col_labels=args.col_labels, title=args.title,
-                  ncols=args.cols)
+    save_labelled(
+        args.out, panels, row_labels=args.row_labels, col_labels=args.col_labels, title=args.title, ncols=args.cols
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -14,6 +14,7 @@ classifier-free-guided pairs, then scored per guidance weight against the guided
    with the requested class, and a grid with one row per w (left teacher, right GET, same noise).
    Cached like the demo: a second run only re-evaluates.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ from getkern.teacher import load_teacher, network_evaluations
 EVAL_W = (0.0, 1.0, 2.0, 3.0, 4.0)
 
 
-def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None, eval_w=EVAL_W,
-                    progress: bool = True) -> dict:
+def run_guided_demo(
+    out, *, guidance_range=(0.0, 4.0), pairs: str | None = None, eval_w=EVAL_W, progress: bool = True
+) -> dict:
     """Generate (or reuse) guided pairs, distill a GET with the demo's recipe, score it per w; returns
     the summary also written to ``<out>/summary.json``."""
     # looked up on the demo module when called, so a caller (a toy-size test) can substitute the settings
@@ -48,8 +50,15 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     if pairs is None:
         key = demo.cache_key([teacher.meta, cfg.num_pairs, cfg.heun_steps, list(guidance_range)])
         pairs = out / "cache" / f"pairs-{key}"
-        write_pairs(teacher, pairs, num_pairs=cfg.num_pairs, shard_size=5000, num_steps=cfg.heun_steps,
-                    guidance_range=guidance_range, progress=progress)
+        write_pairs(
+            teacher,
+            pairs,
+            num_pairs=cfg.num_pairs,
+            shard_size=5000,
+            num_steps=cfg.heun_steps,
+            guidance_range=guidance_range,
+            progress=progress,
+        )
     dataset = PairDataset(pairs)
     if dataset.guidance_range is None or dataset.manifest["num_pairs"] != cfg.num_pairs:
         raise ValueError(f"{pairs}: expected {cfg.num_pairs} guided pairs (written with --guidance-range)")
@@ -71,78 +80,123 @@ def run_guided_demo(out, *, guidance_range=(0.0, 4.0), pairs: str | None = None,
     metric, classifier = DigitsFrechet(), load_digits_classifier().eval()
     floor, ceiling, _, _ = metric.bounds(n)
     rows, grid_rows = [], {"teacher": [], "get": []}
-    g_zero, _ = sample_get(get, n, seed=demo.EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels,
-                           noise=latents, guidance=0.0)  # the reference for "does the student follow w"
+    g_zero, _ = sample_get(
+        get, n, seed=demo.EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels, noise=latents, guidance=0.0
+    )  # the reference for "does the student follow w"
     for w in eval_w:
         t = time.perf_counter()
         t_img = teacher.sample(latents, labels, num_steps=cfg.heun_steps, guidance=w).float()
         t_ms = 1e3 * (time.perf_counter() - t) / n
         t = time.perf_counter()
-        g_img, _ = sample_get(get, n, seed=demo.EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels,
-                              noise=latents, guidance=w)
+        g_img, _ = sample_get(
+            get, n, seed=demo.EVAL_FIRST_SEED, iters=cfg.get_iters, labels=labels, noise=latents, guidance=w
+        )
         g_ms = 1e3 * (time.perf_counter() - t) / n
-        for name, images, ms, evals in (("teacher", t_img, t_ms, network_evaluations(cfg.heun_steps)),
-                                        ("get", g_img, g_ms, 1)):
+        for name, images, ms, evals in (
+            ("teacher", t_img, t_ms, network_evaluations(cfg.heun_steps)),
+            ("get", g_img, g_ms, 1),
+        ):
             with torch.no_grad():
                 agree = float((classifier(images.clamp(-1, 1)).argmax(1) == labels).float().mean())
             q = metric(images)
-            rows.append({"model": name, "w": w, "evaluations": evals, "frechet": q.distance, "kid": q.kid,
-                         "class_agreement": agree, "ms_per_image": ms})
+            rows.append(
+                {
+                    "model": name,
+                    "w": w,
+                    "evaluations": evals,
+                    "frechet": q.distance,
+                    "kid": q.kid,
+                    "class_agreement": agree,
+                    "ms_per_image": ms,
+                }
+            )
         t_feat = metric.features(t_img)
-        rows[-1].update(fd_to_teacher=frechet_distance_features(metric.features(g_img), t_feat),
-                        fd_w0_to_teacher=frechet_distance_features(metric.features(g_zero), t_feat),
-                        mse_to_teacher=float(((g_img - t_img) ** 2).mean()),
-                        mse_w0_to_teacher=float(((g_zero - t_img) ** 2).mean()))
+        rows[-1].update(
+            fd_to_teacher=frechet_distance_features(metric.features(g_img), t_feat),
+            fd_w0_to_teacher=frechet_distance_features(metric.features(g_zero), t_feat),
+            mse_to_teacher=float(((g_img - t_img) ** 2).mean()),
+            mse_w0_to_teacher=float(((g_zero - t_img) ** 2).mean()),
+        )
         grid_rows["teacher"].append(t_img[:10])  # seeds 0..9 of the evaluation set: classes 0..9
         grid_rows["get"].append(g_img[:10])
 
     t_grid = make_grid(torch.cat(grid_rows["teacher"]), nrow=10, scale=4)
     g_grid = make_grid(torch.cat(grid_rows["get"]), nrow=10, scale=4)
-    save_guidance_grid(out / "guidance_grid.png", t_grid, g_grid, eval_w, network_evaluations(cfg.heun_steps),
-                       cfg.get_iters, classes=[int(c) for c in labels[:10]])
+    save_guidance_grid(
+        out / "guidance_grid.png",
+        t_grid,
+        g_grid,
+        eval_w,
+        network_evaluations(cfg.heun_steps),
+        cfg.get_iters,
+        classes=[int(c) for c in labels[:10]],
+    )
     log = [json.loads(line) for line in (trainer.out / "log.jsonl").read_text().splitlines()]
-    summary = {"metric": metric.name, "num_samples": n, "floor": floor, "ceiling": ceiling,
-               "guidance_range": list(dataset.guidance_range), "pairs": str(pairs), "get_run": str(trainer.out),
-               "get_iters": cfg.get_iters, "teacher_heun_steps": cfg.heun_steps, "rows": rows,
-               "training_steps": trainer.step, "final_loss": log[-1]["loss"] if log else None,
-               "parameters": sum(p.numel() for p in get.parameters()),
-               "timings_s": {"pairs": round(pairs_s, 1), "train_wall": round(train_wall, 1),
-                             "train_cpu": round(train_cpu, 1)},
-               "get_reused": reused, "demo_config": dataclasses.asdict(cfg),
-               "threads": torch.get_num_threads()}
+    summary = {
+        "metric": metric.name,
+        "num_samples": n,
+        "floor": floor,
+        "ceiling": ceiling,
+        "guidance_range": list(dataset.guidance_range),
+        "pairs": str(pairs),
+        "get_run": str(trainer.out),
+        "get_iters": cfg.get_iters,
+        "teacher_heun_steps": cfg.heun_steps,
+        "rows": rows,
+        "training_steps": trainer.step,
+        "final_loss": log[-1]["loss"] if log else None,
+        "parameters": sum(p.numel() for p in get.parameters()),
+        "timings_s": {"pairs": round(pairs_s, 1), "train_wall": round(train_wall, 1), "train_cpu": round(train_cpu, 1)},
+        "get_reused": reused,
+        "demo_config": dataclasses.asdict(cfg),
+        "threads": torch.get_num_threads(),
+    }
     atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
     atomic_write(out / "table.md", lambda p: Path(p).write_text(format_table(summary)))
     return summary
 
 
-def save_guidance_grid(path, teacher_grid: np.ndarray, get_grid: np.ndarray, eval_w, teacher_evaluations: int,
-                       get_iters: int, classes) -> None:
+def save_guidance_grid(
+    path, teacher_grid: np.ndarray, get_grid: np.ndarray, eval_w, teacher_evaluations: int, get_iters: int, classes
+) -> None:
     """guidance_grid.png: one row per w (labelled), one column per evaluation seed (labelled by its class),
     left the guided teacher, right the GET, each titled."""
-    panels = [(f"guided teacher ({teacher_evaluations} guided evaluations)", teacher_grid),
-              (f"GET (1 evaluation, {get_iters} iterations)", get_grid)]
-    figures.save_labelled(path, panels, row_labels=[f"w = {w:g}" for w in eval_w],
-                          col_labels=[str(c) for c in classes],
-                          title="columns: class (the same noise in every row); rows: guidance weight w")
+    panels = [
+        (f"guided teacher ({teacher_evaluations} guided evaluations)", teacher_grid),
+        (f"GET (1 evaluation, {get_iters} iterations)", get_grid),
+    ]
+    figures.save_labelled(
+        path,
+        panels,
+        row_labels=[f"w = {w:g}" for w in eval_w],
+        col_labels=[str(c) for c in classes],
+        title="columns: class (the same noise in every row); rows: guidance weight w",
+    )
 
 
 def format_table(summary: dict) -> str:
     """Markdown: one row per w, teacher and GET side by side."""
     n, get_iters = summary["num_samples"], summary["get_iters"]
     evals = next(r["evaluations"] for r in summary["rows"] if r["model"] == "teacher")
-    lines = [f"Digits-classifier Frechet distance (FD; not FID), N = {n}: floor {summary['floor']:.2f} (real held-out "
-             f"digits), ceiling {summary['ceiling']:.2f} (Gaussian noise). Teacher: {evals} guided evaluations "
-             f"(Heun); GET: 1 evaluation ({get_iters} iterations). \"vs teacher\": FD between the GET's and the "
-             "teacher's samples at that w; pixel MSE on the same noise and labels. Class agreement: the digits "
-             "classifier's prediction equals the requested class.", "",
-             "| w | teacher FD | GET FD | GET vs teacher FD | GET at w=0 vs teacher FD | GET vs teacher MSE "
-             "| GET at w=0 vs teacher MSE | class agreement teacher / GET |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Digits-classifier Frechet distance (FD; not FID), N = {n}: floor {summary['floor']:.2f} (real held-out "
+        f"digits), ceiling {summary['ceiling']:.2f} (Gaussian noise). Teacher: {evals} guided evaluations "
+        f"(Heun); GET: 1 evaluation ({get_iters} iterations). \"vs teacher\": FD between the GET's and the "
+        "teacher's samples at that w; pixel MSE on the same noise and labels. Class agreement: the digits "
+        "classifier's prediction equals the requested class.",
+        "",
+        "| w | teacher FD | GET FD | GET vs teacher FD | GET at w=0 vs teacher FD | GET vs teacher MSE "
+        "| GET at w=0 vs teacher MSE | class agreement teacher / GET |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for w in sorted({r["w"] for r in summary["rows"]}):
         t = next(r for r in summary["rows"] if r["w"] == w and r["model"] == "teacher")
         g = next(r for r in summary["rows"] if r["w"] == w and r["model"] == "get")
-        lines.append(f"| {w:g} | {t['frechet']:.2f} | {g['frechet']:.2f} | {g['fd_to_teacher']:.2f} | "
-                     f"{g['fd_w0_to_teacher']:.2f} | {g['mse_to_teacher']:.4f} | {g['mse_w0_to_teacher']:.4f} | "
-                     f"{t['class_agreement']:.3f} / {g['class_agreement']:.3f} |")
+        lines.append(
+            f"| {w:g} | {t['frechet']:.2f} | {g['frechet']:.2f} | {g['fd_to_teacher']:.2f} | "
+            f"{g['fd_w0_to_teacher']:.2f} | {g['mse_to_teacher']:.4f} | {g['mse_w0_to_teacher']:.4f} | "
+            f"{t['class_agreement']:.3f} / {g['class_agreement']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -154,8 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-w", type=float, nargs="+", default=list(EVAL_W))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    summary = run_guided_demo(args.out, guidance_range=tuple(args.guidance_range), pairs=args.pairs,
-                              eval_w=tuple(args.eval_w), progress=not args.no_progress)
+    summary = run_guided_demo(
+        args.out,
+        guidance_range=tuple(args.guidance_range),
+        pairs=args.pairs,
+        eval_w=tuple(args.eval_w),
+        progress=not args.no_progress,
+    )
     print(format_table(summary))
     print(f"training: {summary['training_steps']} steps, {summary['timings_s']}")
 

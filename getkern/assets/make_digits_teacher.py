@@ -4,6 +4,7 @@
 
 Deterministic given the seed on one machine; the shipped file is the reference (stored in float16).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@ embedding row initialised to the mean of the ten class rows, and fine-tunes ever
 dropout: each label becomes the null class with probability ``--label-dropout``. Deterministic given
 the seed on one machine; the shipped file is the reference (stored in float16).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     base, _ = load_teacher_dir(args.base)
-    denoiser, info = train_digits_teacher(steps=args.steps, lr=args.lr, ema_decay=args.ema_decay, seed=args.seed,
-                                          label_dropout=args.label_dropout, init=with_null_class(base))
+    denoiser, info = train_digits_teacher(
+        steps=args.steps,
+        lr=args.lr,
+        ema_decay=args.ema_decay,
+        seed=args.seed,
+        label_dropout=args.label_dropout,
+        init=with_null_class(base),
+    )
     info["init"] = f"{args.base.name} + null-class row (mean of the class rows)"
     save_teacher(denoiser, args.out, info, storage_dtype=torch.float16)
     print(f"wrote {args.out}: {info}")

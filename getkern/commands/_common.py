@@ -7,6 +7,7 @@ Conventions: ``--out`` is where a command writes (a folder, or a file where it w
 shows tracebacks for the errors otherwise reported in one line.
 Nothing here imports torch: ``getkern --help`` must stay fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from getkern.errors import UsageError
 
-MAX_SEED = 2 ** 63 - 1  # = getkern.distill.config.MAX_SEED (torch's generators take int64 seeds)
+MAX_SEED = 2**63 - 1  # = getkern.distill.config.MAX_SEED (torch's generators take int64 seeds)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -62,6 +63,7 @@ class Parser(argparse.ArgumentParser):
 # Every numeric option of every command is checked when the command line is parsed, before any work:
 # a refusal reads "--flag must be <what is allowed>, got <value>" (see Parser.error).
 
+
 def _number(text: str, kind: type, allowed: str):
     try:
         value = kind(text)
@@ -74,8 +76,15 @@ def _number(text: str, kind: type, allowed: str):
 
 def int_range(low: int | None = None, high: int | None = None, what: str = "an integer", note: str = ""):
     """An argparse type: an integer in [low, high] (either end open when None); ``note`` says why."""
-    allowed = (f"{what} in [{low}, {high}]" if low is not None and high is not None else
-               f"{what} >= {low}" if low is not None else f"{what} <= {high}" if high is not None else what)
+    allowed = (
+        f"{what} in [{low}, {high}]"
+        if low is not None and high is not None
+        else f"{what} >= {low}"
+        if low is not None
+        else f"{what} <= {high}"
+        if high is not None
+        else what
+    )
     allowed += f" ({note})" if note else ""
 
     def parse(text: str) -> int:
@@ -83,6 +92,7 @@ def int_range(low: int | None = None, high: int | None = None, what: str = "an i
         if (low is not None and value < low) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
         return value
+
     parse.__name__ = "integer"
     return parse
 
@@ -99,10 +109,14 @@ def float_range(low: float | None = None, high: float | None = None, *, above: f
 
     def parse(text: str) -> float:
         value = _number(text, float, allowed)
-        if ((low is not None and value < low) or (high is not None and value > high)
-                or (above is not None and not value > above)):
+        if (
+            (low is not None and value < low)
+            or (high is not None and value > high)
+            or (above is not None and not value > above)
+        ):
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {value!r}")
         return value
+
     parse.__name__ = "number"
     return parse
 
@@ -142,12 +156,22 @@ def command_parser(sub, name: str, doc: str, help: str) -> argparse.ArgumentPars
 
 
 def add_out(p, help: str, *, default: str | None = None) -> None:
-    p.add_argument("--out", type=nonempty_path, required=default is None,
-                   default=None if default is None else Path(default), metavar="PATH", help=help)
+    p.add_argument(
+        "--out",
+        type=nonempty_path,
+        required=default is None,
+        default=None if default is None else Path(default),
+        metavar="PATH",
+        help=help,
+    )
 
 
-def add_checkpoint(p, help: str = "a model: save_pretrained folder, training run folder, training .pt, "
-                                  "or the reference's .pth", *, required: bool = True) -> None:
+def add_checkpoint(
+    p,
+    help: str = "a model: save_pretrained folder, training run folder, training .pt, or the reference's .pth",
+    *,
+    required: bool = True,
+) -> None:
     p.add_argument("--checkpoint", type=nonempty_path, required=required, default=None, metavar="PATH", help=help)
 
 
@@ -156,8 +180,12 @@ def add_device(p) -> None:
 
 
 def add_backend(p) -> None:
-    p.add_argument("--backend", choices=("auto", "triton", "torch"), default="auto",
-                   help="fused block kernels: auto picks the fastest that runs here")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "triton", "torch"),
+        default="auto",
+        help="fused block kernels: auto picks the fastest that runs here",
+    )
 
 
 def add_progress(p) -> None:
@@ -168,8 +196,10 @@ def resolve_device(name: str, flag: str = "--device") -> str:
     """``auto`` -> cuda when available, else cpu; anything else must be a device torch has here
     (UsageError naming ``flag`` otherwise), checked before any work."""
     from getkern.distributed import check_device
+
     if name == "auto":
         import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     check_device(name, flag)
     return name
@@ -183,16 +213,27 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _kind(mode: int) -> str:
-    return ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode) else
-            "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
 
 
 def check_out_dir(path: Path, flag: str = "--out") -> Path:
     """Refuse an output folder that cannot be created or written, before any work is done."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
-        raise UsageError(f"{flag} {path}: is a symbolic link to {os.readlink(path)}, which does not exist "
-                         "(create that folder, or use another path)")
+        raise UsageError(
+            f"{flag} {path}: is a symbolic link to {os.readlink(path)}, which does not exist "
+            "(create that folder, or use another path)"
+        )
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path}: exists and is not a folder")
     base = _nearest_existing(path)
@@ -211,13 +252,19 @@ def check_out_file(path: Path, flag: str = "--out", inputs: tuple = ()) -> Path:
     if path.is_dir():
         raise UsageError(f"{flag} {path}: is a folder; expected a file name")
     if path.exists() and not path.is_file():
-        raise UsageError(f"{flag} {path}: exists and is {_kind(path.stat().st_mode)}; expected a regular file "
-                         "or a new name")
+        raise UsageError(
+            f"{flag} {path}: exists and is {_kind(path.stat().st_mode)}; expected a regular file or a new name"
+        )
     for source in inputs:
         source = Path(source)
-        if path.exists() and source.exists() and os.path.samefile(path, source) or \
-                os.path.realpath(path) == os.path.realpath(source):
-            raise UsageError(f"{flag} {path}: is the input {source}; writing it would destroy the input "
-                             "(choose another output file)")
+        if (
+            path.exists()
+            and source.exists()
+            and os.path.samefile(path, source)
+            or os.path.realpath(path) == os.path.realpath(source)
+        ):
+            raise UsageError(
+                f"{flag} {path}: is the input {source}; writing it would destroy the input (choose another output file)"
+            )
     check_out_dir(path.parent, flag=f"{flag} {path}: folder")
     return path

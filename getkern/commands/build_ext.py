@@ -4,6 +4,7 @@
     getkern build-ext                 # MAX_JOBS and TORCH_CUDA_ARCH_LIST are honoured
     getkern build-ext --verbose
 """
+
 from __future__ import annotations
 
 from getkern.commands._common import command_parser
@@ -17,4 +18,5 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from getkern import _extension  # imports torch: not for --help
+
     return _extension.main(["--verbose"] if args.verbose else [])

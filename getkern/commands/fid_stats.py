@@ -5,6 +5,7 @@ an array file, in the format published FID statistics use, recording the FID pro
     getkern fid-stats images.npy --out ref.npz --with-features      # also enables KID
     getkern fid-stats images.npy --out ref.npz --fid-protocol clean --inception-weights inception-2015-12-05.pt
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,22 +29,35 @@ FID_PROTOCOLS = ("gan-metrics", "clean", "fidelity")
 
 def add_fid_options(p) -> None:
     """--fid-protocol and --inception-weights, shared with `getkern profile`."""
-    p.add_argument("--fid-protocol", choices=FID_PROTOCOLS, default=FID_PROTOCOLS[0],
-                   help="how images are resized and scaled for Inception (FIDs of different protocols are not "
-                        "comparable): gan-metrics = the GET paper's (pytorch-gan-metrics: bilinear "
-                        "F.interpolate, 2x-1), clean = clean-fid's (PIL bicubic), fidelity = torch-fidelity's "
-                        "(TF1 bilinear)")
-    p.add_argument("--inception-weights", type=Path, metavar="FILE",
-                   help="Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or a TorchScript "
-                        "Inception (default: the protocol's file in torch.hub's checkpoints folder, see "
-                        "docs/metrics.md; nothing is downloaded)")
+    p.add_argument(
+        "--fid-protocol",
+        choices=FID_PROTOCOLS,
+        default=FID_PROTOCOLS[0],
+        help="how images are resized and scaled for Inception (FIDs of different protocols are not "
+        "comparable): gan-metrics = the GET paper's (pytorch-gan-metrics: bilinear "
+        "F.interpolate, 2x-1), clean = clean-fid's (PIL bicubic), fidelity = torch-fidelity's "
+        "(TF1 bilinear)",
+    )
+    p.add_argument(
+        "--inception-weights",
+        type=Path,
+        metavar="FILE",
+        help="Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or a TorchScript "
+        "Inception (default: the protocol's file in torch.hub's checkpoints folder, see "
+        "docs/metrics.md; nothing is downloaded)",
+    )
 
 
 def add_parser(sub) -> None:
-    p = command_parser(sub, "fid-stats", __doc__,
-                       help="Inception statistics (.npz mu/sigma) of a folder or array of images")
-    p.add_argument("input", type=nonempty_path, help="a folder of images, or .npy/.npz holding uint8 (N, H, W, C) or "
-                                            "(N, C, H, W) images, or floats in [-1, 1] (quantised like samples)")
+    p = command_parser(
+        sub, "fid-stats", __doc__, help="Inception statistics (.npz mu/sigma) of a folder or array of images"
+    )
+    p.add_argument(
+        "input",
+        type=nonempty_path,
+        help="a folder of images, or .npy/.npz holding uint8 (N, H, W, C) or "
+        "(N, C, H, W) images, or floats in [-1, 1] (quantised like samples)",
+    )
     add_out(p, "the .npz to write")
     add_fid_options(p)
     p.add_argument("--with-features", action="store_true", help="also store the features (enables KID)")
@@ -56,6 +70,7 @@ def add_parser(sub) -> None:
 def _read_image(path: Path):
     import numpy as np
     from PIL import Image
+
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
@@ -66,6 +81,7 @@ def _read_image(path: Path):
 def _read_array(path: Path):
     """The array a .npy/.npz holds (never unpickled); any failure to parse it is a UsageError naming it."""
     import numpy as np
+
     try:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):
@@ -78,11 +94,14 @@ def _read_array(path: Path):
         raise
     except Exception as e:  # noqa: BLE001 - truncated, garbage, object arrays, zip errors: one message
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UsageError(f"{path} is not a readable .npy/.npz image array (corrupt, truncated, or holding "
-                         f"objects, which are never unpickled): {first}") from None
+        raise UsageError(
+            f"{path} is not a readable .npy/.npz image array (corrupt, truncated, or holding "
+            f"objects, which are never unpickled): {first}"
+        ) from None
     if not isinstance(data, np.ndarray) or data.dtype.kind not in "uif":
-        raise UsageError(f"{path}: images must be uint8 or floats in [-1, 1], got "
-                         f"{getattr(data, 'dtype', type(data).__name__)}")
+        raise UsageError(
+            f"{path}: images must be uint8 or floats in [-1, 1], got {getattr(data, 'dtype', type(data).__name__)}"
+        )
     return data
 
 
@@ -90,6 +109,7 @@ def load_images(path: Path):
     """uint8 (N, C, H, W) torch tensor with C = 1 or 3 from a folder or an array file."""
     import numpy as np
     import torch
+
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -111,12 +131,14 @@ def load_images(path: Path):
     if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         x = x.permute(0, 3, 1, 2).contiguous()
     if x.shape[1] not in (1, 3):
-        raise UsageError(f"{path}: images must have 1 or 3 channels, got shape {tuple(data.shape)} "
-                         "((N, H, W, C) or (N, C, H, W))")
+        raise UsageError(
+            f"{path}: images must have 1 or 3 channels, got shape {tuple(data.shape)} ((N, H, W, C) or (N, C, H, W))"
+        )
     if x.is_floating_point():
         if not bool(torch.isfinite(x).all()):
             raise UsageError(f"{path}: the float images contain NaN or Inf")
         from getkern.metrics.preprocess import quantize_to_uint8
+
         return quantize_to_uint8(x)
     if x.dtype != torch.uint8:
         raise UsageError(f"{path}: images must be uint8 or floats in [-1, 1], got {x.dtype}")
@@ -134,12 +156,21 @@ def run(args) -> int:
     images = load_images(args.input)
     if images.shape[0] < 2:
         raise UsageError(f"{args.input}: need at least 2 images, got {images.shape[0]}")
-    extractor = InceptionFeatures(args.inception_weights, protocol=args.fid_protocol,
-                                  device=device, batch_size=args.batch_size)
+    extractor = InceptionFeatures(
+        args.inception_weights, protocol=args.fid_protocol, device=device, batch_size=args.batch_size
+    )
     features, _ = extractor.from_uint8(images, progress=not args.no_progress)
     mu, sigma = feature_statistics(features)
-    save_stats(args.out, mu, sigma, features if args.with_features else None, protocol=extractor.protocol.name,
-               weights=extractor.weights)
-    print(f"{images.shape[0]} images -> {extractor.dim}-d statistics in {args.out} ({extractor.protocol.name} "
-          f"protocol, weights {extractor.path})")
+    save_stats(
+        args.out,
+        mu,
+        sigma,
+        features if args.with_features else None,
+        protocol=extractor.protocol.name,
+        weights=extractor.weights,
+    )
+    print(
+        f"{images.shape[0]} images -> {extractor.dim}-d statistics in {args.out} ({extractor.protocol.name} "
+        f"protocol, weights {extractor.path})"
+    )
     return 0

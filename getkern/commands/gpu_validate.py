@@ -5,6 +5,7 @@
     getkern gpu-validate --out gpu-results            # on the GPU machine, about 4 minutes
     getkern gpu-validate --out /tmp/dry --dry         # on CPU, every phase at toy size
 """
+
 from __future__ import annotations
 
 from getkern.commands._common import command_parser

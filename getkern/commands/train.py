@@ -1,10 +1,11 @@
 """``getkern train``: distill pairs into a GET (reference recipe by default; resumes from --out).
 
-    getkern train --pairs runs/pairs --out runs/get --model GET-T/2 --max-steps 100000
-    torchrun --nproc_per_node 8 -m getkern train --pairs pairs/ --out runs/get-b --model GET-B/2 --amp bf16
-    getkern train ... --adversarial-weight 0.1 --disc-input pair --disc-classes      # + a discriminator
-    getkern train ... --loss perceptual --perceptual-ensemble 4                       # E-LatentLPIPS-style
+getkern train --pairs runs/pairs --out runs/get --model GET-T/2 --max-steps 100000
+torchrun --nproc_per_node 8 -m getkern train --pairs pairs/ --out runs/get-b --model GET-B/2 --amp bf16
+getkern train ... --adversarial-weight 0.1 --disc-input pair --disc-classes      # + a discriminator
+getkern train ... --loss perceptual --perceptual-ensemble 4                       # E-LatentLPIPS-style
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,11 @@ def add_parser(sub) -> None:
     p = command_parser(sub, "train", __doc__, help="distill teacher pairs into a GET")
     p.add_argument("--pairs", required=True, help=fields["pairs"].metadata["help"])
     add_out(p, "run folder; an existing checkpoint there is resumed")
-    p.add_argument("--model", default="GET-T/2", help="a named size (GET-T/2 ..., or ViT-S/2 ... for the "
-                   "one-pass baseline); '' for --model-args alone")
+    p.add_argument(
+        "--model",
+        default="GET-T/2",
+        help="a named size (GET-T/2 ..., or ViT-S/2 ... for the one-pass baseline); '' for --model-args alone",
+    )
     p.add_argument("--model-args", default="{}", help='JSON GET keyword overrides, e.g. \'{"hidden_size": 64}\'')
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
     for f in fields.values():
@@ -47,8 +51,13 @@ def add_parser(sub) -> None:
         else:
             number = isinstance(default, (int, float))
             help = f"{m['help']}; {allowed(f)}" if number else m["help"]
-            target.add_argument(flag(f.name), type=setting_type(f) if number else type(default), default=default,
-                                choices=m["choices"], help=help)
+            target.add_argument(
+                flag(f.name),
+                type=setting_type(f) if number else type(default),
+                default=default,
+                choices=m["choices"],
+                help=help,
+            )
     add_device(p)
     add_progress(p)
     p.set_defaults(func=run)
@@ -69,6 +78,7 @@ def setting_type(f: dataclasses.Field):
         except SettingError as e:
             raise argparse.ArgumentTypeError(f"must be {e.allowed}, got {e.value!r}") from None
         return value
+
     parse.__name__ = kind.__name__
     return parse
 
@@ -83,13 +93,20 @@ def run(args) -> int:
     model = {"name": args.model, **extra} if args.model else extra
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in OWN_OPTIONS}
     try:
-        config = TrainConfig(pairs=args.pairs, out=str(args.out), model=model, device=args.device,
-                             progress=not args.no_progress, **settings)
+        config = TrainConfig(
+            pairs=args.pairs,
+            out=str(args.out),
+            model=model,
+            device=args.device,
+            progress=not args.no_progress,
+            **settings,
+        )
     except SettingError as e:
         raise e.renamed(flag(e.setting)) from None
     check_out_dir(args.out)
     resolve_device(args.device)  # a UsageError naming --device before the pairs are read
     from getkern.distill.trainer import Trainer, check_run_folder  # torch: not for --help
+
     check_run_folder(args.out, "--out")
     Trainer(config).fit()
     return 0

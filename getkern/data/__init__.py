@@ -1,4 +1,5 @@
 """Noise/image pairs: the sharded writer (resumable, torchrun-sharded) and the datasets that read them."""
+
 from getkern.data.datasets import PairDataset, ReferencePairDataset
 from getkern.data.pairs import PairFileError, read_manifest, seed_inputs, write_pairs
 

@@ -8,6 +8,7 @@ Any unreadable, truncated or inconsistent file raises :class:`PairFileError` nam
 shard whose sha256 differs from its manifest's does too (``verify=False`` or GETKERN_VERIFY_PAIRS=0 skips
 the hashing). ``identity()`` names a pair set by its content, not its path (what a resumed run compares).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -46,9 +47,11 @@ class _ShardedPairs(Dataset):
     def _check(self, i: int, latent: torch.Tensor, image: torch.Tensor, label: torch.Tensor) -> Item:
         n = self.counts[i]
         if latent.shape[0] != n or image.shape[0] != n or label.shape[0] != n or latent.shape != image.shape:
-            raise PairFileError(f"{self.files[i]}: expected {n} pairs with matching latent/image shapes, "
-                                f"got latent {tuple(latent.shape)}, image {tuple(image.shape)}, "
-                                f"labels {tuple(label.shape)}")
+            raise PairFileError(
+                f"{self.files[i]}: expected {n} pairs with matching latent/image shapes, "
+                f"got latent {tuple(latent.shape)}, image {tuple(image.shape)}, "
+                f"labels {tuple(label.shape)}"
+            )
         return latent.float(), image.float(), label.long()
 
     def __getitem__(self, index: int) -> Item:
@@ -82,8 +85,10 @@ class PairDataset(_ShardedPairs):
         self.verify = verify_default() if verify is None else verify
         self.manifest = read_manifest(self.root)
         if not self.manifest.get("complete"):
-            raise PairFileError(f"{self.root / 'manifest.json'}: pair generation did not finish (complete=false); "
-                                "rerun `getkern pairs` with the same arguments to resume it")
+            raise PairFileError(
+                f"{self.root / 'manifest.json'}: pair generation did not finish (complete=false); "
+                "rerun `getkern pairs` with the same arguments to resume it"
+            )
         self.num_classes = int(self.manifest["num_classes"])
         gr = self.manifest.get("guidance_range")
         self.guidance_range = None if gr is None else (float(gr[0]), float(gr[1]))
@@ -97,8 +102,10 @@ class PairDataset(_ShardedPairs):
         """The set's defining fields (teacher without its folder, sampler, shapes, seeds, count) and a digest
         of its shards (names, counts, and each file's sha256, or its size for sets without digests)."""
         fields = plan_fields(self.manifest)
-        files = [[s["file"], s["count"], d or self.files[i].stat().st_size]
-                 for i, (s, d) in enumerate(zip(self.manifest["shards"], self.digests))]
+        files = [
+            [s["file"], s["count"], d or self.files[i].stat().st_size]
+            for i, (s, d) in enumerate(zip(self.manifest["shards"], self.digests))
+        ]
         return {**fields, "shards": _digest(files)}
 
     def __getitem__(self, index: int):
@@ -127,9 +134,11 @@ class PairDataset(_ShardedPairs):
         except OSError as e:
             raise PairFileError(f"{path} cannot be read: {e}") from None
         if digest and hashlib.sha256(data).hexdigest() != digest:
-            raise PairFileError(f"{path}: its sha256 differs from the one {self.root / 'manifest.json'} recorded: "
-                                "the file is corrupt or was replaced; rerun `getkern pairs` with the same "
-                                "arguments to regenerate it")
+            raise PairFileError(
+                f"{path}: its sha256 differs from the one {self.root / 'manifest.json'} recorded: "
+                "the file is corrupt or was replaced; rerun `getkern pairs` with the same "
+                "arguments to regenerate it"
+            )
         try:
             t = load(data) if digest else load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
@@ -143,8 +152,9 @@ class PairDataset(_ShardedPairs):
         if "guidance" in t:
             w, (wmin, wmax) = t["guidance"], self.guidance_range
             if w.shape != (self.counts[i],) or not bool(((w >= wmin) & (w <= wmax)).all()):
-                raise PairFileError(f"{path}: guidance must be {self.counts[i]} values in the manifest's "
-                                    f"range [{wmin}, {wmax}]")
+                raise PairFileError(
+                    f"{path}: guidance must be {self.counts[i]} values in the manifest's range [{wmin}, {wmax}]"
+                )
             self._guidance[i] = w.float()
         return t["latent"], t["image"], t["label"]
 
@@ -154,8 +164,9 @@ def _torch_load_pairs(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged file fails anywhere in the unpickler (IndexError, ...)
         first = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PairFileError(f"{path} is not a readable torch pair file (corrupt, truncated or not "
-                            f"weights-only): {first}") from None
+        raise PairFileError(
+            f"{path} is not a readable torch pair file (corrupt, truncated or not weights-only): {first}"
+        ) from None
 
 
 class ReferencePairDataset(_ShardedPairs):
@@ -195,8 +206,7 @@ class ReferencePairDataset(_ShardedPairs):
         """The pair count, classes and a digest of the files' names and sizes (the reference's files carry
         no digests)."""
         files = [[p.parent.name, p.name, p.stat().st_size] for p in [*self.files, *self.image_files]]
-        return {"format": "reference", "num_pairs": len(self), "num_classes": self.num_classes,
-                "files": _digest(files)}
+        return {"format": "reference", "num_pairs": len(self), "num_classes": self.num_classes, "files": _digest(files)}
 
     def _load(self, i: int) -> Item:
         latent_obj = _torch_load_pairs(self.files[i])
@@ -206,13 +216,17 @@ class ReferencePairDataset(_ShardedPairs):
                 raise PairFileError(f"{self.files[i]}: a conditional latent file holds [latents, one-hot labels]")
             latent, onehot = latent_obj
             if onehot.dim() != 2 or onehot.shape[0] != latent.shape[0]:
-                raise PairFileError(f"{self.files[i]}: labels must be one-hot (n, num_classes), got {tuple(onehot.shape)}")
+                raise PairFileError(
+                    f"{self.files[i]}: labels must be one-hot (n, num_classes), got {tuple(onehot.shape)}"
+                )
             self.num_classes = onehot.shape[1]
             label = onehot.argmax(dim=1)
         elif isinstance(latent_obj, torch.Tensor):
             latent, label = latent_obj, torch.full((latent_obj.shape[0],), -1, dtype=torch.int64)
         else:
-            raise PairFileError(f"{self.files[i]}: expected a tensor or [tensor, tensor], got {type(latent_obj).__name__}")
+            raise PairFileError(
+                f"{self.files[i]}: expected a tensor or [tensor, tensor], got {type(latent_obj).__name__}"
+            )
         if not isinstance(image, torch.Tensor):
             raise PairFileError(f"{self.image_files[i]}: expected a tensor, got {type(image).__name__}")
         if latent.dim() != 4:

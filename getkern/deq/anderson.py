@@ -1,5 +1,6 @@
 """Anderson acceleration over the two memory passes of getkern.ops.anderson, with a guarded bordered
 solve and a safeguarded step."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,8 +17,19 @@ FLT_MIN = torch.finfo(torch.float32).tiny
 SAFEGUARD = 8.0  # a residual above this times the best so far rejects the step (a power of two: exact in fp32)
 
 
-def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int, tol: float | None, stop: str,
-             check_every: int, m: int, lam: float, tau: float, backend: str) -> tuple[Tensor, dict]:
+def anderson(
+    f: Callable[[Tensor], Tensor],
+    z0: Tensor,
+    *,
+    max_iter: int,
+    tol: float | None,
+    stop: str,
+    check_every: int,
+    m: int,
+    lam: float,
+    tau: float,
+    backend: str,
+) -> tuple[Tensor, dict]:
     """Anderson(m) with damping tau. z0: (B, n) contiguous; f maps (B, n) -> (B, n) in z0's dtype.
 
     ``backend`` is the resolved pass implementation ("torch" or "triton"). Returns the per-sample
@@ -25,14 +37,15 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int, tol: f
     """
     B, n = z0.shape
     dev = z0.device
-    stats = SolverStats(B, dev, max_iter=max_iter, tol=tol, stop=stop, check_every=check_every,
-                        solver="anderson", backend=backend)
+    stats = SolverStats(
+        B, dev, max_iter=max_iter, tol=tol, stop=stop, check_every=check_every, solver="anderson", backend=backend
+    )
     F = torch.zeros(B, m, n, dtype=z0.dtype, device=dev)
     G = torch.zeros_like(F)
     gram = torch.zeros(B, m, m, dtype=torch.float32, device=dev)
     best = z0.clone()
     best_res = torch.full((B,), float("inf"), dtype=torch.float32, device=dev)
-    since = torch.zeros(B, dtype=torch.int64, device=dev)   # iteration each sample's history starts at
+    since = torch.zeros(B, dtype=torch.int64, device=dev)  # iteration each sample's history starts at
     z = z0
     for k in range(max_iter):
         fz = f(z).contiguous()
@@ -52,8 +65,7 @@ def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int, tol: f
             alpha = torch.where(ok.unsqueeze(1), alpha, plain).contiguous()
             stats.fallback += (~ok).int()
         since = torch.where(restart, k + 1, since)
-        z = anderson_mix(F, G, alpha, tau, k=k, res=res, best=best, best_res=best_res, restart=restart,
-                         backend=backend)
+        z = anderson_mix(F, G, alpha, tau, k=k, res=res, best=best, best_res=best_res, restart=restart, backend=backend)
         if stats.should_break(k):
             break
     return best, stats.info(best_res)
@@ -73,11 +85,11 @@ def bordered_solve(gram: Tensor, k: int, lam: float, *, depth: Tensor | None = N
     dev = gram.device
     slot = k % m
     depth = torch.full((B,), min(k + 1, m), device=dev) if depth is None else depth
-    age = (slot - torch.arange(m, device=dev)) % m                             # (m,): iterations since written
-    valid = age.unsqueeze(0) < depth.unsqueeze(1)                              # (B, m)
-    pair = valid.unsqueeze(2) & valid.unsqueeze(1)                             # (B, m, m)
+    age = (slot - torch.arange(m, device=dev)) % m  # (m,): iterations since written
+    valid = age.unsqueeze(0) < depth.unsqueeze(1)  # (B, m)
+    pair = valid.unsqueeze(2) & valid.unsqueeze(1)  # (B, m, m)
     gram64 = gram.double()
-    scale = gram64[:, slot, slot].clamp_min(FLT_MIN)                           # NaN stays NaN
+    scale = gram64[:, slot, slot].clamp_min(FLT_MIN)  # NaN stays NaN
     inner = torch.where(pair, gram64 / scale.view(B, 1, 1), torch.zeros_like(gram64))
     reg = torch.full((B, m), lam, dtype=torch.float64, device=dev).masked_fill_(~valid, 1.0)  # lam exact
     inner = inner + torch.diag_embed(reg)

@@ -1,4 +1,5 @@
 """``solve``: argument checks, flattening to (B, n), backend routing, then the chosen solver."""
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,20 @@ SOLVER_BACKENDS = ("auto", "torch", "triton", "cpp")
 STOPS = ("abs", "rel")
 
 
-def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_point", max_iter: int,
-          tol: float | None = None, stop: str = "abs", m: int = 6, lam: float = 1e-4, tau: float = 1.0,
-          check_every: int = 4, backend: str = "auto") -> tuple[Tensor, dict]:
+def solve(
+    f: Callable[[Tensor], Tensor],
+    z0: Tensor,
+    *,
+    solver: str = "fixed_point",
+    max_iter: int,
+    tol: float | None = None,
+    stop: str = "abs",
+    m: int = 6,
+    lam: float = 1e-4,
+    tau: float = 1.0,
+    check_every: int = 4,
+    backend: str = "auto",
+) -> tuple[Tensor, dict]:
     """Find z* = f(z*) from z0 without building an autograd graph.
 
     f: maps a tensor of z0's shape (B, ...) to one of the same shape (its dtype is cast to z0's).
@@ -32,23 +44,38 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_poi
     configure Anderson (history, relative regularisation, damping). ``backend``: "auto" | "torch" |
     "triton" (Anderson memory passes) | "cpp" (the C++ loop).
     """
-    _check_args(f, z0, solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau,
-                check_every=check_every, backend=backend)
-    options = dict(solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau,
-                   check_every=check_every)
+    _check_args(
+        f,
+        z0,
+        solver=solver,
+        max_iter=max_iter,
+        tol=tol,
+        stop=stop,
+        m=m,
+        lam=lam,
+        tau=tau,
+        check_every=check_every,
+        backend=backend,
+    )
+    options = dict(solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau, check_every=check_every)
     if backend == "cpp" and torch.compiler.is_compiling():
-        raise BackendUnavailable("deq.solve: the C++ loop cannot be traced by torch.compile; use backend='auto' "
-                                 "(the Python loop while compiling) or 'torch'")
+        raise BackendUnavailable(
+            "deq.solve: the C++ loop cannot be traced by torch.compile; use backend='auto' "
+            "(the Python loop while compiling) or 'torch'"
+        )
     if backend in ("auto", "cpp") and not torch.compiler.is_compiling():  # compiled: the traceable Python loop
         if cpp_backend.cpp_available(z0.device, build=backend == "cpp") and not _fused_anderson_first(
-                backend, solver, z0):
+            backend, solver, z0
+        ):
             with torch.no_grad():
                 z, info = cpp_backend.solve_cpp(f, z0, **options)
             return z, info
         if backend == "cpp":
-            raise BackendUnavailable(f"deq.solve: backend='cpp' requested but the C++ solver loop cannot run on "
-                                     f"{z0.device.type} tensors here (see the warning above, docs/cpp.md); "
-                                     "use backend='torch' or 'auto'")
+            raise BackendUnavailable(
+                f"deq.solve: backend='cpp' requested but the C++ solver loop cannot run on "
+                f"{z0.device.type} tensors here (see the warning above, docs/cpp.md); "
+                "use backend='torch' or 'auto'"
+            )
         backend = "auto"
 
     shape, dtype = z0.shape, z0.dtype
@@ -67,13 +94,23 @@ def solve(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_poi
             z, info = fixed_point(f_flat, flat, max_iter=max_iter, tol=tol, stop=stop, check_every=check_every)
         else:
             path = resolve_backend(backend, z0.device, op="deq.anderson")
-            z, info = anderson(f_flat, flat, max_iter=max_iter, tol=tol, stop=stop, check_every=check_every,
-                               m=m, lam=lam, tau=tau, backend=path)
+            z, info = anderson(
+                f_flat,
+                flat,
+                max_iter=max_iter,
+                tol=tol,
+                stop=stop,
+                check_every=check_every,
+                m=m,
+                lam=lam,
+                tau=tau,
+                backend=path,
+            )
     return z.view(shape), info
 
 
 def _fused_anderson_first(backend: str, solver: str, z0: Tensor) -> bool:
-    """"auto" on CUDA runs Anderson in the Python loop with the fused Triton passes (3 launches, 1.004x
+    """ "auto" on CUDA runs Anderson in the Python loop with the fused Triton passes (3 launches, 1.004x
     their byte floor) rather than the C++ loop's unfused ATen passes (2.8x the floor's bytes in fp32,
     6.1x in bf16; docs/anderson.md). Fixed point stays in the C++ loop (no history to move: its
     launches and host round trips are all there is to save). Reasoning and figures: docs/defaults.md."""

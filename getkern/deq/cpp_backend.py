@@ -5,6 +5,7 @@ Same algorithm, options, results and info dict as the Python solvers (docs/solve
 all its bookkeeping run in C++ (ATen) and Python is entered only to evaluate ``f``. On CPU the results
 equal the Python loop's bitwise (same ATen operations in the same order). See docs/cpp.md.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -35,8 +36,9 @@ def _extension(build: bool):
         _loaded = _extension_mod.build()
     except _extension_mod.ExtensionError as error:
         _failure = str(error)
-        warnings.warn(f"the C++ solver loop is unavailable ({error}); solvers use the Python loop",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"the C++ solver loop is unavailable ({error}); solvers use the Python loop", RuntimeWarning, stacklevel=3
+        )
     return _loaded
 
 
@@ -51,9 +53,19 @@ def cpp_available(device: torch.device | str | None = None, *, build: bool = Fal
     return device is None or torch.device(device).type == "cpu"
 
 
-def solve_cpp(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed_point", max_iter: int,
-              tol: float | None = None, stop: str = "abs", m: int = 6, lam: float = 1e-4, tau: float = 1.0,
-              check_every: int = 4) -> tuple[Tensor, dict]:
+def solve_cpp(
+    f: Callable[[Tensor], Tensor],
+    z0: Tensor,
+    *,
+    solver: str = "fixed_point",
+    max_iter: int,
+    tol: float | None = None,
+    stop: str = "abs",
+    m: int = 6,
+    lam: float = 1e-4,
+    tau: float = 1.0,
+    check_every: int = 4,
+) -> tuple[Tensor, dict]:
     """``getkern.deq.solve`` in the C++ loop. f: (B, ...) -> (B, ...) of z0's shape (any callable,
     including a captured CUDA graph from :mod:`getkern.deq.cuda_graph`). Returns (z_star, info) with
     z_star of z0's shape and dtype and the info dict of docs/solvers.md (``backend="cpp"``).
@@ -61,12 +73,16 @@ def solve_cpp(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "fixed
     """
     ext = _extension(build=True)
     if ext is None:
-        raise BackendUnavailable(f"solve_cpp: the C++ extension could not be built or loaded ({_failure}); "
-                                 "use backend='torch'")
+        raise BackendUnavailable(
+            f"solve_cpp: the C++ extension could not be built or loaded ({_failure}); use backend='torch'"
+        )
     if z0.is_cuda and not ext.with_cuda:
-        raise BackendUnavailable("solve_cpp: the C++ extension was built without its CUDA part "
-                                 f"({_extension_mod.plan().why_no_cuda}); use backend='torch'")
+        raise BackendUnavailable(
+            "solve_cpp: the C++ extension was built without its CUDA part "
+            f"({_extension_mod.plan().why_no_cuda}); use backend='torch'"
+        )
     with torch.no_grad():
-        z, info = ext.solve(f, z0, solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau,
-                            check_every=check_every)
+        z, info = ext.solve(
+            f, z0, solver=solver, max_iter=max_iter, tol=tol, stop=stop, m=m, lam=lam, tau=tau, check_every=check_every
+        )
     return z, {"solver": solver, "backend": "cpp", **info}

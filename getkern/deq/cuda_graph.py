@@ -8,6 +8,7 @@ the graph each iteration and runs the mixing and convergence steps on the device
 synchronisation when ``tol=None``). GET's captured samplers (its equilibrium map, its whole sampling
 step) are in getkern/sampling.py.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -41,8 +42,7 @@ class CapturedMap:
     f must be free of host synchronisation and of data-dependent shapes (GET's equilibrium map is).
     """
 
-    def __init__(self, f: Callable[[Tensor], Tensor], example: Tensor, *, warmup: int = 2,
-                 pool: tuple | None = None):
+    def __init__(self, f: Callable[[Tensor], Tensor], example: Tensor, *, warmup: int = 2, pool: tuple | None = None):
         require_cuda(example, "example")
         self.static_input = example.detach().clone()
         with torch.no_grad():
@@ -51,13 +51,16 @@ class CapturedMap:
             with torch.cuda.graph(self.graph, pool=pool):
                 self.static_output = f(self.static_input)
         if self.static_output.shape != self.static_input.shape:
-            raise ValueError(f"f must map {tuple(example.shape)} to the same shape, "
-                             f"got {tuple(self.static_output.shape)}")
+            raise ValueError(
+                f"f must map {tuple(example.shape)} to the same shape, got {tuple(self.static_output.shape)}"
+            )
 
     def __call__(self, z: Tensor) -> Tensor:
         if z.shape != self.static_input.shape or z.device != self.static_input.device:
-            raise ValueError(f"z must be {tuple(self.static_input.shape)} on {self.static_input.device} "
-                             f"(the captured shape), got {tuple(z.shape)} on {z.device}")
+            raise ValueError(
+                f"z must be {tuple(self.static_input.shape)} on {self.static_input.device} "
+                f"(the captured shape), got {tuple(z.shape)} on {z.device}"
+            )
         self.static_input.copy_(z)
         self.graph.replay()
         return self.static_output.clone()

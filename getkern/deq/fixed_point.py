@@ -1,4 +1,5 @@
 """Plain fixed-point iteration: exactly the reference GET's inference procedure."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,15 +12,24 @@ from getkern.ops.anderson import REL_EPS
 Tensor = torch.Tensor
 
 
-def fixed_point(f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int, tol: float | None, stop: str,
-                check_every: int) -> tuple[Tensor, dict]:
+def fixed_point(
+    f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int, tol: float | None, stop: str, check_every: int
+) -> tuple[Tensor, dict]:
     """x_0 = z0; fx_k = f(x_k); x_{k+1} = fx_k. z0: (B, n) contiguous; f maps (B, n) -> (B, n).
 
     Returns the per-sample lowest-residual f-value (B, n) and the info dict.
     """
     B = z0.shape[0]
-    stats = SolverStats(B, z0.device, max_iter=max_iter, tol=tol, stop=stop, check_every=check_every,
-                        solver="fixed_point", backend="torch")
+    stats = SolverStats(
+        B,
+        z0.device,
+        max_iter=max_iter,
+        tol=tol,
+        stop=stop,
+        check_every=check_every,
+        solver="fixed_point",
+        backend="torch",
+    )
     best = z0.clone()
     best_res = torch.full((B,), float("inf"), dtype=torch.float32, device=z0.device)
     x = z0

@@ -1,4 +1,5 @@
 """Training iterates with gradients: unrolled (reference recipe), phantom, implicit (adjoint fixed point)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,11 +17,24 @@ Tensor = torch.Tensor
 GRADS = ("unrolled", "phantom", "implicit")
 
 
-def train_iterates(f: Callable[[Tensor], Tensor], z0: Tensor, *, iters: int, grad: str = "unrolled",
-                   solver: str = "fixed_point", tol: float | None = None, stop: str = "abs",
-                   backend: str = "auto", phantom_steps: int = 3, phantom_damping: float = 0.8,
-                   adjoint_solver: str | None = None, adjoint_max_iter: int = 40, adjoint_tol: float | None = 1e-6,
-                   recompute: bool = True, **solver_options) -> tuple[list[Tensor], dict]:
+def train_iterates(
+    f: Callable[[Tensor], Tensor],
+    z0: Tensor,
+    *,
+    iters: int,
+    grad: str = "unrolled",
+    solver: str = "fixed_point",
+    tol: float | None = None,
+    stop: str = "abs",
+    backend: str = "auto",
+    phantom_steps: int = 3,
+    phantom_damping: float = 0.8,
+    adjoint_solver: str | None = None,
+    adjoint_max_iter: int = 40,
+    adjoint_tol: float | None = 1e-6,
+    recompute: bool = True,
+    **solver_options,
+) -> tuple[list[Tensor], dict]:
     """States to decode for the fixed-point-correction loss, with gradients from ``grad``.
 
     - "unrolled": [f(z0), f(f(z0)), ...] (``iters`` states), autograd through every step.
@@ -42,13 +56,14 @@ def train_iterates(f: Callable[[Tensor], Tensor], z0: Tensor, *, iters: int, gra
         raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
     if grad == "unrolled":
         if solver != "fixed_point":
-            raise ValueError(f"grad='unrolled' backpropagates through plain fixed-point steps (the reference "
-                             f"recipe); solver={solver!r} needs grad='phantom' or 'implicit'")
+            raise ValueError(
+                f"grad='unrolled' backpropagates through plain fixed-point steps (the reference "
+                f"recipe); solver={solver!r} needs grad='phantom' or 'implicit'"
+            )
         states, info = _unrolled(f, z0, iters, stop)
         return states, {**info, "grad": grad}
 
-    z_star, info = solve(f, z0, solver=solver, max_iter=iters, tol=tol, stop=stop, backend=backend,
-                         **solver_options)
+    z_star, info = solve(f, z0, solver=solver, max_iter=iters, tol=tol, stop=stop, backend=backend, **solver_options)
     info["grad"] = grad
     if grad == "phantom":
         if not isinstance(phantom_steps, int) or phantom_steps < 1:
@@ -64,8 +79,9 @@ def train_iterates(f: Callable[[Tensor], Tensor], z0: Tensor, *, iters: int, gra
     adjoint_solver = solver if adjoint_solver is None else adjoint_solver
     if adjoint_solver not in SOLVERS:
         raise ValueError(f"adjoint_solver must be one of {SOLVERS}, got {adjoint_solver!r}")
-    adjoint = dict(solver=adjoint_solver, max_iter=adjoint_max_iter, tol=adjoint_tol, stop=stop,
-                   backend=backend, **solver_options)
+    adjoint = dict(
+        solver=adjoint_solver, max_iter=adjoint_max_iter, tol=adjoint_tol, stop=stop, backend=backend, **solver_options
+    )
     z_leaf = z_star.detach().requires_grad_()
     with torch.enable_grad():
         fz = checkpoint(f, z_leaf, use_reentrant=False) if recompute else f(z_leaf)
@@ -81,8 +97,9 @@ class _ImplicitGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, fz: Tensor, z_leaf: Tensor, f: Callable[[Tensor], Tensor] | None, adjoint: dict,
-                info: dict) -> Tensor:
+    def forward(
+        ctx, fz: Tensor, z_leaf: Tensor, f: Callable[[Tensor], Tensor] | None, adjoint: dict, info: dict
+    ) -> Tensor:
         ctx.save_for_backward(fz, z_leaf)
         ctx.f, ctx.adjoint, ctx.info = f, adjoint, info
         return fz.detach().clone()
@@ -107,8 +124,9 @@ class _ImplicitGradient(torch.autograd.Function):
 def _unrolled(f: Callable[[Tensor], Tensor], z0: Tensor, iters: int, stop: str) -> tuple[list[Tensor], dict]:
     """The reference's training iterates, with the same statistics as a fixed-point solve."""
     B = z0.shape[0]
-    stats = SolverStats(B, z0.device, max_iter=iters, tol=None, stop=stop, check_every=1,
-                        solver="fixed_point", backend="torch")
+    stats = SolverStats(
+        B, z0.device, max_iter=iters, tol=None, stop=stop, check_every=1, solver="fixed_point", backend="torch"
+    )
     best_res = torch.full((B,), float("inf"), dtype=torch.float32, device=z0.device)
     states, z = [], z0
     for k in range(iters):

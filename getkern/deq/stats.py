@@ -3,6 +3,7 @@
 Everything stays on the device; the host reads the batch stopping flag only at check points
 (see docs/solvers.md, "Stopping").
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,18 @@ class SolverStats:
     after the iteration's update, and :meth:`info` at the end.
     """
 
-    def __init__(self, batch: int, device: torch.device, *, max_iter: int, tol: float | None, stop: str,
-                 check_every: int, solver: str, backend: str):
+    def __init__(
+        self,
+        batch: int,
+        device: torch.device,
+        *,
+        max_iter: int,
+        tol: float | None,
+        stop: str,
+        check_every: int,
+        solver: str,
+        backend: str,
+    ):
         self.max_iter, self.tol, self.stop, self.check_every = max_iter, tol, stop, check_every
         self.solver, self.backend = solver, backend
         self.abs_rows: list[Tensor] = []
@@ -27,7 +38,7 @@ class SolverStats:
         self.nan = torch.zeros(batch, dtype=torch.bool, device=device)
         self.fallback = torch.zeros(batch, dtype=torch.int32, device=device)
         self.restarts = torch.zeros(batch, dtype=torch.int32, device=device)
-        self.stopped = torch.zeros((), dtype=torch.bool, device=device)    # batch test held at or before now
+        self.stopped = torch.zeros((), dtype=torch.bool, device=device)  # batch test held at or before now
         self.stop_iter = torch.full((), max_iter - 1, dtype=torch.int64, device=device)
         self.nfev = 0
 

@@ -4,13 +4,18 @@ checkpoints and resumption, under torchrun/DDP (the process group itself: getker
 The public names load on first use, so ``getkern.distill.config`` (the settings, which ``getkern train``'s
 parser reads) imports no torch.
 """
+
 from __future__ import annotations
 
 from getkern._lazy import lazy_exports
 
-_PUBLIC = {"TrainConfig": "getkern.distill.config", "Trainer": "getkern.distill.trainer",
-           "fpc_loss": "getkern.distill.objectives.regression", "load_ema_model": "getkern.distill.trainer",
-           "load_train_checkpoint": "getkern.checkpoint"}
+_PUBLIC = {
+    "TrainConfig": "getkern.distill.config",
+    "Trainer": "getkern.distill.trainer",
+    "fpc_loss": "getkern.distill.objectives.regression",
+    "load_ema_model": "getkern.distill.trainer",
+    "load_train_checkpoint": "getkern.checkpoint",
+}
 __all__ = list(_PUBLIC)
 
 

@@ -1,6 +1,7 @@
 """Derived random streams of a training run: one generator per (seed, epoch), (seed, step), ... so that a
 rank, a micro-batch or a resumed run draws the same numbers as the uninterrupted single-process run.
 Its own module because the Trainer and the objectives both draw from these streams."""
+
 from __future__ import annotations
 
 import torch

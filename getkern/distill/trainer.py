@@ -18,6 +18,7 @@ as ``checkpoint.prev.pt``, so a checkpoint found damaged on resume falls back to
 resume compares every setting with the checkpoint's (config.MAY_CHANGE_ON_RESUME lists those that may
 differ) and the pair set by content (PairDataset.identity), and refuses naming each difference.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,7 +58,7 @@ from getkern.models.pretrained import check_arguments
 from getkern.runlock import LOCK_FILE, hold_folder, remove_stale_temporaries
 
 CHECKPOINT = "checkpoint.pt"
-PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"    # the one checkpoint.pt replaced, the fallback on resume
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one checkpoint.pt replaced, the fallback on resume
 CORRUPT_CHECKPOINT = "checkpoint.corrupt.pt"  # a latest one that failed its check, set aside on resume
 LOG = "log.jsonl"
 TRAIN_CONFIG = "train_config.json"
@@ -74,8 +75,15 @@ class TrainingDiverged(GetkernError, FloatingPointError):
     the diverged step is saved, so its checkpoints stay those of the last finite step."""
 
 
-def build_model(model_cfg: dict, *, in_channels: int, input_size: int, cond: bool, num_classes: int,
-                guidance_range: tuple[float, float] | None = None) -> GET | ViT:
+def build_model(
+    model_cfg: dict,
+    *,
+    in_channels: int,
+    input_size: int,
+    cond: bool,
+    num_classes: int,
+    guidance_range: tuple[float, float] | None = None,
+) -> GET | ViT:
     """GET from ``{"name": "GET-T/2", ...overrides}`` or plain GET keyword arguments; the one-pass ViT
     baseline for a name "ViT-..." or ``"arch": "vit"``. The pairs decide the image shape and the classes:
     a model config that contradicts them (or names no constructor argument) is refused (UsageError)
@@ -93,12 +101,18 @@ def build_model(model_cfg: dict, *, in_channels: int, input_size: int, cond: boo
     check_arguments(cls, cfg, "model", UsageError)
     shape = dict(in_channels=in_channels, input_size=input_size, cond=cond, num_classes=max(num_classes, 1))
     clashes = [f"{k}={cfg[k]!r}" for k in ("in_channels", "input_size", "cond") if k in cfg and cfg[k] != shape[k]]
-    if cond and "num_classes" in cfg and not (isinstance(cfg["num_classes"], int) and cfg["num_classes"] >= num_classes):
+    if (
+        cond
+        and "num_classes" in cfg
+        and not (isinstance(cfg["num_classes"], int) and cfg["num_classes"] >= num_classes)
+    ):
         clashes.append(f"num_classes={cfg['num_classes']!r}")
     if clashes:
-        raise UsageError(f"model: {', '.join(clashes)} does not fit the pairs (images {in_channels}x{input_size}x"
-                         f"{input_size}, {f'{num_classes} classes' if cond else 'unconditional'}): drop "
-                         "the field, or train on pairs of that shape")
+        raise UsageError(
+            f"model: {', '.join(clashes)} does not fit the pairs (images {in_channels}x{input_size}x"
+            f"{input_size}, {f'{num_classes} classes' if cond else 'unconditional'}): drop "
+            "the field, or train on pairs of that shape"
+        )
     cfg["guidance_range"] = student_guidance_range(cfg, guidance_range)
     return cls.from_config(name, **{**shape, **cfg}) if name else cls(**{**shape, **cfg})
 
@@ -108,11 +122,15 @@ def student_guidance_range(model_cfg: dict, pairs_range: tuple[float, float] | N
     unless the model config names one, which must then cover the pairs' weights."""
     asked = model_cfg.get("guidance_range", pairs_range)
     if pairs_range is None and asked is not None:
-        raise UsageError(f"the model config asks for guidance_range={asked}, but these pairs carry no guidance "
-                         "weights (written without --guidance-range)")
+        raise UsageError(
+            f"the model config asks for guidance_range={asked}, but these pairs carry no guidance "
+            "weights (written without --guidance-range)"
+        )
     if pairs_range is not None and (asked is None or not asked[0] <= pairs_range[0] <= pairs_range[1] <= asked[1]):
-        raise UsageError(f"the pairs are guided (w in {list(pairs_range)}): the student needs a guidance_range "
-                         f"covering it, got guidance_range={asked}")
+        raise UsageError(
+            f"the pairs are guided (w in {list(pairs_range)}): the student needs a guidance_range "
+            f"covering it, got guidance_range={asked}"
+        )
     return asked
 
 
@@ -137,13 +155,16 @@ class Trainer:
         self.config = c = config
         c.validate()  # again: a field may have been set after construction
         if not c.pairs or not c.out:
-            raise UsageError(f"a run needs pairs (a pair folder) and out (its run folder), got pairs={c.pairs!r}, "
-                             f"out={c.out!r}")
+            raise UsageError(
+                f"a run needs pairs (a pair folder) and out (its run folder), got pairs={c.pairs!r}, out={c.out!r}"
+            )
         self.dist = init_distributed(c.device)
         self.device = self.dist.device
         if c.batch_size % (self.dist.world_size * c.grad_accum):
-            raise UsageError(f"batch_size={c.batch_size} must be divisible by world_size*grad_accum="
-                             f"{self.dist.world_size * c.grad_accum}")
+            raise UsageError(
+                f"batch_size={c.batch_size} must be divisible by world_size*grad_accum="
+                f"{self.dist.world_size * c.grad_accum}"
+            )
         self.micro = c.batch_size // (self.dist.world_size * c.grad_accum)
         self.out = Path(c.out)
         check_run_folder(self.out, "out")
@@ -154,36 +175,48 @@ class Trainer:
         n, C, H, W = self.latents.shape
         self.cond = self.dataset.num_classes > 0
         torch.manual_seed(c.seed)  # the initial weights are part of what the seed determines
-        self.model = build_model(c.model, in_channels=C, input_size=H, cond=self.cond,
-                                 num_classes=self.dataset.num_classes,
-                                 guidance_range=getattr(self.dataset, "guidance_range", None)).to(self.device)
+        self.model = build_model(
+            c.model,
+            in_channels=C,
+            input_size=H,
+            cond=self.cond,
+            num_classes=self.dataset.num_classes,
+            guidance_range=getattr(self.dataset, "guidance_range", None),
+        ).to(self.device)
         if c.init:
             load_initial_weights(self.model, c.init)
         freeze_parameters(self.model, c.freeze)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         # fused: one kernel over all parameters instead of about ten small ops per tensor (on CPU the
         # per-tensor loop was a third of a digits-demo step); same update to float rounding.
-        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=c.lr,
-                                     weight_decay=c.weight_decay, fused=fused_optimizer(self.device))
+        self.opt = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=c.lr,
+            weight_decay=c.weight_decay,
+            fused=fused_optimizer(self.device),
+        )
         self.net = self.model
         if self.dist.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(lr_factor, config=c))
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.amp == "fp16" and self.device.type == "cuda")
         self.objective = Objective(c, image_shape=(C, H, W), num_classes=self.dataset.num_classes, device=self.device)
         self.step = 0
         self._saved_step: int | None = None  # the step checkpoint.pt holds (None: no checkpoint yet)
         self._perm_cache: dict[int, torch.Tensor] = {}
-        self._sample_noise = torch.randn((min(100, 10 * max(1, self.dataset.num_classes)), C, H, W),
-                                         generator=seeded_generator(c.seed, -1))
+        self._sample_noise = torch.randn(
+            (min(100, 10 * max(1, self.dataset.num_classes)), C, H, W), generator=seeded_generator(c.seed, -1)
+        )
 
     # ---------------------------------------------------------------- data order
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perm_cache:
-            self._perm_cache = {epoch: torch.randperm(len(self.latents),
-                                                      generator=seeded_generator(self.config.seed, epoch))}
+            self._perm_cache = {
+                epoch: torch.randperm(len(self.latents), generator=seeded_generator(self.config.seed, epoch))
+            }
         return self._perm_cache[epoch]
 
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -212,12 +245,16 @@ class Trainer:
             w = self.guidance[i].to(self.device) if self.guidance is not None else None
             z0 = z0_all[sl].to(self.device)
             sync = a == c.grad_accum - 1 or self.dist.world_size == 1
-            with (self.net.no_sync() if not sync else contextlib.nullcontext()):
-                with torch.autocast(self.device.type, dtype=torch.bfloat16 if c.amp == "bf16" else torch.float16,
-                                    enabled=c.amp != "none" and self.device.type == "cuda"):
+            with self.net.no_sync() if not sync else contextlib.nullcontext():
+                with torch.autocast(
+                    self.device.type,
+                    dtype=torch.bfloat16 if c.amp == "bf16" else torch.float16,
+                    enabled=c.amp != "none" and self.device.type == "cuda",
+                ):
                     if isinstance(self.model, GET):
-                        iterates = self.net(noise, y, iters=c.iters, z0=z0, return_iterates=True, grad=c.grad,
-                                            guidance=w)
+                        iterates = self.net(
+                            noise, y, iters=c.iters, z0=z0, return_iterates=True, grad=c.grad, guidance=w
+                        )
                     else:  # the one-pass ViT baseline
                         iterates = [self.net(noise, y, guidance=w)]
                     loss = self.objective.loss(iterates, target, noise, y, step, rows=sl)
@@ -243,13 +280,26 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         B, n = self.config.batch_size, len(self.latents)
-        return {"format": CHECKPOINT_FORMAT, "step": self.step, "model": self.model.state_dict(),
-                "ema": self.ema.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "objective": self.objective.state_dict(),
-                "model_class": type(self.model).__name__, "rng": rng,
-                "data": {"epoch": self.step * B // n, "offset": self.step * B % n, "num_pairs": n,
-                         "pairs": self.pairs_identity},
-                "config": json.dumps(self.config.to_dict()), "model_config": json.dumps(self.model.config)}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "objective": self.objective.state_dict(),
+            "model_class": type(self.model).__name__,
+            "rng": rng,
+            "data": {
+                "epoch": self.step * B // n,
+                "offset": self.step * B % n,
+                "num_pairs": n,
+                "pairs": self.pairs_identity,
+            },
+            "config": json.dumps(self.config.to_dict()),
+            "model_config": json.dumps(self.model.config),
+        }
 
     def save_checkpoint(self) -> None:
         """Write checkpoint.pt whole before it replaces anything, keep the one it replaces as
@@ -261,6 +311,7 @@ class Trainer:
                 torch.save(state, tmp)
                 digest["sha256"] = file_sha256(tmp)
                 _keep_as_previous(latest, self.out / PREVIOUS_CHECKPOINT)
+
             atomic_write(latest, write)
             atomic_write(_sidecar(latest), lambda p: Path(p).write_text(digest["sha256"] + "\n"))
         self._saved_step = self.step
@@ -296,9 +347,11 @@ class Trainer:
             differences.append(f"model (as built): {saved_model} in the run, {self.model.config} now")
         differences += self._pairs_differences(json.loads(state["config"]), state.get("data", {}))
         if differences:
-            raise ResumeError(f"{path} was trained with other settings than asked for now: {'; '.join(differences)}. "
-                              "Resume with the run's values or start another run folder (a resume may change only "
-                              f"{', '.join(MAY_CHANGE_ON_RESUME)})")
+            raise ResumeError(
+                f"{path} was trained with other settings than asked for now: {'; '.join(differences)}. "
+                "Resume with the run's values or start another run folder (a resume may change only "
+                f"{', '.join(MAY_CHANGE_ON_RESUME)})"
+            )
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
@@ -335,11 +388,14 @@ class Trainer:
         if self.ema.guidance_range is not None:  # columns sweep the guidance range
             (lo, hi), col = self.ema.guidance_range, torch.arange(len(noise), device=self.device) % 10
             w = lo + (hi - lo) * col / 9
-        images = (self.ema(noise, y, iters=self.config.iters, generator=seeded_generator(self.config.seed, -2),
-                           guidance=w)
-                  if isinstance(self.ema, GET) else self.ema(noise, y, guidance=w))
-        return save_grid(images, self.out / "samples" / f"step-{self.step:07d}.png", nrow=10,
-                         scale=max(1, 32 // images.shape[-1]))
+        images = (
+            self.ema(noise, y, iters=self.config.iters, generator=seeded_generator(self.config.seed, -2), guidance=w)
+            if isinstance(self.ema, GET)
+            else self.ema(noise, y, guidance=w)
+        )
+        return save_grid(
+            images, self.out / "samples" / f"step-{self.step:07d}.png", nrow=10, scale=max(1, 32 // images.shape[-1])
+        )
 
     def fit(self) -> list[dict]:
         """Train to ``max_steps`` (resuming if a checkpoint exists); returns this call's log records.
@@ -388,11 +444,16 @@ class Trainer:
             seen += c.batch_size
             rec["pairs_per_s"] = round(seen / (time.perf_counter() - t0), 1)
             if not math.isfinite(rec["loss"]):
-                kept = (f"{self.out / CHECKPOINT} keeps step {self._saved_step}" if self._saved_step is not None
-                        else "no checkpoint was written")
-                raise TrainingDiverged(f"the loss became {rec['loss']} at step {self.step}: the run diverged "
-                                       f"(lower lr / --lr, now {c.lr:g}); nothing of that step was saved, "
-                                       f"{kept}")
+                kept = (
+                    f"{self.out / CHECKPOINT} keeps step {self._saved_step}"
+                    if self._saved_step is not None
+                    else "no checkpoint was written"
+                )
+                raise TrainingDiverged(
+                    f"the loss became {rec['loss']} at step {self.step}: the run diverged "
+                    f"(lower lr / --lr, now {c.lr:g}); nothing of that step was saved, "
+                    f"{kept}"
+                )
             records.append(rec)
             if self.dist.is_main and (self.step % c.log_every == 0 or self.step == c.max_steps):
                 with open(self.out / LOG, "a") as f:
@@ -440,12 +501,13 @@ def check_run_folder(out, what: str = "out") -> None:
     if is_run_folder(out):
         return
     # Files only: a run writes files at the top (and into ema/ and samples/), never into other folders.
-    foreign = sorted(p.name for p in out.iterdir()
-                     if not p.is_dir() and p.name != LOCK_FILE and not p.match(".*.tmp"))
+    foreign = sorted(p.name for p in out.iterdir() if not p.is_dir() and p.name != LOCK_FILE and not p.match(".*.tmp"))
     if foreign:
-        raise UsageError(f"{what} {out} holds files that are not a getkern run's ({', '.join(foreign[:5])}"
-                         f"{', ...' if len(foreign) > 5 else ''}) and no {TRAIN_CONFIG} or {CHECKPOINT}: use an "
-                         "empty or new folder for a new run")
+        raise UsageError(
+            f"{what} {out} holds files that are not a getkern run's ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}) and no {TRAIN_CONFIG} or {CHECKPOINT}: use an "
+            "empty or new folder for a new run"
+        )
 
 
 def _sidecar(checkpoint: Path) -> Path:
@@ -505,11 +567,15 @@ def _truncate_log(path: Path, step: int) -> None:
             record_step = int(json.loads(line)["step"])
         except (ValueError, KeyError, TypeError):
             if number == len(lines):
-                warnings.warn(f"{path}: dropped its torn last line {number} ({line[:40]!r}...): the run was killed "
-                              "while writing it", stacklevel=4)
+                warnings.warn(
+                    f"{path}: dropped its torn last line {number} ({line[:40]!r}...): the run was killed "
+                    "while writing it",
+                    stacklevel=4,
+                )
                 continue
-            raise GetkernError(f"{path}: line {number} is not a log record ({line[:60]!r}); repair or remove "
-                               "that line to resume") from None
+            raise GetkernError(
+                f"{path}: line {number} is not a log record ({line[:60]!r}); repair or remove that line to resume"
+            ) from None
         if record_step <= step:
             keep.append(line)
     atomic_write(path, lambda p: Path(p).write_text("".join(line + "\n" for line in keep)))

@@ -6,6 +6,7 @@ deterministically for a given seed on a given machine and thread count:
 
     python -m getkern.metrics.digits_classifier --out getkern/assets/digits_classifier.safetensors
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,9 @@ def accuracy(model: DigitsCNN, images: torch.Tensor, labels: torch.Tensor) -> fl
     return float((model(images).argmax(1) == labels).float().mean())
 
 
-def train_digits_classifier(*, seed: int = 0, epochs: int = 30, batch_size: int = 64, lr: float = 2e-3,
-                            progress: bool = False) -> tuple[DigitsCNN, float]:
+def train_digits_classifier(
+    *, seed: int = 0, epochs: int = 30, batch_size: int = 64, lr: float = 2e-3, progress: bool = False
+) -> tuple[DigitsCNN, float]:
     """Train on the train split (Adam, cosine schedule, one-pixel random shifts); returns
     (model in eval mode, held-out accuracy)."""
     tr_x, tr_y, ho_x, ho_y = digits_split()
@@ -70,7 +72,7 @@ def train_digits_classifier(*, seed: int = 0, epochs: int = 30, batch_size: int 
         model.train()
         order = torch.randperm(len(tr_x), generator=gen)
         for i in range(0, len(tr_x), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             x = _random_shift(tr_x[idx], gen)
             loss = F.cross_entropy(model(x), tr_y[idx])
             opt.zero_grad()
@@ -78,8 +80,10 @@ def train_digits_classifier(*, seed: int = 0, epochs: int = 30, batch_size: int 
             opt.step()
             sched.step()
         if progress:
-            print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, "
-                  f"held-out accuracy {accuracy(model, ho_x, ho_y):.4f}")
+            print(
+                f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}, "
+                f"held-out accuracy {accuracy(model, ho_x, ho_y):.4f}"
+            )
     return model.eval(), accuracy(model, ho_x, ho_y)
 
 
@@ -102,8 +106,10 @@ def load_digits_classifier(path: str | Path | None = None) -> DigitsCNN:
     """Load the shipped classifier (or ``path``) in eval mode; its metadata is on ``model.metadata``."""
     path = Path(path) if path is not None else ASSET_PATH
     if not path.is_file():
-        raise CheckpointError(f"digits classifier weights {path} do not exist; train them with "
-                              f"`python -m getkern.metrics.digits_classifier --out {path}`")
+        raise CheckpointError(
+            f"digits classifier weights {path} do not exist; train them with "
+            f"`python -m getkern.metrics.digits_classifier --out {path}`"
+        )
     try:
         state = load_file(path)
         with safe_open(path, framework="pt") as f:
@@ -117,8 +123,7 @@ def load_digits_classifier(path: str | Path | None = None) -> DigitsCNN:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="train the digits classifier behind the digits-classifier "
-                                            "Frechet distance")
+    p = argparse.ArgumentParser(description="train the digits classifier behind the digits-classifier Frechet distance")
     p.add_argument("--out", type=Path, default=ASSET_PATH)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=30)
@@ -126,10 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     model, acc = train_digits_classifier(seed=args.seed, epochs=args.epochs, progress=True)
     seconds = time.perf_counter() - t0
-    save_digits_classifier(model, args.out, {
-        "heldout_accuracy": round(acc, 4), "heldout_size": HELDOUT_SIZE, "split_seed": SPLIT_SEED,
-        "seed": args.seed, "epochs": args.epochs, "train_seconds": round(seconds, 1),
-        "torch_threads": torch.get_num_threads(), "feature_dim": FEATURE_DIM})
+    save_digits_classifier(
+        model,
+        args.out,
+        {
+            "heldout_accuracy": round(acc, 4),
+            "heldout_size": HELDOUT_SIZE,
+            "split_seed": SPLIT_SEED,
+            "seed": args.seed,
+            "epochs": args.epochs,
+            "train_seconds": round(seconds, 1),
+            "torch_threads": torch.get_num_threads(),
+            "feature_dim": FEATURE_DIM,
+        },
+    )
     print(f"held-out accuracy {acc:.4f} ({HELDOUT_SIZE} images), trained in {seconds:.1f} s -> {args.out}")
     return 0
 

@@ -1,6 +1,7 @@
 """Inception FID of model samples against a reference statistics file, with the Inception Score beside
 it (when the network gives logits) and KID (when the file holds reference features), all under one FID
 protocol (:mod:`getkern.metrics.protocols`; default gan-metrics, the GET paper's)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -21,11 +22,11 @@ from getkern.metrics.stats_file import load_stats
 class InceptionQuality:
     name: str
     num_samples: int
-    distance: float                       # FID
-    kid: float | None                     # None: the statistics file has no reference features
-    inception_score: float | None         # None: the network gives no logits
+    distance: float  # FID
+    kid: float | None  # None: the statistics file has no reference features
+    inception_score: float | None  # None: the network gives no logits
     inception_score_std: float | None = None
-    protocol: str | None = None           # the FID protocol used
+    protocol: str | None = None  # the FID protocol used
     reference_protocol: str | None = None  # the statistics file's (None: not recorded, e.g. published files)
 
     def as_dict(self) -> dict:
@@ -33,11 +34,16 @@ class InceptionQuality:
 
     def __str__(self) -> str:
         kid = "unavailable (no reference features)" if self.kid is None else f"{self.kid:.5f}"
-        is_ = ("unavailable (the Inception file gives no logits)" if self.inception_score is None
-               else f"{self.inception_score:.3f} +- {self.inception_score_std:.3f}")
+        is_ = (
+            "unavailable (the Inception file gives no logits)"
+            if self.inception_score is None
+            else f"{self.inception_score:.3f} +- {self.inception_score_std:.3f}"
+        )
         ref = self.reference_protocol or "not recorded"
-        return (f"FID {self.distance:.3f} ({self.protocol} protocol, N={self.num_samples}; reference statistics' "
-                f"protocol: {ref}); IS {is_}; KID {kid}")
+        return (
+            f"FID {self.distance:.3f} ({self.protocol} protocol, N={self.num_samples}; reference statistics' "
+            f"protocol: {ref}); IS {is_}; KID {kid}"
+        )
 
 
 class InceptionFID:
@@ -49,13 +55,21 @@ class InceptionFID:
     built, before any sample is scored.
     """
 
-    def __init__(self, stats_path: str | Path, weights: str | Path | InceptionFeatures | None = None, *,
-                 protocol: str | FIDProtocol | None = None, device: str | torch.device = "cpu",
-                 batch_size: int = 50, progress: bool = False):
+    def __init__(
+        self,
+        stats_path: str | Path,
+        weights: str | Path | InceptionFeatures | None = None,
+        *,
+        protocol: str | FIDProtocol | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 50,
+        progress: bool = False,
+    ):
         if isinstance(weights, InceptionFeatures):
             if protocol is not None and get_protocol(protocol).name != weights.protocol.name:
-                raise UsageError(f"protocol {get_protocol(protocol).name!r} differs from the extractor's "
-                                 f"{weights.protocol.name!r}")
+                raise UsageError(
+                    f"protocol {get_protocol(protocol).name!r} differs from the extractor's {weights.protocol.name!r}"
+                )
             self.extractor = weights
         else:
             self.extractor = InceptionFeatures(weights, protocol=protocol, device=device, batch_size=batch_size)
@@ -63,10 +77,12 @@ class InceptionFID:
         self.reference = load_stats(stats_path, dim=self.extractor.dim)
         ref = self.reference.protocol
         if ref is not None and ref != self.protocol.name:
-            raise UsageError(f"{stats_path} holds statistics made with --fid-protocol {ref}, but this FID uses "
-                             f"--fid-protocol {self.protocol.name}: FIDs of different protocols are not comparable. "
-                             f"Use --fid-protocol {ref}, or remake the statistics with `getkern fid-stats ... "
-                             f"--fid-protocol {self.protocol.name}`")
+            raise UsageError(
+                f"{stats_path} holds statistics made with --fid-protocol {ref}, but this FID uses "
+                f"--fid-protocol {self.protocol.name}: FIDs of different protocols are not comparable. "
+                f"Use --fid-protocol {ref}, or remake the statistics with `getkern fid-stats ... "
+                f"--fid-protocol {self.protocol.name}`"
+            )
         self.name = f"FID ({self.protocol.name})"
         self.progress = progress
 
@@ -80,11 +96,14 @@ class InceptionFID:
     def __call__(self, samples: torch.Tensor) -> InceptionQuality:
         features, logits = self.extractor.from_samples(samples, progress=self.progress)
         fid = frechet_distance_to_statistics(features, self.reference.mu, self.reference.sigma)
-        kid = (None if self.reference.features is None
-               else kernel_inception_distance(features, self.reference.features)[0])
+        kid = (
+            None if self.reference.features is None else kernel_inception_distance(features, self.reference.features)[0]
+        )
         is_mean = is_std = None
         if logits is not None:
-            is_mean, is_std = inception_score(logits, splits=min(10, len(logits)),
-                                              shuffle_seed=self.protocol.inception_score_shuffle_seed)
-        return InceptionQuality(self.name, len(features), fid, kid, is_mean, is_std, self.protocol.name,
-                                self.reference.protocol)
+            is_mean, is_std = inception_score(
+                logits, splits=min(10, len(logits)), shuffle_seed=self.protocol.inception_score_shuffle_seed
+            )
+        return InceptionQuality(
+            self.name, len(features), fid, kid, is_mean, is_std, self.protocol.name, self.reference.protocol
+        )

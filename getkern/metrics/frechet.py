@@ -7,6 +7,7 @@ positive semi-definite matrix sqrt(S1) S2 sqrt(S1), so their eigenvalues agree a
 tr sqrt(S1 S2) = sum_i sqrt(lambda_i(sqrt(S1) S2 sqrt(S1))). Two ``eigh`` calls replace
 ``scipy.linalg.sqrtm`` (slower, and its ``disp=False`` form is removed in SciPy 1.18).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,8 +63,10 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     s1, s2 = as_float64(sigma1, "sigma1"), as_float64(sigma2, "sigma2")
     d = mu1.shape[0] if mu1.ndim == 1 else None
     if d is None or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(f"shapes do not match: mu1 {mu1.shape}, sigma1 {s1.shape}, mu2 {mu2.shape}, "
-                         f"sigma2 {s2.shape}; expected (D,), (D, D) for one D")
+        raise ValueError(
+            f"shapes do not match: mu1 {mu1.shape}, sigma1 {s1.shape}, mu2 {mu2.shape}, "
+            f"sigma2 {s2.shape}; expected (D,), (D, D) for one D"
+        )
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt_product(s1, s2))
 
@@ -85,8 +88,8 @@ def frechet_distance_to_statistics(features: ArrayLike, mu2: ArrayLike, sigma2: 
     if mu2.shape != (d,) or s2.shape != (d, d):
         raise ValueError(f"shapes do not match: features {f.shape}, mu2 {mu2.shape}, sigma2 {s2.shape}")
     mu1 = f.mean(axis=0)
-    a = (f - mu1).T / np.sqrt(n - 1)                      # (D, N)
-    m = a.T @ ((s2 + s2.T) / 2) @ a                       # (N, N), PSD
+    a = (f - mu1).T / np.sqrt(n - 1)  # (D, N)
+    m = a.T @ ((s2 + s2.T) / 2) @ a  # (N, N), PSD
     tr_sqrt = float(np.sqrt(_clip_roundoff(np.linalg.eigvalsh((m + m.T) / 2))).sum())
     diff = mu1 - mu2
     return float(diff @ diff + np.einsum("ij,ij->", a, a) + np.trace(s2) - 2.0 * tr_sqrt)

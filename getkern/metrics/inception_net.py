@@ -19,6 +19,7 @@ is in :mod:`getkern.metrics.protocols`) and returns the pool3 features (N, 2048)
 logits *without* the classifier's bias (N, 1008): the logits both pytorch-gan-metrics (which drops the
 bias) and torch-fidelity (``logits_unbiased``) turn into the Inception Score. torchvision is not needed.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,11 +47,11 @@ def _avg_pool_same(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
-def _row(cin: int, cout: int, k: int) -> BasicConv2d:    # 1 x k
+def _row(cin: int, cout: int, k: int) -> BasicConv2d:  # 1 x k
     return BasicConv2d(cin, cout, (1, k), padding=(0, k // 2))
 
 
-def _col(cin: int, cout: int, k: int) -> BasicConv2d:    # k x 1
+def _col(cin: int, cout: int, k: int) -> BasicConv2d:  # k x 1
     return BasicConv2d(cin, cout, (k, 1), padding=(k // 2, 0))
 
 
@@ -68,12 +69,15 @@ class InceptionA(nn.Module):
         self.branch_pool = BasicConv2d(cin, pool_features, 1)
 
     def forward(self, x):
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch5x5_2(self.branch5x5_1(x)),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            self.branch_pool(_avg_pool_same(x)),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                self.branch_pool(_avg_pool_same(x)),
+            ],
+            1,
+        )
 
 
 class InceptionB(nn.Module):
@@ -87,11 +91,14 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
 
     def forward(self, x):
-        return torch.cat([
-            self.branch3x3(x),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            F.max_pool2d(x, 3, stride=2),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                F.max_pool2d(x, 3, stride=2),
+            ],
+            1,
+        )
 
 
 class InceptionC(nn.Module):
@@ -115,12 +122,15 @@ class InceptionC(nn.Module):
         dbl = self.branch7x7dbl_1(x)
         for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
             dbl = layer(dbl)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
-            dbl,
-            self.branch_pool(_avg_pool_same(x)),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
+                dbl,
+                self.branch_pool(_avg_pool_same(x)),
+            ],
+            1,
+        )
 
 
 class InceptionD(nn.Module):
@@ -137,11 +147,14 @@ class InceptionD(nn.Module):
 
     def forward(self, x):
         b7 = self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x)))
-        return torch.cat([
-            self.branch3x3_2(self.branch3x3_1(x)),
-            self.branch7x7x3_4(b7),
-            F.max_pool2d(x, 3, stride=2),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch3x3_2(self.branch3x3_1(x)),
+                self.branch7x7x3_4(b7),
+                F.max_pool2d(x, 3, stride=2),
+            ],
+            1,
+        )
 
 
 class InceptionE(nn.Module):
@@ -165,12 +178,17 @@ class InceptionE(nn.Module):
         b3 = self.branch3x3_1(x)
         dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         pooled = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else _avg_pool_same(x)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-            self.branch3x3dbl_3a(dbl), self.branch3x3dbl_3b(dbl),
-            self.branch_pool(pooled),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch3x3_2a(b3),
+                self.branch3x3_2b(b3),
+                self.branch3x3dbl_3a(dbl),
+                self.branch3x3dbl_3b(dbl),
+                self.branch_pool(pooled),
+            ],
+            1,
+        )
 
 
 class FIDInceptionV3(nn.Module):

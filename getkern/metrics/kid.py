@@ -1,6 +1,7 @@
 """Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel
 k(x, y) = (x.y / D + 1)^3, averaged over random subsets. Unlike FD it is unbiased in the sample
 count, so values at different N are comparable (and can be slightly negative)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,9 @@ def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     return float(sxx + syy - 2.0 * kxy.mean())
 
 
-def kernel_inception_distance(features1: ArrayLike, features2: ArrayLike, *, num_subsets: int = 100,
-                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kernel_inception_distance(
+    features1: ArrayLike, features2: ArrayLike, *, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID between (N1, D) and (N2, D) feature sets: (mean, std) of MMD^2 over ``num_subsets`` random
     subsets of ``min(subset_size, N1, N2)`` rows drawn without replacement from each (float64)."""
     x, y = as_float64(features1, "features1"), as_float64(features2, "features2")
@@ -35,9 +37,14 @@ def kernel_inception_distance(features1: ArrayLike, features2: ArrayLike, *, num
     if num_subsets < 1:
         raise ValueError(f"num_subsets must be >= 1, got {num_subsets}")
     rng = np.random.default_rng(seed)
-    values = np.array([polynomial_mmd2(x[rng.choice(x.shape[0], size, replace=False)],
-                                       y[rng.choice(y.shape[0], size, replace=False)])
-                       for _ in range(num_subsets)])
+    values = np.array(
+        [
+            polynomial_mmd2(
+                x[rng.choice(x.shape[0], size, replace=False)], y[rng.choice(y.shape[0], size, replace=False)]
+            )
+            for _ in range(num_subsets)
+        ]
+    )
     return float(values.mean()), float(values.std())
 
 

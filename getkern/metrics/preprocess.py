@@ -1,5 +1,6 @@
 """Sample -> Inception input: uint8 quantisation (as GET exported its samples), then a protocol's resize
 and scaling (getkern.metrics.protocols: gan-metrics, clean or fidelity)."""
+
 from __future__ import annotations
 
 import torch

@@ -22,6 +22,7 @@ Published FIDs are only comparable when computed the same way; the resize alone 
 Grayscale images are repeated to three channels first. tests/test_metrics_protocols.py checks each
 preprocessing against its package on random images.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -41,8 +42,10 @@ DEFAULT_PROTOCOL = "gan-metrics"
 
 def _rgb(images: torch.Tensor) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
-        raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got "
-                        f"{images.dtype if isinstance(images, torch.Tensor) else type(images).__name__}")
+        raise TypeError(
+            f"images must be a uint8 tensor (N, C, H, W), got "
+            f"{images.dtype if isinstance(images, torch.Tensor) else type(images).__name__}"
+        )
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
     return images.expand(-1, 3, -1, -1)
@@ -64,6 +67,7 @@ def preprocess_fidelity(images: torch.Tensor, size: int = INCEPTION_SIZE) -> tor
 
 def _pil_bicubic(channel: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
+
     # A 2-D float32 array becomes a mode "F" image (fromarray's inference; its mode argument is deprecated).
     return np.asarray(Image.fromarray(channel).resize((size, size), resample=Image.BICUBIC))
 
@@ -74,8 +78,9 @@ def preprocess_clean(images: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.
     try:
         import PIL  # noqa: F401
     except ImportError:
-        raise GetkernError("--fid-protocol clean resizes with Pillow (PIL), which is not installed: "
-                           "pip install pillow") from None
+        raise GetkernError(
+            "--fid-protocol clean resizes with Pillow (PIL), which is not installed: pip install pillow"
+        ) from None
     x = _rgb(images).cpu().numpy().astype(np.float32)
     out = np.empty((x.shape[0], 3, size, size), np.float32)
     for i in range(x.shape[0]):
@@ -94,8 +99,9 @@ class FIDProtocol:
 
 
 _PROTOCOLS = {
-    "gan-metrics": FIDProtocol("gan-metrics", "pytorch-gan-metrics 0.5 (the GET paper's evaluation)",
-                               preprocess_gan_metrics, None),
+    "gan-metrics": FIDProtocol(
+        "gan-metrics", "pytorch-gan-metrics 0.5 (the GET paper's evaluation)", preprocess_gan_metrics, None
+    ),
     "clean": FIDProtocol("clean", "clean-fid 0.1.35, mode='clean'", preprocess_clean, None),
     "fidelity": FIDProtocol("fidelity", "torch-fidelity 0.4", preprocess_fidelity, 2020),
 }

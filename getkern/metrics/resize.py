@@ -13,13 +13,15 @@ computed in float64 unless ``float32_coordinates=True``, which reproduces torch-
 (``arange(out, float32) * float32(in / out)``, truncated to the left index) so that its output is
 matched bit for bit on float32 inputs.
 """
+
 from __future__ import annotations
 
 import torch
 
 
-def _axis_weights(n_in: int, n_out: int, half_pixel_centers: bool, device: torch.device,
-                  float32_coordinates: bool = False):
+def _axis_weights(
+    n_in: int, n_out: int, half_pixel_centers: bool, device: torch.device, float32_coordinates: bool = False
+):
     """Left indices, right indices and right weights (n_out,) of 1-D bilinear sampling."""
     dtype = torch.float32 if float32_coordinates else torch.float64
     i = torch.arange(n_out, dtype=dtype, device=device)
@@ -31,8 +33,13 @@ def _axis_weights(n_in: int, n_out: int, half_pixel_centers: bool, device: torch
     return left, right, src - left.to(dtype)
 
 
-def tf_bilinear_resize(images: torch.Tensor, size: int | tuple[int, int] = 299, *,
-                       half_pixel_centers: bool = False, float32_coordinates: bool = False) -> torch.Tensor:
+def tf_bilinear_resize(
+    images: torch.Tensor,
+    size: int | tuple[int, int] = 299,
+    *,
+    half_pixel_centers: bool = False,
+    float32_coordinates: bool = False,
+) -> torch.Tensor:
     """(N, C, H, W) float -> (N, C, size_h, size_w), same dtype."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
         got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__

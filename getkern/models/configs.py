@@ -1,4 +1,5 @@
 """Named model sizes. Names are "<family>/<patch>", patch 2, 4 or 8 (e.g. "GET-B/4", "ViT-L/2")."""
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ PATCH_SIZES = (2, 4, 8)
 
 
 def parse_model_name(name: str, table: dict, kind: str) -> tuple[str, int]:
-    """"GET-B/2" -> ("GET-B", 2). The reference spells GET-B+/2 as "GET-B/2+": both are accepted.
+    """ "GET-B/2" -> ("GET-B", 2). The reference spells GET-B+/2 as "GET-B/2+": both are accepted.
     An unknown name raises :class:`~getkern.errors.UsageError` (a ValueError) listing the known ones."""
     names = ", ".join(f"{f}/{p}" for f in table for p in PATCH_SIZES)
     if not isinstance(name, str):
@@ -56,11 +57,20 @@ def check_model_config(kind: str, config: dict) -> None:
 
     ``kind``: "GET" or "ViT"; ``config``: the constructor's arguments (those present are checked).
     """
+
     def bad(field: str, allowed: str):
         return UsageError(f"{kind}: {field}={config[field]!r} is invalid: {allowed}")
 
-    min_int = {"input_size": 1, "patch_size": 1, "in_channels": 1, "hidden_size": 4, "num_heads": 1,
-               "num_classes": 1, "depth": 0 if kind == "GET" else 1, "deq_depth": 1}
+    min_int = {
+        "input_size": 1,
+        "patch_size": 1,
+        "in_channels": 1,
+        "hidden_size": 4,
+        "num_heads": 1,
+        "num_classes": 1,
+        "depth": 0 if kind == "GET" else 1,
+        "deq_depth": 1,
+    }
     for field, low in min_int.items():
         if field in config and not (_is_int(config[field]) and config[field] >= low):
             raise bad(field, f"expected an integer >= {low}")
@@ -75,8 +85,11 @@ def check_model_config(kind: str, config: dict) -> None:
         raise bad("solver_backend", f"expected one of {', '.join(SOLVER_BACKENDS)}")
     get = config.get
     if get("input_size") is not None and get("patch_size") is not None and config["input_size"] % config["patch_size"]:
-        raise bad("patch_size", f"expected a divisor of input_size={config['input_size']} (input_size must be "
-                                "divisible by patch_size; the named sizes use 2, 4 or 8)")
+        raise bad(
+            "patch_size",
+            f"expected a divisor of input_size={config['input_size']} (input_size must be "
+            "divisible by patch_size; the named sizes use 2, 4 or 8)",
+        )
     if get("hidden_size") is not None:
         if config["hidden_size"] % 4:
             raise bad("hidden_size", "expected a multiple of 4 (the 2-D sin-cos position embedding)")

@@ -2,6 +2,7 @@
 positions, labels and guidance weight -> the conditioning vector c added to every block's QKV, and
 tokens -> image (final LayerNorm + linear, unpatchify). Only the transformer between them differs.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +16,7 @@ from getkern.nn import set_backend
 #################################################################################
 #                             Positional embedding                              #
 #################################################################################
+
 
 def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
     """(M,) positions -> (M, dim): sin of the first dim/2 frequencies, then cos (float64)."""
@@ -35,6 +37,7 @@ def sincos_2d(dim: int, grid_size: int) -> np.ndarray:
 #                               Embedding layers                                #
 #################################################################################
 
+
 class PatchEmbed(nn.Module):
     """(B, C, H, W) -> (B, N, D) with a stride-p convolution; N = (H/p) * (W/p)."""
 
@@ -43,7 +46,7 @@ class PatchEmbed(nn.Module):
         if input_size % patch_size:
             raise ValueError(f"input_size={input_size} must be divisible by patch_size={patch_size}")
         self.grid_size = input_size // patch_size
-        self.num_patches = self.grid_size ** 2
+        self.num_patches = self.grid_size**2
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,6 +99,7 @@ class GuidanceEmbedding(nn.Module):
 #                                  The decoder                                  #
 #################################################################################
 
+
 class FinalLayer(nn.Module):
     """LN -> Linear to patch pixels (zero-initialised)."""
 
@@ -111,7 +115,7 @@ class FinalLayer(nn.Module):
 def unpatchify(x: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
     """(B, N, p*p*C) -> (B, C, H, W), patch pixels in (p, q, c) order as the reference stores them."""
     B, N, _ = x.shape
-    g = int(round(N ** 0.5))
+    g = int(round(N**0.5))
     x = x.reshape(B, g, g, patch_size, patch_size, channels)
     return torch.einsum("nhwpqc->nchpwq", x).reshape(B, channels, g * patch_size, g * patch_size)
 
@@ -145,6 +149,7 @@ def init_weights(model: nn.Module) -> None:
 #                          The shared model skeleton                            #
 #################################################################################
 
+
 class PatchModel(PretrainedMixin, nn.Module):
     """Base of GET and ViT: :meth:`embed` (noise, labels, guidance -> tokens x (B, N, D) and the QKV
     conditioning c (B, 1, 3D) or None) and :meth:`decode` (tokens -> images (B, C, H, W)).
@@ -161,14 +166,16 @@ class PatchModel(PretrainedMixin, nn.Module):
         self.guidance_range = model_guidance_range(guidance_range, config["cond"])
         if self.guidance_range is not None:  # only then, so unguided configs stay as they were
             self.config["guidance_range"] = list(self.guidance_range)
-        self.input_size, self.patch_size, self.in_channels = (config["input_size"], config["patch_size"],
-                                                              config["in_channels"])
+        self.input_size, self.patch_size, self.in_channels = (
+            config["input_size"],
+            config["patch_size"],
+            config["in_channels"],
+        )
         self.hidden_size, self.num_classes, self.cond = config["hidden_size"], config["num_classes"], config["cond"]
         D = self.hidden_size
         self.x_embedder = PatchEmbed(self.input_size, self.patch_size, self.in_channels, D)
         self.y_embedder = ClassEmbedding(self.num_classes, 3 * D) if self.cond else None
-        self.w_embedder = (GuidanceEmbedding(3 * D, D, self.guidance_range)
-                           if self.guidance_range is not None else None)
+        self.w_embedder = GuidanceEmbedding(3 * D, D, self.guidance_range) if self.guidance_range is not None else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.x_embedder.num_patches, D), requires_grad=False)
 
     def _finish(self, backend: str) -> None:

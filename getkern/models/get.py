@@ -8,6 +8,7 @@ Class-conditional models add a class vector c to every block's QKV pre-activatio
 ones (``guidance_range=(wmin, wmax)``, Meng et al. CVPR 2023) add an embedding of the guidance weight w
 to that same vector.
 """
+
 from __future__ import annotations
 
 import torch
@@ -58,25 +59,64 @@ class GET(PatchModel):
     Invalid values raise :class:`getkern.errors.UsageError` (a ValueError) naming the argument.
     """
 
-    def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 3,
-                 hidden_size: int = 256, depth: int = 6, deq_depth: int = 3, num_heads: int = 4,
-                 mlp_ratio: float = 4.0, deq_mlp_ratio: float = 6.0, num_classes: int = 10,
-                 cond: bool = False, guidance_range: tuple[float, float] | None = None,
-                 backend: str = "auto", solver_backend: str = "auto"):
-        check_model_config("GET", dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
-                                       hidden_size=hidden_size, depth=depth, deq_depth=deq_depth,
-                                       num_heads=num_heads, mlp_ratio=mlp_ratio, deq_mlp_ratio=deq_mlp_ratio,
-                                       num_classes=num_classes, cond=cond, backend=backend,
-                                       solver_backend=solver_backend))
-        super().__init__(dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
-                              hidden_size=hidden_size, depth=depth, deq_depth=deq_depth, num_heads=num_heads,
-                              mlp_ratio=mlp_ratio, deq_mlp_ratio=deq_mlp_ratio, num_classes=num_classes,
-                              cond=cond), guidance_range)
+    def __init__(
+        self,
+        *,
+        input_size: int = 32,
+        patch_size: int = 2,
+        in_channels: int = 3,
+        hidden_size: int = 256,
+        depth: int = 6,
+        deq_depth: int = 3,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        deq_mlp_ratio: float = 6.0,
+        num_classes: int = 10,
+        cond: bool = False,
+        guidance_range: tuple[float, float] | None = None,
+        backend: str = "auto",
+        solver_backend: str = "auto",
+    ):
+        check_model_config(
+            "GET",
+            dict(
+                input_size=input_size,
+                patch_size=patch_size,
+                in_channels=in_channels,
+                hidden_size=hidden_size,
+                depth=depth,
+                deq_depth=deq_depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                deq_mlp_ratio=deq_mlp_ratio,
+                num_classes=num_classes,
+                cond=cond,
+                backend=backend,
+                solver_backend=solver_backend,
+            ),
+        )
+        super().__init__(
+            dict(
+                input_size=input_size,
+                patch_size=patch_size,
+                in_channels=in_channels,
+                hidden_size=hidden_size,
+                depth=depth,
+                deq_depth=deq_depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                deq_mlp_ratio=deq_mlp_ratio,
+                num_classes=num_classes,
+                cond=cond,
+            ),
+            guidance_range,
+        )
         self.solver_backend = solver_backend
         self.blocks = nn.ModuleList([Block(hidden_size, num_heads, mlp_ratio, backend) for _ in range(depth)])
         self.qkv_inj = nn.Linear(hidden_size, 3 * hidden_size * deq_depth, bias=False)
         self.deq_blocks = nn.ModuleList(
-            [Block(hidden_size, num_heads, deq_mlp_ratio, backend) for _ in range(deq_depth)])
+            [Block(hidden_size, num_heads, deq_mlp_ratio, backend) for _ in range(deq_depth)]
+        )
         self._finish(backend)
 
     @classmethod
@@ -110,6 +150,7 @@ class GET(PatchModel):
             for block, u_i in zip(self.deq_blocks, u):
                 z = block(z, c, u_i)
             return z
+
         return f
 
     def initial_state(self, noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -119,11 +160,22 @@ class GET(PatchModel):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, noise: torch.Tensor, y: torch.Tensor | None = None, *, iters: int = 6,
-                solver: str = "fixed_point", z0: torch.Tensor | None = None,
-                generator: torch.Generator | None = None, return_info: bool = False,
-                return_iterates: bool = False, grad: str = "unrolled", tol: float | None = 1e-3,
-                guidance: float | torch.Tensor | None = None, **solver_kwargs):
+    def forward(
+        self,
+        noise: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        iters: int = 6,
+        solver: str = "fixed_point",
+        z0: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_info: bool = False,
+        return_iterates: bool = False,
+        grad: str = "unrolled",
+        tol: float | None = 1e-3,
+        guidance: float | torch.Tensor | None = None,
+        **solver_kwargs,
+    ):
         """noise (B, C, H, W) [+ labels y (B,)] [+ guidance w, a number or (B,)] -> images (B, C, H, W),
         nominally in [-1, 1] (not clamped). ``z0`` (B, N, D), the solver's start, defaults to N(0, I)
         drawn with ``generator``; a caller's ``z0`` must be finite. :func:`getkern.sample` draws noise,
@@ -146,12 +198,13 @@ class GET(PatchModel):
         f = self.equilibrium_fn(c, u)
         z0 = self.initial_state(noise, generator) if z0 is None else z0
         if return_iterates:
-            states, info = deq.train_iterates(f, z0, iters=iters, grad=grad, solver=solver, tol=tol,
-                                              backend=self.solver_backend, **solver_kwargs)
+            states, info = deq.train_iterates(
+                f, z0, iters=iters, grad=grad, solver=solver, tol=tol, backend=self.solver_backend, **solver_kwargs
+            )
             out = [self.decode(z) for z in states]
         else:
-            z, info = deq.solve(f, z0, solver=solver, max_iter=iters, tol=tol,
-                                backend=self.solver_backend, **solver_kwargs)
+            z, info = deq.solve(
+                f, z0, solver=solver, max_iter=iters, tol=tol, backend=self.solver_backend, **solver_kwargs
+            )
             out = self.decode(z)
         return (out, info) if return_info else out
-

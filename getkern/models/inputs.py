@@ -3,6 +3,7 @@
 Guidance (guidance-distilled models): the constructor's ``guidance_range`` and the weight w each call
 takes, checked against that trained range.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,15 +22,15 @@ def value_checks_enabled(t: torch.Tensor) -> bool:
     return not (t.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
-def check_inputs(model, noise: torch.Tensor, y: torch.Tensor | None, *, iters: int | None = None,
-                 z0: torch.Tensor | None = None) -> None:
+def check_inputs(
+    model, noise: torch.Tensor, y: torch.Tensor | None, *, iters: int | None = None, z0: torch.Tensor | None = None
+) -> None:
     param = model.pos_embed
     expect = (model.in_channels, model.input_size, model.input_size)
     if not isinstance(noise, torch.Tensor):
         raise TypeError(f"noise must be a torch.Tensor, got {type(noise).__name__}")
     if noise.dim() != 4 or tuple(noise.shape[1:]) != expect:
-        raise UsageError(f"noise must have shape (B, {expect[0]}, {expect[1]}, {expect[2]}), "
-                         f"got {tuple(noise.shape)}")
+        raise UsageError(f"noise must have shape (B, {expect[0]}, {expect[1]}, {expect[2]}), got {tuple(noise.shape)}")
     if noise.shape[0] == 0:
         raise UsageError("noise has an empty batch")
     if noise.dtype != param.dtype:
@@ -62,8 +63,7 @@ def check_inputs(model, noise: torch.Tensor, y: torch.Tensor | None, *, iters: i
     if y.device != param.device:
         raise UsageError(f"y is on {y.device} but the model is on {param.device}")
     if values and (int(y.min()) < 0 or int(y.max()) >= model.num_classes):
-        raise UsageError(f"labels y must lie in [0, {model.num_classes}), got min {int(y.min())}, "
-                         f"max {int(y.max())}")
+        raise UsageError(f"labels y must lie in [0, {model.num_classes}), got min {int(y.min())}, max {int(y.max())}")
 
 
 def check_guidance_range(guidance_range, name: str = "guidance_range") -> tuple[float, float]:
@@ -83,8 +83,10 @@ def model_guidance_range(guidance_range, cond: bool) -> tuple[float, float] | No
     if guidance_range is None:
         return None
     if not cond:
-        raise UsageError("guidance_range needs a class-conditional model (cond=True): classifier-free "
-                         "guidance is defined by the class condition")
+        raise UsageError(
+            "guidance_range needs a class-conditional model (cond=True): classifier-free "
+            "guidance is defined by the class condition"
+        )
     return check_guidance_range(guidance_range)
 
 
@@ -95,12 +97,16 @@ def check_guidance(model, guidance, batch: int) -> torch.Tensor | None:
     rng = model.guidance_range
     if rng is None:
         if guidance is not None:
-            raise UsageError("guidance was given, but this model was built without guidance "
-                             "(guidance_range=None; only guidance-distilled models take w)")
+            raise UsageError(
+                "guidance was given, but this model was built without guidance "
+                "(guidance_range=None; only guidance-distilled models take w)"
+            )
         return None
     if guidance is None:
-        raise UsageError(f"this model is guidance-distilled (guidance_range={list(rng)}): the guidance "
-                         "weight w is required (w = 0: the class-conditional sample)")
+        raise UsageError(
+            f"this model is guidance-distilled (guidance_range={list(rng)}): the guidance "
+            "weight w is required (w = 0: the class-conditional sample)"
+        )
     param = model.pos_embed
     w = torch.as_tensor(guidance, dtype=param.dtype, device=param.device)
     if w.dim() > 1 or (w.dim() == 1 and w.shape[0] != batch):
@@ -111,6 +117,8 @@ def check_guidance(model, guidance, batch: int) -> torch.Tensor | None:
     wd = w.double()
     slack = 1e-6 * (1 + max(abs(rng[0]), abs(rng[1])))  # float32-rounded weights of the range's ends
     if not bool(torch.isfinite(wd).all()) or float(wd.min()) < rng[0] - slack or float(wd.max()) > rng[1] + slack:
-        raise UsageError(f"guidance must lie in the trained range [{rng[0]}, {rng[1]}], got values in "
-                         f"[{float(wd.min())}, {float(wd.max())}]")
+        raise UsageError(
+            f"guidance must lie in the trained range [{rng[0]}, {rng[1]}], got values in "
+            f"[{float(wd.min())}, {float(wd.max())}]"
+        )
     return w

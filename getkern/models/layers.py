@@ -1,4 +1,5 @@
 """The GET/ViT block, as the paper writes it. The shared front and back end: getkern/models/frontend.py."""
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,7 @@ class Block(nn.Module):
         self.norm2 = LayerNorm(dim, eps=1e-6, backend=backend)
         self.mlp = MLP(dim, int(dim * mlp_ratio), backend=backend)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None,
-                u: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), c, u)   # (B, N, D)
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), c, u)  # (B, N, D)
         x = x + self.mlp(self.norm2(x))
         return x

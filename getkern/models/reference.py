@@ -3,6 +3,7 @@ shared/design/get-reference.md), on a state dict with torch.nn.functional only: 
 kernel or solver. It is the yardstick for two claims: faithfulness (tests/test_models.py compares
 GET with it in float64) and speed (benchmarks/test_cpu_speed_bench.py times GET against it).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,10 +54,12 @@ def reference_get(sd, noise, y, z0, *, heads, depth, deq_depth, patch, iters):
             lowest = torch.where(take, r, lowest)
         z = fz
     D = best.shape[-1]
-    out = F.linear(F.layer_norm(best, (D,), sd["final_layer.norm_final.weight"],
-                                sd["final_layer.norm_final.bias"], 1e-6),
-                   sd["final_layer.linear.weight"], sd["final_layer.linear.bias"])
+    out = F.linear(
+        F.layer_norm(best, (D,), sd["final_layer.norm_final.weight"], sd["final_layer.norm_final.bias"], 1e-6),
+        sd["final_layer.linear.weight"],
+        sd["final_layer.linear.bias"],
+    )
     B, N, _ = out.shape
-    g, C = int(N ** 0.5), noise.shape[1]
+    g, C = int(N**0.5), noise.shape[1]
     out = out.reshape(B, g, g, patch, patch, C).permute(0, 5, 1, 3, 2, 4)
     return out.reshape(B, C, g * patch, g * patch)

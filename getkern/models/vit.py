@@ -1,4 +1,5 @@
 """The naive unrolled baseline: a plain ViT with GET's stem, block, class-QKV conditioning, decoder."""
+
 from __future__ import annotations
 
 import torch
@@ -39,16 +40,50 @@ class ViT(PatchModel):
     Invalid values raise :class:`getkern.errors.UsageError` (a ValueError) naming the argument.
     """
 
-    def __init__(self, *, input_size: int = 32, patch_size: int = 2, in_channels: int = 3,
-                 hidden_size: int = 384, depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0,
-                 num_classes: int = 10, cond: bool = False, guidance_range: tuple[float, float] | None = None,
-                 backend: str = "auto"):
-        check_model_config("ViT", dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
-                                       hidden_size=hidden_size, depth=depth, num_heads=num_heads,
-                                       mlp_ratio=mlp_ratio, num_classes=num_classes, cond=cond, backend=backend))
-        super().__init__(dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
-                              hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                              num_classes=num_classes, cond=cond), guidance_range)
+    def __init__(
+        self,
+        *,
+        input_size: int = 32,
+        patch_size: int = 2,
+        in_channels: int = 3,
+        hidden_size: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        num_classes: int = 10,
+        cond: bool = False,
+        guidance_range: tuple[float, float] | None = None,
+        backend: str = "auto",
+    ):
+        check_model_config(
+            "ViT",
+            dict(
+                input_size=input_size,
+                patch_size=patch_size,
+                in_channels=in_channels,
+                hidden_size=hidden_size,
+                depth=depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                num_classes=num_classes,
+                cond=cond,
+                backend=backend,
+            ),
+        )
+        super().__init__(
+            dict(
+                input_size=input_size,
+                patch_size=patch_size,
+                in_channels=in_channels,
+                hidden_size=hidden_size,
+                depth=depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                num_classes=num_classes,
+                cond=cond,
+            ),
+            guidance_range,
+        )
         self.blocks = nn.ModuleList([Block(hidden_size, num_heads, mlp_ratio, backend) for _ in range(depth)])
         self._finish(backend)
 
@@ -58,8 +93,9 @@ class ViT(PatchModel):
         family, patch = parse_model_name(name, VIT_CONFIGS, "ViT")
         return cls(**{**VIT_CONFIGS[family], "patch_size": patch, **overrides})
 
-    def forward(self, noise: torch.Tensor, y: torch.Tensor | None = None, *,
-                guidance: float | torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, noise: torch.Tensor, y: torch.Tensor | None = None, *, guidance: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """noise (B, C, H, W) [+ labels y (B,)] [+ guidance w, a number or (B,), for guidance-distilled models]
         -> images (B, C, H, W), nominally in [-1, 1] (not clamped)."""
         check_inputs(self, noise, y)

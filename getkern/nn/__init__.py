@@ -5,6 +5,7 @@ so the reference's state dicts load unchanged. Each module has a ``backend`` att
 ("auto" | "triton" | "torch"); ``set_backend(model, "torch")`` forces the reference path everywhere
 and puts back the plain blocks, ``set_backend(model, "auto")`` swaps in :class:`FusedBlock`.
 """
+
 from getkern.nn.attention import Attention
 from getkern.nn.backend import set_backend
 from getkern.nn.fused_block import FusedBlock

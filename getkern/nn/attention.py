@@ -1,4 +1,5 @@
 """Attention sub-layer of the GET block: qkv projection, fused attention, output projection."""
+
 from __future__ import annotations
 
 import torch
@@ -27,11 +28,17 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=True)
         self.backend = backend
 
-    def forward(self, h: torch.Tensor, c: torch.Tensor | None = None, u: torch.Tensor | None = None,
-                residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        c: torch.Tensor | None = None,
+        u: torch.Tensor | None = None,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if self.residual_in_matmul(h):
-            return cpu_epilogues.attention(h, self.qkv.weight, self.qkv.bias, self.proj.weight, self.proj.bias,
-                                           self.num_heads, c, u, residual)
+            return cpu_epilogues.attention(
+                h, self.qkv.weight, self.qkv.bias, self.proj.weight, self.proj.bias, self.num_heads, c, u, residual
+            )
         a = self.proj(fused_attention(self.qkv(h), self.num_heads, c=c, u=u, backend=self.backend))
         return a if residual is None else residual + a
 

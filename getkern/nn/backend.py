@@ -1,4 +1,5 @@
 """Switch a model between the fused kernels and the PyTorch reference."""
+
 from __future__ import annotations
 
 import torch.nn as nn

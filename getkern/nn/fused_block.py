@@ -26,6 +26,7 @@ The prologue path needs norm1, norm2 and mlp all resolving to the Triton backend
 the trainer's amp runs an fp32 residual stream with 16-bit matmuls, which the one-dtype fused kernels
 do not read.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,9 +51,10 @@ def fused_prologues_apply(block: nn.Module, x: torch.Tensor) -> bool:
     if BLOCK_PATH != "prologue" or ieee_fp32_on_cuda(x):  # IEEE fp32 matmuls go to cuBLAS (per-op path)
         return False
     unsupported = "float64 (PyTorch path only)" if x.dtype == torch.float64 else None
-    return (all(resolve_backend(m.backend, x.device, op="block", unsupported=unsupported) == "triton"
-                for m in (block.norm1, block.norm2, block.mlp))
-            and not torch.is_autocast_enabled(x.device.type))
+    return all(
+        resolve_backend(m.backend, x.device, op="block", unsupported=unsupported) == "triton"
+        for m in (block.norm1, block.norm2, block.mlp)
+    ) and not torch.is_autocast_enabled(x.device.type)
 
 
 class FusedBlock(nn.Module):
@@ -69,24 +71,34 @@ class FusedBlock(nn.Module):
         self.training = block.training
         self.unfused_class = type(block)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None,
-                u: torch.Tensor | None = None) -> torch.Tensor:
-        if fused_prologues_apply(self, x):   # Triton: LN1, LN2 inside the qkv and fc1 matmuls
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        if fused_prologues_apply(self, x):  # Triton: LN1, LN2 inside the qkv and fc1 matmuls
             return self._prologue_forward(x, c, u)
         if self.attn.residual_in_matmul(x):  # CPU inference: residual adds inside the matmuls (oneDNN)
             x = self.attn(self.norm1(x), c, u, residual=x)
             return self.mlp(self.norm2(x), residual=x)
-        a = self.attn(self.norm1(x), c, u)   # (B, N, D)
-        x, h = self.norm2(a, residual=x)     # x <- x + a; h = LN2(x), one pass
-        return self.mlp(h, residual=x)       # x + fc2(GELU(fc1(h)))
+        a = self.attn(self.norm1(x), c, u)  # (B, N, D)
+        x, h = self.norm2(a, residual=x)  # x <- x + a; h = LN2(x), one pass
+        return self.mlp(h, residual=x)  # x + fc2(GELU(fc1(h)))
 
     def _prologue_forward(self, x, c, u):
         norm1, attn, norm2, mlp = self.norm1, self.attn, self.norm2, self.mlp
-        qkv = layer_norm_linear(x, norm1.weight, norm1.bias, attn.qkv.weight, attn.qkv.bias, norm1.eps,
-                                backend="triton")
+        qkv = layer_norm_linear(
+            x, norm1.weight, norm1.bias, attn.qkv.weight, attn.qkv.bias, norm1.eps, backend="triton"
+        )
         a = attn.proj(fused_attention(qkv, attn.num_heads, c=c, u=u, backend=attn.backend))
-        return add_layer_norm_mlp(x, a, norm2.weight, norm2.bias, mlp.fc1.weight, mlp.fc1.bias,
-                                  mlp.fc2.weight, mlp.fc2.bias, norm2.eps, backend="triton")
+        return add_layer_norm_mlp(
+            x,
+            a,
+            norm2.weight,
+            norm2.bias,
+            mlp.fc1.weight,
+            mlp.fc1.bias,
+            mlp.fc2.weight,
+            mlp.fc2.bias,
+            norm2.eps,
+            backend="triton",
+        )
 
     def unfused(self) -> nn.Module:
         """The plain block around these same submodules. Its own __init__ is skipped (it would build

@@ -1,4 +1,5 @@
 """LayerNorm with an optional fused residual add (same parameters as torch.nn.LayerNorm)."""
+
 from __future__ import annotations
 
 import torch

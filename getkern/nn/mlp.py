@@ -1,4 +1,5 @@
 """MLP sub-layer of the GET block: fc2(GELU_exact(fc1(h))) (+ residual), fused epilogues."""
+
 from __future__ import annotations
 
 import torch
@@ -17,5 +18,6 @@ class MLP(nn.Module):
         self.backend = backend
 
     def forward(self, h: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        return mlp(h, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-                   residual=residual, backend=self.backend)
+        return mlp(
+            h, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, residual=residual, backend=self.backend
+        )

@@ -33,6 +33,7 @@ layer_norm_linear, add_layer_norm_mlp); and, for ops whose reference path needs 
 too, the whole input check (fused_attention: its head dim picks the backend, and c and u would
 broadcast silently; the Anderson passes write their history in place).
 """
+
 from getkern.ops import flops  # noqa: F401
 from getkern.ops.attention import fused_attention
 from getkern.ops.layernorm import layer_norm

@@ -12,6 +12,7 @@ and 16-byte-aligned stand-ins for the pointers (torch allocations are aligned). 
 constants (except arguments the kernel lists in ``do_not_specialize``), and returns the signature,
 constexprs, attrs and options the JIT hands to ``triton.compile``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,7 +26,7 @@ import torch
 # Token counts of GET / ViT at 32x32 inputs, patch 2, 4, 8: (32 / patch)^2. Multiples of 16, so the row
 # count M = batch x tokens of every activation is one too, whatever the batch.
 GET_TOKENS = (256, 64, 16)
-GET_BATCH = 128          # the batch of the roofline model (docs/gpu.md); any batch specialises alike
+GET_BATCH = 128  # the batch of the roofline model (docs/gpu.md); any batch specialises alike
 # Hidden sizes of the GET and ViT configs (getkern/models/configs.py) and the small test/demo models,
 # and every MLP ratio they use.
 GET_DIMS = (64, 128, 256, 384, 512, 768, 1024, 1152)
@@ -34,22 +35,31 @@ GET_MLP_RATIOS = (4, 6, 8, 12)
 
 @dataclass(frozen=True)
 class AotSpec:
-    name: str                       # e.g. "attention_fwd[hd=64,bf16]"
-    kernel: Any                     # the @triton.jit function
-    signature: dict[str, str]       # triton.compiler.ASTSource signature, e.g. {"Q": "*bf16", "N": "i32"}
+    name: str  # e.g. "attention_fwd[hd=64,bf16]"
+    kernel: Any  # the @triton.jit function
+    signature: dict[str, str]  # triton.compiler.ASTSource signature, e.g. {"Q": "*bf16", "N": "i32"}
     constexprs: dict[str, Any] = field(default_factory=dict)
     num_warps: int = 4
     num_stages: int = 3
-    uses_dot: bool = False          # has tl.dot: must compile to mma.sync (sm_80) / wgmma (sm_90)
+    uses_dot: bool = False  # has tl.dot: must compile to mma.sync (sm_80) / wgmma (sm_90)
     archs: tuple[int, ...] = (80, 90)  # compute capabilities this configuration is chosen for
     # The int arguments the dispatcher passes at the GET size this spec stands for, e.g. {"M": 32768,
     # "N": 3072, "K": 768}: the JIT specialises on them (see jit_launch). Every int argument needs one.
     values: dict[str, int] = field(default_factory=dict)
 
 
-
-_TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64": "float64", "i8": "int8",
-                 "i16": "int16", "i32": "int32", "i64": "int64", "u8": "uint8", "i1": "bool"}
+_TORCH_DTYPES = {
+    "fp16": "float16",
+    "bf16": "bfloat16",
+    "fp32": "float32",
+    "fp64": "float64",
+    "i8": "int8",
+    "i16": "int16",
+    "i32": "int32",
+    "i64": "int64",
+    "u8": "uint8",
+    "i1": "bool",
+}
 
 
 @functools.cache
@@ -61,6 +71,7 @@ def _backend_and_binder(kernel, cc: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
     from triton.runtime.jit import JITFunction, create_function_from_signature
+
     if not isinstance(kernel, JITFunction):
         kernel = JITFunction(kernel.fn, **kernel.kwargs)
     backend = make_backend(GPUTarget("cuda", cc, 32))
@@ -108,8 +119,10 @@ def specialization_key(spec: AotSpec, cc: int = 90) -> tuple:
     signature, constexprs, attrs, _ = jit_launch(spec, cc)
     names = spec.kernel.arg_names
     attr_of = {names[path[0]]: tuple(tuple(a) for a in value) for path, value in attrs.items() if value}
-    return tuple((name, ty, attr_of.get(name, ()), repr(constexprs.get((i,))) if ty == "constexpr" else "")
-                 for i, (name, ty) in enumerate(signature.items()))
+    return tuple(
+        (name, ty, attr_of.get(name, ()), repr(constexprs.get((i,))) if ty == "constexpr" else "")
+        for i, (name, ty) in enumerate(signature.items())
+    )
 
 
 def _int_class(spec: AotSpec, name: str, key: tuple) -> str:

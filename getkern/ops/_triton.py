@@ -9,6 +9,7 @@ and ``resolve_backend`` sends "auto" to PyTorch and makes an explicit ``backend=
 BackendUnavailable. (getkern.ops._aot imports triton's compiler inside its functions: only the
 code-generation gate calls them.)
 """
+
 from __future__ import annotations
 
 try:

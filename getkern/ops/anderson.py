@@ -29,6 +29,7 @@ Triton path (docs/anderson.md has the traffic table): three launches per iterati
 Slots >= min(k + 1, m) are never read by the kernels: they hold no history yet (the torch path reads
 them with a zero weight, so the two agree whenever those unused slots are finite).
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,10 +40,10 @@ from getkern.ops._aot import GET_DIMS, GET_TOKENS, AotSpec, distinct_specializat
 from getkern.ops._triton import jit, tl, triton
 
 REL_EPS = 1e-5  # rel residual = ||f(z) - z|| / (||f(z)|| + REL_EPS)
-BLOCK = 1024          # state elements per program of the mix kernel (4 warps, 8 per thread)
-TILE = 4096           # elements of the record kernel's (history rows x BLOCK) tile
-FINISH_ROWS = 64      # chunk partials summed per step of the finish kernel
-FINISH_COLS = 16      # partial columns (history slots + ||fz||^2) per step of the finish kernel
+BLOCK = 1024  # state elements per program of the mix kernel (4 warps, 8 per thread)
+TILE = 4096  # elements of the record kernel's (history rows x BLOCK) tile
+FINISH_ROWS = 64  # chunk partials summed per step of the finish kernel
+FINISH_COLS = 16  # partial columns (history slots + ||fz||^2) per step of the finish kernel
 NUM_WARPS = 4
 _TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -59,8 +60,10 @@ def _check_record_args(fz, z, F, G, gram, k):
         if t.dtype != F.dtype or t.device != F.device:
             raise ValueError(f"{name} must be {F.dtype} on {F.device} like the history, got {t.dtype} on {t.device}")
     if gram.shape != (B, m, m) or gram.dtype != torch.float32 or gram.device != F.device:
-        raise ValueError(f"gram must be float32 of shape {(B, m, m)} on {F.device}, "
-                         f"got {gram.dtype} {tuple(gram.shape)} on {gram.device}")
+        raise ValueError(
+            f"gram must be float32 of shape {(B, m, m)} on {F.device}, "
+            f"got {gram.dtype} {tuple(gram.shape)} on {gram.device}"
+        )
     for name, t in (("fz", fz), ("z", z), ("F", F), ("G", G), ("gram", gram)):
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
@@ -70,24 +73,40 @@ def _check_record_args(fz, z, F, G, gram, k):
 
 def _check_mix_args(F, G, alpha, tau, k, res, best, best_res, restart):
     if F.dim() != 3 or G.shape != F.shape or G.dtype != F.dtype or G.device != F.device:
-        raise ValueError(f"F and G must be (B, m, n) of one shape, dtype and device, got "
-                         f"{F.dtype} {tuple(F.shape)} and {G.dtype} {tuple(G.shape)}")
+        raise ValueError(
+            f"F and G must be (B, m, n) of one shape, dtype and device, got "
+            f"{F.dtype} {tuple(F.shape)} and {G.dtype} {tuple(G.shape)}"
+        )
     B, m, n = F.shape
     if alpha.shape != (B, m) or alpha.dtype != torch.float32 or alpha.device != F.device:
-        raise ValueError(f"alpha must be float32 of shape {(B, m)} on {F.device}, "
-                         f"got {alpha.dtype} {tuple(alpha.shape)} on {alpha.device}")
+        raise ValueError(
+            f"alpha must be float32 of shape {(B, m)} on {F.device}, "
+            f"got {alpha.dtype} {tuple(alpha.shape)} on {alpha.device}"
+        )
     if best.shape != (B, n) or best.dtype != F.dtype or best.device != F.device:
-        raise ValueError(f"best must be {F.dtype} of shape {(B, n)} on {F.device}, "
-                         f"got {best.dtype} {tuple(best.shape)} on {best.device}")
+        raise ValueError(
+            f"best must be {F.dtype} of shape {(B, n)} on {F.device}, "
+            f"got {best.dtype} {tuple(best.shape)} on {best.device}"
+        )
     for name, t in (("res", res), ("best_res", best_res)):
         if t.shape != (B,) or t.dtype != torch.float32 or t.device != F.device:
-            raise ValueError(f"{name} must be float32 of shape ({B},) on {F.device}, "
-                             f"got {t.dtype} {tuple(t.shape)} on {t.device}")
+            raise ValueError(
+                f"{name} must be float32 of shape ({B},) on {F.device}, got {t.dtype} {tuple(t.shape)} on {t.device}"
+            )
     if restart is not None and (restart.shape != (B,) or restart.dtype != torch.bool or restart.device != F.device):
-        raise ValueError(f"restart must be bool of shape ({B},) on {F.device}, "
-                         f"got {restart.dtype} {tuple(restart.shape)} on {restart.device}")
-    for name, t in (("F", F), ("G", G), ("alpha", alpha), ("best", best), ("res", res), ("best_res", best_res),
-                    ("restart", restart)):
+        raise ValueError(
+            f"restart must be bool of shape ({B},) on {F.device}, "
+            f"got {restart.dtype} {tuple(restart.shape)} on {restart.device}"
+        )
+    for name, t in (
+        ("F", F),
+        ("G", G),
+        ("alpha", alpha),
+        ("best", best),
+        ("res", res),
+        ("best_res", best_res),
+        ("restart", restart),
+    ):
         if t is not None and not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
     if not isinstance(tau, (int, float)) or not tau == tau or abs(tau) == float("inf"):
@@ -96,8 +115,16 @@ def _check_mix_args(F, G, alpha, tau, k, res, best, best_res, restart):
         raise ValueError(f"iteration index k must be >= 0, got {k}")
 
 
-def anderson_record(fz: torch.Tensor, z: torch.Tensor, F: torch.Tensor, G: torch.Tensor,
-                    gram: torch.Tensor, k: int, *, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def anderson_record(
+    fz: torch.Tensor,
+    z: torch.Tensor,
+    F: torch.Tensor,
+    G: torch.Tensor,
+    gram: torch.Tensor,
+    k: int,
+    *,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 1 of iteration k. Writes F[:, k % m] = fz, G[:, k % m] = fz - z and the Gram row/column
     of that slot (in place). Returns (abs_res, rel_res), each (B,) float32."""
     _check_record_args(fz, z, F, G, gram, k)
@@ -108,9 +135,19 @@ def anderson_record(fz: torch.Tensor, z: torch.Tensor, F: torch.Tensor, G: torch
     return _record_triton(fz, z, F, G, gram, k)
 
 
-def anderson_mix(F: torch.Tensor, G: torch.Tensor, alpha: torch.Tensor, tau: float, *, k: int,
-                 res: torch.Tensor, best: torch.Tensor, best_res: torch.Tensor,
-                 restart: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+def anderson_mix(
+    F: torch.Tensor,
+    G: torch.Tensor,
+    alpha: torch.Tensor,
+    tau: float,
+    *,
+    k: int,
+    res: torch.Tensor,
+    best: torch.Tensor,
+    best_res: torch.Tensor,
+    restart: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Pass 2 of iteration k. alpha: (B, m) float32 summing to 1, zero on unused slots (its entry on
     the newest slot k % m is implied by the others and not read). Returns z_next (B, n) in the state
     dtype: the mix, or where ``restart`` (B,) bool is set the best iterate as it was before this call
@@ -126,13 +163,14 @@ def anderson_mix(F: torch.Tensor, G: torch.Tensor, alpha: torch.Tensor, tau: flo
 
 # ---------------------------------------------------------------- PyTorch reference
 
+
 def _record_torch(fz, z, F, G, gram, k):
     m = F.shape[1]
     slot, valid = k % m, min(k + 1, m)
     F[:, slot].copy_(fz)
     G[:, slot].copy_(fz - z)
-    g = G[:, slot].float()                                                   # (B, n)
-    row = torch.bmm(G[:, :valid].float(), g.unsqueeze(2)).squeeze(2)         # (B, valid)
+    g = G[:, slot].float()  # (B, n)
+    row = torch.bmm(G[:, :valid].float(), g.unsqueeze(2)).squeeze(2)  # (B, valid)
     gram[:, slot, :valid] = row
     gram[:, :valid, slot] = row
     abs_res = g.norm(dim=1)
@@ -147,7 +185,7 @@ def _mix_torch(F, G, alpha, tau, k, res, best, best_res, restart):
     # Relative to the newest slot: its own weight multiplies F_s - F_s = 0, so alpha's rounding (its
     # sum is 1 only to fp32 precision) moves z by a fraction of the differences, never of z itself.
     f_slot = F[:, slot].to(acc)
-    mixed = f_slot + torch.bmm(a, F - f_slot.unsqueeze(1)).squeeze(1)          # (B, n), promoted to acc
+    mixed = f_slot + torch.bmm(a, F - f_slot.unsqueeze(1)).squeeze(1)  # (B, n), promoted to acc
     if tau != 1.0:
         g_slot = G[:, slot].to(acc)
         mixed -= (1.0 - tau) * (g_slot + torch.bmm(a, G - g_slot.unsqueeze(1)).squeeze(1))
@@ -181,8 +219,9 @@ def _round_to(x, dtype: tl.constexpr):
 
 
 @jit(do_not_specialize=_RUNTIME_INTS)
-def _record_stream_kernel(fz_ptr, z_ptr, F_ptr, G_ptr, part_ptr, n, m, slot, valid,
-                          ROWS: tl.constexpr, BLOCK: tl.constexpr):
+def _record_stream_kernel(
+    fz_ptr, z_ptr, F_ptr, G_ptr, part_ptr, n, m, slot, valid, ROWS: tl.constexpr, BLOCK: tl.constexpr
+):
     b = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     nchunks = tl.num_programs(1)
@@ -191,14 +230,14 @@ def _record_stream_kernel(fz_ptr, z_ptr, F_ptr, G_ptr, part_ptr, n, m, slot, val
     fz = tl.load(fz_ptr + b * n + offs, mask=inside, other=0.0)
     z = tl.load(z_ptr + b * n + offs, mask=inside, other=0.0)
     g = _round_to(fz.to(tl.float32) - z.to(tl.float32), F_ptr.dtype.element_ty)
-    hist = b * m * n                                              # start of sample b's ring
+    hist = b * m * n  # start of sample b's ring
     tl.store(F_ptr + hist + slot * n + offs, fz, mask=inside)
     tl.store(G_ptr + hist + slot * n + offs, g, mask=inside)
     g32 = g.to(tl.float32)[None, :]
     fz32 = fz.to(tl.float32)[None, :]
     # One tile, one reduction: rows 0..m-1 are the history slots, row m yields ||fz||^2.
     rows = tl.arange(0, ROWS)[:, None]
-    stored = (rows < valid) & (rows != slot) & inside[None, :]    # the new g is in registers already
+    stored = (rows < valid) & (rows != slot) & inside[None, :]  # the new g is in registers already
     tile = tl.load(G_ptr + hist + rows * n + offs[None, :], mask=stored, other=0.0).to(tl.float32)
     tile = tl.where(rows == slot, g32, tl.where(rows == m, fz32, tile))
     sums = tl.sum(tile * tl.where(rows == m, fz32, g32), axis=1)  # <G_i, g> for i < valid; ||fz||^2
@@ -207,8 +246,9 @@ def _record_stream_kernel(fz_ptr, z_ptr, F_ptr, G_ptr, part_ptr, n, m, slot, val
 
 
 @jit(do_not_specialize=_RUNTIME_INTS)
-def _record_finish_kernel(part_ptr, gram_ptr, abs_ptr, rel_ptr, nchunks, m, slot, valid, rel_eps,
-                          ROWS: tl.constexpr, COLS: tl.constexpr):
+def _record_finish_kernel(
+    part_ptr, gram_ptr, abs_ptr, rel_ptr, nchunks, m, slot, valid, rel_eps, ROWS: tl.constexpr, COLS: tl.constexpr
+):
     b = tl.program_id(0).to(tl.int64)
     part = part_ptr + b * nchunks * (m + 1)
     gram = gram_ptr + b * m * m
@@ -217,12 +257,13 @@ def _record_finish_kernel(part_ptr, gram_ptr, abs_ptr, rel_ptr, nchunks, m, slot
     ff = 0.0
     for c0 in range(0, m + 1, COLS):
         cols = c0 + tl.arange(0, COLS)
-        used = (cols < valid) | (cols == m)                       # Gram dots of valid slots, ||fz||^2
+        used = (cols < valid) | (cols == m)  # Gram dots of valid slots, ||fz||^2
         acc = tl.zeros([COLS], dtype=tl.float32)
-        for r0 in range(0, nchunks, ROWS):                        # fixed order: deterministic sums
+        for r0 in range(0, nchunks, ROWS):  # fixed order: deterministic sums
             r = r0 + rows
-            tile = tl.load(part + r[:, None] * (m + 1) + cols[None, :],
-                           mask=(r[:, None] < nchunks) & used[None, :], other=0.0)
+            tile = tl.load(
+                part + r[:, None] * (m + 1) + cols[None, :], mask=(r[:, None] < nchunks) & used[None, :], other=0.0
+            )
             acc += tl.sum(tile, axis=0)
         in_row = cols < valid
         tl.store(gram + slot * m + cols, acc, mask=in_row)
@@ -235,8 +276,24 @@ def _record_finish_kernel(part_ptr, gram_ptr, abs_ptr, rel_ptr, nchunks, m, slot
 
 
 @jit(do_not_specialize=_RUNTIME_INTS)
-def _mix_kernel(F_ptr, G_ptr, alpha_ptr, res_ptr, best_ptr, best_res_ptr, restart_ptr, ticket_ptr, out_ptr,
-                n, m, slot, valid, one_minus_tau, DAMPED: tl.constexpr, BLOCK: tl.constexpr):
+def _mix_kernel(
+    F_ptr,
+    G_ptr,
+    alpha_ptr,
+    res_ptr,
+    best_ptr,
+    best_res_ptr,
+    restart_ptr,
+    ticket_ptr,
+    out_ptr,
+    n,
+    m,
+    slot,
+    valid,
+    one_minus_tau,
+    DAMPED: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     b = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     offs = chunk * BLOCK + tl.arange(0, BLOCK)
@@ -263,7 +320,7 @@ def _mix_kernel(F_ptr, G_ptr, alpha_ptr, res_ptr, best_ptr, best_res_ptr, restar
 
     res = tl.load(res_ptr + b)
     best_res = tl.load(best_res_ptr + b)
-    improved = res < best_res                                     # False for a NaN residual
+    improved = res < best_res  # False for a NaN residual
     # (compared at full width: the interpreter cannot AND a scalar mask into a vector one)
     restart = (tl.zeros([BLOCK], dtype=tl.int32) + tl.load(restart_ptr + b).to(tl.int32)) != 0
     # A restarted sample steps to its best f-value, read here before this program may overwrite it.
@@ -283,6 +340,7 @@ def _mix_kernel(F_ptr, G_ptr, alpha_ptr, res_ptr, best_ptr, best_res_ptr, restar
 
 # ---------------------------------------------------------------- launchers
 
+
 def _stream_config(m: int) -> tuple[int, int]:
     """(ROWS, BLOCK) of the record stream kernel: a (m + 1 rounded up to a power of two) x BLOCK tile
     of 4096 elements, 32 fp32 registers per thread at 4 warps, whatever the history size."""
@@ -298,10 +356,23 @@ def _record_triton(fz, z, F, G, gram, k):
     partials = torch.empty((B, nchunks, m + 1), dtype=torch.float32, device=F.device)
     abs_res = torch.empty(B, dtype=torch.float32, device=F.device)
     rel_res = torch.empty(B, dtype=torch.float32, device=F.device)
-    _record_stream_kernel[(B, nchunks)](fz, z, F, G, partials, n, m, slot, valid,
-                                        ROWS=rows, BLOCK=block, num_warps=NUM_WARPS)
-    _record_finish_kernel[(B,)](partials, gram, abs_res, rel_res, nchunks, m, slot, valid, REL_EPS,
-                                ROWS=FINISH_ROWS, COLS=FINISH_COLS, num_warps=NUM_WARPS)
+    _record_stream_kernel[(B, nchunks)](
+        fz, z, F, G, partials, n, m, slot, valid, ROWS=rows, BLOCK=block, num_warps=NUM_WARPS
+    )
+    _record_finish_kernel[(B,)](
+        partials,
+        gram,
+        abs_res,
+        rel_res,
+        nchunks,
+        m,
+        slot,
+        valid,
+        REL_EPS,
+        ROWS=FINISH_ROWS,
+        COLS=FINISH_COLS,
+        num_warps=NUM_WARPS,
+    )
     return abs_res, rel_res
 
 
@@ -327,12 +398,29 @@ def _mix_triton(F, G, alpha, tau, k, res, best, best_res, restart):
     if restart is None:
         restart = torch.zeros(B, dtype=torch.bool, device=F.device)
     _mix_kernel[(B, triton.cdiv(n, BLOCK))](
-        F, G, alpha, res, best, best_res, restart.view(torch.int8), tickets, out, n, m, k % m, min(k + 1, m),
-        1.0 - tau, DAMPED=tau != 1.0, BLOCK=BLOCK, num_warps=NUM_WARPS)
+        F,
+        G,
+        alpha,
+        res,
+        best,
+        best_res,
+        restart.view(torch.int8),
+        tickets,
+        out,
+        n,
+        m,
+        k % m,
+        min(k + 1, m),
+        1.0 - tau,
+        DAMPED=tau != 1.0,
+        BLOCK=BLOCK,
+        num_warps=NUM_WARPS,
+    )
     return out
 
 
 # ---------------------------------------------------------------- device-memory traffic (docs/anderson.md)
+
 
 def traffic_floor(B: int, m: int, n: int, k: int, dtype: torch.dtype, tau: float = 1.0) -> int:
     """Least device-memory bytes of iteration k for any implementation of this contract, every
@@ -344,8 +432,16 @@ def traffic_floor(B: int, m: int, n: int, k: int, dtype: torch.dtype, tau: float
     return B * n * elements * torch.finfo(dtype).bits // 8
 
 
-def triton_traffic(B: int, m: int, n: int, k: int, dtype: torch.dtype, tau: float = 1.0,
-                   improved: int | None = None, restarted: int = 0) -> Traffic:
+def triton_traffic(
+    B: int,
+    m: int,
+    n: int,
+    k: int,
+    dtype: torch.dtype,
+    tau: float = 1.0,
+    improved: int | None = None,
+    restarted: int = 0,
+) -> Traffic:
     """Bytes and launches of the three kernels for iteration k, counting every lane of every load and
     store they issue (no cache reuse assumed), with ``improved`` samples (default: all) copying their
     best iterate and ``restarted`` samples reading it instead of mixing. Checked against an
@@ -354,12 +450,12 @@ def triton_traffic(B: int, m: int, n: int, k: int, dtype: torch.dtype, tau: floa
     v, improved = min(k + 1, m), B if improved is None else improved
     chunks_record = -(-n // _stream_config(m)[1])
     chunks_mix = -(-n // BLOCK)
-    partials = B * chunks_record * (v + 1) * 4                            # fp32 scratch, both ways
-    read = B * n * s * (2 + (v - 1)) + partials                           # record: fz, z, other G_i
-    written = B * n * s * 2 + partials + B * (2 * v + 2) * 4              # F, G slots; Gram row+col, norms
+    partials = B * chunks_record * (v + 1) * 4  # fp32 scratch, both ways
+    read = B * n * s * (2 + (v - 1)) + partials  # record: fz, z, other G_i
+    written = B * n * s * 2 + partials + B * (2 * v + 2) * 4  # F, G slots; Gram row+col, norms
     hist = v * (1 if tau == 1.0 else 2)
-    read += B * n * s * hist + B * chunks_mix * (v - 1 + 2 + 1) * 4       # mix: F_i (G_i); alpha, res, ticket
-    read += B * chunks_mix + restarted * n * s                            # restart flags; best where set
+    read += B * n * s * hist + B * chunks_mix * (v - 1 + 2 + 1) * 4  # mix: F_i (G_i); alpha, res, ticket
+    read += B * chunks_mix + restarted * n * s  # restart flags; best where set
     written += B * n * s + improved * n * s + B * chunks_mix * 4 + B * 2 * 4  # z_next, best; tickets, best_res
     return Traffic(bytes_read=read, bytes_written=written, launches=3)
 
@@ -375,36 +471,86 @@ def aot_specs():
     the finish kernel once (it only sees fp32). Values: every ring position (slot, valid) of every m,
     at the state sizes n = tokens x D of GET (m, slot, valid and nchunks are not specialised on)."""
     sizes = [t * D for t in GET_TOKENS for D in GET_DIMS]
-    launches = ([(n, 8, 0, 1) for n in sizes]
-                + [(sizes[0], m, k % m, min(k + 1, m)) for m in range(1, 9) for k in range(m + 1)])
+    launches = [(n, 8, 0, 1) for n in sizes] + [
+        (sizes[0], m, k % m, min(k + 1, m)) for m in range(1, 9) for k in range(m + 1)
+    ]
     specs = []
     for dtype, ptr in _PTR.items():
         name = str(dtype).removeprefix("torch.")
         for n, m, slot, valid in launches:
             rows, block = _stream_config(m)
-            specs.append(AotSpec(
-                name=f"anderson_record_stream[{name},rows={rows},block={block}]", kernel=_record_stream_kernel,
-                signature={"fz_ptr": ptr, "z_ptr": ptr, "F_ptr": ptr, "G_ptr": ptr, "part_ptr": "*fp32",
-                           "n": "i32", "m": "i32", "slot": "i32", "valid": "i32",
-                           "ROWS": "constexpr", "BLOCK": "constexpr"},
-                constexprs={"ROWS": rows, "BLOCK": block}, num_warps=NUM_WARPS,
-                values={"n": n, "m": m, "slot": slot, "valid": valid}))
+            specs.append(
+                AotSpec(
+                    name=f"anderson_record_stream[{name},rows={rows},block={block}]",
+                    kernel=_record_stream_kernel,
+                    signature={
+                        "fz_ptr": ptr,
+                        "z_ptr": ptr,
+                        "F_ptr": ptr,
+                        "G_ptr": ptr,
+                        "part_ptr": "*fp32",
+                        "n": "i32",
+                        "m": "i32",
+                        "slot": "i32",
+                        "valid": "i32",
+                        "ROWS": "constexpr",
+                        "BLOCK": "constexpr",
+                    },
+                    constexprs={"ROWS": rows, "BLOCK": block},
+                    num_warps=NUM_WARPS,
+                    values={"n": n, "m": m, "slot": slot, "valid": valid},
+                )
+            )
         for damped in (False, True):
-            specs += [AotSpec(
-                name=f"anderson_mix[{name},damped={damped}]", kernel=_mix_kernel,
-                signature={"F_ptr": ptr, "G_ptr": ptr, "alpha_ptr": "*fp32", "res_ptr": "*fp32",
-                           "best_ptr": ptr, "best_res_ptr": "*fp32", "restart_ptr": "*i8", "ticket_ptr": "*i32",
-                           "out_ptr": ptr,
-                           "n": "i32", "m": "i32", "slot": "i32", "valid": "i32", "one_minus_tau": "fp32",
-                           "DAMPED": "constexpr", "BLOCK": "constexpr"},
-                constexprs={"DAMPED": damped, "BLOCK": BLOCK}, num_warps=NUM_WARPS,
-                values={"n": n, "m": m, "slot": slot, "valid": valid}) for n, m, slot, valid in launches]
-    specs += [AotSpec(
-        name="anderson_record_finish", kernel=_record_finish_kernel,
-        signature={"part_ptr": "*fp32", "gram_ptr": "*fp32", "abs_ptr": "*fp32", "rel_ptr": "*fp32",
-                   "nchunks": "i32", "m": "i32", "slot": "i32", "valid": "i32", "rel_eps": "fp32",
-                   "ROWS": "constexpr", "COLS": "constexpr"},
-        constexprs={"ROWS": FINISH_ROWS, "COLS": FINISH_COLS}, num_warps=NUM_WARPS,
-        values={"nchunks": triton.cdiv(n, _stream_config(m)[1]), "m": m, "slot": slot, "valid": valid})
-        for n, m, slot, valid in launches]
+            specs += [
+                AotSpec(
+                    name=f"anderson_mix[{name},damped={damped}]",
+                    kernel=_mix_kernel,
+                    signature={
+                        "F_ptr": ptr,
+                        "G_ptr": ptr,
+                        "alpha_ptr": "*fp32",
+                        "res_ptr": "*fp32",
+                        "best_ptr": ptr,
+                        "best_res_ptr": "*fp32",
+                        "restart_ptr": "*i8",
+                        "ticket_ptr": "*i32",
+                        "out_ptr": ptr,
+                        "n": "i32",
+                        "m": "i32",
+                        "slot": "i32",
+                        "valid": "i32",
+                        "one_minus_tau": "fp32",
+                        "DAMPED": "constexpr",
+                        "BLOCK": "constexpr",
+                    },
+                    constexprs={"DAMPED": damped, "BLOCK": BLOCK},
+                    num_warps=NUM_WARPS,
+                    values={"n": n, "m": m, "slot": slot, "valid": valid},
+                )
+                for n, m, slot, valid in launches
+            ]
+    specs += [
+        AotSpec(
+            name="anderson_record_finish",
+            kernel=_record_finish_kernel,
+            signature={
+                "part_ptr": "*fp32",
+                "gram_ptr": "*fp32",
+                "abs_ptr": "*fp32",
+                "rel_ptr": "*fp32",
+                "nchunks": "i32",
+                "m": "i32",
+                "slot": "i32",
+                "valid": "i32",
+                "rel_eps": "fp32",
+                "ROWS": "constexpr",
+                "COLS": "constexpr",
+            },
+            constexprs={"ROWS": FINISH_ROWS, "COLS": FINISH_COLS},
+            num_warps=NUM_WARPS,
+            values={"nchunks": triton.cdiv(n, _stream_config(m)[1]), "m": m, "slot": slot, "valid": valid},
+        )
+        for n, m, slot, valid in launches
+    ]
     yield from distinct_specializations(specs)

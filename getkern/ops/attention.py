@@ -22,6 +22,7 @@ multiplied in fp32: the same products a bf16 tensor-core dot with fp32 accumulat
 The op is the torch.library custom op ``getkern::attention_forward`` (backward:
 ``getkern::attention_backward``), so torch.compile(fullgraph=True) sees one opaque node.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,8 @@ from getkern.ops._aot import GET_TOKENS, AotSpec, distinct_specializations
 from getkern.ops._triton import constexpr, jit, tl, triton
 
 HEAD_DIMS = (32, 64, 128)
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)          # the Triton kernels
-REFERENCE_DTYPES = DTYPES + (torch.float64,)                       # the PyTorch path also takes float64
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # the Triton kernels
+REFERENCE_DTYPES = DTYPES + (torch.float64,)  # the PyTorch path also takes float64
 _LOG2E = constexpr(1.4426950408889634)  # log2(e): softmax runs in exp2
 
 
@@ -45,9 +46,25 @@ _LOG2E = constexpr(1.4426950408889634)  # log2(e): softmax runs in exp2
 #                                Triton kernels                                 #
 #################################################################################
 
+
 @jit
-def _load_tile(QKV, C, U, b, rows, cols, N, stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
-               HAS_C: tl.constexpr, HAS_U: tl.constexpr, ALIGNED: tl.constexpr):
+def _load_tile(
+    QKV,
+    C,
+    U,
+    b,
+    rows,
+    cols,
+    N,
+    stride_qkv_b,
+    stride_qkv_n,
+    stride_c_b,
+    stride_u_b,
+    stride_u_n,
+    HAS_C: tl.constexpr,
+    HAS_U: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
     """(len(rows), len(cols)) fp32 tile of qkv + c + u; rows >= N load as c (masked by the caller).
 
     ALIGNED (checked by the host): every row starts 16-byte aligned. The JIT would specialize on that
@@ -79,12 +96,29 @@ def _operand(x, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr):
 
 
 @jit
-def _attn_fwd_kernel(QKV, C, U, Out, Lse,
-                     stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
-                     N, H, qk_scale_log2,
-                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     HAS_C: tl.constexpr, HAS_U: tl.constexpr, ALIGNED: tl.constexpr,
-                     DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _attn_fwd_kernel(
+    QKV,
+    C,
+    U,
+    Out,
+    Lse,
+    stride_qkv_b,
+    stride_qkv_n,
+    stride_c_b,
+    stride_u_b,
+    stride_u_n,
+    N,
+    H,
+    qk_scale_log2,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_C: tl.constexpr,
+    HAS_U: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
     pid_m = tl.program_id(0)  # fastest-varying: the query blocks of one head run together (K/V in L2)
     h = tl.program_id(1)  # heads and batch on axes 1 and 2 (65535 each), not B*H on one
     b = tl.program_id(2)
@@ -98,7 +132,7 @@ def _attn_fwd_kernel(QKV, C, U, Out, Lse,
 
     q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U, ALIGNED), DTYPE, DOT_IN_FP32)
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)  # running row max, log2 units
-    l_i = tl.zeros((BLOCK_M,), tl.float32)                # running row sum of exp2
+    l_i = tl.zeros((BLOCK_M,), tl.float32)  # running row sum of exp2
     acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
     for start_n in range(0, N, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -141,9 +175,29 @@ def _attn_bwd_delta_kernel(Out, dOut, Delta, N, H, HEAD_DIM: tl.constexpr, BLOCK
 
 
 @jit
-def _bwd_dk_dv(QKV, C, U, dout_base, lse_base, delta_base, b, offs_n, q_cols, D, N, strides, qk_scale_log2,
-               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
-               ALIGNED: tl.constexpr, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _bwd_dk_dv(
+    QKV,
+    C,
+    U,
+    dout_base,
+    lse_base,
+    delta_base,
+    b,
+    offs_n,
+    q_cols,
+    D,
+    N,
+    strides,
+    qk_scale_log2,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    HAS_C: tl.constexpr,
+    HAS_U: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    DTYPE: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
     """dk (unscaled), dv of key rows offs_n, looping over every query block. Scores are kept
     transposed (sT = k q^T) so dk and dv accumulate row-major."""
     k = _operand(_load_tile(QKV, C, U, b, offs_n, D + q_cols, N, *strides, HAS_C, HAS_U, ALIGNED), DTYPE, DOT_IN_FP32)
@@ -170,9 +224,29 @@ def _bwd_dk_dv(QKV, C, U, dout_base, lse_base, delta_base, b, offs_n, q_cols, D,
 
 
 @jit
-def _bwd_dq(QKV, C, U, dout_base, lse_base, delta_base, b, offs_m, q_cols, D, N, strides, qk_scale_log2,
-            HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
-            ALIGNED: tl.constexpr, DTYPE: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _bwd_dq(
+    QKV,
+    C,
+    U,
+    dout_base,
+    lse_base,
+    delta_base,
+    b,
+    offs_m,
+    q_cols,
+    D,
+    N,
+    strides,
+    qk_scale_log2,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HAS_C: tl.constexpr,
+    HAS_U: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    DTYPE: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
     """dq (unscaled) of query rows offs_m, looping over every key block."""
     row_ok = offs_m < N
     q = _operand(_load_tile(QKV, C, U, b, offs_m, q_cols, N, *strides, HAS_C, HAS_U, ALIGNED), DTYPE, DOT_IN_FP32)
@@ -197,12 +271,32 @@ def _bwd_dq(QKV, C, U, dout_base, lse_base, delta_base, b, offs_m, q_cols, D, N,
 
 
 @jit
-def _attn_bwd_kernel(QKV, C, U, dOut, Lse, Delta, dQKV,
-                     stride_qkv_b, stride_qkv_n, stride_c_b, stride_u_b, stride_u_n,
-                     N, H, sm_scale,
-                     HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
-                     BLOCK_N2: tl.constexpr, HAS_C: tl.constexpr, HAS_U: tl.constexpr,
-                     ALIGNED: tl.constexpr, DOT_IN_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _attn_bwd_kernel(
+    QKV,
+    C,
+    U,
+    dOut,
+    Lse,
+    Delta,
+    dQKV,
+    stride_qkv_b,
+    stride_qkv_n,
+    stride_c_b,
+    stride_u_b,
+    stride_u_n,
+    N,
+    H,
+    sm_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M1: tl.constexpr,
+    BLOCK_N1: tl.constexpr,
+    BLOCK_N2: tl.constexpr,
+    HAS_C: tl.constexpr,
+    HAS_U: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    DOT_IN_FP32: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
     """Program (j, bh): dk, dv of key rows [j*BLOCK_N1, +BLOCK_N1), then dq of the same query rows."""
     pid = tl.program_id(0)
     h = tl.program_id(1)  # heads and batch on axes 1 and 2 (65535 each), not B*H on one
@@ -219,13 +313,55 @@ def _attn_bwd_kernel(QKV, C, U, dOut, Lse, Delta, dQKV,
     rows = pid * BLOCK_N1 + tl.arange(0, BLOCK_N1)
     row_ok = rows[:, None] < N
 
-    dk, dv = _bwd_dk_dv(QKV, C, U, dout_base, Lse + bh * N, Delta + bh * N, b, rows, q_cols, D, N, strides,
-                        qk_scale_log2, HEAD_DIM, BLOCK_M1, HAS_C, HAS_U, ALIGNED, DTYPE, DOT_IN_FP32, DOT_PRECISION)
+    dk, dv = _bwd_dk_dv(
+        QKV,
+        C,
+        U,
+        dout_base,
+        Lse + bh * N,
+        Delta + bh * N,
+        b,
+        rows,
+        q_cols,
+        D,
+        N,
+        strides,
+        qk_scale_log2,
+        HEAD_DIM,
+        BLOCK_M1,
+        HAS_C,
+        HAS_U,
+        ALIGNED,
+        DTYPE,
+        DOT_IN_FP32,
+        DOT_PRECISION,
+    )
     dqkv_rows = dqkv_base + rows[:, None] * 3 * D
     tl.store(dqkv_rows + (D + q_cols)[None, :], (dk * sm_scale).to(DTYPE), mask=row_ok)
     tl.store(dqkv_rows + (2 * D + q_cols)[None, :], dv.to(DTYPE), mask=row_ok)
-    dq = _bwd_dq(QKV, C, U, dout_base, Lse + bh * N, Delta + bh * N, b, rows, q_cols, D, N, strides,
-                 qk_scale_log2, HEAD_DIM, BLOCK_N2, HAS_C, HAS_U, ALIGNED, DTYPE, DOT_IN_FP32, DOT_PRECISION)
+    dq = _bwd_dq(
+        QKV,
+        C,
+        U,
+        dout_base,
+        Lse + bh * N,
+        Delta + bh * N,
+        b,
+        rows,
+        q_cols,
+        D,
+        N,
+        strides,
+        qk_scale_log2,
+        HEAD_DIM,
+        BLOCK_N2,
+        HAS_C,
+        HAS_U,
+        ALIGNED,
+        DTYPE,
+        DOT_IN_FP32,
+        DOT_PRECISION,
+    )
     tl.store(dqkv_rows + q_cols[None, :], (dq * sm_scale).to(DTYPE), mask=row_ok)
 
 
@@ -233,16 +369,18 @@ def _attn_bwd_kernel(QKV, C, U, dOut, Lse, Delta, dQKV,
 #                        Launch configuration (one rule)                        #
 #################################################################################
 
+
 @dataclass(frozen=True)
 class AttentionConfig:
     """Tile sizes and launch parameters of the three kernels for one (head dim, dtype, arch)."""
+
     fwd_block_m: int
     fwd_block_n: int
     fwd_warps: int
     fwd_stages: int
-    bwd_block_m1: int   # query rows per step of the dk/dv loop
-    bwd_block_n1: int   # key rows per program (also its query rows for dq)
-    bwd_block_n2: int   # key rows per step of the dq loop
+    bwd_block_m1: int  # query rows per step of the dk/dv loop
+    bwd_block_n1: int  # key rows per program (also its query rows for dq)
+    bwd_block_n2: int  # key rows per step of the dq loop
     bwd_warps: int
     bwd_stages: int
     delta_block_m: int = 64
@@ -251,8 +389,9 @@ class AttentionConfig:
 INTERPRETER_ARCH = (9, 0)  # the interpreter runs the sm_90 tiles: the largest, so the fewest steps
 
 
-def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int],
-                     precision: str | None = None) -> AttentionConfig:
+def attention_config(
+    head_dim: int, dtype: torch.dtype, arch: tuple[int, int], precision: str | None = None
+) -> AttentionConfig:
     """The launch configuration for ``head_dim`` in HEAD_DIMS, compute ``dtype`` and GPU ``arch``
     (compute capability; the interpreter uses INTERPRETER_ARCH); ``precision``: the DOT_PRECISION of
     fp32 inputs ("ieee" or "tf32"; default: what _dot_flags passes under torch's current setting).
@@ -277,19 +416,41 @@ def attention_config(head_dim: int, dtype: torch.dtype, arch: tuple[int, int],
         raise ValueError(f"head_dim must be one of {HEAD_DIMS}, got {head_dim}")
     if dtype == torch.float32:
         tf32 = (precision or _dot_flags(dtype)["DOT_PRECISION"]) == "tf32"
-        return AttentionConfig(fwd_block_m=32, fwd_block_n=16, fwd_warps=8, fwd_stages=1, bwd_block_m1=16,
-                               bwd_block_n1=32 if tf32 else 16, bwd_block_n2=16, bwd_warps=8,
-                               bwd_stages=2 if head_dim == 64 and not tf32 else 1)
+        return AttentionConfig(
+            fwd_block_m=32,
+            fwd_block_n=16,
+            fwd_warps=8,
+            fwd_stages=1,
+            bwd_block_m1=16,
+            bwd_block_n1=32 if tf32 else 16,
+            bwd_block_n2=16,
+            bwd_warps=8,
+            bwd_stages=2 if head_dim == 64 and not tf32 else 1,
+        )
     big = head_dim == 128
     if arch[0] >= 9:
-        return AttentionConfig(fwd_block_m=128 if big else 256, fwd_block_n=64, fwd_warps=8,
-                               fwd_stages=2 if big else 3, bwd_block_m1=16 if big else 32,
-                               bwd_block_n1=16 if big else 128, bwd_block_n2=16 if big else 32,
-                               bwd_warps=4 if big else 8, bwd_stages=2)
-    return AttentionConfig(fwd_block_m=128, fwd_block_n={32: 64, 64: 32, 128: 16}[head_dim], fwd_warps=8,
-                           fwd_stages=2,
-                           bwd_block_m1=16, bwd_block_n1={32: 64, 64: 32, 128: 16}[head_dim], bwd_block_n2=16,
-                           bwd_warps=4, bwd_stages=2)
+        return AttentionConfig(
+            fwd_block_m=128 if big else 256,
+            fwd_block_n=64,
+            fwd_warps=8,
+            fwd_stages=2 if big else 3,
+            bwd_block_m1=16 if big else 32,
+            bwd_block_n1=16 if big else 128,
+            bwd_block_n2=16 if big else 32,
+            bwd_warps=4 if big else 8,
+            bwd_stages=2,
+        )
+    return AttentionConfig(
+        fwd_block_m=128,
+        fwd_block_n={32: 64, 64: 32, 128: 16}[head_dim],
+        fwd_warps=8,
+        fwd_stages=2,
+        bwd_block_m1=16,
+        bwd_block_n1={32: 64, 64: 32, 128: 16}[head_dim],
+        bwd_block_n2=16,
+        bwd_warps=4,
+        bwd_stages=2,
+    )
 
 
 def _device_arch(device: torch.device) -> tuple[int, int]:
@@ -301,6 +462,7 @@ def _device_arch(device: torch.device) -> tuple[int, int]:
 #################################################################################
 #                               Input validation                                #
 #################################################################################
+
 
 def _check_inputs(qkv, num_heads, c, u, scale) -> None:
     if not isinstance(qkv, torch.Tensor) or qkv.dim() != 3 or qkv.shape[-1] % 3:
@@ -318,8 +480,7 @@ def _check_inputs(qkv, num_heads, c, u, scale) -> None:
         if tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
         if t.dtype not in REFERENCE_DTYPES:
-            raise TypeError(f"{name} must be float16, bfloat16, float32 (or float64, PyTorch path only), "
-                            f"got {t.dtype}")
+            raise TypeError(f"{name} must be float16, bfloat16, float32 (or float64, PyTorch path only), got {t.dtype}")
         if t.device != qkv.device:
             raise ValueError(f"{name} is on {t.device} but qkv is on {qkv.device}")
     if scale is not None and not math.isfinite(scale):
@@ -338,16 +499,23 @@ def _compute_dtype(qkv, c, u) -> torch.dtype:
 #                              Triton host launches                              #
 #################################################################################
 
+
 def _kernel_args(qkv, c, u):
     """(c, u, strides, aligned) for the kernels. An absent c or u passes qkv with zero strides (never
     read). aligned: every row of qkv, c, u starts 16-byte aligned (checked with margin: pointers and
     strides multiples of 16 elements), true for fresh tensors and for GET's views at head dims 32+."""
     c_arg = qkv if c is None else c
     u_arg = qkv if u is None else u
-    strides = (qkv.stride(0), qkv.stride(1), 0 if c is None else c.stride(0),
-               0 if u is None else u.stride(0), 0 if u is None else u.stride(1))
-    aligned = (all(t.data_ptr() % (16 * t.element_size()) == 0 for t in (qkv, c_arg, u_arg))
-               and all(s % 16 == 0 for s in strides))
+    strides = (
+        qkv.stride(0),
+        qkv.stride(1),
+        0 if c is None else c.stride(0),
+        0 if u is None else u.stride(0),
+        0 if u is None else u.stride(1),
+    )
+    aligned = all(t.data_ptr() % (16 * t.element_size()) == 0 for t in (qkv, c_arg, u_arg)) and all(
+        s % 16 == 0 for s in strides
+    )
     return c_arg, u_arg, strides, aligned
 
 
@@ -369,10 +537,26 @@ def _forward_triton(qkv, c, u, num_heads: int, scale: float):
     lse = torch.empty((B, num_heads, N), dtype=torch.float32, device=qkv.device)
     c_arg, u_arg, strides, aligned = _kernel_args(qkv, c, u)
     grid = (triton.cdiv(N, cfg.fwd_block_m), num_heads, B)
-    _attn_fwd_kernel[grid](qkv, c_arg, u_arg, out, lse, *strides, N, num_heads, scale * _LOG2E.value,
-                           HEAD_DIM=head_dim, BLOCK_M=cfg.fwd_block_m, BLOCK_N=cfg.fwd_block_n,
-                           HAS_C=c is not None, HAS_U=u is not None, ALIGNED=aligned, **_dot_flags(dtype),
-                           num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages)
+    _attn_fwd_kernel[grid](
+        qkv,
+        c_arg,
+        u_arg,
+        out,
+        lse,
+        *strides,
+        N,
+        num_heads,
+        scale * _LOG2E.value,
+        HEAD_DIM=head_dim,
+        BLOCK_M=cfg.fwd_block_m,
+        BLOCK_N=cfg.fwd_block_n,
+        HAS_C=c is not None,
+        HAS_U=u is not None,
+        ALIGNED=aligned,
+        **_dot_flags(dtype),
+        num_warps=cfg.fwd_warps,
+        num_stages=cfg.fwd_stages,
+    )
     return out, lse
 
 
@@ -387,14 +571,34 @@ def _backward_triton(dout, qkv, c, u, out, lse, num_heads: int, scale: float):
         dout = dout.clone()
     delta = torch.empty_like(lse)
     _attn_bwd_delta_kernel[(triton.cdiv(N, cfg.delta_block_m), num_heads, B)](
-        out, dout, delta, N, num_heads, HEAD_DIM=head_dim, BLOCK_M=cfg.delta_block_m)
+        out, dout, delta, N, num_heads, HEAD_DIM=head_dim, BLOCK_M=cfg.delta_block_m
+    )
     dqkv = torch.empty((B, N, three_d), dtype=dtype, device=qkv.device)
     c_arg, u_arg, strides, aligned = _kernel_args(qkv, c, u)
     grid = (triton.cdiv(N, cfg.bwd_block_n1), num_heads, B)
-    _attn_bwd_kernel[grid](qkv, c_arg, u_arg, dout, lse, delta, dqkv, *strides, N, num_heads, scale,
-                           HEAD_DIM=head_dim, BLOCK_M1=cfg.bwd_block_m1, BLOCK_N1=cfg.bwd_block_n1,
-                           BLOCK_N2=cfg.bwd_block_n2, HAS_C=c is not None, HAS_U=u is not None, ALIGNED=aligned,
-                           **_dot_flags(dtype), num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages)
+    _attn_bwd_kernel[grid](
+        qkv,
+        c_arg,
+        u_arg,
+        dout,
+        lse,
+        delta,
+        dqkv,
+        *strides,
+        N,
+        num_heads,
+        scale,
+        HEAD_DIM=head_dim,
+        BLOCK_M1=cfg.bwd_block_m1,
+        BLOCK_N1=cfg.bwd_block_n1,
+        BLOCK_N2=cfg.bwd_block_n2,
+        HAS_C=c is not None,
+        HAS_U=u is not None,
+        ALIGNED=aligned,
+        **_dot_flags(dtype),
+        num_warps=cfg.bwd_warps,
+        num_stages=cfg.bwd_stages,
+    )
     return dqkv
 
 
@@ -402,9 +606,11 @@ def _backward_triton(dout, qkv, c, u, out, lse, num_heads: int, scale: float):
 #                     torch.library custom op with autograd                     #
 #################################################################################
 
+
 @torch.library.custom_op("getkern::attention_forward", mutates_args=())
-def _attention_forward_op(qkv: torch.Tensor, c: torch.Tensor | None, u: torch.Tensor | None,
-                          num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _attention_forward_op(
+    qkv: torch.Tensor, c: torch.Tensor | None, u: torch.Tensor | None, num_heads: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (out (B, N, D) in the compute dtype, lse (B, H, N) float32)."""
     return _forward_triton(qkv, c, u, num_heads, scale)
 
@@ -417,9 +623,16 @@ def _(qkv, c, u, num_heads, scale):
 
 
 @torch.library.custom_op("getkern::attention_backward", mutates_args=())
-def _attention_backward_op(dout: torch.Tensor, qkv: torch.Tensor, c: torch.Tensor | None,
-                           u: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor,
-                           num_heads: int, scale: float) -> torch.Tensor:
+def _attention_backward_op(
+    dout: torch.Tensor,
+    qkv: torch.Tensor,
+    c: torch.Tensor | None,
+    u: torch.Tensor | None,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    num_heads: int,
+    scale: float,
+) -> torch.Tensor:
     """Returns d(qkv + c + u) as (B, N, 3D) in the compute dtype."""
     return _backward_triton(dout, qkv, c, u, out, lse, num_heads, scale)
 
@@ -453,8 +666,14 @@ _attention_forward_op.register_autograd(_backward, setup_context=_setup_context)
 #                                  Public API                                   #
 #################################################################################
 
-def attention_reference(qkv: torch.Tensor, num_heads: int, c: torch.Tensor | None = None,
-                        u: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+
+def attention_reference(
+    qkv: torch.Tensor,
+    num_heads: int,
+    c: torch.Tensor | None = None,
+    u: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
     """The unfused PyTorch sequence the reference GET runs. qkv, u: (B, N, 3D); c: (B, 1, 3D)."""
     B, N, three_d = qkv.shape
     D = three_d // 3
@@ -467,9 +686,15 @@ def attention_reference(qkv: torch.Tensor, num_heads: int, c: torch.Tensor | Non
     return out.transpose(1, 2).reshape(B, N, D)
 
 
-def fused_attention(qkv: torch.Tensor, num_heads: int, *, c: torch.Tensor | None = None,
-                    u: torch.Tensor | None = None, scale: float | None = None,
-                    backend: str = "auto") -> torch.Tensor:
+def fused_attention(
+    qkv: torch.Tensor,
+    num_heads: int,
+    *,
+    c: torch.Tensor | None = None,
+    u: torch.Tensor | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """softmax(q k^T * scale) v per head, with q, k, v split from qkv + c + u.
 
     qkv: (B, N, 3D) fp16/bf16/fp32, token-major (see the module docstring); c: (B, 1, 3D) or None;
@@ -499,8 +724,10 @@ def fused_attention(qkv: torch.Tensor, num_heads: int, *, c: torch.Tensor | None
 #                             Traffic of the fused op                           #
 #################################################################################
 
-def fused_attention_traffic(B: int, N: int, D: int, H: int, dtype: torch.dtype, arch: tuple[int, int],
-                            backward: bool = False) -> dict[str, int]:
+
+def fused_attention_traffic(
+    B: int, N: int, D: int, H: int, dtype: torch.dtype, arch: tuple[int, int], backward: bool = False
+) -> dict[str, int]:
     """Bytes the fused op moves with c and u present, from the kernels' access pattern under the
     configuration for ``arch``: {"op_bytes", "tile_bytes", "launches"}.
 
@@ -512,29 +739,46 @@ def fused_attention_traffic(B: int, N: int, D: int, H: int, dtype: torch.dtype, 
     s = torch.finfo(dtype).bits // 8
     dh = D // H
     cfg = attention_config(dh, dtype, arch)
-    row = N * dh                                     # one head's q, k, v or out: elements
-    c_tile = dh * s                                  # c is added on every tile load (L2-resident)
-    in_row = row * 2 * s                             # a q/k/v tile's qkv + u bytes over all N rows
+    row = N * dh  # one head's q, k, v or out: elements
+    c_tile = dh * s  # c is added on every tile load (L2-resident)
+    in_row = row * 2 * s  # a q/k/v tile's qkv + u bytes over all N rows
     op = B * (3 * N * D * 2 + 3 * D) * s + B * N * D * s + B * H * N * 4  # qkv, u, c; out; lse
     blocks_m = math.ceil(N / cfg.fwd_block_m)
     blocks_n = math.ceil(N / cfg.fwd_block_n)
-    tile = B * H * (in_row + blocks_m * 2 * in_row                           # q once, k/v per q block
-                    + blocks_m * (1 + 2 * blocks_n) * c_tile + row * s + N * 4)  # c; out; lse
+    tile = (
+        B
+        * H
+        * (
+            in_row
+            + blocks_m * 2 * in_row  # q once, k/v per q block
+            + blocks_m * (1 + 2 * blocks_n) * c_tile
+            + row * s
+            + N * 4
+        )
+    )  # c; out; lse
     launches = 1
     if backward:
         # delta: read out, dout, write delta; bwd: read qkv, c, u, dout, lse, delta, write dqkv;
         # dc = token sum of dqkv (one torch reduction); d(qkv) and d(u) are the same tensor.
         stats = B * H * N * 4
-        op += (2 * B * N * D * s + stats) + (B * (6 * N * D + 3 * D) * s + B * N * D * s + 2 * stats
-                                             + 3 * B * N * D * s) + (3 * B * N * D * s + 3 * B * D * s)
+        op += (
+            (2 * B * N * D * s + stats)
+            + (B * (6 * N * D + 3 * D) * s + B * N * D * s + 2 * stats + 3 * B * N * D * s)
+            + (3 * B * N * D * s + 3 * B * D * s)
+        )
         blocks = math.ceil(N / cfg.bwd_block_n1)
-        per_head = (2 * row * s + N * 4                                       # delta kernel
-                    + blocks * (in_row + row * s + 2 * N * 4)                 # dk/dv: all q, dout, stats
-                    + 2 * in_row                                              # own k, v rows
-                    + in_row + row * s + 2 * N * 4                            # dq: own q, dout, stats
-                    + blocks * 2 * in_row                                     # dq: all k, v
-                    + 3 * row * s)                                            # write dq, dk, dv
-        tile += B * H * per_head + 3 * B * N * D * s + 3 * B * D * s          # + dc reduction
+        per_head = (
+            2 * row * s
+            + N * 4  # delta kernel
+            + blocks * (in_row + row * s + 2 * N * 4)  # dk/dv: all q, dout, stats
+            + 2 * in_row  # own k, v rows
+            + in_row
+            + row * s
+            + 2 * N * 4  # dq: own q, dout, stats
+            + blocks * 2 * in_row  # dq: all k, v
+            + 3 * row * s
+        )  # write dq, dk, dv
+        tile += B * H * per_head + 3 * B * N * D * s + 3 * B * D * s  # + dc reduction
         launches += 4  # delta, bwd, the dc token sum and its cast to c.dtype
     return {"op_bytes": op, "tile_bytes": tile, "launches": launches}
 
@@ -549,8 +793,7 @@ AOT_ARCHS = ((8, 0), (9, 0))
 
 # (compute dtype, DOT_PRECISION) pairs _dot_flags can pass: fp32 runs IEEE dots under torch's default
 # "highest" fp32 matmul precision and TF32 dots (tensor cores) once torch allows TF32.
-_AOT_PRECISIONS = ((torch.float16, "tf32"), (torch.bfloat16, "tf32"), (torch.float32, "ieee"),
-                   (torch.float32, "tf32"))
+_AOT_PRECISIONS = ((torch.float16, "tf32"), (torch.bfloat16, "tf32"), (torch.float32, "ieee"), (torch.float32, "tf32"))
 # Head counts of the GET and ViT configs (getkern/models/configs.py), taken at every head dim: with
 # GET_TOKENS, the (N, H) the kernels get at GET sizes. H = 16 (ViT-L) is a multiple of 16, which the JIT
 # specialises on: a binary of its own.
@@ -560,8 +803,15 @@ GET_HEADS = (4, 6, 8, 12, 16)
 def _aot_values(N: int, H: int, head_dim: int, has_c: bool, has_u: bool) -> dict[str, int]:
     """The ints _forward_triton / _backward_triton pass for fresh (B, N, 3D) qkv and u, (B, 1, 3D) c."""
     three_d = 3 * H * head_dim
-    return {"stride_qkv_b": N * three_d, "stride_qkv_n": three_d, "stride_c_b": three_d if has_c else 0,
-            "stride_u_b": N * three_d if has_u else 0, "stride_u_n": three_d if has_u else 0, "N": N, "H": H}
+    return {
+        "stride_qkv_b": N * three_d,
+        "stride_qkv_n": three_d,
+        "stride_c_b": three_d if has_c else 0,
+        "stride_u_b": N * three_d if has_u else 0,
+        "stride_u_n": three_d if has_u else 0,
+        "N": N,
+        "H": H,
+    }
 
 
 def aot_specs() -> Iterator[AotSpec]:
@@ -580,37 +830,97 @@ def aot_specs() -> Iterator[AotSpec]:
                 dot_tag = f"{tag},{precision}" if dtype == torch.float32 else tag
                 cc = (arch[0] * 10 + arch[1],)
                 sizes = [(N, H) for H in GET_HEADS for N in GET_TOKENS]
-                specs += [AotSpec(
-                    name=f"attention_bwd_delta[{tag}]", kernel=_attn_bwd_delta_kernel,
-                    signature={"Out": f"*{ty}", "dOut": f"*{ty}", "Delta": "*fp32", "N": "i32", "H": "i32",
-                               "HEAD_DIM": "constexpr", "BLOCK_M": "constexpr"},
-                    constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.delta_block_m}, num_warps=4, num_stages=1,
-                    archs=cc, values={"N": N, "H": H}) for N, H in sizes]
+                specs += [
+                    AotSpec(
+                        name=f"attention_bwd_delta[{tag}]",
+                        kernel=_attn_bwd_delta_kernel,
+                        signature={
+                            "Out": f"*{ty}",
+                            "dOut": f"*{ty}",
+                            "Delta": "*fp32",
+                            "N": "i32",
+                            "H": "i32",
+                            "HEAD_DIM": "constexpr",
+                            "BLOCK_M": "constexpr",
+                        },
+                        constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.delta_block_m},
+                        num_warps=4,
+                        num_stages=1,
+                        archs=cc,
+                        values={"N": N, "H": H},
+                    )
+                    for N, H in sizes
+                ]
                 for has_c, has_u in ((True, True), (False, False)):
                     common_sig = {"QKV": f"*{ty}", "C": f"*{ty}", "U": f"*{ty}"}
-                    stride_sig = {s: "i32" for s in ("stride_qkv_b", "stride_qkv_n", "stride_c_b",
-                                                     "stride_u_b", "stride_u_n")}
-                    flags = {"HAS_C": has_c, "HAS_U": has_u, "ALIGNED": True, "DOT_IN_FP32": False,
-                             "DOT_PRECISION": precision}
+                    stride_sig = {
+                        s: "i32" for s in ("stride_qkv_b", "stride_qkv_n", "stride_c_b", "stride_u_b", "stride_u_n")
+                    }
+                    flags = {
+                        "HAS_C": has_c,
+                        "HAS_U": has_u,
+                        "ALIGNED": True,
+                        "DOT_IN_FP32": False,
+                        "DOT_PRECISION": precision,
+                    }
                     inj = f"{'c' if has_c else ''}{'u' if has_u else ''}" or "none"
-                    specs += [AotSpec(
-                        name=f"attention_fwd[{dot_tag},inj={inj}]", kernel=_attn_fwd_kernel,
-                        signature={**common_sig, "Out": f"*{ty}", "Lse": "*fp32", **stride_sig, "N": "i32",
-                                   "H": "i32", "qk_scale_log2": "fp32",
-                                   **{k: "constexpr" for k in ("HEAD_DIM", "BLOCK_M", "BLOCK_N", *flags)}},
-                        constexprs={"HEAD_DIM": head_dim, "BLOCK_M": cfg.fwd_block_m, "BLOCK_N": cfg.fwd_block_n,
-                                    **flags},
-                        num_warps=cfg.fwd_warps, num_stages=cfg.fwd_stages, uses_dot=dots, archs=cc,
-                        values=_aot_values(N, H, head_dim, has_c, has_u)) for N, H in sizes]
-                    specs += [AotSpec(
-                        name=f"attention_bwd[{dot_tag},inj={inj}]", kernel=_attn_bwd_kernel,
-                        signature={**common_sig, "dOut": f"*{ty}", "Lse": "*fp32", "Delta": "*fp32",
-                                   "dQKV": f"*{ty}", **stride_sig, "N": "i32", "H": "i32", "sm_scale": "fp32",
-                                   **{k: "constexpr" for k in ("HEAD_DIM", "BLOCK_M1", "BLOCK_N1", "BLOCK_N2",
-                                                               *flags)}},
-                        constexprs={"HEAD_DIM": head_dim, "BLOCK_M1": cfg.bwd_block_m1,
-                                    "BLOCK_N1": cfg.bwd_block_n1, "BLOCK_N2": cfg.bwd_block_n2, **flags},
-                        num_warps=cfg.bwd_warps, num_stages=cfg.bwd_stages, uses_dot=dots, archs=cc,
-                        values=_aot_values(N, H, head_dim, has_c, has_u)) for N, H in sizes]
+                    specs += [
+                        AotSpec(
+                            name=f"attention_fwd[{dot_tag},inj={inj}]",
+                            kernel=_attn_fwd_kernel,
+                            signature={
+                                **common_sig,
+                                "Out": f"*{ty}",
+                                "Lse": "*fp32",
+                                **stride_sig,
+                                "N": "i32",
+                                "H": "i32",
+                                "qk_scale_log2": "fp32",
+                                **{k: "constexpr" for k in ("HEAD_DIM", "BLOCK_M", "BLOCK_N", *flags)},
+                            },
+                            constexprs={
+                                "HEAD_DIM": head_dim,
+                                "BLOCK_M": cfg.fwd_block_m,
+                                "BLOCK_N": cfg.fwd_block_n,
+                                **flags,
+                            },
+                            num_warps=cfg.fwd_warps,
+                            num_stages=cfg.fwd_stages,
+                            uses_dot=dots,
+                            archs=cc,
+                            values=_aot_values(N, H, head_dim, has_c, has_u),
+                        )
+                        for N, H in sizes
+                    ]
+                    specs += [
+                        AotSpec(
+                            name=f"attention_bwd[{dot_tag},inj={inj}]",
+                            kernel=_attn_bwd_kernel,
+                            signature={
+                                **common_sig,
+                                "dOut": f"*{ty}",
+                                "Lse": "*fp32",
+                                "Delta": "*fp32",
+                                "dQKV": f"*{ty}",
+                                **stride_sig,
+                                "N": "i32",
+                                "H": "i32",
+                                "sm_scale": "fp32",
+                                **{k: "constexpr" for k in ("HEAD_DIM", "BLOCK_M1", "BLOCK_N1", "BLOCK_N2", *flags)},
+                            },
+                            constexprs={
+                                "HEAD_DIM": head_dim,
+                                "BLOCK_M1": cfg.bwd_block_m1,
+                                "BLOCK_N1": cfg.bwd_block_n1,
+                                "BLOCK_N2": cfg.bwd_block_n2,
+                                **flags,
+                            },
+                            num_warps=cfg.bwd_warps,
+                            num_stages=cfg.bwd_stages,
+                            uses_dot=dots,
+                            archs=cc,
+                            values=_aot_values(N, H, head_dim, has_c, has_u),
+                        )
+                        for N, H in sizes
+                    ]
     yield from distinct_specializations(specs)
-

@@ -11,6 +11,7 @@ the plain sequence to float rounding (tests/test_cpu_epilogues.py).
 ops have no backward), outside torch.compile (inductor fuses on its own) and outside autocast;
 ``backend="torch"`` keeps the plain PyTorch sequence, the reference every path is tested against.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,32 +33,51 @@ def applies(backend: str, x: torch.Tensor, *params: torch.Tensor | None) -> bool
         return False
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
-    return not (torch.is_grad_enabled()
-                and any(t is not None and t.requires_grad for t in (x, *params)))
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *params)))
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, gelu: bool = False,
-           residual: torch.Tensor | None = None) -> torch.Tensor:
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    gelu: bool = False,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``residual + x @ weight^T + bias`` or ``GELU_exact(x @ weight^T + bias)`` in one oneDNN call.
     x: (..., K); weight: (N, K); residual: x's leading shape with N last."""
     if residual is not None:
         if gelu:
             raise ValueError("linear: gelu and residual are exclusive (the MLP applies them in different layers)")
-        return torch.ops.mkldnn._linear_pointwise.binary(x, residual.expand(*x.shape[:-1], weight.shape[0]),
-                                                        weight, bias, "add")
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [],
-                                              "none" if gelu else "")
+        return torch.ops.mkldnn._linear_pointwise.binary(
+            x, residual.expand(*x.shape[:-1], weight.shape[0]), weight, bias, "add"
+        )
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
 
 
-def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-        residual: torch.Tensor | None) -> torch.Tensor:
+def mlp(
+    h: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    residual: torch.Tensor | None,
+) -> torch.Tensor:
     """fc2(GELU_exact(fc1(h))) (+ residual): two oneDNN calls, nothing else."""
     return linear(linear(h, w1, b1, gelu=True), w2, b2, residual=residual)
 
 
-def attention(h: torch.Tensor, qkv_weight: torch.Tensor, qkv_bias: torch.Tensor, proj_weight: torch.Tensor,
-              proj_bias: torch.Tensor, num_heads: int, c: torch.Tensor | None, u: torch.Tensor | None,
-              residual: torch.Tensor | None) -> torch.Tensor:
+def attention(
+    h: torch.Tensor,
+    qkv_weight: torch.Tensor,
+    qkv_bias: torch.Tensor,
+    proj_weight: torch.Tensor,
+    proj_bias: torch.Tensor,
+    num_heads: int,
+    c: torch.Tensor | None,
+    u: torch.Tensor | None,
+    residual: torch.Tensor | None,
+) -> torch.Tensor:
     """proj(attention(qkv(h) + c + u)) (+ residual) with the injection added inside the qkv matmul.
 
     c: (B, 1, 3D) and u: (B, N, 3D) are summed first (one pass instead of two over qkv)."""

@@ -6,6 +6,7 @@ torch's own: a (M, K) x (K, N) matmul is 2 M K N; LayerNorm, GELU, bias and resi
 attention counts its two matmuls forward and five backward (dv, dp, dq, dk and the recomputed q k^T,
 as torch counts its flash-attention backward). So a block counts the same on every backend.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,7 @@ def _layer_norm_linear_flops(x, norm_weight, norm_bias, weight, *args, out_shape
 @register_flop_formula([ops.mlp, ops.mlp_train])
 def _mlp_flops(h, w1, *args, out_shape=None, **kwargs) -> int:
     hidden, d = w1
-    return 4 * _rows(h) * d * hidden                       # fc1 and fc2
+    return 4 * _rows(h) * d * hidden  # fc1 and fc2
 
 
 @register_flop_formula([ops.add_layer_norm_mlp, ops.add_layer_norm_mlp_train])
@@ -46,7 +47,7 @@ def _add_layer_norm_mlp_flops(x, a, norm_weight, norm_bias, w1, *args, out_shape
 @register_flop_formula(ops.mlp_backward)
 def _mlp_backward_flops(dout, h, w1, *args, out_shape=None, **kwargs) -> int:
     hidden, d = w1
-    return 8 * _rows(h) * d * hidden                       # d(act), dw2, dh, dw1
+    return 8 * _rows(h) * d * hidden  # d(act), dw2, dh, dw1
 
 
 def _attention_matmul_flops(qkv) -> int:
@@ -57,12 +58,12 @@ def _attention_matmul_flops(qkv) -> int:
 
 @register_flop_formula(ops.attention_forward)
 def _attention_forward_flops(qkv, *args, out_shape=None, **kwargs) -> int:
-    return 2 * _attention_matmul_flops(qkv)               # q k^T and p v
+    return 2 * _attention_matmul_flops(qkv)  # q k^T and p v
 
 
 @register_flop_formula(ops.attention_backward)
 def _attention_backward_flops(dout, qkv, *args, out_shape=None, **kwargs) -> int:
-    return 5 * _attention_matmul_flops(qkv)               # q k^T again, dv, dp, dq, dk
+    return 5 * _attention_matmul_flops(qkv)  # q k^T again, dv, dp, dq, dk
 
 
 # oneDNN linears with fused epilogues (getkern.ops.cpu_epilogues, the CPU inference path):

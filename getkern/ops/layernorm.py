@@ -9,6 +9,7 @@ backward is a third op (``getkern::layer_norm_backward``, :func:`layer_norm_back
 LayerNorm backward of the prologue ops getkern.ops.ln_linear and getkern.ops.ln_mlp). Kernels and
 block-size rule are described in docs/layernorm_mlp.md.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,9 +26,11 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #                                   Kernels                                     #
 #################################################################################
 
+
 @jit
-def _ln_fwd_kernel(X, R, W, B, S, Y, MEAN, RSTD, M, D, eps,
-                   HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+def _ln_fwd_kernel(
+    X, R, W, B, S, Y, MEAN, RSTD, M, D, eps, HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr
+):
     """Rows [pid*BLOCK_M, +BLOCK_M) of the (M, D) row-major inputs: s = x (+ r), y = LN(s)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
@@ -52,8 +55,22 @@ def _ln_fwd_kernel(X, R, W, B, S, Y, MEAN, RSTD, M, D, eps,
 
 
 @jit
-def _ln_bwd_kernel(DY, DS, S, W, MEAN, RSTD, DX, DW_PART, DB_PART, M, D,
-                   HAS_DS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+def _ln_bwd_kernel(
+    DY,
+    DS,
+    S,
+    W,
+    MEAN,
+    RSTD,
+    DX,
+    DW_PART,
+    DB_PART,
+    M,
+    D,
+    HAS_DS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """dx = LN'(s)^T dy (+ ds, the gradient reaching s directly); program p also sums dy*xhat and
     dy over the row blocks p, p+G, p+2G, ... into row p of the (G, D) fp32 partials."""
     pid = tl.program_id(0)
@@ -90,6 +107,7 @@ def _ln_bwd_kernel(DY, DS, S, W, MEAN, RSTD, DX, DW_PART, DB_PART, M, D,
 #                     Launch configuration (one rule, documented)               #
 #################################################################################
 
+
 def _fwd_config(D: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_D, num_warps): whole rows, about 2048 elements (16 per thread) per tile."""
     block_d = triton.next_power_of_2(D)
@@ -120,6 +138,7 @@ def _bwd_programs(M: int, block_m: int, device: torch.device) -> int:
 #                         Custom ops (Triton path)                              #
 #################################################################################
 
+
 def _launch_forward(x, residual, weight, bias, eps):
     D = x.shape[-1]
     M = x.numel() // D
@@ -129,29 +148,49 @@ def _launch_forward(x, residual, weight, bias, eps):
     rstd = torch.empty_like(mean)
     block_m, block_d, num_warps = _fwd_config(D)
     _ln_fwd_kernel[(triton.cdiv(M, block_m),)](
-        x, residual if residual is not None else x, weight, bias, s, y, mean, rstd, M, D, eps,
-        HAS_RESIDUAL=residual is not None, BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps)
+        x,
+        residual if residual is not None else x,
+        weight,
+        bias,
+        s,
+        y,
+        mean,
+        rstd,
+        M,
+        D,
+        eps,
+        HAS_RESIDUAL=residual is not None,
+        BLOCK_M=block_m,
+        BLOCK_D=block_d,
+        num_warps=num_warps,
+    )
     return s, y, mean, rstd
 
 
 @torch.library.custom_op("getkern::layer_norm", mutates_args=())
-def _layer_norm_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                   eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _layer_norm_op(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _, y, mean, rstd = _launch_forward(x, None, weight, bias, eps)
     return y, mean, rstd
 
 
 @torch.library.custom_op("getkern::add_layer_norm", mutates_args=())
-def _add_layer_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
-                       bias: torch.Tensor, eps: float
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _add_layer_norm_op(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return _launch_forward(x, residual, weight, bias, eps)
 
 
 @torch.library.custom_op("getkern::layer_norm_backward", mutates_args=())
-def layer_norm_backward_op(dy: torch.Tensor, ds: torch.Tensor | None, s: torch.Tensor,
-                            weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_backward_op(
+    dy: torch.Tensor,
+    ds: torch.Tensor | None,
+    s: torch.Tensor,
+    weight: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dy = dy.contiguous()
     ds = ds.contiguous() if ds is not None else None
     D = s.shape[-1]
@@ -162,8 +201,22 @@ def layer_norm_backward_op(dy: torch.Tensor, ds: torch.Tensor | None, s: torch.T
     dw_part = torch.empty(programs, D, device=s.device, dtype=torch.float32)
     db_part = torch.empty_like(dw_part)
     _ln_bwd_kernel[(programs,)](
-        dy, ds if ds is not None else dy, s, weight, mean, rstd, dx, dw_part, db_part, M, D,
-        HAS_DS=ds is not None, BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps)
+        dy,
+        ds if ds is not None else dy,
+        s,
+        weight,
+        mean,
+        rstd,
+        dx,
+        dw_part,
+        db_part,
+        M,
+        D,
+        HAS_DS=ds is not None,
+        BLOCK_M=block_m,
+        BLOCK_D=block_d,
+        num_warps=num_warps,
+    )
     return dx, dw_part.sum(0).to(weight.dtype), db_part.sum(0).to(weight.dtype)
 
 
@@ -220,22 +273,23 @@ _add_layer_norm_op.register_autograd(_backward_add_layer_norm, setup_context=_se
 #                               Public function                                 #
 #################################################################################
 
+
 def _check_inputs(x, weight, bias, residual) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] == 0:
-        raise ValueError(f"layer_norm: x must be a tensor of shape (..., D) with D > 0, got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        raise ValueError(
+            f"layer_norm: x must be a tensor of shape (..., D) with D > 0, got "
+            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+        )
     if x.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"layer_norm: x has dtype {x.dtype}; supported: {SUPPORTED_DTYPES}")
     D = x.shape[-1]
     named = {"weight": weight, "bias": bias}
     for name, t in named.items():
         if t.shape != (D,):
-            raise ValueError(f"layer_norm: {name} must have shape ({D},) to match x's last dim, "
-                             f"got {tuple(t.shape)}")
+            raise ValueError(f"layer_norm: {name} must have shape ({D},) to match x's last dim, got {tuple(t.shape)}")
     if residual is not None:
         if residual.shape != x.shape:
-            raise ValueError(f"layer_norm: residual has shape {tuple(residual.shape)}, "
-                             f"x has {tuple(x.shape)}")
+            raise ValueError(f"layer_norm: residual has shape {tuple(residual.shape)}, x has {tuple(x.shape)}")
         named["residual"] = residual
     for name, t in named.items():
         if t.dtype != x.dtype:
@@ -244,8 +298,15 @@ def _check_inputs(x, weight, bias, residual) -> None:
             raise ValueError(f"layer_norm: {name} is on {t.device}, x is on {x.device}")
 
 
-def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6, *,
-               residual: torch.Tensor | None = None, backend: str = "auto"):
+def layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-6,
+    *,
+    residual: torch.Tensor | None = None,
+    backend: str = "auto",
+):
     """LN over the last dim of x (..., D) with affine weight, bias (D,); fp32 statistics.
 
     With ``residual`` (same shape as x): s = x + residual and returns (s, LN(s)), one pass.
@@ -287,12 +348,46 @@ def aot_specs():
     for dtype in ("fp16", "bf16", "fp32"):
         p = f"*{dtype}"
         kernels = (  # (name, kernel, config rule, flag's name in the spec, flag argument, args)
-            ("layer_norm_fwd", _ln_fwd_kernel, _fwd_config, "residual", "HAS_RESIDUAL",
-             {"X": p, "R": p, "W": p, "B": p, "S": p, "Y": p, "MEAN": "*fp32", "RSTD": "*fp32",
-              "M": "i32", "D": "i32", "eps": "fp32"}),
-            ("layer_norm_bwd", _ln_bwd_kernel, _bwd_config, "ds", "HAS_DS",
-             {"DY": p, "DS": p, "S": p, "W": p, "MEAN": "*fp32", "RSTD": "*fp32", "DX": p,
-              "DW_PART": "*fp32", "DB_PART": "*fp32", "M": "i32", "D": "i32"}),
+            (
+                "layer_norm_fwd",
+                _ln_fwd_kernel,
+                _fwd_config,
+                "residual",
+                "HAS_RESIDUAL",
+                {
+                    "X": p,
+                    "R": p,
+                    "W": p,
+                    "B": p,
+                    "S": p,
+                    "Y": p,
+                    "MEAN": "*fp32",
+                    "RSTD": "*fp32",
+                    "M": "i32",
+                    "D": "i32",
+                    "eps": "fp32",
+                },
+            ),
+            (
+                "layer_norm_bwd",
+                _ln_bwd_kernel,
+                _bwd_config,
+                "ds",
+                "HAS_DS",
+                {
+                    "DY": p,
+                    "DS": p,
+                    "S": p,
+                    "W": p,
+                    "MEAN": "*fp32",
+                    "RSTD": "*fp32",
+                    "DX": p,
+                    "DW_PART": "*fp32",
+                    "DB_PART": "*fp32",
+                    "M": "i32",
+                    "D": "i32",
+                },
+            ),
         )
         for name, kernel, config_of, flag_name, flag_arg, args in kernels:
             widths_of: dict[tuple[int, int, int], list[int]] = {}
@@ -301,9 +396,16 @@ def aot_specs():
             for (block_m, block_d, num_warps), dims in widths_of.items():
                 for flag in (False, True):
                     constexprs = {flag_arg: flag, "BLOCK_M": block_m, "BLOCK_D": block_d}
-                    specs += [AotSpec(
-                        name=f"{name}[D={'/'.join(map(str, dims))},{dtype},{flag_name}={flag}]",
-                        kernel=kernel, signature={**args, **{k: "constexpr" for k in constexprs}},
-                        constexprs=constexprs, num_warps=num_warps, values={"M": GET_BATCH * tokens, "D": D})
-                        for D in dims for tokens in GET_TOKENS]
+                    specs += [
+                        AotSpec(
+                            name=f"{name}[D={'/'.join(map(str, dims))},{dtype},{flag_name}={flag}]",
+                            kernel=kernel,
+                            signature={**args, **{k: "constexpr" for k in constexprs}},
+                            constexprs=constexprs,
+                            num_warps=num_warps,
+                            values={"M": GET_BATCH * tokens, "D": D},
+                        )
+                        for D in dims
+                        for tokens in GET_TOKENS
+                    ]
     yield from distinct_specializations(specs)

@@ -10,6 +10,7 @@ Custom ops: ``getkern::layer_norm_linear`` (inference) and ``getkern::layer_norm
 (also returns LN(x), mean, rstd; autograd backward: cuBLAS matmuls + the LayerNorm backward kernel).
 The block-level LN2 + MLP op built on the same kernel is getkern/ops/ln_mlp.py.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,23 +24,36 @@ from getkern.ops.matmul import check_activation, check_inputs, ieee_fp32_on_cuda
 #                         Custom ops (Triton path)                              #
 #################################################################################
 
+
 def _forward(x, norm_weight, norm_bias, weight, bias, eps, train: bool):
     K = x.shape[-1]
-    y, _, h, mean, rstd, _ = ln_linear_launch(x.reshape(-1, K), None, norm_weight, norm_bias,
-                                              weight, bias, eps, epilogue="none", train=train)
+    y, _, h, mean, rstd, _ = ln_linear_launch(
+        x.reshape(-1, K), None, norm_weight, norm_bias, weight, bias, eps, epilogue="none", train=train
+    )
     return y.reshape(*x.shape[:-1], weight.shape[0]), h, mean, rstd
 
 
 @torch.library.custom_op("getkern::layer_norm_linear", mutates_args=())
-def _layer_norm_linear_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
-                          weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+def _layer_norm_linear_op(
+    x: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
     return _forward(x, norm_weight, norm_bias, weight, bias, eps, train=False)[0]
 
 
 @torch.library.custom_op("getkern::layer_norm_linear_train", mutates_args=())
-def _layer_norm_linear_train_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
-                                weight: torch.Tensor, bias: torch.Tensor, eps: float
-                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _layer_norm_linear_train_op(
+    x: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (y, h, mean, rstd): h = LN(x) as (M, K), fp32 mean and rstd (M,), kept for the backward."""
     return _forward(x, norm_weight, norm_bias, weight, bias, eps, train=True)
 
@@ -53,8 +67,7 @@ def _(x, norm_weight, norm_bias, weight, bias, eps):
 def _(x, norm_weight, norm_bias, weight, bias, eps):
     M = x.numel() // x.shape[-1]
     stats = x.new_empty(M, dtype=torch.float32)
-    return (x.new_empty(*x.shape[:-1], weight.shape[0]), x.new_empty(M, x.shape[-1]), stats,
-            torch.empty_like(stats))
+    return (x.new_empty(*x.shape[:-1], weight.shape[0]), x.new_empty(M, x.shape[-1]), stats, torch.empty_like(stats))
 
 
 def _setup_layer_norm_linear(ctx, inputs, output):
@@ -73,17 +86,24 @@ def _backward_layer_norm_linear(ctx, dy, _dh, _dmean, _drstd):
     return dx, dnorm_weight, dnorm_bias, dy2d.t() @ h, dy2d.sum(0), None
 
 
-_layer_norm_linear_train_op.register_autograd(_backward_layer_norm_linear,
-                                              setup_context=_setup_layer_norm_linear)
+_layer_norm_linear_train_op.register_autograd(_backward_layer_norm_linear, setup_context=_setup_layer_norm_linear)
 
 
 #################################################################################
 #                               Public function                                 #
 #################################################################################
 
-def layer_norm_linear(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
-                      weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6, *,
-                      backend: str = "auto") -> torch.Tensor:
+
+def layer_norm_linear(
+    x: torch.Tensor,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float = 1e-6,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
     """F.linear(LayerNorm(x), weight, bias) with the LayerNorm in the matmul's prologue.
 
     x: (..., K); norm_weight, norm_bias: (K,); weight: (N, K); bias: (N,) -> (..., N). One dtype
@@ -92,19 +112,28 @@ def layer_norm_linear(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: tor
     """
     check_activation("layer_norm_linear", "x", x, "K")  # resolve_backend reads x's device and dtype
     unsupported = "float64 (PyTorch path only)" if x.dtype == torch.float64 else None
-    path = resolve_backend(backend, x.device, op="layer_norm_linear", unsupported=unsupported,
-                           slower=ieee_fp32_on_cuda(x))
+    path = resolve_backend(
+        backend, x.device, op="layer_norm_linear", unsupported=unsupported, slower=ieee_fp32_on_cuda(x)
+    )
     if path == "torch":
         return F.linear(F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps), weight, bias)
     if torch.is_autocast_enabled(x.device.type):  # autocast does not touch custom ops
         dtype = torch.get_autocast_dtype(x.device.type)
-        x, norm_weight, norm_bias, weight, bias = (
-            t.to(dtype) for t in (x, norm_weight, norm_bias, weight, bias))
+        x, norm_weight, norm_bias, weight, bias = (t.to(dtype) for t in (x, norm_weight, norm_bias, weight, bias))
     x, norm_weight, norm_bias, weight, bias = dense(x, norm_weight, norm_bias, weight, bias)
     K, N = x.shape[-1], out_features(weight, "N")
-    check_inputs("layer_norm_linear", "x", x, {
-        "x": (x, x.shape), "norm_weight": (norm_weight, (K,)), "norm_bias": (norm_bias, (K,)),
-        "weight": (weight, (N, K)), "bias": (bias, (N,))})
+    check_inputs(
+        "layer_norm_linear",
+        "x",
+        x,
+        {
+            "x": (x, x.shape),
+            "norm_weight": (norm_weight, (K,)),
+            "norm_bias": (norm_bias, (K,)),
+            "weight": (weight, (N, K)),
+            "bias": (bias, (N,)),
+        },
+    )
     args = (x, norm_weight, norm_bias, weight, bias, eps)
     if torch.is_grad_enabled() and any(t.requires_grad for t in args[:5]):
         return torch.ops.getkern.layer_norm_linear_train(*args)[0]

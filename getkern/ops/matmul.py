@@ -24,6 +24,7 @@ the TF32/IEEE choice for fp32.
 The ops built on these (getkern.ops.mlp, getkern.ops.ln_linear, getkern.ops.ln_mlp) share one input
 check, :func:`check_inputs`; :func:`aot_specs` yields the gate's specs of both kernels.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,13 +35,14 @@ from getkern.ops._triton import constexpr, jit, tl, triton
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-_SQRT1_2 = constexpr(0.7071067811865476)       # 1/sqrt(2)
+_SQRT1_2 = constexpr(0.7071067811865476)  # 1/sqrt(2)
 _INV_SQRT_2PI = constexpr(0.3989422804014327)  # 1/sqrt(2*pi)
 
 
 #################################################################################
 #                                   Kernels                                     #
 #################################################################################
+
 
 @jit
 def _tile_coords(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
@@ -56,9 +58,23 @@ def _tile_coords(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl
 
 
 @jit
-def _epilogue_store(acc, rows, cols, M, N, BIAS, RES, RES2, PRE, C,
-                    EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr,
-                    ALIGNED: tl.constexpr, BLOCK_N: tl.constexpr):
+def _epilogue_store(
+    acc,
+    rows,
+    cols,
+    M,
+    N,
+    BIAS,
+    RES,
+    RES2,
+    PRE,
+    C,
+    EPILOGUE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    STORE_PRE: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """C[rows, cols] = epilogue(acc + bias), all arithmetic in fp32. EPILOGUE: "none"; "gelu"
     (exact erf GELU; STORE_PRE also writes the pre-activation to PRE); "residual" (adds RES);
     "residual2" (adds RES + RES2: the block's x + a, never summed in memory); "gelu_grad"
@@ -90,8 +106,9 @@ def _epilogue_store(acc, rows, cols, M, N, BIAS, RES, RES2, PRE, C,
     elif EPILOGUE == "residual":
         acc += tl.load(res_ptrs, mask=mask, other=0.0).to(tl.float32)
     elif EPILOGUE == "residual2":
-        acc += (tl.load(res_ptrs, mask=mask, other=0.0).to(tl.float32)
-                + tl.load(res2_ptrs, mask=mask, other=0.0).to(tl.float32))
+        acc += tl.load(res_ptrs, mask=mask, other=0.0).to(tl.float32) + tl.load(res2_ptrs, mask=mask, other=0.0).to(
+            tl.float32
+        )
     elif EPILOGUE == "gelu_grad":
         z = tl.load(pre_ptrs, mask=mask, other=0.0).to(tl.float32)
         acc *= 0.5 * (1.0 + tl.erf(z * _SQRT1_2)) + z * _INV_SQRT_2PI * tl.exp(-0.5 * z * z)
@@ -99,12 +116,31 @@ def _epilogue_store(acc, rows, cols, M, N, BIAS, RES, RES2, PRE, C,
 
 
 @jit
-def _linear_kernel(A, W, BIAS, RES, RES2, PRE, C, M, N, K, stride_wn, stride_wk,
-                   EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr,
-                   UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                   ALIGNED: tl.constexpr, W_K_CONTIGUOUS: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   GROUP_M: tl.constexpr):
+def _linear_kernel(
+    A,
+    W,
+    BIAS,
+    RES,
+    RES2,
+    PRE,
+    C,
+    M,
+    N,
+    K,
+    stride_wn,
+    stride_wk,
+    EPILOGUE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    STORE_PRE: tl.constexpr,
+    UPCAST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    W_K_CONTIGUOUS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
     """C (M, N) = epilogue(A (M, K) @ W^T + bias), W (N, K) with any strides; A, C, RES, RES2, PRE
     are row-major; epilogues as in _epilogue_store.
 
@@ -122,8 +158,9 @@ def _linear_kernel(A, W, BIAS, RES, RES2, PRE, C, M, N, K, stride_wn, stride_wk,
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, K, BLOCK_K):
         if ALIGNED:
-            a = tl.load(tl.max_contiguous(tl.multiple_of(a_ptrs, [16, 16]), [1, BLOCK_K]),
-                        mask=rows[:, None] < M, other=0.0)
+            a = tl.load(
+                tl.max_contiguous(tl.multiple_of(a_ptrs, [16, 16]), [1, BLOCK_K]), mask=rows[:, None] < M, other=0.0
+            )
             if W_K_CONTIGUOUS:
                 w = tl.load(tl.max_contiguous(tl.multiple_of(w_ptrs, [16, 16]), [BLOCK_K, 1]))
             else:
@@ -138,13 +175,11 @@ def _linear_kernel(A, W, BIAS, RES, RES2, PRE, C, M, N, K, stride_wn, stride_wk,
         acc = tl.dot(a, w, acc, input_precision=DOT_PRECISION)
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K * stride_wk
-    _epilogue_store(acc, rows, cols, M, N, BIAS, RES, RES2, PRE, C,
-                    EPILOGUE, HAS_BIAS, STORE_PRE, ALIGNED, BLOCK_N)
+    _epilogue_store(acc, rows, cols, M, N, BIAS, RES, RES2, PRE, C, EPILOGUE, HAS_BIAS, STORE_PRE, ALIGNED, BLOCK_N)
 
 
 @jit
-def _load_input(X, X2, offs, row_ok, k_ok, ADD_INPUT: tl.constexpr, ALIGNED: tl.constexpr,
-                BLOCK_K: tl.constexpr):
+def _load_input(X, X2, offs, row_ok, k_ok, ADD_INPUT: tl.constexpr, ALIGNED: tl.constexpr, BLOCK_K: tl.constexpr):
     """fp32 (BLOCK_M, BLOCK_K) tile of x (+ x2) at offs; upcast before any arithmetic (bf16)."""
     x_ptrs, x2_ptrs = X + offs, X2 + offs
     if ALIGNED:  # BLOCK_K divides K: only rows can run out; 16-byte vector loads
@@ -160,12 +195,36 @@ def _load_input(X, X2, offs, row_ok, k_ok, ADD_INPUT: tl.constexpr, ALIGNED: tl.
 
 
 @jit
-def _ln_linear_kernel(X, X2, LN_W, LN_B, W, BIAS, PRE, C, S, H, MEAN, RSTD, M, N, K, eps,
-                      ADD_INPUT: tl.constexpr, EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                      STORE_PRE: tl.constexpr, STORE_NORMED: tl.constexpr,
-                      UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr, ALIGNED: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                      GROUP_M: tl.constexpr):
+def _ln_linear_kernel(
+    X,
+    X2,
+    LN_W,
+    LN_B,
+    W,
+    BIAS,
+    PRE,
+    C,
+    S,
+    H,
+    MEAN,
+    RSTD,
+    M,
+    N,
+    K,
+    eps,
+    ADD_INPUT: tl.constexpr,
+    EPILOGUE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    STORE_PRE: tl.constexpr,
+    STORE_NORMED: tl.constexpr,
+    UPCAST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
     """C (M, N) = epilogue(LN(X [+ X2]) @ W^T + BIAS). X, X2, S, H: (M, K) row-major; W: (N, K)
     row-major (an nn.Linear weight); LN_W, LN_B: (K,); MEAN, RSTD: (M,) fp32. EPILOGUE "none" or
     "gelu" (STORE_PRE writes the pre-activation to PRE). STORE_NORMED: the pid_n == 0 programs also
@@ -227,16 +286,15 @@ def _ln_linear_kernel(X, X2, LN_W, LN_B, W, BIAS, PRE, C, S, H, MEAN, RSTD, M, N
     if STORE_NORMED:
         tl.store(MEAN + rows, mean, mask=normed_rows_ok)
         tl.store(RSTD + rows, rstd, mask=normed_rows_ok)
-    _epilogue_store(acc, rows, cols, M, N, BIAS, C, C, PRE, C,
-                    EPILOGUE, HAS_BIAS, STORE_PRE, ALIGNED, BLOCK_N)
+    _epilogue_store(acc, rows, cols, M, N, BIAS, C, C, PRE, C, EPILOGUE, HAS_BIAS, STORE_PRE, ALIGNED, BLOCK_N)
 
 
 #################################################################################
 #                     Launch configuration (one rule, documented)               #
 #################################################################################
 
-def _gpu_config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False,
-                precision: str = "tf32") -> dict:
+
+def _gpu_config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False, precision: str = "tf32") -> dict:
     """Tile config on a GPU for an (M, N) output: 128x128 tiles (8 warps, 64 fp32 accumulators per
     thread), BLOCK_K 64 for 16-bit inputs and 32 for fp32 (16 for fp32 at ``precision`` "ieee": its
     FMA dots hold both operand tiles in registers, and BLOCK_K 32 spills on sm_80), so 3 stages take
@@ -251,8 +309,7 @@ def _gpu_config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False,
     block_m = 64 if narrow else 128
     block_n = 64 if epilogue == "gelu_grad" or N % 128 else 128
     block_k = (16 if precision == "ieee" else 32) if dtype == torch.float32 else 64
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=8,
-                num_stages=3)
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=3)
 
 
 def _config(dtype: torch.dtype, epilogue: str, N: int, narrow: bool = False) -> dict:
@@ -287,19 +344,30 @@ def _aligned(K: int, block_k: int, N: int, block_n: int, w: torch.Tensor, *tenso
     divides N; K, N and W's non-unit stride are multiples of 16 elements; W is unit-stride along K or
     N; every base pointer is aligned to 16 elements (torch's allocators align fresh tensors to more)."""
     w_outer_stride = w.stride(0) if w.stride(1) == 1 else w.stride(1)
-    return (shapes_aligned(K, block_k, N, block_n)
-            and 1 in w.stride() and w_outer_stride % 16 == 0
-            and all(t.data_ptr() % (16 * t.element_size()) == 0
-                    for t in (w, *tensors) if t is not None))
+    return (
+        shapes_aligned(K, block_k, N, block_n)
+        and 1 in w.stride()
+        and w_outer_stride % 16 == 0
+        and all(t.data_ptr() % (16 * t.element_size()) == 0 for t in (w, *tensors) if t is not None)
+    )
 
 
 #################################################################################
 #                                  Launchers                                    #
 #################################################################################
 
-def linear_launch(a2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, *, epilogue: str,
-                  res: torch.Tensor | None = None, res2: torch.Tensor | None = None,
-                  pre: torch.Tensor | None = None, store_pre: bool = False) -> torch.Tensor:
+
+def linear_launch(
+    a2d: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    epilogue: str,
+    res: torch.Tensor | None = None,
+    res2: torch.Tensor | None = None,
+    pre: torch.Tensor | None = None,
+    store_pre: bool = False,
+) -> torch.Tensor:
     """One launch of _linear_kernel: a2d (M, K) row-major, w (N, K) (any strides) -> (M, N)."""
     M, K = a2d.shape
     N = w.shape[0]
@@ -307,20 +375,42 @@ def linear_launch(a2d: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None,
     cfg = _config(a2d.dtype, epilogue, N)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _linear_kernel[grid](
-        a2d, w, bias if bias is not None else c, res if res is not None else c,
-        res2 if res2 is not None else c, pre if pre is not None else c, c, M, N, K,
-        w.stride(0), w.stride(1),
-        EPILOGUE=epilogue, HAS_BIAS=bias is not None, STORE_PRE=store_pre,
+        a2d,
+        w,
+        bias if bias is not None else c,
+        res if res is not None else c,
+        res2 if res2 is not None else c,
+        pre if pre is not None else c,
+        c,
+        M,
+        N,
+        K,
+        w.stride(0),
+        w.stride(1),
+        EPILOGUE=epilogue,
+        HAS_BIAS=bias is not None,
+        STORE_PRE=store_pre,
         UPCAST=interpreter_enabled() and a2d.dtype == torch.bfloat16,
         DOT_PRECISION=_dot_precision(a2d.dtype),
         ALIGNED=_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"], w, a2d, bias, res, res2, pre, c),
-        W_K_CONTIGUOUS=w.stride(1) == 1, **cfg)
+        W_K_CONTIGUOUS=w.stride(1) == 1,
+        **cfg,
+    )
     return c
 
 
-def ln_linear_launch(x2d: torch.Tensor, x2_2d: torch.Tensor | None, norm_weight: torch.Tensor,
-                     norm_bias: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                     eps: float, *, epilogue: str, train: bool):
+def ln_linear_launch(
+    x2d: torch.Tensor,
+    x2_2d: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    norm_bias: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    eps: float,
+    *,
+    epilogue: str,
+    train: bool,
+):
     """One launch of _ln_linear_kernel. x2d, x2_2d: (M, K) contiguous; weight (N, K) contiguous.
 
     -> (y (M, N), s, h, mean, rstd, pre). With ``train``: h = LN(s) (M, K), s = x + x2 (M, K; None
@@ -340,24 +430,42 @@ def ln_linear_launch(x2d: torch.Tensor, x2_2d: torch.Tensor | None, norm_weight:
     cfg = _config(dtype, epilogue, N, narrow=train)
     grid = (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _ln_linear_kernel[grid](
-        x2d, x2_2d if x2_2d is not None else x2d, norm_weight, norm_bias, weight,
-        bias if bias is not None else y, pre if pre is not None else y, y,
-        s if s is not None else y, h if h is not None else y,
-        mean if mean is not None else y, rstd if rstd is not None else y, M, N, K, eps,
-        ADD_INPUT=x2_2d is not None, EPILOGUE=epilogue, HAS_BIAS=bias is not None,
-        STORE_PRE=pre is not None, STORE_NORMED=train,
+        x2d,
+        x2_2d if x2_2d is not None else x2d,
+        norm_weight,
+        norm_bias,
+        weight,
+        bias if bias is not None else y,
+        pre if pre is not None else y,
+        y,
+        s if s is not None else y,
+        h if h is not None else y,
+        mean if mean is not None else y,
+        rstd if rstd is not None else y,
+        M,
+        N,
+        K,
+        eps,
+        ADD_INPUT=x2_2d is not None,
+        EPILOGUE=epilogue,
+        HAS_BIAS=bias is not None,
+        STORE_PRE=pre is not None,
+        STORE_NORMED=train,
         UPCAST=interpreter_enabled() and dtype == torch.bfloat16,
         DOT_PRECISION=_dot_precision(dtype),
         # weight is contiguous (N, K), so _aligned's stride rule holds whenever the sizes align.
-        ALIGNED=_aligned(K, cfg["BLOCK_K"], N, cfg["BLOCK_N"], weight,
-                         x2d, x2_2d, norm_weight, norm_bias, bias, pre, y, s, h),
-        **cfg)
+        ALIGNED=_aligned(
+            K, cfg["BLOCK_K"], N, cfg["BLOCK_N"], weight, x2d, x2_2d, norm_weight, norm_bias, bias, pre, y, s, h
+        ),
+        **cfg,
+    )
     return y, s, h, mean, rstd, pre
 
 
 #################################################################################
 #                     Input check of the ops built on these kernels             #
 #################################################################################
+
 
 def check_activation(op: str, name: str, x, dim: str) -> None:
     """``x`` must be a tensor of shape (..., dim) with dim > 0 (what the backend is resolved from)."""
@@ -399,11 +507,27 @@ def check_inputs(op: str, ref_name: str, ref: torch.Tensor, expected: dict) -> N
 # (torch dtype, its name in specs, DOT_PRECISION): 16-bit inputs, and fp32 as GET.from_config(...).cuda()
 # runs it: TF32 once torch allows TF32 matmuls, IEEE (FMA dots, no tensor cores) under torch's default
 # "highest" precision, which "auto" hands to cuBLAS but backend="triton" still runs here.
-AOT_DTYPES = ((torch.float16, "fp16", "tf32"), (torch.bfloat16, "bf16", "tf32"),
-              (torch.float32, "fp32", "tf32"), (torch.float32, "fp32", "ieee"))
+AOT_DTYPES = (
+    (torch.float16, "fp16", "tf32"),
+    (torch.bfloat16, "bf16", "tf32"),
+    (torch.float32, "fp32", "tf32"),
+    (torch.float32, "fp32", "ieee"),
+)
 
-_LINEAR_ARGS = {"A": "*", "W": "*", "BIAS": "*", "RES": "*", "RES2": "*", "PRE": "*", "C": "*",
-                "M": "i32", "N": "i32", "K": "i32", "stride_wn": "i32", "stride_wk": "i32"}
+_LINEAR_ARGS = {
+    "A": "*",
+    "W": "*",
+    "BIAS": "*",
+    "RES": "*",
+    "RES2": "*",
+    "PRE": "*",
+    "C": "*",
+    "M": "i32",
+    "N": "i32",
+    "K": "i32",
+    "stride_wn": "i32",
+    "stride_wk": "i32",
+}
 
 # (name, EPILOGUE, HAS_BIAS, STORE_PRE, W is transposed, (K, N) of the launch from (D, H)): every
 # linear_launch the MLP ops make (getkern.ops.mlp forward and backward, the fc2 of getkern.ops.ln_mlp).
@@ -419,9 +543,24 @@ _LINEAR_LAUNCHES = (
     ("fc1_gelu_grad", "gelu_grad", False, False, True, lambda D, H: (D, H)),
 )
 
-_LN_LINEAR_ARGS = {"X": "*", "X2": "*", "LN_W": "*", "LN_B": "*", "W": "*", "BIAS": "*", "PRE": "*",
-                   "C": "*", "S": "*", "H": "*", "MEAN": "*fp32", "RSTD": "*fp32",
-                   "M": "i32", "N": "i32", "K": "i32", "eps": "fp32"}
+_LN_LINEAR_ARGS = {
+    "X": "*",
+    "X2": "*",
+    "LN_W": "*",
+    "LN_B": "*",
+    "W": "*",
+    "BIAS": "*",
+    "PRE": "*",
+    "C": "*",
+    "S": "*",
+    "H": "*",
+    "MEAN": "*fp32",
+    "RSTD": "*fp32",
+    "M": "i32",
+    "N": "i32",
+    "K": "i32",
+    "eps": "fp32",
+}
 
 # (name, ADD_INPUT, EPILOGUE, (K, N) from (D, hidden)): the ln_linear_launch calls the block makes. qkv:
 # LN1 of x before the (3D, D) projection (getkern.ops.ln_linear); fc1: LN2 of x + a before the (H, D)
@@ -432,20 +571,34 @@ _LN_LINEAR_LAUNCHES = (
 )
 
 
-def linear_spec(name: str, kernel, extra_args: dict[str, str], dtype: str, cfg: dict,
-                constexprs: dict, values: dict[str, int] | None = None, uses_dot: bool = True) -> AotSpec:
+def linear_spec(
+    name: str,
+    kernel,
+    extra_args: dict[str, str],
+    dtype: str,
+    cfg: dict,
+    constexprs: dict,
+    values: dict[str, int] | None = None,
+    uses_dot: bool = True,
+) -> AotSpec:
     """AotSpec of a matmul kernel of this family: pointer args get the element type, the tile
     config becomes constexprs; ``values``: the int arguments at one GET size."""
     constexprs = {**constexprs, **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}}
     signature = {k: (f"*{dtype}" if v == "*" else v) for k, v in extra_args.items()}
     signature.update({k: "constexpr" for k in constexprs})
-    return AotSpec(name=name, kernel=kernel, signature=signature, constexprs=constexprs,
-                   num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], uses_dot=uses_dot,
-                   values=dict(values or {}))
+    return AotSpec(
+        name=name,
+        kernel=kernel,
+        signature=signature,
+        constexprs=constexprs,
+        num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
+        uses_dot=uses_dot,
+        values=dict(values or {}),
+    )
 
 
-def launch_sizes(torch_dtype: torch.dtype, epilogue: str, k_n, narrow: bool = False,
-                 precision: str = "tf32"):
+def launch_sizes(torch_dtype: torch.dtype, epilogue: str, k_n, narrow: bool = False, precision: str = "tf32"):
     """(tile config, ALIGNED, M, K, N) of a launch of (K, N) = k_n(D, H) at every GET size:
     GET_DIMS x GET_MLP_RATIOS, M = GET_BATCH x each of GET_TOKENS rows."""
     for D in GET_DIMS:
@@ -471,13 +624,28 @@ def _linear_specs():
         dtype_tag = f"{dtype},{precision}" if torch_dtype == torch.float32 else dtype
         for name, epilogue, has_bias, store_pre, w_transposed, k_n in _LINEAR_LAUNCHES:
             for cfg, aligned, M, K, N in launch_sizes(torch_dtype, epilogue, k_n, precision=precision):
-                constexprs = {"EPILOGUE": epilogue, "HAS_BIAS": has_bias, "STORE_PRE": store_pre,
-                              "UPCAST": False, "DOT_PRECISION": precision, "ALIGNED": aligned,
-                              "W_K_CONTIGUOUS": not w_transposed}
+                constexprs = {
+                    "EPILOGUE": epilogue,
+                    "HAS_BIAS": has_bias,
+                    "STORE_PRE": store_pre,
+                    "UPCAST": False,
+                    "DOT_PRECISION": precision,
+                    "ALIGNED": aligned,
+                    "W_K_CONTIGUOUS": not w_transposed,
+                }
                 strides = {"stride_wn": 1, "stride_wk": N} if w_transposed else {"stride_wn": K, "stride_wk": 1}
-                specs.append(linear_spec(f"mlp_{name}[{spec_tag(dtype_tag, cfg, aligned)}]", _linear_kernel,
-                                         _LINEAR_ARGS, dtype, cfg, constexprs, {"M": M, "N": N, "K": K, **strides},
-                                         uses_dot=precision != "ieee" or torch_dtype != torch.float32))
+                specs.append(
+                    linear_spec(
+                        f"mlp_{name}[{spec_tag(dtype_tag, cfg, aligned)}]",
+                        _linear_kernel,
+                        _LINEAR_ARGS,
+                        dtype,
+                        cfg,
+                        constexprs,
+                        {"M": M, "N": N, "K": K, **strides},
+                        uses_dot=precision != "ieee" or torch_dtype != torch.float32,
+                    )
+                )
     return distinct_specializations(specs)
 
 
@@ -491,13 +659,29 @@ def _ln_linear_specs():
         for name, add_input, epilogue, k_n in _LN_LINEAR_LAUNCHES:
             for train in (False, True):
                 for cfg, aligned, M, K, N in launch_sizes(torch_dtype, epilogue, k_n, train, precision):
-                    constexprs = {"ADD_INPUT": add_input, "EPILOGUE": epilogue, "HAS_BIAS": True,
-                                  "STORE_PRE": train and epilogue == "gelu", "STORE_NORMED": train,
-                                  "UPCAST": False, "DOT_PRECISION": precision, "ALIGNED": aligned}
+                    constexprs = {
+                        "ADD_INPUT": add_input,
+                        "EPILOGUE": epilogue,
+                        "HAS_BIAS": True,
+                        "STORE_PRE": train and epilogue == "gelu",
+                        "STORE_NORMED": train,
+                        "UPCAST": False,
+                        "DOT_PRECISION": precision,
+                        "ALIGNED": aligned,
+                    }
                     tag = spec_tag(dtype_tag, cfg, aligned) + (",train" if train else "")
-                    specs.append(linear_spec(f"ln_linear_{name}[{tag}]", _ln_linear_kernel, _LN_LINEAR_ARGS,
-                                             dtype, cfg, constexprs, {"M": M, "N": N, "K": K},
-                                             uses_dot=precision != "ieee" or torch_dtype != torch.float32))
+                    specs.append(
+                        linear_spec(
+                            f"ln_linear_{name}[{tag}]",
+                            _ln_linear_kernel,
+                            _LN_LINEAR_ARGS,
+                            dtype,
+                            cfg,
+                            constexprs,
+                            {"M": M, "N": N, "K": K},
+                            uses_dot=precision != "ieee" or torch_dtype != torch.float32,
+                        )
+                    )
     return distinct_specializations(specs)
 
 

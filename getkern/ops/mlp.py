@@ -10,6 +10,7 @@ Custom ops: ``getkern::mlp`` (inference: the pre-activation is never written),
 ``getkern::mlp_backward`` (:func:`mlp_backward_op`, also the backward of getkern.ops.ln_mlp); all have
 fake implementations, so torch.compile does not break graphs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,6 +23,7 @@ from getkern.ops.matmul import check_activation, check_inputs, ieee_fp32_on_cuda
 #################################################################################
 #                         Custom ops (Triton path)                              #
 #################################################################################
+
 
 def _forward(h, w1, b1, w2, b2, residual, keep_pre: bool):
     D = h.shape[-1]
@@ -36,23 +38,34 @@ def _forward(h, w1, b1, w2, b2, residual, keep_pre: bool):
 
 
 @torch.library.custom_op("getkern::mlp", mutates_args=())
-def _mlp_op(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-            b2: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+def _mlp_op(
+    h: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    residual: torch.Tensor | None,
+) -> torch.Tensor:
     return _forward(h, w1, b1, w2, b2, residual, keep_pre=False)[0]
 
 
 @torch.library.custom_op("getkern::mlp_train", mutates_args=())
-def _mlp_train_op(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                  b2: torch.Tensor, residual: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _mlp_train_op(
+    h: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    residual: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (out, act, pre): pre = h @ w1^T + b1 and act = GELU(pre), both (M, H), kept for backward."""
     return _forward(h, w1, b1, w2, b2, residual, keep_pre=True)
 
 
 @torch.library.custom_op("getkern::mlp_backward", mutates_args=())
-def mlp_backward_op(dout: torch.Tensor, h: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor,
-                     act: torch.Tensor, pre: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def mlp_backward_op(
+    dout: torch.Tensor, h: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, act: torch.Tensor, pre: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (dh, dw1, db1, dw2, db2). Only dpre = (dout @ w2) * GELU'(pre) is a Triton kernel: it
     saves a full (M, H) write and re-read; the rest are plain matmuls and sums (cuBLAS)."""
     D = h.shape[-1]
@@ -76,8 +89,13 @@ def _(h, w1, b1, w2, b2, residual):
 
 @mlp_backward_op.register_fake
 def _(dout, h, w1, w2, act, pre):
-    return (torch.empty_like(h), torch.empty_like(w1), w1.new_empty(w1.shape[0]),
-            torch.empty_like(w2), w2.new_empty(w2.shape[0]))
+    return (
+        torch.empty_like(h),
+        torch.empty_like(w1),
+        w1.new_empty(w1.shape[0]),
+        torch.empty_like(w2),
+        w2.new_empty(w2.shape[0]),
+    )
 
 
 def _setup_mlp_train(ctx, inputs, output):
@@ -101,8 +119,17 @@ _mlp_train_op.register_autograd(_backward_mlp_train, setup_context=_setup_mlp_tr
 #                               Public function                                 #
 #################################################################################
 
-def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, *,
-        residual: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+
+def mlp(
+    h: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2: torch.Tensor,
+    b2: torch.Tensor,
+    *,
+    residual: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """fc2(GELU_exact(fc1(h))) (+ residual). h, residual: (..., D); w1: (H, D); b1: (H,);
     w2: (D, H); b2: (D,). One dtype (fp32, fp16 or bf16) and device for all; fp32 accumulation.
     Under autocast, h and the parameters are cast to the autocast dtype first (as for F.linear)."""
@@ -131,5 +158,3 @@ def mlp(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return torch.ops.getkern.mlp_train(*tensors)[0]
     return torch.ops.getkern.mlp(*tensors)
-
-

@@ -5,17 +5,24 @@ and memory per solver setting), and the measures it, the study and the benchmark
 
 The public names load on first use, so importing one measure does not import the others.
 """
+
 from __future__ import annotations
 
 from getkern._lazy import lazy_exports
 
 _PUBLIC = {
-    "ProfileReport": "getkern.profiling.profiler", "REFERENCE_SETTING": "getkern.profiling.profiler",
-    "check_settings": "getkern.profiling.profiler", "profile_model": "getkern.profiling.profiler",
-    "LiveTensorPeak": "getkern.profiling.memory", "peak_step_memory": "getkern.profiling.memory",
-    "saved_activation_bytes": "getkern.profiling.memory", "training_step_memory": "getkern.profiling.memory",
-    "Traffic": "getkern.profiling.traffic", "TrafficCounter": "getkern.profiling.traffic",
-    "TritonTrafficCounter": "getkern.profiling.traffic", "count_torch_traffic": "getkern.profiling.traffic",
+    "ProfileReport": "getkern.profiling.profiler",
+    "REFERENCE_SETTING": "getkern.profiling.profiler",
+    "check_settings": "getkern.profiling.profiler",
+    "profile_model": "getkern.profiling.profiler",
+    "LiveTensorPeak": "getkern.profiling.memory",
+    "peak_step_memory": "getkern.profiling.memory",
+    "saved_activation_bytes": "getkern.profiling.memory",
+    "training_step_memory": "getkern.profiling.memory",
+    "Traffic": "getkern.profiling.traffic",
+    "TrafficCounter": "getkern.profiling.traffic",
+    "TritonTrafficCounter": "getkern.profiling.traffic",
+    "count_torch_traffic": "getkern.profiling.traffic",
     "count_triton_traffic": "getkern.profiling.traffic",
     "count_flops": "getkern.profiling.flops",
 }

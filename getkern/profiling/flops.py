@@ -1,5 +1,6 @@
 """FLOPs of a piece of work by torch.utils.flop_counter.FlopCounterMode, getkern's custom ops included
 (getkern.ops.flops registers their formulas), forward and backward."""
+
 from __future__ import annotations
 
 from torch.utils.flop_counter import FlopCounterMode
@@ -12,6 +13,7 @@ __all__ = ["count_flops"]
 class _TotalsOnly:
     """Stands in for FlopCounterMode's module tracker: only the total is wanted here, and the tracker's
     backward hooks refuse the nested ``autograd.grad`` of the implicit gradient's adjoint solve."""
+
     parents = {"Global"}
 
     def __enter__(self):

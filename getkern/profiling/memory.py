@@ -11,6 +11,7 @@
   created during the step and alive at once (weights and inputs that existed before are not counted;
   allocator slack and non-tensor memory are not seen).
 """
+
 from __future__ import annotations
 
 import weakref
@@ -21,7 +22,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 
-def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: torch.nn.Module | None = None) -> tuple[int, object]:
+def saved_activation_bytes(
+    fn: Callable[[], torch.Tensor], exclude: torch.nn.Module | None = None
+) -> tuple[int, object]:
     """Run ``fn`` (which builds a graph) and return (bytes saved for backward, fn's result).
 
     Storages of ``exclude``'s parameters and buffers (weights saved by linear layers) are not counted.
@@ -43,8 +46,9 @@ def saved_activation_bytes(fn: Callable[[], torch.Tensor], exclude: torch.nn.Mod
     return sum(seen.values()), result
 
 
-def training_step_memory(forward: Callable[[], torch.Tensor], device: torch.device,
-                         exclude: torch.nn.Module | None = None) -> dict[str, int]:
+def training_step_memory(
+    forward: Callable[[], torch.Tensor], device: torch.device, exclude: torch.nn.Module | None = None
+) -> dict[str, int]:
     """One training step, ``forward()`` (returns the loss with its graph) then backward, measured three
     ways at once: {"saved": bytes saved for backward (:func:`saved_activation_bytes`), "retained":
     bytes created by the forward and alive when it returns, "peak": peak bytes of the whole step},
@@ -86,8 +90,9 @@ class LiveTensorPeak(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         # views and in-place results share an input's storage: not new memory (a weight's transpose
         # is not an allocation of the step)
-        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
-                  if isinstance(t, torch.Tensor)}
+        inputs = {
+            t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)
+        }
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor):
                 continue

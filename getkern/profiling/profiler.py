@@ -20,6 +20,7 @@ before); on CPU the peak total size of tensor storages created during one batch'
 at the same time (:class:`LiveTensorPeak`), which excludes weights and inputs and does not see
 allocator caching or scratch memory that never becomes a tensor.
 """
+
 from __future__ import annotations
 
 import csv
@@ -57,6 +58,7 @@ class ProfileReport:
     solver_backend, plus floor, ceiling and inception_score when the metric gives them; and the run's
     context. :meth:`warnings` says when the numbers cannot answer the question (worse than noise, no
     convergence); :meth:`answer` and the plot repeat them."""
+
     rows: list[dict]
     metric_name: str
     context: dict = field(default_factory=dict)
@@ -104,26 +106,36 @@ class ProfileReport:
         if beyond:
             ceiling = max(r["ceiling"] for r in beyond)
             best = min(r["distance"] for r in beyond)
-            which = ("every setting" if len(beyond) == len(self.rows) else
-                     f"{len(beyond)} of {len(self.rows)} settings (" + ", ".join(
-                         f"{r['solver']} {r['iters']}" for r in beyond) + ")")
-            out.append(f"{which} scores worse than noise ({self.metric_name} {best:.1f} or more, noise ceiling "
-                       f"{ceiling:.1f}): the samples are unusable (an untrained or broken model?), so comparing "
-                       f"the times of these settings says nothing")
+            which = (
+                "every setting"
+                if len(beyond) == len(self.rows)
+                else f"{len(beyond)} of {len(self.rows)} settings ("
+                + ", ".join(f"{r['solver']} {r['iters']}" for r in beyond)
+                + ")"
+            )
+            out.append(
+                f"{which} scores worse than noise ({self.metric_name} {best:.1f} or more, noise ceiling "
+                f"{ceiling:.1f}): the samples are unusable (an untrained or broken model?), so comparing "
+                f"the times of these settings says nothing"
+            )
         for solver, (first, last) in self.not_converging().items():
-            out.append(f"{solver} does not converge: its residual does not fall with iterations ({first['residual']:.3g} "
-                       f"at {_iterations(first['iters'])}, {last['residual']:.3g} at {_iterations(last['iters'])}), "
-                       f"so more iterations cannot improve its samples"
-                       + (" and the 6-iteration reference is no equilibrium" if solver == REFERENCE_SETTING[0] else ""))
+            out.append(
+                f"{solver} does not converge: its residual does not fall with iterations ({first['residual']:.3g} "
+                f"at {_iterations(first['iters'])}, {last['residual']:.3g} at {_iterations(last['iters'])}), "
+                f"so more iterations cannot improve its samples"
+                + (" and the 6-iteration reference is no equilibrium" if solver == REFERENCE_SETTING[0] else "")
+            )
         return out
 
     def answer(self) -> str:
         """The user's question answered in words, after the warnings (if any)."""
         ref = self.reference_row()
         lines = [f"WARNING: {w}." for w in self.warnings()]
-        lines.append(f"Reference: {REFERENCE_SETTING[1]} fixed-point iterations, {self.metric_name} "
-                     f"{ref['distance']:.3f}, {1e3 * ref['sec_per_image']:.3f} ms/image. Reaching it means a "
-                     f"{self.metric_name} within {100 * self.quality_tolerance:g}% of that.")
+        lines.append(
+            f"Reference: {REFERENCE_SETTING[1]} fixed-point iterations, {self.metric_name} "
+            f"{ref['distance']:.3f}, {1e3 * ref['sec_per_image']:.3f} ms/image. Reaching it means a "
+            f"{self.metric_name} within {100 * self.quality_tolerance:g}% of that."
+        )
         beyond = {(r["solver"], r["iters"]) for r in self.beyond_ceiling()}
         stuck = self.not_converging()
         for solver, row in self.fewest_iterations().items():
@@ -132,41 +144,78 @@ class ProfileReport:
                 lines.append(f"- {solver}: does not reach the reference quality within {_iterations(tried)}.")
                 continue
             saved = 1 - row["sec_per_image"] / ref["sec_per_image"]
-            caveats = [why for why, hit in (("worse than noise", (solver, row["iters"]) in beyond),
-                                            ("the solver does not converge", solver in stuck),
-                                            ("the reference does not converge",
-                                             REFERENCE_SETTING[0] in stuck and solver != REFERENCE_SETTING[0]))
-                       if hit]
-            lines.append(f"- {solver}: {_iterations(row['iters'])} ({self.metric_name} {row['distance']:.3f}, "
-                         f"{1e3 * row['sec_per_image']:.3f} ms/image): "
-                         + (f"saves {100 * saved:.0f}% of the reference's time" if saved >= 0 else
-                            f"costs {-100 * saved:.0f}% more time than the reference")
-                         + (f" (not meaningful: {', '.join(caveats)})." if caveats else "."))
+            caveats = [
+                why
+                for why, hit in (
+                    ("worse than noise", (solver, row["iters"]) in beyond),
+                    ("the solver does not converge", solver in stuck),
+                    (
+                        "the reference does not converge",
+                        REFERENCE_SETTING[0] in stuck and solver != REFERENCE_SETTING[0],
+                    ),
+                )
+                if hit
+            ]
+            lines.append(
+                f"- {solver}: {_iterations(row['iters'])} ({self.metric_name} {row['distance']:.3f}, "
+                f"{1e3 * row['sec_per_image']:.3f} ms/image): "
+                + (
+                    f"saves {100 * saved:.0f}% of the reference's time"
+                    if saved >= 0
+                    else f"costs {-100 * saved:.0f}% more time than the reference"
+                )
+                + (f" (not meaningful: {', '.join(caveats)})." if caveats else ".")
+            )
         return "\n".join(lines)
 
     def format_table(self) -> str:
         with_is = any(r.get("inception_score") is not None for r in self.rows)
-        headers = ["solver", "iters", self.metric_name, "KID", *(["IS"] if with_is else []), "residual", "nfev",
-                   "ms/image", "images/s", "peak MB", "kernels", "solver backend"]
-        cells = [[r["solver"], str(r["iters"]), f"{r['distance']:.3f}", _fmt(r["kid"], ".4f"),
-                  *([_fmt(r.get("inception_score"), ".3f")] if with_is else []),
-                  f"{r['residual']:.3g}", f"{r['nfev']:.1f}", f"{1e3 * r['sec_per_image']:.3f}",
-                  f"{r['images_per_sec']:.1f}", f"{r['peak_memory_mb']:.1f}", r["kernels"], r["solver_backend"]]
-                 for r in self.rows]
+        headers = [
+            "solver",
+            "iters",
+            self.metric_name,
+            "KID",
+            *(["IS"] if with_is else []),
+            "residual",
+            "nfev",
+            "ms/image",
+            "images/s",
+            "peak MB",
+            "kernels",
+            "solver backend",
+        ]
+        cells = [
+            [
+                r["solver"],
+                str(r["iters"]),
+                f"{r['distance']:.3f}",
+                _fmt(r["kid"], ".4f"),
+                *([_fmt(r.get("inception_score"), ".3f")] if with_is else []),
+                f"{r['residual']:.3g}",
+                f"{r['nfev']:.1f}",
+                f"{1e3 * r['sec_per_image']:.3f}",
+                f"{r['images_per_sec']:.1f}",
+                f"{r['peak_memory_mb']:.1f}",
+                r["kernels"],
+                r["solver_backend"],
+            ]
+            for r in self.rows
+        ]
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
         line = lambda cols: "  ".join(c.rjust(w) for c, w in zip(cols, widths))  # noqa: E731
         out = [line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells]
         first = self.rows[0]
         if "floor" in first:
-            out.append(f"{self.metric_name} floor (real held-out digits) {first['floor']:.3f}, ceiling "
-                       f"(noise) {first['ceiling']:.3f}, both at N={self.context.get('num_samples')}")
+            out.append(
+                f"{self.metric_name} floor (real held-out digits) {first['floor']:.3f}, ceiling "
+                f"(noise) {first['ceiling']:.3f}, both at N={self.context.get('num_samples')}"
+            )
         return "\n".join(out)
 
     def write(self, directory: str | Path) -> dict[str, Path]:
         """Write profile.csv, profile.json (rows, context, warnings, answer) and profile.png; returns the paths."""
         directory = Path(directory)
-        paths = {"csv": directory / "profile.csv", "json": directory / "profile.json",
-                 "png": directory / "profile.png"}
+        paths = {"csv": directory / "profile.csv", "json": directory / "profile.json", "png": directory / "profile.png"}
         keys = list(dict.fromkeys(k for r in self.rows for k in r))
 
         def write_csv(tmp: str) -> None:
@@ -174,11 +223,18 @@ class ProfileReport:
                 w = csv.DictWriter(fh, fieldnames=keys)
                 w.writeheader()
                 w.writerows(self.rows)
+
         atomic_write(paths["csv"], write_csv)
-        payload = {"metric": self.metric_name, "context": self.context, "rows": self.rows,
-                   "reference_setting": list(REFERENCE_SETTING), "quality_tolerance": self.quality_tolerance,
-                   "fewest_iterations": {s: (r["iters"] if r else None) for s, r in self.fewest_iterations().items()},
-                   "warnings": self.warnings(), "answer": self.answer()}
+        payload = {
+            "metric": self.metric_name,
+            "context": self.context,
+            "rows": self.rows,
+            "reference_setting": list(REFERENCE_SETTING),
+            "quality_tolerance": self.quality_tolerance,
+            "fewest_iterations": {s: (r["iters"] if r else None) for s, r in self.fewest_iterations().items()},
+            "warnings": self.warnings(),
+            "answer": self.answer(),
+        }
         atomic_write(paths["json"], lambda p: Path(p).write_text(json.dumps(payload, indent=2) + "\n"))
         atomic_write(paths["png"], lambda p: self.plot(p))
         return paths
@@ -192,6 +248,7 @@ class ProfileReport:
     def plot(self, path: str | Path) -> None:
         """Write :meth:`figure` as a PNG."""
         import matplotlib.pyplot as plt
+
         fig = self.figure()
         fig.savefig(path, format="png", dpi=120)
         plt.close(fig)
@@ -200,6 +257,7 @@ class ProfileReport:
         """Distance vs iterations (solid, one line per solver; log scale) with the reference, the floor and
         the ceiling as horizontal lines, time per image on a second axis (dashed), warnings in the title."""
         import matplotlib  # optional (getkern[demo])
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -211,17 +269,31 @@ class ProfileReport:
             its = [r["iters"] for r in rows]
             color = f"C{i}"
             ax.plot(its, [r["distance"] for r in rows], "o-", color=color, label=f"{solver}: {self.metric_name}")
-            time_ax.plot(its, [1e3 * r["sec_per_image"] for r in rows], "s--", color=color, alpha=0.6,
-                         label=f"{solver}: ms/image")
+            time_ax.plot(
+                its,
+                [1e3 * r["sec_per_image"] for r in rows],
+                "s--",
+                color=color,
+                alpha=0.6,
+                label=f"{solver}: ms/image",
+            )
         ref = self.reference_row()
         levels = [r["distance"] for r in self.rows]
         ax.axhline(ref["distance"], color="gray", lw=0.8, ls=":", label="reference (6 fixed-point)")
-        for key, color, style, label in (("floor", "green", "-.", "floor (real held-out images)"),
-                                         ("ceiling", "black", "--", "ceiling (Gaussian noise)")):
+        for key, color, style, label in (
+            ("floor", "green", "-.", "floor (real held-out images)"),
+            ("ceiling", "black", "--", "ceiling (Gaussian noise)"),
+        ):
             if ref.get(key) is not None:
                 ax.axhline(ref[key], color=color, lw=1.0, ls=style, label=label)
-                ax.annotate(f"{key} {ref[key]:.3g}", xy=(0.01, ref[key]), xycoords=("axes fraction", "data"),
-                            fontsize=7, color=color, va="bottom")
+                ax.annotate(
+                    f"{key} {ref[key]:.3g}",
+                    xy=(0.01, ref[key]),
+                    xycoords=("axes fraction", "data"),
+                    fontsize=7,
+                    color=color,
+                    va="bottom",
+                )
                 levels.append(ref[key])
         if all(math.isfinite(v) and v > 0 for v in levels):
             ax.set_yscale("log")
@@ -229,8 +301,14 @@ class ProfileReport:
         ax.set_ylabel(self.metric_name + " (lower is better)")
         time_ax.set_ylabel("ms per image")
         handles = ax.get_legend_handles_labels()[0] + time_ax.get_legend_handles_labels()[0]
-        ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.14), ncol=2)
+        ax.legend(
+            handles,
+            [h.get_label() for h in handles],
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncol=2,
+        )
         title = self.context.get("title", "solver iterations vs quality and time")
         if warnings:
             title += "\n" + "\n".join(textwrap.fill("WARNING: " + w, 95) for w in warnings)
@@ -276,11 +354,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], object], *, iters: Sequence[int],
-                  solvers: Sequence[str] = ("fixed_point", "anderson"), num_samples: int = 600,
-                  batch_size: int = 200, seed: int = 0, tol: float | None = 1e-3,
-                  quality_tolerance: float = 0.05, progress: bool = True, context: dict | None = None,
-                  **solver_kwargs) -> ProfileReport:
+def profile_model(
+    model: torch.nn.Module,
+    metric: Callable[[torch.Tensor], object],
+    *,
+    iters: Sequence[int],
+    solvers: Sequence[str] = ("fixed_point", "anderson"),
+    num_samples: int = 600,
+    batch_size: int = 200,
+    seed: int = 0,
+    tol: float | None = 1e-3,
+    quality_tolerance: float = 0.05,
+    progress: bool = True,
+    context: dict | None = None,
+    **solver_kwargs,
+) -> ProfileReport:
     """Sample ``num_samples`` images per (solver, iterations) setting and measure each.
 
     ``model``: a GET (in-memory; any device and dtype). ``metric``: called on the (N, C, H, W) samples,
@@ -312,8 +400,16 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
     was_training = model.training
 
     def sample(solver: str, k: int, part: slice):
-        return model(noise[part], None if y is None else y[part], iters=k, solver=solver, z0=z0[part],
-                     tol=tol, return_info=True, **solver_kwargs)
+        return model(
+            noise[part],
+            None if y is None else y[part],
+            iters=k,
+            solver=solver,
+            z0=z0[part],
+            tol=tol,
+            return_info=True,
+            **solver_kwargs,
+        )
 
     rows = []
     try:
@@ -341,19 +437,37 @@ def profile_model(model: torch.nn.Module, metric: Callable[[torch.Tensor], objec
             quality = metric(torch.cat(images).float().cpu()).as_dict()
             residual = torch.cat(residuals)
             finite = residual[torch.isfinite(residual)]
-            rows.append({"solver": solver, "iters": k, "distance": quality["distance"], "kid": quality.get("kid"),
-                         "residual": float(finite.mean()) if len(finite) else math.inf,
-                         "nfev": sum(nfevs) / num_samples, "sec_per_image": seconds,
-                         "images_per_sec": 1.0 / seconds, "peak_memory_mb": peak_mb,
-                         "kernels": kernels, "solver_backend": "+".join(sorted(backends)),
-                         **{key: quality[key] for key in ("floor", "ceiling", "inception_score")
-                            if quality.get(key) is not None}})
+            rows.append(
+                {
+                    "solver": solver,
+                    "iters": k,
+                    "distance": quality["distance"],
+                    "kid": quality.get("kid"),
+                    "residual": float(finite.mean()) if len(finite) else math.inf,
+                    "nfev": sum(nfevs) / num_samples,
+                    "sec_per_image": seconds,
+                    "images_per_sec": 1.0 / seconds,
+                    "peak_memory_mb": peak_mb,
+                    "kernels": kernels,
+                    "solver_backend": "+".join(sorted(backends)),
+                    **{
+                        key: quality[key]
+                        for key in ("floor", "ceiling", "inception_score")
+                        if quality.get(key) is not None
+                    },
+                }
+            )
     finally:
         model.train(was_training)
-    ctx = {"num_samples": num_samples, "batch_size": batch_size, "seed": seed, "tol": tol,
-           "device": str(device), "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
-           "memory_measure": "cuda.max_memory_allocated" if device.type == "cuda" else "live tensor storages (CPU)",
-           **(context or {})}
+    ctx = {
+        "num_samples": num_samples,
+        "batch_size": batch_size,
+        "seed": seed,
+        "tol": tol,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+        "memory_measure": "cuda.max_memory_allocated" if device.type == "cuda" else "live tensor storages (CPU)",
+        **(context or {}),
+    }
     return ProfileReport(rows, getattr(metric, "name", type(metric).__name__), ctx, quality_tolerance)
-
-

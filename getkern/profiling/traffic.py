@@ -17,6 +17,7 @@ too). Per launch it reports
 - ``by_arg``: distinct bytes read/written per tensor argument of the kernel.
 Atomics count as a read and a write. Masked-off lanes count nothing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,14 +29,43 @@ from torch.utils._pytree import tree_flatten
 
 from getkern._traffic import Traffic
 
-__all__ = ["Traffic", "TrafficCounter", "TritonLaunch", "TritonTraffic", "TritonTrafficCounter",
-           "count_torch_traffic", "count_triton_traffic"]
+__all__ = [
+    "Traffic",
+    "TrafficCounter",
+    "TritonLaunch",
+    "TritonTraffic",
+    "TritonTrafficCounter",
+    "count_torch_traffic",
+    "count_triton_traffic",
+]
 
 # Ops that only reinterpret metadata: no kernel, no traffic.
 _FREE_OPS = {
-    "view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze", "squeeze",
-    "slice", "select", "split", "split_with_sizes", "chunk", "unbind", "as_strided", "alias", "detach",
-    "empty", "empty_like", "empty_strided", "lift_fresh", "_reshape_alias", "unflatten", "flatten",
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "expand",
+    "permute",
+    "transpose",
+    "t",
+    "unsqueeze",
+    "squeeze",
+    "slice",
+    "select",
+    "split",
+    "split_with_sizes",
+    "chunk",
+    "unbind",
+    "as_strided",
+    "alias",
+    "detach",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "lift_fresh",
+    "_reshape_alias",
+    "unflatten",
+    "flatten",
 }
 
 
@@ -71,16 +101,18 @@ def count_torch_traffic(fn, *args, **kwargs) -> tuple[object, Traffic]:
 
 # --------------------------------------------------------------------------- Triton launches
 
+
 @dataclass
 class TritonLaunch:
     """Memory traffic of one Triton kernel launch (see the module docstring for the definitions)."""
+
     kernel: str
     grid: tuple[int, int, int]
     bytes_read: int
     bytes_written: int
     requested_bytes_read: int
     requested_bytes_written: int
-    by_arg: dict[str, tuple[int, int]]   # argument name -> (distinct bytes read, distinct bytes written)
+    by_arg: dict[str, tuple[int, int]]  # argument name -> (distinct bytes read, distinct bytes written)
 
     @property
     def bytes(self) -> int:
@@ -90,6 +122,7 @@ class TritonLaunch:
 @dataclass
 class TritonTraffic(Traffic):
     """Totals over launches (``ops`` counts launches per kernel name) plus the launches themselves."""
+
     requested_bytes_read: int = 0
     requested_bytes_written: int = 0
     kernel_launches: list[TritonLaunch] = field(default_factory=list)
@@ -111,8 +144,9 @@ class _LaunchRecorder:
         self.reads: list[tuple[np.ndarray, int]] = []
         self.writes: list[tuple[np.ndarray, int]] = []
         # Storage ranges of the tensor arguments, sorted by start, to attribute addresses to arguments.
-        ranges = sorted((t.untyped_storage().data_ptr(), t.untyped_storage().nbytes(), name)
-                        for name, t in tensor_args.items())
+        ranges = sorted(
+            (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes(), name) for name, t in tensor_args.items()
+        )
         self.starts = np.array([r[0] for r in ranges], dtype=np.uint64)
         self.ends = np.array([r[0] + r[1] for r in ranges], dtype=np.uint64)
         self.names = [r[2] for r in ranges]
@@ -139,8 +173,11 @@ class _LaunchRecorder:
     def finish(self, kernel: str, grid) -> TritonLaunch:
         read, requested_read, read_by_arg = self._totals(self.reads)
         written, requested_written, written_by_arg = self._totals(self.writes)
-        by_arg = {name: (read_by_arg[name], written_by_arg[name]) for name in self.names
-                  if read_by_arg[name] or written_by_arg[name]}
+        by_arg = {
+            name: (read_by_arg[name], written_by_arg[name])
+            for name in self.names
+            if read_by_arg[name] or written_by_arg[name]
+        }
         return TritonLaunch(kernel, tuple(grid), read, written, requested_read, requested_written, by_arg)
 
 
@@ -161,8 +198,10 @@ class TritonTrafficCounter:
 
         counter = self
         builder = interpreter.InterpreterBuilder
-        originals = {name: getattr(builder, name) for name in
-                     ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")}
+        originals = {
+            name: getattr(builder, name)
+            for name in ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas")
+        }
         grid_call = interpreter.GridExecutor.__call__
 
         def masked_load(self, ptrs, mask, other, *args):
@@ -193,15 +232,20 @@ class TritonTrafficCounter:
             counter._recorder = _LaunchRecorder(tensors)
             try:
                 result = grid_call(executor, *args, **kwargs)
-                counter.traffic.add(counter._recorder.finish(executor.fn.__name__,
-                                                             interpreter.interpreter_builder.grid_dim))
+                counter.traffic.add(
+                    counter._recorder.finish(executor.fn.__name__, interpreter.interpreter_builder.grid_dim)
+                )
             finally:
                 counter._recorder = None
             return result
 
-        patches = [(builder, "create_masked_load", masked_load), (builder, "create_masked_store", masked_store),
-                   (builder, "create_atomic_rmw", atomic_rmw), (builder, "create_atomic_cas", atomic_cas),
-                   (interpreter.GridExecutor, "__call__", launch)]
+        patches = [
+            (builder, "create_masked_load", masked_load),
+            (builder, "create_masked_store", masked_store),
+            (builder, "create_atomic_rmw", atomic_rmw),
+            (builder, "create_atomic_cas", atomic_cas),
+            (interpreter.GridExecutor, "__call__", launch),
+        ]
         for owner, name, replacement in patches:
             self._restore.append((owner, name, getattr(owner, name)))
             setattr(owner, name, replacement)
@@ -225,6 +269,8 @@ def count_triton_traffic(fn, *args, **kwargs) -> tuple[object, TritonTraffic]:
     with TritonTrafficCounter() as counter:
         result = fn(*args, **kwargs)
     if counter.traffic.launches == 0:
-        raise RuntimeError("count_triton_traffic: no interpreted Triton launch was seen; set "
-                           "TRITON_INTERPRET=1 before importing the kernels and pass CPU tensors")
+        raise RuntimeError(
+            "count_triton_traffic: no interpreted Triton launch was seen; set "
+            "TRITON_INTERPRET=1 before importing the kernels and pass CPU tensors"
+        )
     return result, counter.traffic

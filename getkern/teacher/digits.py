@@ -9,6 +9,7 @@ the denoiser D(x, sigma, labels). A network built with ``null_class=True`` has o
 "no class" condition (label ``num_classes``, or ``class_labels=None``) that label dropout trains and
 classifier-free guidance needs (:mod:`getkern.teacher.guidance`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -58,8 +59,9 @@ def _digits_split_cached() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
 
     data = load_digits()
     images = data.images.astype(np.float32) / 8.0 - 1.0
-    tr_x, ho_x, tr_y, ho_y = train_test_split(images, data.target, test_size=HELDOUT_SIZE,
-                                              random_state=SPLIT_SEED, stratify=data.target)
+    tr_x, ho_x, tr_y, ho_y = train_test_split(
+        images, data.target, test_size=HELDOUT_SIZE, random_state=SPLIT_SEED, stratify=data.target
+    )
     as_images = lambda a: torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1)  # noqa: E731
     return as_images(tr_x), torch.from_numpy(tr_y).long(), as_images(ho_x), torch.from_numpy(ho_y).long()
 
@@ -84,8 +86,14 @@ def load_digits_images(split: str = "train") -> tuple[torch.Tensor, torch.Tensor
 class DigitsMLP(nn.Module):
     """Raw EDM network F(x_in, c_noise, labels) for (B, 1, 8, 8) digits: a residual MLP, width ``hidden``."""
 
-    def __init__(self, hidden: int = 192, layers: int = 4, emb_dim: int = 64, num_classes: int = NUM_CLASSES,
-                 null_class: bool = False):
+    def __init__(
+        self,
+        hidden: int = 192,
+        layers: int = 4,
+        emb_dim: int = 64,
+        num_classes: int = NUM_CLASSES,
+        null_class: bool = False,
+    ):
         super().__init__()
         if null_class and not num_classes:
             raise ValueError("null_class=True needs a class-conditional network (num_classes > 0)")
@@ -122,10 +130,20 @@ class DigitsMLP(nn.Module):
         return self.out(self.out_norm(h)).view(x.shape)
 
 
-def train_digits_teacher(*, steps: int = 6000, batch_size: int = 256, lr: float = 1e-3, ema_decay: float = 0.999,
-                         seed: int = 0, hidden: int = 192, layers: int = 4, log_every: int = 500,
-                         label_dropout: float = 0.0, init: EDMPrecond | None = None,
-                         progress: bool = True) -> tuple[EDMPrecond, dict]:
+def train_digits_teacher(
+    *,
+    steps: int = 6000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    ema_decay: float = 0.999,
+    seed: int = 0,
+    hidden: int = 192,
+    layers: int = 4,
+    log_every: int = 500,
+    label_dropout: float = 0.0,
+    init: EDMPrecond | None = None,
+    progress: bool = True,
+) -> tuple[EDMPrecond, dict]:
     """Train the digits teacher with the EDM loss on the 1197 training digits; returns (EMA denoiser, info).
 
     ``label_dropout`` > 0 replaces each label by the null class with that probability (the network
@@ -164,16 +182,24 @@ def train_digits_teacher(*, steps: int = 6000, batch_size: int = 256, lr: float 
         losses.append(loss.item())
         if (step + 1) % log_every == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
-    info = dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
-                **({"label_dropout": label_dropout} if label_dropout > 0 else {}),
-                final_loss=float(np.mean(losses[-min(len(losses), log_every):])),
-                seconds=round(time.perf_counter() - t0, 1), torch=torch.__version__,
-                threads=torch.get_num_threads())
+    info = dict(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        ema_decay=ema_decay,
+        seed=seed,
+        **({"label_dropout": label_dropout} if label_dropout > 0 else {}),
+        final_loss=float(np.mean(losses[-min(len(losses), log_every) :])),
+        seconds=round(time.perf_counter() - t0, 1),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
     return ema.eval(), info
 
 
-def save_teacher(denoiser: EDMPrecond, directory, info: dict | None = None,
-                 storage_dtype: torch.dtype = torch.float32) -> None:
+def save_teacher(
+    denoiser: EDMPrecond, directory, info: dict | None = None, storage_dtype: torch.dtype = torch.float32
+) -> None:
     """Write ``config.json`` + ``model.safetensors`` (the raw network's weights) atomically.
 
     ``storage_dtype=torch.float16`` halves the file (the shipped teacher uses it); loading computes in
@@ -181,13 +207,20 @@ def save_teacher(denoiser: EDMPrecond, directory, info: dict | None = None,
     """
     directory = Path(directory)
     state = {k: v.detach().to(storage_dtype).contiguous().cpu() for k, v in denoiser.net.state_dict().items()}
-    meta = {"format": TEACHER_FORMAT, "kind": "digits-mlp", "config": denoiser.net.config,
-            "sigma_data": denoiser.sigma_data, "image_shape": list(IMAGE_SHAPE), "training": info or {}}
+    meta = {
+        "format": TEACHER_FORMAT,
+        "kind": "digits-mlp",
+        "config": denoiser.net.config,
+        "sigma_data": denoiser.sigma_data,
+        "image_shape": list(IMAGE_SHAPE),
+        "training": info or {},
+    }
     digest = {}
 
     def write_weights(p):
         save_file(state, p)
         digest["sha256"] = file_sha256(p)
+
     atomic_write(directory / "model.safetensors", write_weights)
     meta["weights_sha256"] = digest["sha256"]  # checked on load (as a save_pretrained folder's)
     atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
@@ -203,8 +236,9 @@ def _check_teacher_config(meta: dict, config_path: Path, weights_path: Path) -> 
     known = {"hidden": 1, "layers": 1, "emb_dim": 2, "num_classes": 0}
     unknown = sorted(set(config) - set(known) - {"null_class"})
     if unknown:
-        raise CheckpointError(f"{config_path}: unknown teacher config fields {unknown} (known: "
-                              f"{sorted(known) + ['null_class']})")
+        raise CheckpointError(
+            f"{config_path}: unknown teacher config fields {unknown} (known: {sorted(known) + ['null_class']})"
+        )
     for field, low in known.items():
         value = config.get(field, low)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -229,8 +263,9 @@ def _check_teacher_config(meta: dict, config_path: Path, weights_path: Path) -> 
     table = shapes.get("class_emb.weight")
     rows = c["num_classes"] + int(c["null_class"]) if c["num_classes"] else 0
     if (table[0] if table is not None else 0) != rows:
-        problems.append(f"num_classes={c['num_classes']}, null_class={c['null_class']}, but the weights' class "
-                        f"table is {table}")
+        problems.append(
+            f"num_classes={c['num_classes']}, null_class={c['null_class']}, but the weights' class table is {table}"
+        )
     if not problems:
         try:
             with torch.device("meta"):
@@ -254,8 +289,10 @@ def load_teacher_dir(directory) -> tuple[EDMPrecond, dict]:
         raise CheckpointError(f"{config_path} is not a getkern digits teacher (format/kind)")
     digest = meta.get("weights_sha256")  # teachers saved before digests have none
     if digest is not None and file_sha256(weights_path) != digest:
-        raise CheckpointError(f"{weights_path} does not match the SHA-256 recorded in {config_path} (the file is "
-                              "corrupt or was changed after saving)")
+        raise CheckpointError(
+            f"{weights_path} does not match the SHA-256 recorded in {config_path} (the file is "
+            "corrupt or was changed after saving)"
+        )
     _check_teacher_config(meta, config_path, weights_path)
     try:
         state = load_file(weights_path)

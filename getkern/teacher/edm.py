@@ -13,6 +13,7 @@ A *denoiser* here is any callable ``D(x, sigma, class_labels) -> denoised`` with
 sigma (B,) and class_labels (B,) int64 or None. The sampler keeps the ODE state in float64; the
 denoiser computes in its own dtype.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,29 +42,41 @@ class EDMPrecond(nn.Module):
         dtype = next(self.net.parameters()).dtype
         sd = self.sigma_data
         s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-        c_skip = sd ** 2 / (s ** 2 + sd ** 2)
-        c_out = s * sd / (s ** 2 + sd ** 2).sqrt()
-        c_in = 1 / (s ** 2 + sd ** 2).sqrt()
+        c_skip = sd**2 / (s**2 + sd**2)
+        c_out = s * sd / (s**2 + sd**2).sqrt()
+        c_in = 1 / (s**2 + sd**2).sqrt()
         c_noise = s.log() / 4
         F_x = self.net((c_in * x).to(dtype), c_noise.flatten().expand(x.shape[0]).to(dtype), class_labels)
         return c_skip * x + c_out * F_x.to(x.dtype)
 
 
-def edm_loss(denoiser: Denoiser, images: Tensor, class_labels: Tensor | None = None, *,
-             P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = SIGMA_DATA,
-             generator: torch.Generator | None = None) -> Tensor:
+def edm_loss(
+    denoiser: Denoiser,
+    images: Tensor,
+    class_labels: Tensor | None = None,
+    *,
+    P_mean: float = -1.2,
+    P_std: float = 1.2,
+    sigma_data: float = SIGMA_DATA,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """EDM training loss, mean over the batch: lambda(s) |D(y + n, s) - y|^2, ln s ~ N(P_mean, P_std^2)."""
     B = images.shape[0]
     rnd = torch.randn(B, generator=generator, device=images.device, dtype=images.dtype)
     sigma = (rnd * P_std + P_mean).exp()
-    weight = (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+    weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
     n = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     D_yn = denoiser(images + n * sigma.view(-1, 1, 1, 1), sigma, class_labels)
     return (weight.view(-1, 1, 1, 1) * (D_yn - images) ** 2).mean()
 
 
-def sigma_steps(num_steps: int = DEFAULT_STEPS, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
-                rho: float = RHO, device: torch.device | str | None = None) -> Tensor:
+def sigma_steps(
+    num_steps: int = DEFAULT_STEPS,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """The N noise levels t_0 = sigma_max > ... > t_{N-1} = sigma_min, then t_N = 0: float64 (N+1,)."""
     if num_steps < 2:
         raise ValueError(f"num_steps must be >= 2 (the schedule needs sigma_max and sigma_min), got {num_steps}")
@@ -73,9 +86,16 @@ def sigma_steps(num_steps: int = DEFAULT_STEPS, sigma_min: float = SIGMA_MIN, si
 
 
 @torch.no_grad()
-def heun_sample(denoiser: Denoiser, latents: Tensor, class_labels: Tensor | None = None, *,
-                num_steps: int = DEFAULT_STEPS, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
-                rho: float = RHO) -> Tensor:
+def heun_sample(
+    denoiser: Denoiser,
+    latents: Tensor,
+    class_labels: Tensor | None = None,
+    *,
+    num_steps: int = DEFAULT_STEPS,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
+) -> Tensor:
     """EDM's deterministic 2nd-order sampler (Algorithm 1, no churn).
 
     latents: unit-Gaussian z (B, C, H, W); the ODE starts at x_0 = z * t_0. Returns float64 images

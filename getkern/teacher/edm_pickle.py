@@ -10,6 +10,7 @@ file they trust. Not tested here (no EDM code, no network on the build machines)
 The loaded network already applies its own preconditioning: ``net(x, sigma, class_labels_onehot)``;
 the adapter converts getkern's integer labels to EDM's one-hot rows.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -42,8 +43,10 @@ def load_edm_pickle(path, *, trust_pickle: bool = False, edm_root=None, device="
     """Load the ``'ema'`` network of an EDM pickle; returns (denoiser, metadata for the pair manifest)."""
     path = Path(path)
     if not trust_pickle:
-        raise CheckpointError(f"{path}: EDM pickles execute code when loaded; pass trust_pickle=True "
-                              "(CLI: --trust-pickle) only for a file you trust")
+        raise CheckpointError(
+            f"{path}: EDM pickles execute code when loaded; pass trust_pickle=True "
+            "(CLI: --trust-pickle) only for a file you trust"
+        )
     if not path.is_file():
         raise CheckpointError(f"EDM pickle {path} does not exist")
     if edm_root is not None:
@@ -52,8 +55,10 @@ def load_edm_pickle(path, *, trust_pickle: bool = False, edm_root=None, device="
         import dnnlib  # noqa: F401  (EDM's own package: the pickle references it)
         import torch_utils  # noqa: F401
     except ImportError:
-        raise CheckpointError(f"{path}: loading an EDM pickle needs EDM's code importable "
-                              "(dnnlib, torch_utils): clone NVlabs/edm and pass edm_root=<clone>") from None
+        raise CheckpointError(
+            f"{path}: loading an EDM pickle needs EDM's code importable "
+            "(dnnlib, torch_utils): clone NVlabs/edm and pass edm_root=<clone>"
+        ) from None
     try:
         with open(path, "rb") as f:
             data = pickle.load(f)  # noqa: S301 - the caller vouched for this file (trust_pickle=True)
@@ -63,8 +68,13 @@ def load_edm_pickle(path, *, trust_pickle: bool = False, edm_root=None, device="
         raise CheckpointError(f"{path} is not an EDM network pickle (no 'ema' entry)")
     try:
         net = data["ema"].to(device).eval().requires_grad_(False)
-        meta = {"kind": "edm-pickle", "path": str(path), "img_channels": int(net.img_channels),
-                "img_resolution": int(net.img_resolution), "num_classes": int(getattr(net, "label_dim", 0))}
+        meta = {
+            "kind": "edm-pickle",
+            "path": str(path),
+            "img_channels": int(net.img_channels),
+            "img_resolution": int(net.img_resolution),
+            "num_classes": int(getattr(net, "label_dim", 0)),
+        }
     except (AttributeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: its 'ema' entry is not an EDM network ({e})") from None
     return EDMPickleDenoiser(net), meta

@@ -6,6 +6,7 @@ CVPR 2023):
 w = 0 is the conditional denoiser; w > 0 pushes samples towards what makes them look like class c.
 ``none`` is the null class a teacher trained with label dropout has (label index ``null_label``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,6 +23,7 @@ def guided_denoiser(denoiser: Denoiser, guidance: float | Tensor, null_label: in
     ``denoiser`` on the doubled batch [x, x] with labels [c, null], so each D_w evaluation costs two
     network evaluations per image but one call. Computes in x's dtype (float64 under Heun).
     """
+
     def D_w(x: Tensor, sigma: Tensor, class_labels: Tensor | None) -> Tensor:
         if class_labels is None:
             raise ValueError("classifier-free guidance needs class_labels (the conditional term)")
@@ -35,6 +37,7 @@ def guided_denoiser(denoiser: Denoiser, guidance: float | Tensor, null_label: in
         both = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([class_labels, null]))
         cond, uncond = both[:B].to(x.dtype), both[B:].to(x.dtype)
         return (1 + w) * cond - w * uncond
+
     return D_w
 
 

@@ -1,4 +1,5 @@
 """Rewrite the generated section of a markdown file (between a begin and an end marker line)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -22,6 +22,7 @@ whose SASS has no tensor-core instruction, a kernel without a spec, or a compile
 Compilation runs in fresh worker processes (Triton's interpreter off, an empty Triton cache: nothing
 from an earlier run can stand in for a compile), ``--jobs`` of them plus one nvcc per .cu file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,20 +57,21 @@ LOG_DIR = ROOT / "build" / "gpu_check"
 @dataclass(frozen=True)
 class Arch:
     """Per-SM resources of one architecture (CUDA C Programming Guide, compute capability tables)."""
+
     cc: int
-    ptx_target: str            # what Triton emits and ptxas compiles for
-    smem_per_block: int        # opt-in maximum of dynamic + static shared memory per block, bytes
+    ptx_target: str  # what Triton emits and ptxas compiles for
+    smem_per_block: int  # opt-in maximum of dynamic + static shared memory per block, bytes
     smem_per_sm: int
     regs_per_sm: int = 65536
     max_warps_per_sm: int = 64
     max_blocks_per_sm: int = 32
     smem_reserved_per_block: int = 1024  # the driver's per-block reservation (cc >= 8.0)
-    reg_alloc_unit: int = 256            # registers are allocated per warp in units of 256
+    reg_alloc_unit: int = 256  # registers are allocated per warp in units of 256
     warp_alloc_granularity: int = 4
 
 
 ARCHS = {
-    80: Arch(80, "sm_80", smem_per_block=163 * 1024, smem_per_sm=164 * 1024),   # A100
+    80: Arch(80, "sm_80", smem_per_block=163 * 1024, smem_per_sm=164 * 1024),  # A100
     90: Arch(90, "sm_90a", smem_per_block=227 * 1024, smem_per_sm=228 * 1024),  # H100 / H200
 }
 
@@ -79,17 +81,17 @@ _TENSOR_CORE_SASS = re.compile(r"\b(HMMA|IMMA|HGMMA|IGMMA|QGMMA)\b")
 
 @dataclass
 class KernelReport:
-    kind: str                    # "triton" | "cuda"
-    name: str                    # spec name, or the CUDA function (demangled)
-    origin: str                  # module[:function] of the spec, or the .cu file
+    kind: str  # "triton" | "cuda"
+    name: str  # spec name, or the CUDA function (demangled)
+    origin: str  # module[:function] of the spec, or the .cu file
     arch: int
-    config: str = ""             # "w4 s3" (num_warps, num_stages) for Triton
+    config: str = ""  # "w4 s3" (num_warps, num_stages) for Triton
     registers: int | None = None
-    spill_bytes: int | None = None    # spill stores + spill loads
+    spill_bytes: int | None = None  # spill stores + spill loads
     stack_bytes: int | None = None
     shared_bytes: int | None = None
-    ptx_mma: str = "-"           # "mma.sync" | "wgmma" | "-"
-    sass_mma: str = "-"          # e.g. "HGMMA x24" or "-"
+    ptx_mma: str = "-"  # "mma.sync" | "wgmma" | "-"
+    sass_mma: str = "-"  # e.g. "HGMMA x24" or "-"
     occupancy: float | None = None
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -102,10 +104,10 @@ class KernelReport:
 @dataclass
 class GateResult:
     reports: list[KernelReport]
-    problems: list[str]          # failures not tied to one compiled kernel (imports, coverage, tools)
-    seconds: float               # wall time
-    cpu_seconds: float           # CPU time of the compiling processes (independent of machine load)
-    notes: list[str] = field(default_factory=list)   # what was left out and why (not failures)
+    problems: list[str]  # failures not tied to one compiled kernel (imports, coverage, tools)
+    seconds: float  # wall time
+    cpu_seconds: float  # CPU time of the compiling processes (independent of machine load)
+    notes: list[str] = field(default_factory=list)  # what was left out and why (not failures)
 
     @property
     def ok(self) -> bool:
@@ -113,6 +115,7 @@ class GateResult:
 
 
 # --------------------------------------------------------------------------- analysis helpers
+
 
 def parse_ptxas_log(log: str) -> dict[tuple[str, str], dict[str, int]]:
     """ptxas -v output -> {(function, "sm_XX"): {registers, stack, spill, smem}}."""
@@ -154,8 +157,12 @@ def occupancy(arch: Arch, registers: int, shared_bytes: int, num_warps: int) -> 
     warps_by_regs = arch.regs_per_sm // max(regs_per_warp, 1)
     warps_by_regs -= warps_by_regs % arch.warp_alloc_granularity
     smem_block = math.ceil((shared_bytes + arch.smem_reserved_per_block) / 128) * 128
-    blocks = min(arch.max_blocks_per_sm, arch.max_warps_per_sm // num_warps,
-                 warps_by_regs // num_warps, arch.smem_per_sm // smem_block)
+    blocks = min(
+        arch.max_blocks_per_sm,
+        arch.max_warps_per_sm // num_warps,
+        warps_by_regs // num_warps,
+        arch.smem_per_sm // smem_block,
+    )
     return blocks * num_warps / arch.max_warps_per_sm
 
 
@@ -175,6 +182,7 @@ def judge(report: KernelReport, arch: Arch, uses_dot: bool | None) -> None:
 
 def triton_bin(tool: str) -> str:
     import triton
+
     return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / tool)
 
 
@@ -187,14 +195,16 @@ def cuobjdump_sass(binary: Path) -> str:
 
 # --------------------------------------------------------------------------- discovery
 
+
 def discover_sources() -> list[str]:
     """Every module of getkern.ops (by name, without importing it): the gate's default spec sources."""
     import getkern.ops
+
     return sorted(f"getkern.ops.{m.name}" for m in pkgutil.iter_modules(getkern.ops.__path__))
 
 
 def _import_source(source: str):
-    """"pkg.module[:func]" or "path/to/file.py[:func]" -> (module, func name, whole-module source?)."""
+    """ "pkg.module[:func]" or "path/to/file.py[:func]" -> (module, func name, whole-module source?)."""
     target, _, func = source.partition(":")
     if target.endswith(".py"):
         path = Path(target).resolve()
@@ -211,8 +221,12 @@ def _jit_functions(namespace: dict, module_name: str) -> dict[str, object]:
     """The @triton.jit functions defined (not imported) in a module namespace."""
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
-    return {name: obj for name, obj in namespace.items()
-            if isinstance(obj, (JITFunction, InterpretedFunction)) and obj.fn.__module__ == module_name}
+
+    return {
+        name: obj
+        for name, obj in namespace.items()
+        if isinstance(obj, (JITFunction, InterpretedFunction)) and obj.fn.__module__ == module_name
+    }
 
 
 def _reached(kernels) -> set[int]:
@@ -225,8 +239,11 @@ def _reached(kernels) -> set[int]:
             continue
         seen.add(id(kernel))
         fn = kernel.fn
-        stack.extend(obj for name in fn.__code__.co_names
-                     if hasattr(obj := fn.__globals__.get(name), "fn") and hasattr(obj, "run"))
+        stack.extend(
+            obj
+            for name in fn.__code__.co_names
+            if hasattr(obj := fn.__globals__.get(name), "fn") and hasattr(obj, "run")
+        )
     return seen
 
 
@@ -234,6 +251,7 @@ def collect_specs(sources: list[str]) -> tuple[list[tuple[str, object]], list[st
     """Import each source and list its AotSpecs as (origin, spec). Returns (specs, problems): import
     errors, invalid specs, and (for whole modules) @triton.jit functions that no spec covers."""
     from getkern.ops._aot import AotSpec
+
     specs, problems = [], []
     for source in sources:
         try:
@@ -255,13 +273,17 @@ def collect_specs(sources: list[str]) -> tuple[list[tuple[str, object]], list[st
         problems += [f"{source}: duplicate spec name {n!r}" for n in sorted({n for n in names if names.count(n) > 1})]
         if whole_module:
             reached = _reached(s.kernel for s in found)
-            problems += [f"{source}: @triton.jit function {name!r} is compiled by no AotSpec of {func}()"
-                         for name, k in sorted(kernels.items()) if id(k) not in reached]
+            problems += [
+                f"{source}: @triton.jit function {name!r} is compiled by no AotSpec of {func}()"
+                for name, k in sorted(kernels.items())
+                if id(k) not in reached
+            ]
         specs += [(f"{module.__name__}:{func}" if not whole_module else module.__name__, s) for s in found]
     return specs, problems
 
 
 # --------------------------------------------------------------------------- Triton compilation
+
 
 def compile_triton_spec(origin: str, spec, cc: int, scratch: Path, log_dir: Path) -> KernelReport:
     """Compile one spec for one architecture (interpreter off) and analyse PTX, ptxas log and SASS.
@@ -296,7 +318,9 @@ def compile_triton_spec(origin: str, spec, cc: int, scratch: Path, log_dir: Path
             try:
                 compiled = triton.compile(
                     ASTSource(fn=spec.kernel, signature=signature, constexprs=constexprs, attrs=attrs),
-                    target=GPUTarget("cuda", cc, 32), options=options)
+                    target=GPUTarget("cuda", cc, 32),
+                    options=options,
+                )
             finally:
                 sys.stdout.flush()
                 os.dup2(saved, 1)
@@ -330,6 +354,7 @@ def _compile_key(spec, cc: int) -> tuple:
     kernel, JIT specialisation (signature, attrs, constants; getkern.ops._aot.specialization_key),
     warps, stages and architecture."""
     from getkern.ops._aot import specialization_key
+
     fn = spec.kernel.fn
     try:
         specialization = specialization_key(spec, cc)
@@ -360,20 +385,19 @@ def run_worker(sources: list[str], archs: list[int], shard: int, shards: int, ou
             copy = KernelReport(**{**asdict(first), "name": spec.name, "origin": origin})
             copy.warnings.append(f"same binary as {first.name}")
             reports.append(copy)
-    out.write_text(json.dumps({"reports": [asdict(r) for r in reports],
-                               "problems": problems if shard == 0 else []}))
+    out.write_text(json.dumps({"reports": [asdict(r) for r in reports], "problems": problems if shard == 0 else []}))
 
 
 def _worker_env(cache_dir: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     # Always compile (never a cache hit: ptxas must run for its report), into a cache no run shares.
-    env.update(TRITON_CACHE_DIR=cache_dir, TRITON_ALWAYS_COMPILE="1", TRITON_DUMP_PTXAS_LOG="1",
-               PYTHONUNBUFFERED="1")
+    env.update(TRITON_CACHE_DIR=cache_dir, TRITON_ALWAYS_COMPILE="1", TRITON_DUMP_PTXAS_LOG="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
 # --------------------------------------------------------------------------- CUDA sources
+
 
 def find_nvcc() -> str | None:
     cuda_home = _extension.find_cuda_home()
@@ -387,6 +411,7 @@ def cuda_skip_reason() -> str | None:
     bring their CUDA release's headers, which another nvcc release refuses; the stack whose CUDA matches
     the toolkit (in CI the oldest, the GPU machine's) compiles them."""
     import torch
+
     cuda_home = _extension.find_cuda_home()
     if find_nvcc() is None or cuda_home is None:
         return "nvcc not found (set CUDA_HOME or put nvcc on PATH)"
@@ -403,13 +428,31 @@ def nvcc_command(source: Path, output: Path, archs: list[int]) -> list[str]:
     import torch
     from torch.utils import cpp_extension
 
-    includes = [*cpp_extension.include_paths(), sysconfig.get_paths()["include"], str(_extension.SOURCE_DIR),
-                *map(str, Path(torch.__file__).parent.parent.glob("nvidia/cu*/include"))]
+    includes = [
+        *cpp_extension.include_paths(),
+        sysconfig.get_paths()["include"],
+        str(_extension.SOURCE_DIR),
+        *map(str, Path(torch.__file__).parent.parent.glob("nvidia/cu*/include")),
+    ]
     gencode = [f"-gencode=arch=compute_{cc},code=sm_{cc}" for cc in archs]
-    return [find_nvcc(), "--fatbin", str(source), "-o", str(output), "-std=c++20", "-O3",
-            "-DGETKERN_WITH_CUDA", "-DTORCH_EXTENSION_NAME=_C", "-DTORCH_API_INCLUDE_EXTENSION_H",
-            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
-            *cpp_extension.COMMON_NVCC_FLAGS, "-Xptxas", "-v", *gencode, *(f"-I{p}" for p in includes)]
+    return [
+        find_nvcc(),
+        "--fatbin",
+        str(source),
+        "-o",
+        str(output),
+        "-std=c++20",
+        "-O3",
+        "-DGETKERN_WITH_CUDA",
+        "-DTORCH_EXTENSION_NAME=_C",
+        "-DTORCH_API_INCLUDE_EXTENSION_H",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        *cpp_extension.COMMON_NVCC_FLAGS,
+        "-Xptxas",
+        "-v",
+        *gencode,
+        *(f"-I{p}" for p in includes),
+    ]
 
 
 def demangle(names: list[str]) -> list[str]:
@@ -439,9 +482,17 @@ def cuda_reports(source: Path, archs: list[int], log: str, fatbin: Path) -> list
         cc = int(arch_name[3:5])
         if cc not in archs:
             continue
-        report = KernelReport("cuda", pretty[(fn, arch_name)], source.name, cc, registers=s["registers"],
-                              spill_bytes=s["spill"], stack_bytes=s["stack"], shared_bytes=s["smem"],
-                              sass_mma=sass_mma_summary(sass_by_fn.get((fn, arch_name), "")))
+        report = KernelReport(
+            "cuda",
+            pretty[(fn, arch_name)],
+            source.name,
+            cc,
+            registers=s["registers"],
+            spill_bytes=s["spill"],
+            stack_bytes=s["stack"],
+            shared_bytes=s["smem"],
+            sass_mma=sass_mma_summary(sass_by_fn.get((fn, arch_name), "")),
+        )
         judge(report, ARCHS[cc], uses_dot=None)
         reports.append(report)
     return reports
@@ -449,14 +500,20 @@ def cuda_reports(source: Path, archs: list[int], log: str, fatbin: Path) -> list
 
 # --------------------------------------------------------------------------- the gate
 
+
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
     """Start ``cmd`` with stdout and stderr going to ``log`` (a file: pipes could fill and block)."""
     with open(log, "w") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT), log
 
 
-def run_gate(sources: list[str] | None = None, archs: list[int] = (80, 90), jobs: int = 2,
-             cuda_sources: list[Path] | None = None, log_dir: Path = LOG_DIR) -> GateResult:
+def run_gate(
+    sources: list[str] | None = None,
+    archs: list[int] = (80, 90),
+    jobs: int = 2,
+    cuda_sources: list[Path] | None = None,
+    log_dir: Path = LOG_DIR,
+) -> GateResult:
     """Compile every Triton spec of ``sources`` (default: every getkern.ops module) and every CUDA source
     (default: getkern/csrc/*.cu; pass [] to skip) for ``archs``; ``jobs`` Triton worker processes."""
     start = time.perf_counter()
@@ -474,8 +531,21 @@ def run_gate(sources: list[str] | None = None, archs: list[int] = (80, 90), jobs
         for shard in range(jobs):
             env = _worker_env(str(tmp / f"triton_cache{shard}"))
             out = tmp / f"shard{shard}.json"
-            cmd = [sys.executable, "-m", "getkern.tools.gpu_check", "--worker", f"{shard}/{jobs}",
-                   "--out", str(out), "--log-dir", str(log_dir), "--archs", *map(str, archs), "--sources", *sources]
+            cmd = [
+                sys.executable,
+                "-m",
+                "getkern.tools.gpu_check",
+                "--worker",
+                f"{shard}/{jobs}",
+                "--out",
+                str(out),
+                "--log-dir",
+                str(log_dir),
+                "--archs",
+                *map(str, archs),
+                "--sources",
+                *sources,
+            ]
             procs.append(("triton", f"shard {shard}", _spawn(cmd, tmp / f"shard{shard}.log", env), out))
         skip = cuda_skip_reason() if cuda_sources else None
         if skip is not None and find_nvcc() is None:
@@ -513,16 +583,29 @@ def _children_cpu_seconds() -> float:
 
 def format_table(result: GateResult) -> str:
     """Markdown table of the reports, then the problems."""
-    head = ("| kernel | source | arch | config | regs | spill B | shared B | PTX mma | SASS tensor-core ops "
-            "| occupancy | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| kernel | source | arch | config | regs | spill B | shared B | PTX mma | SASS tensor-core ops "
+        "| occupancy | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     rows = []
     for r in result.reports:
         verdict = "FAIL: " + "; ".join(r.failures) if r.failures else "ok"
         if r.warnings:
             verdict += " (" + "; ".join(r.warnings) + ")"
         occ = "-" if r.occupancy is None else f"{r.occupancy:.0%}"
-        fields = [f"`{r.name}`", r.origin, f"sm_{r.arch}", r.config or "-", r.registers, r.spill_bytes,
-                  r.shared_bytes, r.ptx_mma, r.sass_mma, occ, verdict]
+        fields = [
+            f"`{r.name}`",
+            r.origin,
+            f"sm_{r.arch}",
+            r.config or "-",
+            r.registers,
+            r.spill_bytes,
+            r.shared_bytes,
+            r.ptx_mma,
+            r.sass_mma,
+            occ,
+            verdict,
+        ]
         rows.append("| " + " | ".join("-" if f is None else str(f).replace("|", "\\|") for f in fields) + " |")
     text = "\n".join([head, *rows]) if rows else "(no kernels)"
     if result.problems:
@@ -539,14 +622,18 @@ def write_docs(table: str, summary: str, path: Path = DOCS) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m getkern.tools.gpu_check", description=__doc__.split("\n")[0])
-    parser.add_argument("--sources", nargs="*", default=None,
-                        help="spec sources, 'pkg.module[:func]' or 'file.py[:func]' (default: every getkern.ops module)")
+    parser.add_argument(
+        "--sources",
+        nargs="*",
+        default=None,
+        help="spec sources, 'pkg.module[:func]' or 'file.py[:func]' (default: every getkern.ops module)",
+    )
     parser.add_argument("--archs", nargs="*", type=int, default=[80, 90], choices=sorted(ARCHS))
     parser.add_argument("--jobs", type=int, default=2, help="Triton worker processes (default 2)")
     parser.add_argument("--no-cuda", action="store_true", help="skip getkern/csrc/*.cu")
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite the generated section of {DOCS}")
     parser.add_argument("--log-dir", type=Path, default=LOG_DIR, help="ptxas/nvcc logs, PTX and cubins")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)   # "k/n": internal, one Triton shard
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # "k/n": internal, one Triton shard
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -558,10 +645,12 @@ def main(argv: list[str] | None = None) -> int:
     result = run_gate(args.sources, args.archs, args.jobs, [] if args.no_cuda else None, args.log_dir)
     table = format_table(result)
     failed = sum(not r.ok for r in result.reports)
-    summary = (f"{len(result.reports)} kernel compilations ({sum(r.kind == 'triton' for r in result.reports)} "
-               f"Triton, {sum(r.kind == 'cuda' for r in result.reports)} CUDA), {failed} failing, "
-               f"{len(result.problems)} other problems; gate wall time {result.seconds:.0f} s, "
-               f"{result.cpu_seconds:.0f} CPU-s in compiler processes.")
+    summary = (
+        f"{len(result.reports)} kernel compilations ({sum(r.kind == 'triton' for r in result.reports)} "
+        f"Triton, {sum(r.kind == 'cuda' for r in result.reports)} CUDA), {failed} failing, "
+        f"{len(result.problems)} other problems; gate wall time {result.seconds:.0f} s, "
+        f"{result.cpu_seconds:.0f} CPU-s in compiler processes."
+    )
     print(table)
     print(f"\n{summary}  Logs: {args.log_dir}")
     if args.write_docs:

@@ -14,6 +14,7 @@ itself with TRITON_INTERPRET=1, which must be set before getkern's kernels are i
 need a GPU (ceilings, timings, CUDA graphs, sync debug mode, register counts) are recorded as skipped,
 by name. The case code lives in :mod:`getkern.tools.gpu_validate_cases`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,7 @@ from pathlib import Path
 
 PHASES = ("environment", "correctness", "models", "timings", "verdicts")
 # Fraction of the deadline by which each phase must be done; time a phase leaves over rolls on.
-PHASE_END = {"environment": 0.06, "correctness": 0.45, "models": 0.68, "timings": 0.90, "large": 0.99,
-             "verdicts": 1.0}
+PHASE_END = {"environment": 0.06, "correctness": 0.45, "models": 0.68, "timings": 0.90, "large": 0.99, "verdicts": 1.0}
 DEFAULT_DEADLINE_S = 420.0
 MAX_DEADLINE_S = 86400.0  # a day; the watchdog's timer cannot take inf (and nan would fire at once)
 NEEDS_GPU = "needs a GPU"
@@ -63,8 +63,15 @@ def _short(value):
 class Recorder:
     """Runs cases against the phase clocks and appends one JSON line per check."""
 
-    def __init__(self, out: Path, deadline_s: float, device_kind: str, synchronize=None,
-                 filename: str = "results.jsonl", shard: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        out: Path,
+        deadline_s: float,
+        device_kind: str,
+        synchronize=None,
+        filename: str = "results.jsonl",
+        shard: tuple[int, int] | None = None,
+    ):
         self.out = out
         self.deadline_s = deadline_s
         self.t0 = time.monotonic()
@@ -97,17 +104,32 @@ class Recorder:
         return self.phase_end - time.monotonic()
 
     # ------------------------------------------------------------------ records
-    def add(self, name: str, status: str, numbers: dict | None = None, reason: str | None = None,
-            seconds: float = 0.0, phase: str | None = None) -> dict:
-        record = {"phase": phase or self.phase, "name": name, "status": status, "seconds": round(seconds, 3),
-                  "numbers": _short(numbers or {}), "reason": reason, "t": round(self.elapsed(), 2)}
+    def add(
+        self,
+        name: str,
+        status: str,
+        numbers: dict | None = None,
+        reason: str | None = None,
+        seconds: float = 0.0,
+        phase: str | None = None,
+    ) -> dict:
+        record = {
+            "phase": phase or self.phase,
+            "name": name,
+            "status": status,
+            "seconds": round(seconds, 3),
+            "numbers": _short(numbers or {}),
+            "reason": reason,
+            "t": round(self.elapsed(), 2),
+        }
         with self.lock:
             self.records.append(record)
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
         mark = {"pass": "ok  ", "fail": "FAIL", "skip": "skip"}[status]
-        print(f"[{record['t']:7.1f}s] {mark} {record['phase']}: {name}" + (f"  ({reason})" if reason else ""),
-              flush=True)
+        print(
+            f"[{record['t']:7.1f}s] {mark} {record['phase']}: {name}" + (f"  ({reason})" if reason else ""), flush=True
+        )
         return record
 
     def skip_gpu(self, name: str, what: str = "") -> dict:
@@ -150,11 +172,13 @@ class Recorder:
 
 # ---------------------------------------------------------------------- extension build in the background
 
+
 class ExtensionBuild:
     """``python -m getkern._extension`` in a subprocess, output to DIR/build-ext.log."""
 
     def __init__(self, out: Path, arch: str | None, enabled: bool):
         from getkern import _extension
+
         self.proc = None
         self.started = time.monotonic()
         self.log = out / "build-ext.log"
@@ -165,8 +189,13 @@ class ExtensionBuild:
         os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 2))
         try:
             plan = _extension.plan()
-            self.plan = {"with_cuda": plan.with_cuda, "archs": plan.archs, "why_no_cuda": plan.why_no_cuda,
-                         "cache": str(plan.directory), "max_jobs": os.environ["MAX_JOBS"]}
+            self.plan = {
+                "with_cuda": plan.with_cuda,
+                "archs": plan.archs,
+                "why_no_cuda": plan.why_no_cuda,
+                "cache": str(plan.directory),
+                "max_jobs": os.environ["MAX_JOBS"],
+            }
         except Exception as error:  # GETKERN_CUDA=1 without a toolkit, ...
             self.plan, self.note = {}, f"plan: {error}"
             return
@@ -176,8 +205,9 @@ class ExtensionBuild:
             self.note = "not started (--no-build)"
         else:
             log = open(self.log, "w")
-            self.proc = subprocess.Popen([sys.executable, "-m", "getkern._extension"], stdout=log,
-                                         stderr=subprocess.STDOUT, env=dict(os.environ))
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "getkern._extension"], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
+            )
             self.note = f"started, pid {self.proc.pid}"
 
     def running(self) -> bool:
@@ -186,6 +216,7 @@ class ExtensionBuild:
     def wait(self, timeout: float) -> bool:
         """Wait for the build (at most ``timeout`` s); True once a build is there to load."""
         from getkern import _extension
+
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=max(0.0, timeout))
@@ -198,11 +229,17 @@ class ExtensionBuild:
         tail = ""
         if self.log.exists():
             tail = " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-3:])[-600:]
-        return {**self.plan, "note": self.note, "rc": rc, "seconds_since_start": time.monotonic() - self.started,
-                "log_tail": tail}
+        return {
+            **self.plan,
+            "note": self.note,
+            "rc": rc,
+            "seconds_since_start": time.monotonic() - self.started,
+            "log_tail": tail,
+        }
 
 
 # ---------------------------------------------------------------------- compile warmers
+
 
 class CompileWarmers:
     """Worker processes (``--warm i/k``) that run every k-th correctness and model case while the main
@@ -219,8 +256,17 @@ class CompileWarmers:
         deadline = until_s / PHASE_END["models"]  # their models phase ends when the main one does
         for i in range(count):
             log = open(self.dir / f"worker-{i}.log", "w")
-            cmd = [sys.executable, "-m", "getkern.tools.gpu_validate", "--warm", f"{i}/{count}", "--out", str(out),
-                   "--deadline", f"{deadline:.1f}"] + (["--dry"] if dry else [])
+            cmd = [
+                sys.executable,
+                "-m",
+                "getkern.tools.gpu_validate",
+                "--warm",
+                f"{i}/{count}",
+                "--out",
+                str(out),
+                "--deadline",
+                f"{deadline:.1f}",
+            ] + (["--dry"] if dry else [])
             self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
 
     def stop(self) -> dict:
@@ -236,8 +282,11 @@ class CompileWarmers:
                 proc.wait()
         for path in self.dir.glob("results-*.jsonl"):
             ran += sum(1 for line in path.read_text().splitlines() if '"phase": "environment"' not in line)
-        return {"workers": len(self.procs), "cases_run_by_workers": ran,
-                "exit_codes": [p.returncode for p in self.procs]}
+        return {
+            "workers": len(self.procs),
+            "cases_run_by_workers": ran,
+            "exit_codes": [p.returncode for p in self.procs],
+        }
 
 
 def warm_workers_count() -> int:
@@ -250,9 +299,16 @@ def run_warm(out: Path, deadline: float, dry: bool, shard: tuple[int, int]) -> i
     import torch
 
     from getkern.tools import gpu_validate_cases as cases
+
     gpu = not dry and torch.cuda.is_available()
-    rec = Recorder(out / "warm", deadline, "cuda" if gpu else "cpu", synchronize=torch.cuda.synchronize if gpu else None,
-                   filename=f"results-{shard[0]}.jsonl", shard=shard)
+    rec = Recorder(
+        out / "warm",
+        deadline,
+        "cuda" if gpu else "cpu",
+        synchronize=torch.cuda.synchronize if gpu else None,
+        filename=f"results-{shard[0]}.jsonl",
+        shard=shard,
+    )
     if dry:
         torch.set_num_threads(1)
     ctx = cases.Context(rec=rec, device=torch.device("cuda" if gpu else "cpu"), dry=dry, out=out)
@@ -264,6 +320,7 @@ def run_warm(out: Path, deadline: float, dry: bool, shard: tuple[int, int]) -> i
 
 
 # ---------------------------------------------------------------------- summary
+
 
 def _fmt_numbers(numbers: dict, limit: int = 8) -> str:
     parts = []
@@ -292,14 +349,20 @@ def _num(value) -> str:
 
 def summarize(records: list[dict], meta: dict) -> str:
     counts = {s: sum(r["status"] == s for r in records) for s in ("pass", "fail", "skip")}
-    lines = [f"# getkern gpu-validate: {meta.get('device', '?')}, {meta.get('date', '?')}"
-             + (" (--dry: CPU, Triton interpreter, tiny shapes)" if meta.get("dry") else ""), "",
-             f"{meta.get('versions', '')}", "",
-             f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped; "
-             f"{meta.get('elapsed', 0):.0f} s of a {meta.get('deadline', 0):.0f} s deadline"
-             + (f". {meta['note']}" if meta.get("note") else ""), "",
-             "Correctness cells read `name ratio x`: the error against float64 as a multiple of the allowed "
-             "bound (2x the PyTorch path's own error + a rounding floor); <= 1 passes.", ""]
+    lines = [
+        f"# getkern gpu-validate: {meta.get('device', '?')}, {meta.get('date', '?')}"
+        + (" (--dry: CPU, Triton interpreter, tiny shapes)" if meta.get("dry") else ""),
+        "",
+        f"{meta.get('versions', '')}",
+        "",
+        f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped; "
+        f"{meta.get('elapsed', 0):.0f} s of a {meta.get('deadline', 0):.0f} s deadline"
+        + (f". {meta['note']}" if meta.get("note") else ""),
+        "",
+        "Correctness cells read `name ratio x`: the error against float64 as a multiple of the allowed "
+        "bound (2x the PyTorch path's own error + a rounding floor); <= 1 passes.",
+        "",
+    ]
     failing = [r for r in records if r["status"] == "fail"]
     lines += ["## Failing checks", ""]
     if failing:
@@ -316,19 +379,22 @@ def summarize(records: list[dict], meta: dict) -> str:
             lines += ["| switch | default | the data supports | status | evidence |", "|---|---|---|---|---|"]
             for r in rows:
                 n = r["numbers"]
-                lines.append(f"| {r['name']} | {n.get('default', '')} | {n.get('supports', '-')} | {r['status']} | "
-                             f"{(r['reason'] or n.get('evidence', '')).replace('|', '/')} |")
+                lines.append(
+                    f"| {r['name']} | {n.get('default', '')} | {n.get('supports', '-')} | {r['status']} | "
+                    f"{(r['reason'] or n.get('evidence', '')).replace('|', '/')} |"
+                )
             continue
         lines += ["| check | status | s | numbers / reason |", "|---|---|---|---|"]
         for r in rows:
             detail = _fmt_numbers(r["numbers"])
             if r["reason"] and r["status"] != "pass":
-                detail = (r["reason"].replace("|", "/")[:200] + ("; " + detail if detail else ""))
+                detail = r["reason"].replace("|", "/")[:200] + ("; " + detail if detail else "")
             lines.append(f"| {r['name']} | {r['status']} | {r['seconds']:.1f} | {detail} |")
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------- the run
+
 
 def _write_summary(rec: Recorder, meta: dict) -> str:
     meta = {**meta, "elapsed": rec.elapsed(), "deadline": rec.deadline_s}
@@ -340,6 +406,7 @@ def _write_summary(rec: Recorder, meta: dict) -> str:
 
 def _watchdog(rec: Recorder, meta: dict, grace: float) -> threading.Timer:
     """At deadline + grace, a case is hanging: record it, write the summary, exit (what ran is kept)."""
+
     def fire():
         name = rec.current or "(between cases)"
         try:
@@ -348,6 +415,7 @@ def _watchdog(rec: Recorder, meta: dict, grace: float) -> threading.Timer:
             print(_write_summary(rec, meta), flush=True)
         finally:
             os._exit(124)
+
     timer = threading.Timer(rec.deadline_s + grace, fire)
     timer.daemon = True
     timer.start()
@@ -374,16 +442,16 @@ def run_all(out: Path, deadline: float, dry: bool, build: bool, warm: bool = Tru
         env = cases.environment(ctx)
         meta.update(device=env.get("device", meta["device"]), versions=env.get("versions", ""))
         if not dry and not gpu:
-            rec.add("CUDA device", "fail", reason="torch.cuda.is_available() is False: run on the GPU machine, "
-                    "or use --dry")
+            rec.add(
+                "CUDA device", "fail", reason="torch.cuda.is_available() is False: run on the GPU machine, or use --dry"
+            )
             return _finish(rec, meta, timer, 2)
         ctx.build = ExtensionBuild(out, env.get("arch"), enabled=build)
         rec.add("extension build", "pass", ctx.build.numbers())
         count = warm_workers_count() if gpu and warm else 0
         warmers = CompileWarmers(out, count, PHASE_END["models"] * deadline - rec.elapsed(), dry) if count else None
         cases.ceilings(ctx)
-        for phase, body in (("correctness", cases.correctness), ("models", cases.models),
-                            ("timings", cases.timings)):
+        for phase, body in (("correctness", cases.correctness), ("models", cases.models), ("timings", cases.timings)):
             if phase == "timings" and warmers is not None:  # nothing else may use the GPU while it is timed
                 rec.add("compile warmers stopped", "pass", warmers.stop(), phase="environment")
                 warmers = None
@@ -409,9 +477,11 @@ def _finish(rec: Recorder, meta: dict, timer: threading.Timer, rc: int) -> int:
     rec.close()
     print("\n" + text, flush=True)
     device = str(meta.get("device", "device")).lower().replace("nvidia ", "").replace(" ", "-")
-    print(f"results: {rec.path}, {rec.out / 'summary.md'}"
-          + ("" if meta.get("dry") else f"; commit them as docs/gpu-results/{meta['date']}-{device}.jsonl/.md"),
-          flush=True)
+    print(
+        f"results: {rec.path}, {rec.out / 'summary.md'}"
+        + ("" if meta.get("dry") else f"; commit them as docs/gpu-results/{meta['date']}-{device}.jsonl/.md"),
+        flush=True,
+    )
     return rc
 
 
@@ -424,14 +494,28 @@ def parser() -> argparse.ArgumentParser:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder for results.jsonl, summary.md, build-ext.log")
     from getkern.commands._common import float_range
-    p.add_argument("--deadline", type=float_range(above=0, high=MAX_DEADLINE_S), default=DEFAULT_DEADLINE_S,
-                   help=f"seconds for all phases (default {DEFAULT_DEADLINE_S:.0f}); cases past it are skipped")
-    p.add_argument("--dry", action="store_true",
-                   help="CPU, Triton interpreter, tiny shapes: GPU-only parts are recorded as skipped")
-    p.add_argument("--no-build", action="store_true",
-                   help="do not start the extension build (C++ cases then use a cached build or are skipped)")
-    p.add_argument("--no-warm", action="store_true",
-                   help="no parallel compile-warming workers (GPU runs start min(6, cores - 6) of them)")
+
+    p.add_argument(
+        "--deadline",
+        type=float_range(above=0, high=MAX_DEADLINE_S),
+        default=DEFAULT_DEADLINE_S,
+        help=f"seconds for all phases (default {DEFAULT_DEADLINE_S:.0f}); cases past it are skipped",
+    )
+    p.add_argument(
+        "--dry",
+        action="store_true",
+        help="CPU, Triton interpreter, tiny shapes: GPU-only parts are recorded as skipped",
+    )
+    p.add_argument(
+        "--no-build",
+        action="store_true",
+        help="do not start the extension build (C++ cases then use a cached build or are skipped)",
+    )
+    p.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="no parallel compile-warming workers (GPU runs start min(6, cores - 6) of them)",
+    )
     p.add_argument("--warm", metavar="I/K", default=None, help=argparse.SUPPRESS)  # a worker (internal)
 
 
@@ -451,4 +535,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # Run the imported module's main, not this __main__ copy: the cases raise getkern's Skip, not ours.
     from getkern.tools import gpu_validate
+
     sys.exit(gpu_validate.main())

@@ -4,6 +4,7 @@ after 1 and 6 iterations; a training step per gradient mode; the C++ vs the Pyth
 synchronisation with tol=None; CUDA-graph capture equal to eager. Accuracy rule and poisoning as in
 getkern.tools.gpu_validate_cases.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,15 +33,22 @@ def base_model(ctx: Context, arch: str, kind: str):
     key = (arch, kind)
     if key not in ctx._models:
         from getkern import GET, ViT
+
         torch.manual_seed(17)
         cond = kind == "cond"
         if arch == "GET":
-            model = (GET(**TINY_GET, cond=cond, backend="torch", solver_backend="torch") if ctx.dry else
-                     GET.from_config("GET-B/2", cond=cond, backend="torch", solver_backend="torch"))
+            model = (
+                GET(**TINY_GET, cond=cond, backend="torch", solver_backend="torch")
+                if ctx.dry
+                else GET.from_config("GET-B/2", cond=cond, backend="torch", solver_backend="torch")
+            )
         else:
-            model = (ViT(**TINY_VIT, cond=cond, backend="torch") if ctx.dry else
-                     ViT.from_config("ViT-L/2", cond=cond, backend="torch"))
-        std = 2.0 / model.hidden_size ** 0.5
+            model = (
+                ViT(**TINY_VIT, cond=cond, backend="torch")
+                if ctx.dry
+                else ViT.from_config("ViT-L/2", cond=cond, backend="torch")
+            )
+        std = 2.0 / model.hidden_size**0.5
         torch.nn.init.normal_(model.final_layer.linear.weight, std=std)
         torch.nn.init.normal_(model.final_layer.linear.bias, std=0.1)
         ctx._models[key] = model.to(ctx.device).eval()
@@ -93,8 +101,12 @@ def model_case(ctx, arch, kind, dtype, mode, path):
         chk.rule(f"iterate {len(got)}", got[-1], ref[-1], exact[-1], eps=eps)
     if chk.failures:
         ctx.data.setdefault("failed_paths", set()).add(path)
-    return chk.result(model=model_label(ctx, arch), dtype=DTYPE_NAMES[dtype], block_path=path,
-                      **({"fp32_precision": mode} if mode else {}))
+    return chk.result(
+        model=model_label(ctx, arch),
+        dtype=DTYPE_NAMES[dtype],
+        block_path=path,
+        **({"fp32_precision": mode} if mode else {}),
+    )
 
 
 def fpc_loss(outs, target):
@@ -113,8 +125,9 @@ def train_case(ctx, grad, dtype, path):
             model = copy.deepcopy(base)
             model = (model.double() if variant == "exact" else model.to(dtype).set_backend(variant)).train()
             dt = next(model.parameters()).dtype
-            outs = model(noise.to(dt), z0=z0.to(dt), iters=_iters(ctx), return_iterates=True, grad=grad, tol=None,
-                         **extra)
+            outs = model(
+                noise.to(dt), z0=z0.to(dt), iters=_iters(ctx), return_iterates=True, grad=grad, tol=None, **extra
+            )
             loss = fpc_loss(outs, target.to(dt))
             loss.backward()
             results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
@@ -127,14 +140,22 @@ def train_case(ctx, grad, dtype, path):
             chk.check(f"d{name}", False, "no gradient on the Triton path")
             continue
         chk.rule(f"d{name}", got, results[1][1][name], g64, ulps=64, keep=False)
-    return chk.result(model=model_label(ctx, "GET"), grad=grad, dtype=DTYPE_NAMES[dtype], block_path=path,
-                      params=len(results[2][1]), loss=float(results[0][0]), loss_float64=float(results[2][0]))
+    return chk.result(
+        model=model_label(ctx, "GET"),
+        grad=grad,
+        dtype=DTYPE_NAMES[dtype],
+        block_path=path,
+        params=len(results[2][1]),
+        loss=float(results[0][0]),
+        loss_float64=float(results[2][0]),
+    )
 
 
 def cpp_ready(ctx, need_cuda: bool) -> None:
     """Wait (within the phase's time) for the background build, then load it; Skip/raise if it is not there."""
     from getkern import _extension
     from getkern.deq import cpp_backend
+
     build = ctx.build
     if not _extension.cached():
         if build is None or build.proc is None:
@@ -144,8 +165,10 @@ def cpp_ready(ctx, need_cuda: bool) -> None:
                 raise Skip(f"the extension build is still running (see {build.log})")
             raise RuntimeError(f"the extension build failed: {build.numbers().get('log_tail')}")
     if not cpp_backend.cpp_available(ctx.device, build=False):
-        raise RuntimeError(f"C++ loop unavailable on {ctx.device.type}: {cpp_backend._failure or 'not loaded'}"
-                           + (" (is the CUDA part built?)" if need_cuda else ""))
+        raise RuntimeError(
+            f"C++ loop unavailable on {ctx.device.type}: {cpp_backend._failure or 'not loaded'}"
+            + (" (is the CUDA part built?)" if need_cuda else "")
+        )
 
 
 def cpp_case(ctx, solver):
@@ -159,23 +182,25 @@ def cpp_case(ctx, solver):
         for name, loop, dtype in (("cpp", "cpp", F32), ("python", python_loop, F32), ("exact", "torch", torch.float64)):
             model = copy.deepcopy(base).to(dtype).set_backend("torch" if name == "exact" else "triton")
             model.solver_backend = loop
-            outs[name] = model(noise.to(dtype), y, z0=z0.to(dtype), tol=None, iters=6, solver=solver,
-                               return_info=True)
+            outs[name] = model(noise.to(dtype), y, z0=z0.to(dtype), tol=None, iters=6, solver=solver, return_info=True)
     # A random-init GET need not contract (its lowest residual may be the first), so the residual trace
     # of every iteration is compared as well as the returned image.
     trace = {k: torch.as_tensor(v[1]["abs_trace"]).double() for k, v in outs.items()}
     chk = Checks()
-    chk.rule("image (cpp vs float64, bound from the Python loop)", outs["cpp"][0], outs["python"][0],
-             outs["exact"][0])
+    chk.rule("image (cpp vs float64, bound from the Python loop)", outs["cpp"][0], outs["python"][0], outs["exact"][0])
     chk.rule("residual trace, 6 iterations", trace["cpp"].float(), trace["python"], trace["exact"])
-    return chk.result(solver=solver, bitwise_equal=bool(torch.equal(outs["cpp"][0], outs["python"][0])),
-                      trace_bitwise_equal=bool(torch.equal(trace["cpp"], trace["python"])),
-                      max_abs_diff=float((outs["cpp"][0] - outs["python"][0]).abs().max()))
+    return chk.result(
+        solver=solver,
+        bitwise_equal=bool(torch.equal(outs["cpp"][0], outs["python"][0])),
+        trace_bitwise_equal=bool(torch.equal(trace["cpp"], trace["python"])),
+        max_abs_diff=float((outs["cpp"][0] - outs["python"][0]).abs().max()),
+    )
 
 
 def nosync_case(ctx, solver, loop):
     """The solve with tol=None and the decode under torch.cuda.set_sync_debug_mode("error")."""
     from getkern.deq import solve
+
     if loop == "cpp":
         cpp_ready(ctx, True)
     base = base_model(ctx, "GET", "cond")
@@ -199,6 +224,7 @@ def graph_case(ctx, level):
     """CapturedSampler / CapturedMap replayed on new inputs vs the same procedure run eagerly."""
     from getkern.deq import solve
     from getkern.sampling import CapturedSampler, capture_equilibrium, refresh_injection
+
     cpp_ready(ctx, True)
     base = base_model(ctx, "GET", "cond")
     model = copy.deepcopy(base).to(BF16).set_backend("triton")
@@ -232,14 +258,36 @@ def models(ctx: Context) -> None:
                     continue  # at IEEE fp32 on CUDA the block takes the per-op path whatever BLOCK_PATH says
                 label = f"{DTYPE_NAMES[dtype]}{'-' + mode if mode else ''}"
                 what = "forward" if arch == "ViT" else f"iterates 1 and {_iters(ctx)}"
-                rec.run(f"{model_label(ctx, arch)} {kind} {label} {path} vs torch: {what}",
-                        model_case, ctx, arch, kind, dtype, mode, path)
-    train = ([("unrolled", F32, "per_op"), ("phantom", F32, "per_op"), ("implicit", F32, "prologue")] if ctx.dry else
-             [("unrolled", F32, "per_op"), ("phantom", F32, "per_op"), ("implicit", F32, "per_op"),
-              ("implicit", BF16, "prologue"), ("unrolled", BF16, "per_op")])
+                rec.run(
+                    f"{model_label(ctx, arch)} {kind} {label} {path} vs torch: {what}",
+                    model_case,
+                    ctx,
+                    arch,
+                    kind,
+                    dtype,
+                    mode,
+                    path,
+                )
+    train = (
+        [("unrolled", F32, "per_op"), ("phantom", F32, "per_op"), ("implicit", F32, "prologue")]
+        if ctx.dry
+        else [
+            ("unrolled", F32, "per_op"),
+            ("phantom", F32, "per_op"),
+            ("implicit", F32, "per_op"),
+            ("implicit", BF16, "prologue"),
+            ("unrolled", BF16, "per_op"),
+        ]
+    )
     for grad, dtype, path in train:
-        rec.run(f"{model_label(ctx, 'GET')} training step grad={grad} {DTYPE_NAMES[dtype]} {path}",
-                train_case, ctx, grad, dtype, path)
+        rec.run(
+            f"{model_label(ctx, 'GET')} training step grad={grad} {DTYPE_NAMES[dtype]} {path}",
+            train_case,
+            ctx,
+            grad,
+            dtype,
+            path,
+        )
     for solver in ("fixed_point", "anderson"):
         rec.run(f"C++ loop vs Python loop: {solver}", cpp_case, ctx, solver)
     for solver, loop in (("fixed_point", "torch"), ("anderson", "triton"), ("fixed_point", "cpp"), ("anderson", "cpp")):
@@ -254,5 +302,3 @@ def models(ctx: Context) -> None:
             rec.run(name, graph_case, ctx, level)
         else:
             rec.skip_gpu(name, "CUDA graphs")
-
-

@@ -29,6 +29,7 @@ Results: ``<out>/probes.jsonl`` (one record per probe) and ``<out>/summary.md`` 
 outcome, and every non-clean probe with its stderr's first line). Deterministic: the probe list, fixtures
 and seeds are fixed; only durations vary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-OUTCOMES = ("clear error", "accepted", "traceback", "unclear error", "silent wrong", "blocked", "data loss",
-            "code executed", "timeout", "crash", "harness error")
+OUTCOMES = (
+    "clear error",
+    "accepted",
+    "traceback",
+    "unclear error",
+    "silent wrong",
+    "blocked",
+    "data loss",
+    "code executed",
+    "timeout",
+    "crash",
+    "harness error",
+)
 CLEAN = ("clear error", "accepted")
 LOCK_FILE = ".getkern.lock"
 MARKER = "CODE_EXECUTED"
@@ -79,6 +91,7 @@ class Probe:
     ``isolate``: None (in-process), "process" (a child process), "nocaps" (a child without root's
     permission override, for unwritable folders) or "memory" (in-process under an address-space limit).
     """
+
     id: str
     cls: str
     command: str
@@ -139,10 +152,12 @@ class Ctx:
 
 # ---------------------------------------------------------------- running one probe
 
+
 @contextlib.contextmanager
 def alarm(seconds: float):
     def fire(signum, frame):
         raise ProbeTimeout(f"ran past {seconds:g} s")
+
     old = signal.signal(signal.SIGALRM, fire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -204,6 +219,7 @@ def _captured(fn: Callable[[], Any], timeout: float) -> Result:
 
 def run_cli(argv: list[str], timeout: float = 60.0) -> Result:
     from getkern.cli import main
+
     r = _captured(lambda: main(list(argv)), timeout)
     if r.exception is None and not r.timed_out:
         r.rc = r.value if isinstance(r.value, int) else 0
@@ -254,12 +270,16 @@ def classify(probe: Probe, ctx: Ctx, r: Result) -> tuple[str, str]:
         if is_cli:
             return "traceback", line
         from getkern.errors import GetkernError
+
         if not isinstance(e, (GetkernError, ValueError, TypeError, OSError)):
             return "traceback", line
         if probe.want == "accept":
             return "blocked", line
-        return ("clear error", line) if _names(str(e), probe.names) else ("unclear error", f"does not name "
-                                                                                          f"{probe.names}: {line}")
+        return (
+            ("clear error", line)
+            if _names(str(e), probe.names)
+            else ("unclear error", f"does not name {probe.names}: {line}")
+        )
     if is_cli and "Traceback (most recent call last)" in r.stderr + r.stdout:
         return "traceback", _first_line(r.stderr)
     if is_cli and r.rc not in (0, 1, 2):
@@ -300,8 +320,12 @@ def execute(probe: Probe, ctx: Ctx) -> dict:
         preserved = _fingerprint([Path(ctx.path(p)) for p in probe.preserve])
         untouched = _fingerprint([Path(ctx.path(p)) for p in probe.untouched])
     except Exception as e:  # noqa: BLE001
-        rec.update(outcome="harness error", detail=f"setup: {type(e).__name__}: {_first_line(str(e))}",
-                   seconds=round(time.perf_counter() - t0, 3), traceback=traceback.format_exc()[-2000:])
+        rec.update(
+            outcome="harness error",
+            detail=f"setup: {type(e).__name__}: {_first_line(str(e))}",
+            seconds=round(time.perf_counter() - t0, 3),
+            traceback=traceback.format_exc()[-2000:],
+        )
         return rec
     limit = address_space_limit() if probe.isolate == "memory" else contextlib.nullcontext()
     with umask(probe.umask), limit:
@@ -324,20 +348,26 @@ def execute(probe: Probe, ctx: Ctx) -> dict:
         after = _fingerprint([Path(ctx.path(p)) for p in probe.preserve])
         lost = [p for p, h in preserved.items() if h != "<missing>" and after.get(p) != h]
         if lost:
-            changed = [f"{Path(p).name} ({'missing' if after.get(p) in (None, '<missing>') else 'changed'})"
-                       for p in lost]
+            changed = [
+                f"{Path(p).name} ({'missing' if after.get(p) in (None, '<missing>') else 'changed'})" for p in lost
+            ]
             outcome, detail = "data loss", f"{', '.join(changed[:6])}; " + detail
     if outcome == "clear error" and probe.untouched:
         after = _fingerprint([Path(ctx.path(p)) for p in probe.untouched])
-        written = sorted(set(after) - set(untouched)) + [p for p in untouched
-                                                          if after.get(p) != untouched[p] and p in after
-                                                          and untouched[p] != "<missing>"]
+        written = sorted(set(after) - set(untouched)) + [
+            p for p in untouched if after.get(p) != untouched[p] and p in after and untouched[p] != "<missing>"
+        ]
         written = [p for p in written if after.get(p) != "<missing>"]
         if written:
             rec["late"] = "wrote before refusing: " + ", ".join(os.path.relpath(p, ctx.d) for p in written[:4])
-    rec.update(outcome=outcome, detail=detail[:600], rc=r.rc, seconds=round(time.perf_counter() - t0, 3),
-               stderr_first=_first_line("\n".join(_error_lines(r.stderr)) or r.stderr)[:400],
-               stderr_lines=len(_error_lines(r.stderr)))
+    rec.update(
+        outcome=outcome,
+        detail=detail[:600],
+        rc=r.rc,
+        seconds=round(time.perf_counter() - t0, 3),
+        stderr_first=_first_line("\n".join(_error_lines(r.stderr)) or r.stderr)[:400],
+        stderr_lines=len(_error_lines(r.stderr)),
+    )
     if r.warnings:
         rec["warnings"] = [w[:300] for w in r.warnings[:5]]
     if r.exc_text and outcome not in CLEAN:
@@ -351,6 +381,7 @@ def execute(probe: Probe, ctx: Ctx) -> dict:
 
 def _restore_process_state() -> None:
     import torch
+
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
     os.environ.pop("GETKERN_VERIFY_PAIRS", None)
@@ -358,9 +389,11 @@ def _restore_process_state() -> None:
 
 # ---------------------------------------------------------------- child processes
 
+
 def _drop_dac_override() -> None:
     """Without CAP_DAC_OVERRIDE / DAC_READ_SEARCH / FOWNER, root obeys permission bits (0555 folders)."""
     import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     for cap in (1, 2, 3):
         if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
@@ -369,18 +402,38 @@ def _drop_dac_override() -> None:
 
 def execute_in_child(probe: Probe, d: Path, fx: Path) -> dict:
     result_file = d.parent / f"{d.name}.result.json"
-    cmd = [sys.executable, "-m", "getkern.tools.probes", "--child", probe.id, "--fixtures", str(fx),
-           "--workdir", str(d), "--result", str(result_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "getkern.tools.probes",
+        "--child",
+        probe.id,
+        "--fixtures",
+        str(fx),
+        "--workdir",
+        str(d),
+        "--result",
+        str(result_file),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     t0 = time.perf_counter()
     rec = {"id": probe.id, "class": probe.cls, "command": probe.command or "(none)", "want": probe.want}
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=probe.timeout + CHILD_TIMEOUT_EXTRA,
-                              preexec_fn=_drop_dac_override if probe.isolate == "nocaps" else None)
+        proc = subprocess.run(
+            cmd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=probe.timeout + CHILD_TIMEOUT_EXTRA,
+            preexec_fn=_drop_dac_override if probe.isolate == "nocaps" else None,
+        )
     except subprocess.TimeoutExpired as e:
-        rec.update(outcome="timeout", detail=f"child ran past {probe.timeout + CHILD_TIMEOUT_EXTRA:g} s",
-                   seconds=round(time.perf_counter() - t0, 3), stderr_first=_first_line(str(e.stderr or "")))
+        rec.update(
+            outcome="timeout",
+            detail=f"child ran past {probe.timeout + CHILD_TIMEOUT_EXTRA:g} s",
+            seconds=round(time.perf_counter() - t0, 3),
+            stderr_first=_first_line(str(e.stderr or "")),
+        )
         return rec
     if result_file.is_file():
         rec = json.loads(result_file.read_text())
@@ -388,16 +441,23 @@ def execute_in_child(probe: Probe, d: Path, fx: Path) -> dict:
         return rec
     tail = (proc.stderr or "")[-2500:]
     outcome = "traceback" if "Traceback (most recent call last)" in tail else "crash"
-    rec.update(outcome=outcome, detail=f"child exited {proc.returncode} without a result: "
-               f"{_first_line(tail.splitlines()[-1] if tail.strip() else '')}",
-               seconds=round(time.perf_counter() - t0, 3), traceback=tail, stderr_first=_first_line(tail))
+    rec.update(
+        outcome=outcome,
+        detail=f"child exited {proc.returncode} without a result: "
+        f"{_first_line(tail.splitlines()[-1] if tail.strip() else '')}",
+        seconds=round(time.perf_counter() - t0, 3),
+        traceback=tail,
+        stderr_first=_first_line(tail),
+    )
     return rec
 
 
 def _child_main(args) -> int:
     import torch
+
     torch.set_num_threads(1)
     from getkern.tools.probe_cases import catalogue
+
     probe = {p.id: p for p in catalogue()}[args.child]
     probe = dataclasses.replace(probe, isolate=None)
     d = Path(args.workdir)
@@ -408,6 +468,7 @@ def _child_main(args) -> int:
 
 # ---------------------------------------------------------------- the whole run
 
+
 def select(probes: list[Probe], quick: bool, only: str | None) -> list[Probe]:
     if quick:
         probes = [p for p in probes if p.quick]
@@ -416,13 +477,15 @@ def select(probes: list[Probe], quick: bool, only: str | None) -> list[Probe]:
     return probes
 
 
-def run_probes(out: Path, *, quick: bool = False, only: str | None = None, keep: bool = False,
-               progress: bool = True) -> dict:
+def run_probes(
+    out: Path, *, quick: bool = False, only: str | None = None, keep: bool = False, progress: bool = True
+) -> dict:
     """Build the fixtures, run the selected probes, write ``out/probes.jsonl`` and ``out/summary.md``;
     returns the summary (counts per outcome and per class, the non-clean records)."""
     import torch
 
     from getkern.tools.probe_cases import build_fixtures, catalogue, fixture_digest
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = Path(out)
@@ -458,8 +521,11 @@ def run_probes(out: Path, *, quick: bool = False, only: str | None = None, keep:
                 log.flush()
                 if progress:
                     flag = "" if rec["outcome"] in CLEAN else "  <--"
-                    print(f"[{i + 1}/{len(probes)}] {rec['outcome']:<14} {rec['seconds']:6.2f}s {probe.id}{flag}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[{i + 1}/{len(probes)}] {rec['outcome']:<14} {rec['seconds']:6.2f}s {probe.id}{flag}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if not keep:
                     shutil.rmtree(d, ignore_errors=True)
         fixtures_changed = fixture_digest(fx) != digest_before
@@ -469,11 +535,18 @@ def run_probes(out: Path, *, quick: bool = False, only: str | None = None, keep:
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
     summary = summarize(records)
-    summary.update(seconds=round(time.perf_counter() - t_start, 1), fixture_seconds=round(fixture_seconds, 1),
-                   quick=quick, only=only, fixtures_changed=fixtures_changed, machine=machine())
+    summary.update(
+        seconds=round(time.perf_counter() - t_start, 1),
+        fixture_seconds=round(fixture_seconds, 1),
+        quick=quick,
+        only=only,
+        fixtures_changed=fixtures_changed,
+        machine=machine(),
+    )
     (out / "summary.md").write_text(markdown(summary, records))
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "non_clean"},
-                                                 indent=2, sort_keys=True) + "\n")
+    (out / "summary.json").write_text(
+        json.dumps({k: v for k, v in summary.items() if k != "non_clean"}, indent=2, sort_keys=True) + "\n"
+    )
     return summary
 
 
@@ -484,9 +557,13 @@ def summarize(records: list[dict]) -> dict:
     for r in records:
         by_class[r["class"]][r["outcome"]] += 1
         totals[r["outcome"]] += 1
-    return {"probes": len(records), "totals": totals, "by_class": by_class,
-            "non_clean": [r for r in records if r["outcome"] not in CLEAN],
-            "late": [r for r in records if r.get("late")]}
+    return {
+        "probes": len(records),
+        "totals": totals,
+        "by_class": by_class,
+        "non_clean": [r for r in records if r["outcome"] not in CLEAN],
+        "late": [r for r in records if r.get("late")],
+    }
 
 
 def machine() -> str:
@@ -500,14 +577,19 @@ def machine() -> str:
 
 def markdown(summary: dict, records: list[dict]) -> str:
     used = [o for o in OUTCOMES if summary["totals"][o]]
-    lines = [f"# getkern probes ({'quick' if summary['quick'] else 'full'} run)", "",
-             f"{summary['probes']} probes in {summary['seconds']:.0f} s (fixtures {summary['fixture_seconds']:.0f} s) "
-             f"on {summary['machine']}.", ""]
+    lines = [
+        f"# getkern probes ({'quick' if summary['quick'] else 'full'} run)",
+        "",
+        f"{summary['probes']} probes in {summary['seconds']:.0f} s (fixtures {summary['fixture_seconds']:.0f} s) "
+        f"on {summary['machine']}.",
+        "",
+    ]
     lines += ["| class | probes | " + " | ".join(used) + " |", "|---|---:|" + "---:|" * len(used)]
     for c, counts in summary["by_class"].items():
         lines.append(f"| {c} | {sum(counts.values())} | " + " | ".join(str(counts[o]) for o in used) + " |")
-    lines.append(f"| **all** | **{summary['probes']}** | " + " | ".join(f"**{summary['totals'][o]}**" for o in used)
-                 + " |")
+    lines.append(
+        f"| **all** | **{summary['probes']}** | " + " | ".join(f"**{summary['totals'][o]}**" for o in used) + " |"
+    )
     lines += ["", f"## Non-clean probes ({len(summary['non_clean'])})", ""]
     if summary["non_clean"]:
         lines += ["| probe | command | outcome | first stderr line / exception / what is wrong |", "|---|---|---|---|"]
@@ -529,8 +611,11 @@ def _md(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m getkern.tools.probes", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m getkern.tools.probes",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", type=Path, help="folder for probes.jsonl, summary.md and summary.json")
     p.add_argument("--quick", action="store_true", help="the ~40-probe subset")
     p.add_argument("--only", help="probes whose id contains this (or whose class is this)")
@@ -545,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         return _child_main(args)
     if args.list:
         from getkern.tools.probe_cases import catalogue
+
         probes = select(catalogue(), args.quick, args.only)
         for probe in probes:
             print(f"{probe.cls:<12} {probe.id}")
@@ -553,8 +639,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         p.error("--out is required")
     s = run_probes(args.out, quick=args.quick, only=args.only, keep=args.keep)
-    print(f"{s['probes']} probes in {s['seconds']:.0f} s: " +
-          ", ".join(f"{n} {o}" for o, n in s["totals"].items() if n) + f"; results in {args.out}")
+    print(
+        f"{s['probes']} probes in {s['seconds']:.0f} s: "
+        + ", ".join(f"{n} {o}" for o, n in s["totals"].items() if n)
+        + f"; results in {args.out}"
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ CMakeLists.txt), on the same machine and torch, so the comparison never crosses 
 
 Format: one array per line, `name dtype numel v0 v1 ...` (values printed exactly, repr of float64).
 """
+
 from __future__ import annotations
 
 import sys

@@ -10,6 +10,7 @@ from trained weights and train only part of it.
 One Trainer step calls ``Objective.loss`` for each micro-batch, then ``Objective.step`` after the student's
 optimiser step; ``state_dict`` (the discriminator and its optimiser) goes into the training checkpoint.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,20 +37,36 @@ class Objective:
         self.config = c = config
         C, H, W = image_shape
         if c.adversarial_weight > 0 and c.disc_classes and num_classes == 0:
-            raise ValueError("disc_classes=True (a discriminator with class projection) needs class labels, "
-                             "but the pairs are unconditional; drop --disc-classes")
+            raise ValueError(
+                "disc_classes=True (a discriminator with class projection) needs class labels, "
+                "but the pairs are unconditional; drop --disc-classes"
+            )
         self.adversarial = None
         if c.adversarial_weight > 0:
-            self.adversarial = AdversarialLoss(C, H, kind=c.disc_loss, pair=c.disc_input == "pair",
-                                               num_classes=num_classes if c.disc_classes else 0,
-                                               width=c.disc_width, lr=c.disc_lr, seed=c.seed).to(device)
+            self.adversarial = AdversarialLoss(
+                C,
+                H,
+                kind=c.disc_loss,
+                pair=c.disc_input == "pair",
+                num_classes=num_classes if c.disc_classes else 0,
+                width=c.disc_width,
+                lr=c.disc_lr,
+                seed=c.seed,
+            ).to(device)
         self.perceptual = None
         if c.loss == "perceptual" and c.regression_weight > 0:
             self.perceptual = PerceptualDistance(c.perceptual_net).to(device)
         self.augment, self.image_hw = AugmentSpec(), (H, W)
 
-    def loss(self, student_images: list[torch.Tensor], teacher_images: torch.Tensor, noise: torch.Tensor,
-             labels: torch.Tensor | None, step: int, rows: slice | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        student_images: list[torch.Tensor],
+        teacher_images: torch.Tensor,
+        noise: torch.Tensor,
+        labels: torch.Tensor | None,
+        step: int,
+        rows: slice | None = None,
+    ) -> torch.Tensor:
         """Scalar student loss. ``student_images``: the K decoded iterates (B, C, H, W) (the last is the
         output; a one-pass model passes one); ``teacher_images``, ``noise`` (B, C, H, W); ``labels`` (B,)
         or None; ``rows``: where this micro-batch sits in the step's global batch (augmentations are drawn
@@ -62,8 +79,15 @@ class Objective:
                 if self.perceptual is None:
                     reg = fpc_loss(students, teacher_images, c.fpc_weight, c.loss)
                 else:
-                    reg = fpc_sum(self.perceptual(students, teacher_images, self._ensemble(step, rows, len(teacher_images)),
-                                                  self.augment.background), c.fpc_weight)
+                    reg = fpc_sum(
+                        self.perceptual(
+                            students,
+                            teacher_images,
+                            self._ensemble(step, rows, len(teacher_images)),
+                            self.augment.background,
+                        ),
+                        c.fpc_weight,
+                    )
                 total = total + c.regression_weight * reg
             if self.adversarial is not None:
                 adv = self.adversarial.loss(students[-1], teacher_images, noise, labels, scale=1.0 / c.grad_accum)

@@ -22,6 +22,7 @@ Losses (d = discriminator score):
 - ``"hinge"``: D: mean relu(1 - d_real) + mean relu(1 + d_fake); G: -mean d_fake;
 - ``"nonsaturating"``: D: mean softplus(-d_real) + mean softplus(d_fake); G: mean softplus(-d_fake).
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,7 @@ DISC_BETAS = (0.0, 0.99)
 class Discriminator(nn.Module):
     """(image (B, C, H, W)[, noise (B, C, H, W)][, labels (B,)]) -> scores (B,) float32."""
 
-    def __init__(self, in_channels: int, image_size: int, *, width: int = 64, pair: bool = False,
-                 num_classes: int = 0):
+    def __init__(self, in_channels: int, image_size: int, *, width: int = 64, pair: bool = False, num_classes: int = 0):
         super().__init__()
         self.pair, self.num_classes = pair, num_classes
         c_in = in_channels * (2 if pair else 1)
@@ -51,8 +51,9 @@ class Discriminator(nn.Module):
         self.head = spectral_norm(nn.Linear(feat, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, feat)) if num_classes else None
 
-    def forward(self, image: torch.Tensor, noise: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, noise: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = torch.cat([noise, image], 1) if self.pair else image
         h = self.body(x)
         score = self.head(h).squeeze(1)
@@ -83,8 +84,18 @@ class AdversarialLoss:
     spectral norms' power iteration by one step.
     """
 
-    def __init__(self, in_channels: int, image_size: int, *, kind: str = "hinge", pair: bool = False,
-                 num_classes: int = 0, width: int = 64, lr: float = 2e-4, seed: int = 0):
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int,
+        *,
+        kind: str = "hinge",
+        pair: bool = False,
+        num_classes: int = 0,
+        width: int = 64,
+        lr: float = 2e-4,
+        seed: int = 0,
+    ):
         self.kind = kind
         with torch.random.fork_rng(devices=[]):  # its own initial weights; the global RNG is left alone
             torch.manual_seed(seed)
@@ -92,23 +103,38 @@ class AdversarialLoss:
         self.opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=DISC_BETAS)
         self.last: dict[str, float] = {}
 
-    def loss(self, fake: torch.Tensor, real: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor | None,
-             scale: float = 1.0) -> torch.Tensor:
+    def loss(
+        self,
+        fake: torch.Tensor,
+        real: torch.Tensor,
+        noise: torch.Tensor,
+        labels: torch.Tensor | None,
+        scale: float = 1.0,
+    ) -> torch.Tensor:
         # Eval mode: spectral norm uses its stored power-iteration vectors; they advance once per optimiser
         # step (step()), not once per forward, so micro-batching and data parallelism do not change them.
         d = self.disc.eval()
         B = len(fake)
-        both = d(torch.cat([real, fake.detach()]), torch.cat([noise, noise]) if d.pair else None,
-                 torch.cat([labels, labels]) if d.embed is not None else None)
+        both = d(
+            torch.cat([real, fake.detach()]),
+            torch.cat([noise, noise]) if d.pair else None,
+            torch.cat([labels, labels]) if d.embed is not None else None,
+        )
         d_loss = discriminator_loss(self.kind, both[:B], both[B:])
         (scale * d_loss).backward()
         d.requires_grad_(False)  # the student's loss must not leave gradients on the discriminator
         try:
-            g_loss = generator_loss(self.kind, d(fake, noise if d.pair else None, labels if d.embed is not None else None))
+            g_loss = generator_loss(
+                self.kind, d(fake, noise if d.pair else None, labels if d.embed is not None else None)
+            )
         finally:
             d.requires_grad_(True)
         both = both.detach()
-        self.last = {"d_loss": float(d_loss.detach()), "d_real": float(both[:B].mean()), "d_fake": float(both[B:].mean())}
+        self.last = {
+            "d_loss": float(d_loss.detach()),
+            "d_real": float(both[:B].mean()),
+            "d_fake": float(both[B:].mean()),
+        }
         return g_loss
 
     def step(self) -> None:

@@ -10,6 +10,7 @@ Transforms (per sample): an affine map (rotation, isotropic scale, translation, 
 flip) resampled bilinearly, then an optional cutout square. Digits are not flipped (a mirrored 2 is not
 a 2), so ``flip`` is off by default.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,19 +23,21 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class AugmentSpec:
     """Ranges of the random transforms; pixel quantities are in pixels of the input image."""
-    max_shift: float = 1.0        # translation, uniform in [-max_shift, max_shift] per axis
+
+    max_shift: float = 1.0  # translation, uniform in [-max_shift, max_shift] per axis
     max_rotation_deg: float = 10.0
-    max_log_scale: float = 0.1    # scale = exp(uniform(-s, s))
-    flip: bool = False            # horizontal flips with probability 1/2 (off for digits)
-    cutout: int = 3               # side of a square set to ``background``; 0 = none
+    max_log_scale: float = 0.1  # scale = exp(uniform(-s, s))
+    flip: bool = False  # horizontal flips with probability 1/2 (off for digits)
+    cutout: int = 3  # side of a square set to ``background``; 0 = none
     cutout_prob: float = 0.5
-    background: float = -1.0      # value that fills pixels moved in from outside (digits: -1)
+    background: float = -1.0  # value that fills pixels moved in from outside (digits: -1)
 
 
 @dataclass(frozen=True)
 class AugmentParams:
     """One ensemble member's transforms for a batch of B images: ``theta`` (B, 2, 3) affine matrices
     in ``affine_grid`` coordinates, ``cutout`` (B, H, W) bool mask of the pixels to blank."""
+
     theta: torch.Tensor
     cutout: torch.Tensor
 
@@ -43,8 +46,7 @@ class AugmentParams:
         return AugmentParams(self.theta[rows], self.cutout[rows])
 
 
-def sample_params(spec: AugmentSpec, batch: int, height: int, width: int,
-                  generator: torch.Generator) -> AugmentParams:
+def sample_params(spec: AugmentSpec, batch: int, height: int, width: int, generator: torch.Generator) -> AugmentParams:
     """Draw transforms for ``batch`` images of ``height`` x ``width`` from ``generator`` (CPU, float32)."""
     u = torch.rand((6, batch), generator=generator, dtype=torch.float64) * 2 - 1  # uniform(-1, 1)
     angle = u[0] * math.radians(spec.max_rotation_deg)
@@ -62,8 +64,13 @@ def sample_params(spec: AugmentSpec, batch: int, height: int, width: int,
         on = (u[5] + 1) / 2 < spec.cutout_prob
         rows = torch.arange(height)[None, :, None]
         cols = torch.arange(width)[None, None, :]
-        mask = (on[:, None, None] & (rows >= top[:, None, None]) & (rows < top[:, None, None] + k)
-                & (cols >= left[:, None, None]) & (cols < left[:, None, None] + k))
+        mask = (
+            on[:, None, None]
+            & (rows >= top[:, None, None])
+            & (rows < top[:, None, None] + k)
+            & (cols >= left[:, None, None])
+            & (cols < left[:, None, None] + k)
+        )
     return AugmentParams(theta.float(), mask)
 
 
@@ -78,7 +85,11 @@ def apply_params(images: torch.Tensor, params: AugmentParams, background: float 
     theta = params.theta.to(x.device, x.dtype).repeat(R, 1, 1)
     grid = F.affine_grid(theta, (R * B, C, H, W), align_corners=False)
     # Shift so the background is 0, which grid_sample's zero padding then extends outside the image.
-    out = F.grid_sample(x.reshape(R * B, C, H, W) - background, grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=False) + background
+    out = (
+        F.grid_sample(
+            x.reshape(R * B, C, H, W) - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+        + background
+    )
     out = out.masked_fill(params.cutout.to(x.device).repeat(R, 1, 1)[:, None], background)
     return out.reshape(*lead, B, C, H, W)

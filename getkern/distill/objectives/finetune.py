@@ -1,4 +1,5 @@
 """Fine-tuning a student as Zheng & Yang (2024) do: start from trained weights and freeze most layers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,10 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
             raise CheckpointError(f"init: {path} holds no model.safetensors (not a save_pretrained directory)")
         digest = read_pretrained_config(path)[2] if (path / CONFIG_FILE).is_file() else None
         if digest is not None and file_sha256(file) != digest:
-            raise CheckpointError(f"init: {file} does not match the SHA-256 recorded in {path / CONFIG_FILE} (the "
-                                  "file is corrupt or was changed after saving)")
+            raise CheckpointError(
+                f"init: {file} does not match the SHA-256 recorded in {path / CONFIG_FILE} (the "
+                "file is corrupt or was changed after saving)"
+            )
         try:
             state = load_file(file)
         except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: the file does not parse
@@ -50,8 +53,10 @@ def freeze_parameters(model: nn.Module, prefixes: list[str]) -> int:
     roots = sorted({n.split(".")[0] for n in names})
     for prefix in prefixes:
         if not any(n == prefix or n.startswith(prefix + ".") for n in names):
-            raise UsageError(f"freeze: {prefix!r} names no parameter of the {type(model).__name__} "
-                             f"(its top-level parameter names: {roots})")
+            raise UsageError(
+                f"freeze: {prefix!r} names no parameter of the {type(model).__name__} "
+                f"(its top-level parameter names: {roots})"
+            )
     frozen = 0
     for name, p in model.named_parameters():
         if any(name == q or name.startswith(q + ".") for q in prefixes) and p.requires_grad:

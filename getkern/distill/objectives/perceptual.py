@@ -13,6 +13,7 @@ for these networks). Networks:
   the metric's own feature space, which flatters it (see docs/objectives.md).
 - ``"lpips"``: the standard LPIPS (VGG) from the optional ``lpips`` package, weights on local disk.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,10 @@ class DigitsFeatureLayers(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if tuple(x.shape[1:]) != (1, 8, 8):
-            raise ValueError(f"perceptual_net='digits' takes (B, 1, 8, 8) digits, got {tuple(x.shape)}; "
-                             f"use perceptual_net='lpips' for other images")
+            raise ValueError(
+                f"perceptual_net='digits' takes (B, 1, 8, 8) digits, got {tuple(x.shape)}; "
+                f"use perceptual_net='lpips' for other images"
+            )
         n = self.net
         a1 = F.relu(n.conv1(x))
         a2 = F.relu(n.conv2(a1))
@@ -66,9 +69,11 @@ class LPIPSDistance(nn.Module):
         try:
             import lpips
         except ImportError:
-            raise ImportError("perceptual_net='lpips' needs the optional `lpips` package and its VGG weights "
-                              "on local disk (pip install lpips; the first use downloads torchvision's VGG16); "
-                              "perceptual_net='digits' needs neither") from None
+            raise ImportError(
+                "perceptual_net='lpips' needs the optional `lpips` package and its VGG weights "
+                "on local disk (pip install lpips; the first use downloads torchvision's VGG16); "
+                "perceptual_net='digits' needs neither"
+            ) from None
         self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> LPIPSDistance:
@@ -102,8 +107,13 @@ class PerceptualDistance(nn.Module):
             return self.lpips(a, b)
         return layer_distance(self.features(a), self.features(b))
 
-    def forward(self, students: list[torch.Tensor], teacher: torch.Tensor, ensemble: list[AugmentParams],
-                background: float = -1.0) -> list[torch.Tensor]:
+    def forward(
+        self,
+        students: list[torch.Tensor],
+        teacher: torch.Tensor,
+        ensemble: list[AugmentParams],
+        background: float = -1.0,
+    ) -> list[torch.Tensor]:
         R = len(students)
         B, C, H, W = teacher.shape
         totals = [0.0] * R

@@ -1,4 +1,5 @@
 """The regression term of GET's recipe: fixed-point correction over the K decoded iterates."""
+
 from __future__ import annotations
 
 import torch
