@@ -3,7 +3,7 @@
 import json
 
 from getkern.apps.demo import ADVERSARIAL, DemoConfig, run_demo
-from getkern.distill.trainer import load_train_checkpoint
+from getkern.checkpoint import load_train_checkpoint
 
 
 def test_demo_writes_its_outputs_and_reuses_the_cache(tmp_path):

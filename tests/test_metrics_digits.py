@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from getkern.metrics.digits import MAX_SAMPLES, METRIC_NAME, default_digits_metric
-from getkern.metrics.digits_classifier import accuracy, digits_split
+from getkern.metrics.digits_classifier import accuracy
+from getkern.teacher.digits import digits_split
 
 
 @pytest.fixture(scope="module")

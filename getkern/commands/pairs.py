@@ -1,8 +1,9 @@
 """``getkern pairs``: generate noise/image pairs from a teacher (resumable; shard by rank under torchrun).
 
-getkern pairs --teacher digits --out runs/pairs --num-pairs 20000
-getkern pairs --teacher digits-guided --guidance-range 0 4 --out runs/guided --num-pairs 20000
-torchrun --nproc_per_node 8 -m getkern pairs --teacher edm.pkl --trust-pickle --edm-root edm/ --out pairs/ --num-pairs 1000000
+Examples:
+    getkern pairs --teacher digits --out runs/pairs --num-pairs 20000
+    getkern pairs --teacher digits-guided --guidance-range 0 4 --out runs/guided --num-pairs 20000
+    torchrun --nproc_per_node 8 -m getkern pairs --teacher edm.pkl --trust-pickle --edm-root edm/ --out pairs/ --num-pairs 1000000
 """
 
 from __future__ import annotations

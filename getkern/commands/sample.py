@@ -1,7 +1,8 @@
 """``getkern sample``: PNG grids and arrays from a GET checkpoint (getkern's or the reference's).
 
-getkern sample --checkpoint runs/get --out runs/samples --iters 1 2 6      # a training run folder
-getkern sample --checkpoint runs/guided/checkpoint.pt --out runs/samples --guidance 0 1 2 4
+Examples:
+    getkern sample --checkpoint runs/get --out runs/samples --iters 1 2 6      # a training run folder
+    getkern sample --checkpoint runs/guided/checkpoint.pt --out runs/samples --guidance 0 1 2 4
 """
 
 from __future__ import annotations

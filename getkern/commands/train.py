@@ -1,9 +1,10 @@
 """``getkern train``: distill pairs into a GET (reference recipe by default; resumes from --out).
 
-getkern train --pairs runs/pairs --out runs/get --model GET-T/2 --max-steps 100000
-torchrun --nproc_per_node 8 -m getkern train --pairs pairs/ --out runs/get-b --model GET-B/2 --amp bf16
-getkern train ... --adversarial-weight 0.1 --disc-input pair --disc-classes      # + a discriminator
-getkern train ... --loss perceptual --perceptual-ensemble 4                       # E-LatentLPIPS-style
+Examples:
+    getkern train --pairs runs/pairs --out runs/get --model GET-T/2 --max-steps 100000
+    torchrun --nproc_per_node 8 -m getkern train --pairs pairs/ --out runs/get-b --model GET-B/2 --amp bf16
+    getkern train ... --adversarial-weight 0.1 --disc-input pair --disc-classes      # + a discriminator
+    getkern train ... --loss perceptual --perceptual-ensemble 4                       # E-LatentLPIPS-style
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from getkern.errors import UsageError
-from getkern.metrics.digits_classifier import HELDOUT_SIZE, DigitsCNN, digits_split, load_digits_classifier
+from getkern.metrics.digits_classifier import DigitsCNN, load_digits_classifier
 from getkern.metrics.frechet import feature_statistics, frechet_distance
 from getkern.metrics.kid import kernel_inception_distance
+from getkern.teacher.digits import HELDOUT_SIZE, digits_split
 
 METRIC_NAME = "digits-classifier Frechet distance"
 MAX_SAMPLES = HELDOUT_SIZE

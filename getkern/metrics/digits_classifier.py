@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from getkern.checkpoint import CheckpointError, atomic_write, load_state_dict_checked
 
 # The data set and its split belong to the teacher's module (the teacher trains on the same split).
-from getkern.teacher.digits import HELDOUT_SIZE, SPLIT_SEED, digits_split  # noqa: F401 (re-exported)
+from getkern.teacher.digits import HELDOUT_SIZE, SPLIT_SEED, digits_split
 
 ASSET_PATH = Path(__file__).resolve().parent.parent / "assets" / "digits_classifier.safetensors"
 FEATURE_DIM = 64
