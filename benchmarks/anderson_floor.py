@@ -1,4 +1,4 @@
-"""Anderson's attainable residual (issue #19): fixed point vs Anderson, per state dtype.
+"""Anderson's attainable residual: fixed point vs Anderson, per state dtype.
 
 On the two contractions of tests/test_deq_solvers.py (n = 64, batch 3, z0 = 0, m = 6, lam = 1e-4,
 tau = 1, stop="rel", 600 iterations, no early exit, torch path): per sample, the iterations to a relative

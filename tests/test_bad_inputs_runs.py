@@ -1,5 +1,5 @@
-"""Long jobs that refuse what they cannot do safely (issue #19) and TrainConfig as the one source of the
-train options (issue #22): a run folder owned by one process, resume compared by content and settings,
+"""Long jobs that refuse what they cannot do safely and TrainConfig as the one source of the
+train options: a run folder owned by one process, resume compared by content and settings,
 nonsense options refused before anything is written, torn logs, corrupt checkpoints and shards, file
 permissions. Each case checks the one-line message, the exit code and that nothing on disk was lost."""
 

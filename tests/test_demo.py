@@ -44,7 +44,7 @@ def test_demo_writes_its_outputs_and_reuses_the_cache(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["teacher"]["network_evaluations"] == 35 and summary["get"]["network_evaluations"] == 1
-    # "1 evaluation" beside its sampling time, and the teacher's (issue 23)
+    # "1 evaluation" beside its sampling time, and the teacher's
     assert summary["teacher"]["ms_per_image"] > 0 and summary["get"]["ms_per_image"] > 0
     assert summary["floor"] < summary["teacher"]["frechet"] < summary["ceiling"]  # the shipped teacher draws digits
     assert {r["setting"] for r in summary["rows"]} >= {"2 steps", "18 steps", "1 iterations", "2 iterations"}

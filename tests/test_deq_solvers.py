@@ -307,7 +307,7 @@ def test_anderson_damping_and_history_options_still_converge():
         assert (info["best_res"] < 1e-5).all(), (m, tau)
 
 
-# ---------------------------------------------------------------- precision floor and safeguard (issue #19)
+# ---------------------------------------------------------------- precision floor and safeguard
 
 
 def tanh_problem(n=64, batch=3, rho=0.95, seed=0, dtype=torch.float64):

@@ -1,4 +1,4 @@
-"""``getkern study`` (GET vs ViTs at equal budgets, issue 23) end to end at toy size: the --quick grid
+"""``getkern study`` (GET vs ViTs at equal budgets) end to end at toy size: the --quick grid
 with toy models and budgets writes its table and plots, a rerun reuses every run, another setting in
 the same folder is refused, and a study killed mid-run resumes to the uninterrupted results."""
 

@@ -1,4 +1,4 @@
-"""``getkern gpu-validate``: first GPU contact in one command (issue #18; docs/gpu-validate.md).
+"""``getkern gpu-validate``: first GPU contact in one command (docs/gpu-validate.md).
 
 Five phases, each time-boxed against one deadline (default 420 s; a phase may use the time the phases
 before it left over): 1 environment and measured ceilings, 2 op correctness against float64, 3 whole

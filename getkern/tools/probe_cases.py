@@ -1,4 +1,4 @@
-"""The probes of getkern/tools/probes.py and the fixtures they share (issue #19's classes).
+"""The probes of getkern/tools/probes.py and the fixtures they share.
 
 Classes: ``numbers`` (nonsense values of every numeric flag of every command), ``api-args`` (the same
 for GET, ViT, forward, getkern.sample, getkern.load, deq.solve, TrainConfig), ``memory`` (tiny config

@@ -1,4 +1,4 @@
-"""Adversarial probes of getkern's command line and API (issue #19): user mistakes, corrupt files,
+"""Adversarial probes of getkern's command line and API: user mistakes, corrupt files,
 concurrent and killed runs, malicious pickles, solver edge cases, each classified by what getkern did.
 
     python -m getkern.tools.probes --out probe-results            # every probe (minutes on 2 cores)
