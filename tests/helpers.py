@@ -68,6 +68,30 @@ def tiny_teacher(num_classes=10, meta=None):
     return Teacher(EDMPrecond(net).eval(), (1, 8, 8), num_classes, {"kind": "test", **(meta or {})})
 
 
+# A trainable GET small enough for many training runs per test file, on the PyTorch paths.
+TINY_TRAIN_MODEL = dict(
+    hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch"
+)
+
+
+def tiny_train_config(pairs, out, **settings):
+    """A TrainConfig of TINY_TRAIN_MODEL on ``pairs`` into ``out``: batch 8, lr 1e-3, a checkpoint every
+    3 steps, no samples or progress bars; ``settings`` override (iters, max_steps, objectives, ...)."""
+    from getkern.distill import TrainConfig
+
+    base = dict(
+        pairs=str(pairs),
+        out=str(out),
+        model=dict(TINY_TRAIN_MODEL),
+        batch_size=8,
+        lr=1e-3,
+        checkpoint_every=3,
+        sample_every=0,
+        progress=False,
+    )
+    return TrainConfig(**{**base, **settings})
+
+
 def random_fid_inception(seed=0):
     """FIDInceptionV3 with random weights whose batch-norm statistics are calibrated on random images,
     so activations stay O(1) through the 94 layers (plain random statistics blow up or vanish)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_teacher
+from helpers import TINY_TRAIN_MODEL, tiny_teacher, tiny_train_config
 
 from getkern.checkpoint import atomic_write
 from getkern.cli import main as cli
@@ -22,9 +22,7 @@ from getkern.distill import TrainConfig, Trainer
 from getkern.errors import GetkernError, SettingError, UsageError
 from getkern.runlock import LOCK_FILE, FolderBusy, hold_folder
 
-MODEL = dict(
-    hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch"
-)
+MODEL = TINY_TRAIN_MODEL
 
 
 # Where the teacher lives, as the manifest records it (resume accepts another install's folder).
@@ -72,20 +70,7 @@ def train_argv(pairs, out, *extra):
 
 
 def config(pairs, out, **kw):
-    base = dict(
-        pairs=str(pairs),
-        out=str(out),
-        model=dict(MODEL),
-        batch_size=8,
-        iters=2,
-        lr=1e-3,
-        checkpoint_every=3,
-        sample_every=0,
-        progress=False,
-        max_steps=3,
-        device="cpu",
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_train_config(pairs, out, **{"iters": 2, "max_steps": 3, "device": "cpu", **kw})
 
 
 def one_line_error(capsys, command: str) -> str:

@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
-from helpers import tiny_teacher
+from helpers import TINY_TRAIN_MODEL, tiny_teacher, tiny_train_config
 
 from getkern.checkpoint import CheckpointError
 from getkern.data import write_pairs
-from getkern.distill import TrainConfig, Trainer
+from getkern.distill import Trainer
 from getkern.distill.objectives import Objective
 from getkern.distill.objectives.adversarial import Discriminator, discriminator_loss, generator_loss
 from getkern.distill.objectives.augment import AugmentParams, AugmentSpec, apply_params, sample_params
@@ -17,9 +17,7 @@ from getkern.distill.objectives.finetune import freeze_parameters
 from getkern.distill.objectives.perceptual import DigitsFeatureLayers, PerceptualDistance, layer_distance
 from getkern.metrics.digits_classifier import load_digits_classifier
 
-MODEL = dict(
-    hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch"
-)
+MODEL = TINY_TRAIN_MODEL
 VIT = dict(arch="vit", hidden_size=16, depth=2, num_heads=2, mlp_ratio=2, backend="torch")
 ADV = dict(adversarial_weight=0.5, disc_input="pair", disc_classes=True, disc_width=4)
 
@@ -32,20 +30,7 @@ def pairs(tmp_path_factory):
 
 
 def config(pairs, out, **kw):
-    base = dict(
-        pairs=str(pairs),
-        out=str(out),
-        model=dict(MODEL),
-        batch_size=8,
-        iters=2,
-        lr=1e-3,
-        checkpoint_every=3,
-        sample_every=0,
-        progress=False,
-        max_steps=6,
-        perceptual_ensemble=2,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_train_config(pairs, out, **{"iters": 2, "max_steps": 6, "perceptual_ensemble": 2, **kw})
 
 
 def digits(n, seed):

@@ -13,18 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_teacher
+from helpers import TINY_TRAIN_MODEL, tiny_teacher, tiny_train_config
 
 from getkern.checkpoint import CheckpointError
 from getkern.cli import main as cli
 from getkern.data import PairDataset, write_pairs
-from getkern.distill import TrainConfig, Trainer, fpc_loss
+from getkern.distill import Trainer, fpc_loss
 from getkern.errors import UsageError
 from getkern.models import GET
 
-MODEL = dict(
-    hidden_size=16, depth=1, num_heads=2, deq_mlp_ratio=2, mlp_ratio=2, backend="torch", solver_backend="torch"
-)
+MODEL = TINY_TRAIN_MODEL
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +33,7 @@ def pairs(tmp_path_factory):
 
 
 def config(pairs, out, **kw):
-    base = dict(
-        pairs=str(pairs),
-        out=str(out),
-        model=dict(MODEL),
-        batch_size=8,
-        iters=3,
-        lr=1e-3,
-        checkpoint_every=3,
-        sample_every=0,
-        progress=False,
-        max_steps=6,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_train_config(pairs, out, **{"iters": 3, "max_steps": 6, **kw})
 
 
 def read_log(run):

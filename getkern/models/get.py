@@ -77,40 +77,21 @@ class GET(PatchModel):
         backend: str = "auto",
         solver_backend: str = "auto",
     ):
-        check_model_config(
-            "GET",
-            dict(
-                input_size=input_size,
-                patch_size=patch_size,
-                in_channels=in_channels,
-                hidden_size=hidden_size,
-                depth=depth,
-                deq_depth=deq_depth,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                deq_mlp_ratio=deq_mlp_ratio,
-                num_classes=num_classes,
-                cond=cond,
-                backend=backend,
-                solver_backend=solver_backend,
-            ),
-        )
-        super().__init__(
-            dict(
-                input_size=input_size,
-                patch_size=patch_size,
-                in_channels=in_channels,
-                hidden_size=hidden_size,
-                depth=depth,
-                deq_depth=deq_depth,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                deq_mlp_ratio=deq_mlp_ratio,
-                num_classes=num_classes,
-                cond=cond,
-            ),
-            guidance_range,
-        )
+        config = dict(
+            input_size=input_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            hidden_size=hidden_size,
+            depth=depth,
+            deq_depth=deq_depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            deq_mlp_ratio=deq_mlp_ratio,
+            num_classes=num_classes,
+            cond=cond,
+        )  # the architecture (config.json); backends are runtime choices
+        check_model_config("GET", {**config, "backend": backend, "solver_backend": solver_backend})
+        super().__init__(config, guidance_range)
         self.solver_backend = solver_backend
         self.blocks = nn.ModuleList([Block(hidden_size, num_heads, mlp_ratio, backend) for _ in range(depth)])
         self.qkv_inj = nn.Linear(hidden_size, 3 * hidden_size * deq_depth, bias=False)

@@ -55,35 +55,19 @@ class ViT(PatchModel):
         guidance_range: tuple[float, float] | None = None,
         backend: str = "auto",
     ):
-        check_model_config(
-            "ViT",
-            dict(
-                input_size=input_size,
-                patch_size=patch_size,
-                in_channels=in_channels,
-                hidden_size=hidden_size,
-                depth=depth,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                num_classes=num_classes,
-                cond=cond,
-                backend=backend,
-            ),
-        )
-        super().__init__(
-            dict(
-                input_size=input_size,
-                patch_size=patch_size,
-                in_channels=in_channels,
-                hidden_size=hidden_size,
-                depth=depth,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                num_classes=num_classes,
-                cond=cond,
-            ),
-            guidance_range,
-        )
+        config = dict(
+            input_size=input_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            hidden_size=hidden_size,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            num_classes=num_classes,
+            cond=cond,
+        )  # the architecture (config.json); backends are runtime choices
+        check_model_config("ViT", {**config, "backend": backend})
+        super().__init__(config, guidance_range)
         self.blocks = nn.ModuleList([Block(hidden_size, num_heads, mlp_ratio, backend) for _ in range(depth)])
         self._finish(backend)
 
