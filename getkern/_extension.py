@@ -1,4 +1,5 @@
-"""getkern's C++/CUDA extension (getkern/csrc/: the DEQ solver loop), compiled on first use.
+"""getkern's C++/CUDA extension (getkern/csrc/: the DEQ solver loop) and its CPU operators
+(getkern/csrc/cpu_ops/: short-sequence attention), compiled on first use.
 
 Installing getkern compiles nothing (so ``pip install -e .`` and ``pip install .`` work with pip's
 isolated build and any supported torch). The extension is compiled with ``torch.utils.cpp_extension``
@@ -7,7 +8,12 @@ cache folder keyed by everything the binary depends on: Python, torch (version a
 CUDA architectures and a digest of the sources and flags. Another torch is another folder, so an
 extension built for one torch is never loaded into another.
 
+The CPU operators are a library of their own: only ATen's thread pool and torch's op registry are
+included, so they compile in about 10-20 s, and the default CPU path builds them on first use (saying
+so once) rather than waiting for ``getkern build-ext``. They register ``torch.ops.getkern_cpu``.
+
 Environment:
+  GETKERN_CPU_OPS=0        never build or use the CPU operators (the PyTorch path runs instead)
   GETKERN_EXTENSION_CACHE  cache root (default ``$XDG_CACHE_HOME/getkern/extension``, else ``~/.cache/...``)
   GETKERN_CUDA=0|1         leave the CUDA part out / require it (default: with a CUDA torch and a toolkit)
   CUDA_HOME                toolkit root (default: from the nvcc on PATH, which may be a wrapper script)
@@ -35,7 +41,9 @@ import torch
 from getkern.errors import GetkernError
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
+CPU_OPS_DIR = SOURCE_DIR / "cpu_ops"
 MODULE_NAME = "getkern_C"
+CPU_OPS_NAME = "getkern_cpu_ops"
 CXX_FLAGS = ["-O3"]
 NVCC_FLAGS = ["-O3", "--expt-relaxed-constexpr"]
 
@@ -221,23 +229,82 @@ def cached() -> bool:
         return False
 
 
+def cpu_ops_flags() -> list[str]:
+    """With an OpenMP torch, ATen's parallel_for is an inline ``#pragma omp parallel``: without
+    -fopenmp it would run on one thread. The libgomp it links is torch's own (same soname, already
+    loaded), so there is one thread pool."""
+    return CXX_FLAGS + (["-fopenmp"] if "OpenMP" in torch.__config__.parallel_info() else [])
+
+
+def cpu_ops_directory() -> Path:
+    """Cache folder of the CPU operators: this Python and torch, a digest of their sources and flags."""
+    digest = hashlib.sha256(repr(cpu_ops_flags()).encode())
+    for path in sorted(CPU_OPS_DIR.glob("*.[ch]*")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return cache_root() / (
+        f"cpu-ops-py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__.replace('+', '_')}"
+        f"-{digest.hexdigest()[:12]}"
+    )
+
+
+def cpu_ops_enabled() -> bool:
+    return os.environ.get("GETKERN_CPU_OPS", "1") != "0"
+
+
+@functools.cache  # one build (or one failure) per process
+def build_cpu_ops(quiet: bool = False, verbose: bool = False) -> Path:
+    """Compile (or find in the cache) getkern/csrc/cpu_ops/ and load it: its operators are then in
+    ``torch.ops.getkern_cpu``. Returns the cache folder; raises ExtensionError when it cannot."""
+    if not cpu_ops_enabled():
+        raise ExtensionError("GETKERN_CPU_OPS=0")
+    directory = cpu_ops_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = directory / "getkern-build.json"
+    if not quiet and not stamp.exists():
+        _say(f"compiling getkern's CPU operators once for this torch (10-20 s on 2 cores) into {directory}")
+    from torch.utils import cpp_extension  # here: importing it takes ~0.5 s and logs a CUDA_HOME warning
+
+    start = time.perf_counter()
+    try:
+        cpp_extension.load(
+            name=CPU_OPS_NAME,
+            sources=[str(s) for s in sorted(CPU_OPS_DIR.glob("*.cpp"))],
+            build_directory=str(directory),
+            extra_cflags=cpu_ops_flags(),
+            extra_ldflags=["-fopenmp"] if "-fopenmp" in cpu_ops_flags() else [],
+            is_python_module=False,
+            with_cuda=False,
+            verbose=verbose,
+        )
+    except Exception as error:  # compiler missing, compile error, ...: the message names the cause
+        raise ExtensionError(f"building getkern's CPU operators in {directory} failed: {error}") from error
+    if not stamp.exists():
+        seconds = round(time.perf_counter() - start, 1)
+        stamp.write_text(json.dumps({"torch": torch.__version__, "seconds": seconds}) + "\n")
+        if not quiet:
+            _say(f"CPU operators built in {seconds:.0f} s")
+    return directory
+
+
 def main(argv: list[str] | None = None) -> int:
     """``getkern build-ext`` / ``python -m getkern._extension``."""
     parser = argparse.ArgumentParser(
         prog="getkern build-ext",
         description="Compile getkern's C++/CUDA solver "
-        "loop now (otherwise it is compiled on first use) and say where it is cached.",
+        "loop and its CPU operators now (otherwise they are compiled on first use) and say where they are cached.",
     )
     parser.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")
     args = parser.parse_args(argv)
     try:
         module = build(verbose=args.verbose)
+        cpu_ops = build_cpu_ops(verbose=args.verbose) if cpu_ops_enabled() else None
     except ExtensionError as error:
         print(f"getkern build-ext: {error}", file=sys.stderr)
         return 1
     p = plan()
     cuda = f"yes, sm {p.archs}" if module.with_cuda else f"no ({p.why_no_cuda})"
     print(f"getkern build-ext: ready in {p.directory} (CUDA part: {cuda})")
+    print(f"getkern build-ext: CPU operators {'in ' + str(cpu_ops) if cpu_ops else 'off (GETKERN_CPU_OPS=0)'}")
     return 0
 
 

@@ -95,8 +95,10 @@ def test_whole_model_on_the_cpu_inference_path(user_dispatch, monkeypatch, kind,
     assert len(calls) == 2 * 4 * blocks  # 4 oneDNN calls a block application, in both runs of `fast`
 
 
-def test_training_keeps_the_plain_path(user_dispatch):
-    """Unrolled training iterates need gradients: the plain sequence, bitwise the torch backend's."""
+def test_training_keeps_the_plain_path(user_dispatch, monkeypatch):
+    """Unrolled training iterates need gradients: the plain linears, bitwise the torch backend's once
+    the CPU attention kernel (tests/test_cpu_attention.py covers training with it) is off."""
+    monkeypatch.setattr("getkern.ops.cpu_attention._ready", False)
     model = build("cond").train()
     fast = copy.deepcopy(model).set_backend("auto")
     noise, y, _, z0 = inputs("cond")

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from getkern._backend import cuda_fp32_matmul_is_tf32, interpreter_enabled, resolve_backend
+from getkern.ops import cpu_attention
 from getkern.ops._aot import GET_TOKENS, AotSpec, distinct_specializations
 from getkern.ops._triton import constexpr, jit, tl, triton
 
@@ -713,6 +714,10 @@ def fused_attention(
         unsupported = "float64 inputs"
     path = resolve_backend(backend, qkv.device, op="fused_attention", unsupported=unsupported)
     if path == "torch":
+        if backend == "auto" and cpu_attention.applies(qkv, c, u):  # CPU, short sequences: one C++ pass
+            for t in (c, u):
+                qkv = qkv if t is None else qkv + t
+            return cpu_attention.cpu_attention(qkv, num_heads, scale)
         return attention_reference(qkv, num_heads, c, u, scale)
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
     # The kernels take any row/batch strides; only the channel dim must be dense (else one copy).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from getkern.ops import cpu_attention
 from getkern.ops.attention import attention_reference
 
 
@@ -83,4 +84,9 @@ def attention(
     c: (B, 1, 3D) and u: (B, N, 3D) are summed first (one pass instead of two over qkv)."""
     inject = u if c is None else (c if u is None else u + c)
     qkv = linear(h, qkv_weight, qkv_bias, residual=inject)
-    return linear(attention_reference(qkv, num_heads), proj_weight, proj_bias, residual=residual)
+    a = (
+        cpu_attention.cpu_attention(qkv, num_heads)
+        if cpu_attention.applies(qkv)
+        else attention_reference(qkv, num_heads)
+    )
+    return linear(a, proj_weight, proj_bias, residual=residual)

@@ -1,0 +1,118 @@
+"""Softmax attention for short sequences on CPU: getkern/csrc/cpu_ops/attention.cpp as a torch op.
+
+At the digits GET's 16 tokens and head dim 16, ATen's flash-attention kernel spends most of its time
+on bookkeeping sized for long sequences (21 % of the model's time for 3 % of its FLOPs); this kernel
+takes one (image, head) at a time with its K and V in L1 and 16 queries per vector register, reads q, k,
+v straight from the qkv projection's (B, N, 3, H, Dh) layout and writes the (B, N, H * Dh) layout the
+output projection reads, so no transpose or copy is made. Forward and backward (from the saved
+log-sum-exp), float32, equal to the PyTorch reference to float rounding (tests/test_cpu_attention.py).
+
+``backend="auto"`` takes it for float32 CPU tensors of at most ``MAX_TOKENS`` tokens, outside
+torch.compile and autocast, once the CPU operators are built (compiled on first use, once per torch:
+getkern/_extension.py; ``GETKERN_CPU_OPS=0`` turns them off); ``backend="torch"`` keeps
+``F.scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from getkern import _extension
+
+# Up to here the kernel was measured faster than SDPA (docs/results/cpu-speed.md: 2.5x at 16 tokens,
+# 1.4x at 64); at 256 tokens SDPA's tiling wins.
+MAX_TOKENS = 64
+
+_ready: bool | None = None  # None: not tried yet in this process
+
+
+def available() -> bool:
+    """Whether the compiled kernel is loaded, building it on the first call (once per torch; a failed
+    build warns once and the PyTorch path runs from then on)."""
+    global _ready
+    if _ready is None:
+        if not _extension.cpu_ops_enabled():
+            _ready = False
+        else:
+            try:
+                _extension.build_cpu_ops()
+                _ready = True
+            except _extension.ExtensionError as error:
+                warnings.warn(
+                    f"getkern's CPU attention is unavailable ({error}); attention uses PyTorch's SDPA",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                _ready = False
+    return _ready
+
+
+def applies(qkv: torch.Tensor, *others: torch.Tensor | None) -> bool:
+    """Whether "auto" runs this kernel for qkv (B, N, 3D) and the tensors added to it."""
+    if qkv.device.type != "cpu" or qkv.dim() != 3 or qkv.shape[1] > MAX_TOKENS or qkv.shape[0] * qkv.shape[1] == 0:
+        return False
+    if any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu") for t in (qkv, *others)):
+        return False
+    if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return False
+    return available()
+
+
+@torch.library.custom_op("getkern::cpu_attention", mutates_args=())
+def _forward(qkv: torch.Tensor, num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    B, N, three_d = qkv.shape
+    out = qkv.new_empty(B, N, three_d // 3)
+    lse = qkv.new_empty(B, num_heads, N)
+    torch.ops.getkern_cpu.attention_forward(qkv, num_heads, scale, out, lse)
+    return out, lse
+
+
+@_forward.register_fake
+def _(qkv, num_heads, scale):
+    B, N, three_d = qkv.shape
+    return qkv.new_empty(B, N, three_d // 3), qkv.new_empty(B, num_heads, N)
+
+
+@torch.library.custom_op("getkern::cpu_attention_backward", mutates_args=())
+def _backward(
+    qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, dout: torch.Tensor, num_heads: int, scale: float
+) -> torch.Tensor:
+    dqkv = torch.empty_like(qkv)
+    torch.ops.getkern_cpu.attention_backward(qkv, out, lse, dout, num_heads, scale, dqkv)
+    return dqkv
+
+
+@_backward.register_fake
+def _(qkv, out, lse, dout, num_heads, scale):
+    return torch.empty_like(qkv)
+
+
+def _setup_context(ctx, inputs, output):
+    qkv, num_heads, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(qkv, out, lse)
+    ctx.num_heads, ctx.scale = num_heads, scale
+
+
+def _autograd_backward(ctx, dout, _dlse):
+    qkv, out, lse = ctx.saved_tensors
+    return _backward(qkv, out, lse, dout.contiguous(), ctx.num_heads, ctx.scale), None, None
+
+
+_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def cpu_attention(qkv: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale) v per head. qkv: (B, N, 3D) float32 on CPU, split as (3, heads, D / heads)
+    on its last dim; returns (B, N, D). Differentiable in qkv. scale defaults to 1/sqrt(D / num_heads).
+    Needs the CPU operators (:func:`available`)."""
+    if qkv.dim() != 3 or qkv.shape[-1] % (3 * num_heads):
+        raise ValueError(f"cpu_attention: qkv must be (B, N, 3 * heads * head_dim), got {tuple(qkv.shape)}")
+    if not available():
+        raise _extension.ExtensionError("cpu_attention: getkern's CPU operators could not be built or loaded")
+    head_dim = qkv.shape[-1] // 3 // num_heads
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    return _forward(qkv.contiguous(), num_heads, scale)[0]
