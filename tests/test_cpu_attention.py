@@ -7,6 +7,7 @@ the user's CPU dispatch against float64.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -104,6 +105,24 @@ def test_turned_off_by_the_environment(monkeypatch):
     assert not cpu_attention.available()
     assert not cpu_attention.applies(torch.randn(2, 16, 48))
     monkeypatch.setattr(cpu_attention, "_ready", None)  # the next test finds it again
+
+
+def test_a_failed_build_warns_once_and_pytorch_runs(monkeypatch):
+    from getkern import _extension
+
+    def fail(**_):
+        raise _extension.ExtensionError("no C++ compiler (test)")
+
+    monkeypatch.setattr(_extension, "build_cpu_ops", fail)
+    monkeypatch.setattr(cpu_attention, "_ready", None)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        assert not cpu_attention.available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning, no second build
+        assert not cpu_attention.applies(torch.randn(2, 16, 48))
+    with pytest.raises(_extension.ExtensionError, match="could not be built"):
+        cpu_attention.cpu_attention(torch.randn(2, 16, 48), 1)
+    monkeypatch.setattr(cpu_attention, "_ready", None)
 
 
 @pytest.fixture
