@@ -15,6 +15,7 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 import getkern.ops.attention  # noqa: F401  (each import defines its torch.ops.getkern ops)
+import getkern.ops.cpu_attention  # noqa: F401
 import getkern.ops.ln_linear  # noqa: F401
 import getkern.ops.ln_mlp  # noqa: F401
 import getkern.ops.mlp  # noqa: F401
@@ -64,6 +65,17 @@ def _attention_forward_flops(qkv, *args, out_shape=None, **kwargs) -> int:
 @register_flop_formula(ops.attention_backward)
 def _attention_backward_flops(dout, qkv, *args, out_shape=None, **kwargs) -> int:
     return 5 * _attention_matmul_flops(qkv)  # q k^T again, dv, dp, dq, dk
+
+
+# The C++ CPU attention (getkern.ops.cpu_attention) does the same matmuls on the same qkv layout.
+@register_flop_formula(ops.cpu_attention)
+def _cpu_attention_flops(qkv, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _attention_matmul_flops(qkv)
+
+
+@register_flop_formula(ops.cpu_attention_backward)
+def _cpu_attention_backward_flops(qkv, *args, out_shape=None, **kwargs) -> int:
+    return 5 * _attention_matmul_flops(qkv)
 
 
 # oneDNN linears with fused epilogues (getkern.ops.cpu_epilogues, the CPU inference path):
