@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import register_flop_formula
 
 import getkern.ops.attention  # noqa: F401  (each import defines its torch.ops.getkern ops)
@@ -76,6 +77,19 @@ def _cpu_attention_flops(qkv, *args, out_shape=None, **kwargs) -> int:
 @register_flop_formula(ops.cpu_attention_backward)
 def _cpu_attention_backward_flops(qkv, *args, out_shape=None, **kwargs) -> int:
     return 5 * _attention_matmul_flops(qkv)
+
+
+# torch < 2.15 has no formula for SDPA's CPU kernel, so the torch path counted no attention there.
+_sdpa_cpu = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _sdpa_cpu not in flop_counter.flop_registry and _sdpa_cpu.default not in flop_counter.flop_registry:
+
+    @register_flop_formula(_sdpa_cpu)
+    def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    @register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
 
 
 # oneDNN linears with fused epilogues (getkern.ops.cpu_epilogues, the CPU inference path):
