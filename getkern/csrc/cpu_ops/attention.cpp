@@ -69,7 +69,7 @@ struct Shape {
 };
 
 // Scratch of one task, reused for every (image, head) pair it takes, in vectors.
-//   forward:  qt dh | K n*dv | V n*dv | P^T n | k (scalar, n*dh, as n*dv)
+//   forward:  qt dh | K n*dv (the forward keeps its output rows here) | V n*dv | P^T n
 //   backward: the same plus gt dh | Q n*dv | dO n*dv | dK n*dv | dV n*dv | dS^T n
 struct Scratch {
   std::vector<float> buf;  // floats, not vf: a vector type as a template argument loses its alignment
