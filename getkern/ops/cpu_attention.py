@@ -7,8 +7,10 @@ v straight from the qkv projection's (B, N, 3, H, Dh) layout and writes the (B, 
 output projection reads, so no transpose or copy is made. Forward and backward (from the saved
 log-sum-exp), float32, equal to the PyTorch reference to float rounding (tests/test_cpu_attention.py).
 
-``backend="auto"`` takes it for float32 CPU tensors of at most ``MAX_TOKENS`` tokens, outside
-torch.compile and autocast, once the CPU operators are built (compiled on first use, once per torch:
+One copy of the kernel per vector width is compiled (AVX-512: 16 queries a vector, AVX2: 8, otherwise
+4) and the widest the CPU has runs. ``backend="auto"`` takes it for float32 CPU tensors of at most
+``MAX_TOKENS`` tokens, outside torch.compile and autocast, on CPUs with AVX2 or AVX-512, once the CPU
+operators are built (compiled on first use, once per torch:
 getkern/_extension.py; ``GETKERN_CPU_OPS=0`` turns them off); ``backend="torch"`` keeps
 ``F.scaled_dot_product_attention``.
 """
@@ -26,13 +28,19 @@ from getkern import _extension
 # 1.4x at 64); at 256 tokens SDPA's tiling wins.
 MAX_TOKENS = 64
 
+# Instruction sets of the kernel, narrowest first. On "baseline" (SSE2, NEON) it was measured no faster
+# than SDPA (docs/results/cpu-speed.md), so "auto" takes it only on the others.
+INSTRUCTION_SETS = ("baseline", "avx2", "avx512")
+FASTER_THAN_SDPA = ("avx2", "avx512")
+
 _ready: bool | None = None  # None: not tried yet in this process
+_isa: str | None = None  # the instruction set the kernel runs on, once loaded
 
 
 def available() -> bool:
     """Whether the compiled kernel is loaded, building it on the first call (once per torch; a failed
     build warns once and the PyTorch path runs from then on)."""
-    global _ready
+    global _ready, _isa
     if _ready is None:
         if not _extension.cpu_ops_enabled():
             _ready = False
@@ -40,6 +48,7 @@ def available() -> bool:
             try:
                 _extension.build_cpu_ops()
                 _ready = True
+                _isa = torch.ops.getkern_cpu.isa()
             except _extension.ExtensionError as error:
                 warnings.warn(
                     f"getkern's CPU attention is unavailable ({error}); attention uses PyTorch's SDPA",
@@ -58,7 +67,25 @@ def applies(qkv: torch.Tensor, *others: torch.Tensor | None) -> bool:
         return False
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
-    return available()
+    return available() and _isa in FASTER_THAN_SDPA
+
+
+def instruction_sets() -> tuple[str, ...]:
+    """The kernel's instruction sets this CPU can run, narrowest first (needs :func:`available`)."""
+    widest = torch.ops.getkern_cpu.widest_isa()
+    return INSTRUCTION_SETS[: INSTRUCTION_SETS.index(widest) + 1]
+
+
+def use_instruction_set(name: str) -> str:
+    """Run the kernel's ``name`` copy from now on in this process (tests compare them); returns the one
+    it ran before. ``name`` must be one of :func:`instruction_sets`."""
+    global _isa
+    if name not in instruction_sets():
+        raise ValueError(f"use_instruction_set: name must be one of {instruction_sets()} on this CPU, got {name!r}")
+    before = torch.ops.getkern_cpu.isa()
+    torch.ops.getkern_cpu.set_isa(name)
+    _isa = name
+    return before
 
 
 @torch.library.custom_op("getkern::cpu_attention", mutates_args=())
