@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from helpers import assert_close_to_f64
 from test_models_fused import assert_as_accurate, build, inputs, run
 
-from getkern.ops import cpu_attention
+from getkern.ops import cpu_attention, cpu_library
 from getkern.ops.attention import attention_reference, fused_attention
 
-pytestmark = pytest.mark.skipif(not cpu_attention.available(), reason="the CPU operators cannot be built here")
+pytestmark = pytest.mark.skipif(not cpu_library.available(), reason="the CPU operators cannot be built here")
 
 # (B, N, heads, head_dim): the demo GET (16 tokens, 16 wide), head dims of 1, 2, 4 and 8 vectors on
 # some vector width (8, 16, 32, 64, 128), generic ones (24, 40), more queries than one vector's lanes
@@ -35,12 +35,12 @@ SHAPES = [
 ]
 
 
-@pytest.fixture(params=cpu_attention.instruction_sets() if cpu_attention.available() else ["none"])
+@pytest.fixture(params=cpu_library.instruction_sets() if cpu_library.available() else ["none"])
 def isa(request):
     """Each of the kernel's copies this CPU can run (AVX-512, AVX2, baseline), in turn."""
-    before = cpu_attention.use_instruction_set(request.param)
+    before = cpu_library.use_instruction_set(request.param)
     yield request.param
-    cpu_attention.use_instruction_set(before)
+    cpu_library.use_instruction_set(before)
 
 
 def _qkv(B, N, H, dh, seed=0, scale=1.0):
@@ -109,21 +109,21 @@ def test_clear_errors():
 
 
 def test_instruction_sets():
-    sets = cpu_attention.instruction_sets()
-    assert sets[0] == "baseline" and list(sets) == list(cpu_attention.INSTRUCTION_SETS[: len(sets)])
+    sets = cpu_library.instruction_sets()
+    assert sets[0] == "baseline" and list(sets) == list(cpu_library.INSTRUCTION_SETS[: len(sets)])
     assert torch.ops.getkern_cpu.isa() == sets[-1]  # the widest runs unless a test picks another
     with pytest.raises(ValueError, match="name must be one of"):
-        cpu_attention.use_instruction_set("avx1024")
+        cpu_library.use_instruction_set("avx1024")
     with pytest.raises(RuntimeError, match="unknown instruction set"):
         torch.ops.getkern_cpu.set_isa("avx1024")
-    if len(sets) < len(cpu_attention.INSTRUCTION_SETS):
+    if len(sets) < len(cpu_library.INSTRUCTION_SETS):
         with pytest.raises(RuntimeError, match="this CPU cannot run"):
-            torch.ops.getkern_cpu.set_isa(cpu_attention.INSTRUCTION_SETS[len(sets)])
+            torch.ops.getkern_cpu.set_isa(cpu_library.INSTRUCTION_SETS[len(sets)])
 
 
 def test_applies_only_where_it_can_run():
     qkv = torch.randn(2, 16, 48)
-    if cpu_attention._isa not in cpu_attention.FASTER_THAN_SDPA:
+    if cpu_library.isa() not in cpu_attention.FASTER_THAN_SDPA:
         assert not cpu_attention.applies(qkv)  # measured no faster than SDPA there
         return
     assert cpu_attention.applies(qkv)
@@ -138,10 +138,10 @@ def test_applies_only_where_it_can_run():
 
 def test_turned_off_by_the_environment(monkeypatch):
     monkeypatch.setenv("GETKERN_CPU_OPS", "0")
-    monkeypatch.setattr(cpu_attention, "_ready", None)
-    assert not cpu_attention.available()
+    monkeypatch.setattr(cpu_library, "_ready", None)
+    assert not cpu_library.available()
     assert not cpu_attention.applies(torch.randn(2, 16, 48))
-    monkeypatch.setattr(cpu_attention, "_ready", None)  # the next test finds it again
+    monkeypatch.setattr(cpu_library, "_ready", None)  # the next test finds it again
 
 
 def test_a_failed_build_warns_once_and_pytorch_runs(monkeypatch):
@@ -151,15 +151,15 @@ def test_a_failed_build_warns_once_and_pytorch_runs(monkeypatch):
         raise _extension.ExtensionError("no C++ compiler (test)")
 
     monkeypatch.setattr(_extension, "build_cpu_ops", fail)
-    monkeypatch.setattr(cpu_attention, "_ready", None)
+    monkeypatch.setattr(cpu_library, "_ready", None)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
-        assert not cpu_attention.available()
+        assert not cpu_library.available()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning, no second build
         assert not cpu_attention.applies(torch.randn(2, 16, 48))
     with pytest.raises(_extension.ExtensionError, match="could not be built"):
         cpu_attention.cpu_attention(torch.randn(2, 16, 48), 1)
-    monkeypatch.setattr(cpu_attention, "_ready", None)
+    monkeypatch.setattr(cpu_library, "_ready", None)
 
 
 @pytest.fixture

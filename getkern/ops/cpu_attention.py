@@ -2,7 +2,7 @@
 
 At the digits GET's 16 tokens and head dim 16, ATen's flash-attention kernel spends most of its time
 on bookkeeping sized for long sequences (21 % of the model's time for 3 % of its FLOPs); this kernel
-takes one (image, head) at a time with its K and V in L1 and 16 queries per vector register, reads q, k,
+takes one (image, head) at a time with its K and V in L1 and one query per vector lane, reads q, k,
 v straight from the qkv projection's (B, N, 3, H, Dh) layout and writes the (B, N, H * Dh) layout the
 output projection reads, so no transpose or copy is made. Forward and backward (from the saved
 log-sum-exp), float32, equal to the PyTorch reference to float rounding (tests/test_cpu_attention.py).
@@ -10,53 +10,26 @@ log-sum-exp), float32, equal to the PyTorch reference to float rounding (tests/t
 One copy of the kernel per vector width is compiled (AVX-512: 16 queries a vector, AVX2: 8, otherwise
 4) and the widest the CPU has runs. ``backend="auto"`` takes it for float32 CPU tensors of at most
 ``MAX_TOKENS`` tokens, outside torch.compile and autocast, on CPUs with AVX2 or AVX-512, once the CPU
-operators are built (compiled on first use, once per torch:
-getkern/_extension.py; ``GETKERN_CPU_OPS=0`` turns them off); ``backend="torch"`` keeps
+operators are loaded (getkern.ops.cpu_library); ``backend="torch"`` keeps
 ``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
 from getkern import _extension
+from getkern.ops import cpu_library
 
 # Up to here the kernel was measured faster than SDPA (docs/results/cpu-speed.md: 2.5x at 16 tokens,
 # 1.4x at 64); at 256 tokens SDPA's tiling wins.
 MAX_TOKENS = 64
 
-# Instruction sets of the kernel, narrowest first. On "baseline" (SSE2, NEON) it was measured no faster
-# than SDPA (docs/results/cpu-speed.md), so "auto" takes it only on the others.
-INSTRUCTION_SETS = ("baseline", "avx2", "avx512")
+# On the baseline copy (SSE2, NEON) the kernel was measured no faster than SDPA
+# (docs/results/cpu-speed.md), so "auto" takes it only on these.
 FASTER_THAN_SDPA = ("avx2", "avx512")
-
-_ready: bool | None = None  # None: not tried yet in this process
-_isa: str | None = None  # the instruction set the kernel runs on, once loaded
-
-
-def available() -> bool:
-    """Whether the compiled kernel is loaded, building it on the first call (once per torch; a failed
-    build warns once and the PyTorch path runs from then on)."""
-    global _ready, _isa
-    if _ready is None:
-        if not _extension.cpu_ops_enabled():
-            _ready = False
-        else:
-            try:
-                _extension.build_cpu_ops()
-                _ready = True
-                _isa = torch.ops.getkern_cpu.isa()
-            except _extension.ExtensionError as error:
-                warnings.warn(
-                    f"getkern's CPU attention is unavailable ({error}); attention uses PyTorch's SDPA",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                _ready = False
-    return _ready
 
 
 def applies(qkv: torch.Tensor, *others: torch.Tensor | None) -> bool:
@@ -67,25 +40,7 @@ def applies(qkv: torch.Tensor, *others: torch.Tensor | None) -> bool:
         return False
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
-    return available() and _isa in FASTER_THAN_SDPA
-
-
-def instruction_sets() -> tuple[str, ...]:
-    """The kernel's instruction sets this CPU can run, narrowest first (needs :func:`available`)."""
-    widest = torch.ops.getkern_cpu.widest_isa()
-    return INSTRUCTION_SETS[: INSTRUCTION_SETS.index(widest) + 1]
-
-
-def use_instruction_set(name: str) -> str:
-    """Run the kernel's ``name`` copy from now on in this process (tests compare them); returns the one
-    it ran before. ``name`` must be one of :func:`instruction_sets`."""
-    global _isa
-    if name not in instruction_sets():
-        raise ValueError(f"use_instruction_set: name must be one of {instruction_sets()} on this CPU, got {name!r}")
-    before = torch.ops.getkern_cpu.isa()
-    torch.ops.getkern_cpu.set_isa(name)
-    _isa = name
-    return before
+    return cpu_library.available() and cpu_library.isa() in FASTER_THAN_SDPA
 
 
 @torch.library.custom_op("getkern::cpu_attention", mutates_args=())
@@ -135,10 +90,10 @@ _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 def cpu_attention(qkv: torch.Tensor, num_heads: int, scale: float | None = None) -> torch.Tensor:
     """softmax(q k^T * scale) v per head. qkv: (B, N, 3D) float32 on CPU, split as (3, heads, D / heads)
     on its last dim; returns (B, N, D). Differentiable in qkv. scale defaults to 1/sqrt(D / num_heads).
-    Needs the CPU operators (:func:`available`)."""
+    Needs the CPU operators (:func:`getkern.ops.cpu_library.available`)."""
     if qkv.dim() != 3 or qkv.shape[-1] % (3 * num_heads):
         raise ValueError(f"cpu_attention: qkv must be (B, N, 3 * heads * head_dim), got {tuple(qkv.shape)}")
-    if not available():
+    if not cpu_library.available():
         raise _extension.ExtensionError("cpu_attention: getkern's CPU operators could not be built or loaded")
     head_dim = qkv.shape[-1] // 3 // num_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)

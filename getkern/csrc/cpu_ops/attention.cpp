@@ -6,6 +6,8 @@
 // Layout is the qkv linear's own: qkv (B, N, 3, H, Dh) contiguous in, out (B, N, H, Dh) out, so no
 // transpose or copy is needed on either side. The backward takes the log-sum-exp the forward saved.
 // The kernel itself is attention_kernel.h, compiled here once per vector width.
+#include "isa.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -18,10 +20,6 @@
 #include <string>
 #include <vector>
 
-// Helpers are inlined into each instruction set's code: a vector passed by value between code compiled
-// for different vector units would not agree on where it is passed.
-#define GETKERN_INLINE __attribute__((always_inline))
-
 namespace {
 
 struct Shape {
@@ -30,75 +28,19 @@ struct Shape {
   int64_t out_row() const { return heads * dh; }
 };
 
-// One copy of the kernel per vector width, each compiled for its instruction set; the widest this CPU
-// has runs (isa(); set_isa() picks a narrower one, for tests). Explicit vectors because the compiler fully
-// unrolls the short constant-length loops of plain code into scalar instructions instead of
-// vectorizing them. The lane count follows the register file: 16 lanes on AVX2's 16 registers spilled
-// (2-9x slower than 8 lanes, measured on a Zen 3 EPYC).
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define GETKERN_X86 1
-namespace avx512 {  // 32 registers of 16 floats (x86-64-v4)
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2")
-constexpr int kLanes = 16, kAccumulators = 16;
-typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
-#include "attention_kernel.h"
-#pragma GCC pop_options
-}  // namespace avx512
-namespace avx2 {  // 16 registers of 8 floats (x86-64-v3)
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,bmi,bmi2")
-constexpr int kLanes = 8, kAccumulators = 8;
-typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
-#include "attention_kernel.h"
-#pragma GCC pop_options
-}  // namespace avx2
-#endif
-namespace baseline {  // what the compiler targets by default (SSE2 on x86-64, NEON on aarch64): 4 floats
-constexpr int kLanes = 4, kAccumulators = 8;
-typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
-#include "attention_kernel.h"
-}  // namespace baseline
+}  // namespace
 
-enum class Isa { baseline = 0, avx2 = 1, avx512 = 2 };
-const char* const kIsaNames[] = {"baseline", "avx2", "avx512"};
+#define GETKERN_KERNEL "attention_kernel.h"
+#include "per_isa.h"
 
-Isa detected_isa() {
-#ifdef GETKERN_X86
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
-  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-    return Isa::avx512;
-  if (avx2) return Isa::avx2;
-#endif
-  return Isa::baseline;
-}
+namespace {
 
-std::atomic<int> selected_isa{static_cast<int>(detected_isa())};
-
-std::string isa() { return kIsaNames[selected_isa.load()]; }
-std::string widest_isa() { return kIsaNames[static_cast<int>(detected_isa())]; }
-
-// For tests: run a narrower instruction set's code than the CPU's widest (never a wider one).
-void set_isa(const std::string& name) {
-  for (int i = 0; i < 3; ++i) {
-    if (name != kIsaNames[i]) continue;
-    TORCH_CHECK(i <= static_cast<int>(detected_isa()), "cpu_attention: this CPU cannot run '", name,
-                "'; it has '", kIsaNames[static_cast<int>(detected_isa())], "'");
-    selected_isa.store(i);
-    return;
-  }
-  TORCH_CHECK(false, "cpu_attention: unknown instruction set '", name, "' (baseline, avx2, avx512)");
-}
+using getkern_cpu::Isa;
+using getkern_cpu::selected_isa;
 
 void forward_range(const float* qkv, float* out, float* lse, const Shape& sh, float scale, int64_t first,
                    int64_t last) {
-  switch (static_cast<Isa>(selected_isa.load())) {
+  switch (selected_isa()) {
 #ifdef GETKERN_X86
     case Isa::avx512: return avx512::forward_range(qkv, out, lse, sh, scale, first, last);
     case Isa::avx2: return avx2::forward_range(qkv, out, lse, sh, scale, first, last);
@@ -109,7 +51,7 @@ void forward_range(const float* qkv, float* out, float* lse, const Shape& sh, fl
 
 void backward_range(const float* qkv, const float* out, const float* lse, const float* dout, float* dqkv,
                     const Shape& sh, float scale, int64_t first, int64_t last) {
-  switch (static_cast<Isa>(selected_isa.load())) {
+  switch (selected_isa()) {
 #ifdef GETKERN_X86
     case Isa::avx512: return avx512::backward_range(qkv, out, lse, dout, dqkv, sh, scale, first, last);
     case Isa::avx2: return avx2::backward_range(qkv, out, lse, dout, dqkv, sh, scale, first, last);
@@ -170,9 +112,9 @@ void attention_backward(const at::Tensor& qkv, const at::Tensor& out, const at::
 TORCH_LIBRARY(getkern_cpu, m) {
   m.def("attention_forward(Tensor qkv, int heads, float scale, Tensor(a!) out, Tensor(b!)? lse) -> ()");
   // No tensor arguments: one implementation for every dispatch key.
-  m.def("isa() -> str", &isa);
-  m.def("widest_isa() -> str", &widest_isa);
-  m.def("set_isa(str name) -> ()", &set_isa);
+  m.def("isa() -> str", &getkern_cpu::isa_name);
+  m.def("widest_isa() -> str", &getkern_cpu::widest_isa_name);
+  m.def("set_isa(str name) -> ()", &getkern_cpu::set_isa);
   m.def(
       "attention_backward(Tensor qkv, Tensor out, Tensor lse, Tensor dout, int heads, float scale, "
       "Tensor(a!) dqkv) -> ()");
