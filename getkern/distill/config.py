@@ -20,6 +20,7 @@ LOSSES = ("l1", "l2", "perceptual")  # regression distance (objectives/)
 GRADS = ("unrolled", "phantom", "implicit")  # = getkern.deq.GRADS (torch-free copy; tests/test_cli.py)
 LR_SCHEDULES = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
+CPU_SPLITS = ("auto", "off")  # distill/cpu_split.py
 DISC_INPUTS = ("image", "pair")  # what the discriminator sees (objectives/adversarial.py)
 DISC_LOSSES = ("hinge", "nonsaturating")
 PERCEPTUAL_NETS = ("digits", "lpips")  # objectives/perceptual.py
@@ -36,6 +37,7 @@ MAY_CHANGE_ON_RESUME = {
     "progress": "reporting only",
     "device": "where it runs",
     "grad_accum": "memory only: changes the float summation order, as the number of ranks does",
+    "cpu_split": "where it runs: changes the float summation order, as grad_accum does",
 }
 # Compared by what they denote, not by how they are spelled: the pair set by its content
 # (PairDataset.identity), the model by the configuration of the model it builds.
@@ -132,6 +134,12 @@ class TrainConfig:
     seed: int = _setting(0, "seeds the initial weights, data order and z0", low=0, high=MAX_SEED)
     amp: str = _setting("none", "CUDA autocast dtype", choices=AMP_MODES)
     device: str | None = _setting(None, "None or 'auto': CUDA when available; else a torch device")
+    cpu_split: str = _setting(
+        "auto",
+        "on a CPU, one process: each micro-batch as one part per thread, run side by side (auto; "
+        "docs/results/cpu-speed.md) or as one batch on all threads (off)",
+        choices=CPU_SPLITS,
+    )
     progress: bool = _setting(True, "progress bar")
 
     def __post_init__(self):

@@ -47,6 +47,7 @@ from getkern.checkpoint import (
 from getkern.data import PairDataset, ReferencePairDataset
 from getkern.data.pairs import describe_differences
 from getkern.distill.config import MAY_CHANGE_ON_RESUME, TrainConfig, defaults, resume_differences
+from getkern.distill.cpu_split import ThreadSplit
 from getkern.distill.objectives import Objective, freeze_parameters, load_initial_weights
 from getkern.distill.seeding import seeded_generator
 from getkern.distributed import barrier, init_distributed, share_refusal
@@ -203,6 +204,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(lr_factor, config=c))
         self.scaler = torch.amp.GradScaler("cuda", enabled=c.amp == "fp16" and self.device.type == "cuda")
         self.objective = Objective(c, image_shape=(C, H, W), num_classes=self.dataset.num_classes, device=self.device)
+        self.split = self._thread_split()
         self.step = 0
         self._saved_step: int | None = None  # the step checkpoint.pt holds (None: no checkpoint yet)
         self._perm_cache: dict[int, torch.Tensor] = {}
@@ -228,6 +230,37 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
 
+    def _thread_split(self) -> ThreadSplit | None:
+        """The CPU split of each micro-batch (distill/cpu_split.py), where it applies: one process on a
+        CPU with several threads, fp32, and a forward whose rows are independent (GET's unrolled
+        iterations: the phantom and implicit solvers stop on the whole batch's residual; the ViT)."""
+        c, threads = self.config, torch.get_num_threads()
+        rows_independent = c.grad == "unrolled" or not isinstance(self.model, GET)
+        if c.cpu_split == "off" or self.device.type != "cpu" or self.dist.world_size > 1 or c.amp != "none":
+            return None
+        if threads < 2 or self.micro < 2 or not rows_independent:
+            return None
+        return ThreadSplit(min(threads, self.micro))
+
+    def _student(self, noise, y, z0, w) -> list[torch.Tensor]:
+        """The student's outputs the objective scores: GET's decoded iterates, or the ViT's one image."""
+        c = self.config
+        if isinstance(self.model, GET):
+            return self.net(noise, y, iters=c.iters, z0=z0, return_iterates=True, grad=c.grad, guidance=w)
+        return [self.net(noise, y, guidance=w)]  # the one-pass ViT baseline
+
+    def _split_micro_batch(self, noise, target, y, w, z0, rows, step) -> torch.Tensor:
+        def pick(t, part):
+            return None if t is None else t[part]
+
+        return self.split.step(
+            lambda part: self._student(pick(noise, part), pick(y, part), pick(z0, part), pick(w, part)),
+            lambda iterates: self.objective.loss(iterates, target, noise, y, step, rows=rows),
+            len(noise),
+            self.opt.param_groups[0]["params"],
+            scale=1.0 / self.config.grad_accum,
+        )
+
     def train_step(self) -> dict:
         c, step = self.config, self.step
         idx = self.batch_indices(step)
@@ -244,21 +277,19 @@ class Trainer:
             y = self.labels[i].to(self.device) if self.cond else None
             w = self.guidance[i].to(self.device) if self.guidance is not None else None
             z0 = z0_all[sl].to(self.device)
-            sync = a == c.grad_accum - 1 or self.dist.world_size == 1
-            with self.net.no_sync() if not sync else contextlib.nullcontext():
-                with torch.autocast(
-                    self.device.type,
-                    dtype=torch.bfloat16 if c.amp == "bf16" else torch.float16,
-                    enabled=c.amp != "none" and self.device.type == "cuda",
-                ):
-                    if isinstance(self.model, GET):
-                        iterates = self.net(
-                            noise, y, iters=c.iters, z0=z0, return_iterates=True, grad=c.grad, guidance=w
-                        )
-                    else:  # the one-pass ViT baseline
-                        iterates = [self.net(noise, y, guidance=w)]
-                    loss = self.objective.loss(iterates, target, noise, y, step, rows=sl)
-                self.scaler.scale(loss / c.grad_accum).backward()
+            if self.split is not None:  # CPU: the micro-batch as one part per thread (distill/cpu_split.py)
+                loss = self._split_micro_batch(noise, target, y, w, z0, sl, step)
+            else:
+                sync = a == c.grad_accum - 1 or self.dist.world_size == 1
+                with self.net.no_sync() if not sync else contextlib.nullcontext():
+                    with torch.autocast(
+                        self.device.type,
+                        dtype=torch.bfloat16 if c.amp == "bf16" else torch.float16,
+                        enabled=c.amp != "none" and self.device.type == "cuda",
+                    ):
+                        iterates = self._student(noise, y, z0, w)
+                        loss = self.objective.loss(iterates, target, noise, y, step, rows=sl)
+                    self.scaler.scale(loss / c.grad_accum).backward()
             total += loss.detach().double().cpu() / c.grad_accum
         self.scaler.step(self.opt)
         self.scaler.update()
