@@ -12,8 +12,8 @@ the per-round ratios: these machines are noisy, so only ratios of one run are qu
 4. the digits demo's GET at its headline 4 iterations against the 35-evaluation teacher, at the
    demo's evaluation batch (600), per image;
 5. a training step (the reference recipe's: 6 unrolled iterations, L1 fixed-point-correction loss,
-   AdamW, EMA) as getkern's trainer takes it (fused AdamW, one foreach EMA update, backend "auto")
-   against plain PyTorch eager (AdamW's per-tensor loop, an EMA loop, backend "torch"), for GET-T/2
+   AdamW, EMA) as getkern's trainer takes it (fused AdamW, one foreach EMA update, backend "auto",
+   the batch split across the threads: getkern/distill/cpu_split.py) against plain PyTorch eager (AdamW's per-tensor loop, an EMA loop, backend "torch"), for GET-T/2
    (batch 8, 32x32) and the demo's GET (batch 64, 8x8), losses compared after the timed steps.
 
     python benchmarks/test_cpu_speed_bench.py [--rounds 7] [--compiled] [--write-readme]
@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from getkern import GET
 from getkern.models.reference import reference_get
-from getkern.ops import cpu_epilogues
+from getkern.ops import cpu_epilogues, cpu_library
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 MARKERS = (
@@ -50,11 +50,23 @@ MARKERS = (
 
 
 def cpu_model() -> str:
+    """The CPU's name with its family and model numbers and the vector unit getkern's CPU kernels use
+    (a VM may show only "AMD EPYC" for CPUs of different generations)."""
     try:
-        names = re.findall(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        names = []
-    return names[0].strip() if names else platform.processor() or platform.machine()
+        info = ""
+
+    def field(name):
+        found = re.findall(rf"^{name}\s*:\s*(.+)$", info, re.M)
+        return found[0].strip() if found else None
+
+    name = field("model name") or platform.processor() or platform.machine()
+    family, model = field("cpu family"), field("model")
+    details = [f"family {family} model {model}"] if family and model else []
+    if cpu_library.available():
+        details.append(cpu_library.isa())
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def _seconds(fn) -> float:
@@ -127,11 +139,14 @@ def demo_case(batch: int = 600):
 
 
 def train_case(which: str, batch: int):
-    """Two copies of one GET and a step function for each: getkern's trainer's way and plain eager."""
+    """Two copies of one GET and a step function for each: getkern's trainer's way (the "auto" kernels,
+    fused AdamW, one foreach EMA update and, with several threads, the batch split across them) and
+    plain eager."""
     import copy
 
     from getkern.apps.demo_config import DemoConfig
     from getkern.distill import fpc_loss
+    from getkern.distill.cpu_split import ThreadSplit
     from getkern.distill.trainer import fused_optimizer
 
     torch.manual_seed(0)
@@ -151,13 +166,24 @@ def train_case(which: str, batch: int):
         net = copy.deepcopy(model).set_backend("auto" if fast else "torch")
         ema = copy.deepcopy(net).requires_grad_(False)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused_optimizer(noise.device) if fast else None)
+        split = ThreadSplit(min(torch.get_num_threads(), batch)) if fast and torch.get_num_threads() > 1 else None
         losses = []
 
+        def forward(rows):
+            def pick(t):
+                return None if t is None else t[rows]
+
+            return net(pick(noise), pick(y), z0=pick(z0), iters=iters, return_iterates=True, grad="unrolled")
+
         def step():
-            outs = net(noise, y, z0=z0, iters=iters, return_iterates=True, grad="unrolled")
-            loss = fpc_loss(outs, target, weight=0.8)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if split is not None:  # as getkern's trainer runs a CPU step (distill/cpu_split.py)
+                loss = split.step(
+                    forward, lambda outs: fpc_loss(outs, target, weight=0.8), batch, list(net.parameters())
+                )
+            else:
+                loss = fpc_loss(forward(slice(None)), target, weight=0.8)
+                loss.backward()
             opt.step()
             with torch.no_grad():
                 if fast:

@@ -1,10 +1,11 @@
 """Data parallelism inside one CPU process: a micro-batch's forward and backward as one part per
 thread, each part on one intra-op thread, run side by side.
 
-At the digits GET's sizes (1024 token rows of width 64) every op is 0.1-1 ms, and splitting each op over
-two threads gains little: a training step on 2 threads took 1.8-2x the time of the same step on half the
-batch on one thread (docs/results/cpu-speed.md). So the trainer's step runs the parts in a thread pool
-(ATen releases the GIL inside ops) and joins them only at the loss:
+At the digits GET's sizes (1024 token rows of width 64) every op is 0.1-1 ms and ends in an OpenMP
+barrier; when another process shares the cores, each barrier waits for a thread the OS has descheduled,
+and a 2-thread step took 1.8x the time of the split one (on a quiet machine the split gains about 3 %:
+docs/results/cpu-speed.md). So the trainer's step runs the parts in a thread pool (ATen releases the GIL
+inside ops) and joins them only at the loss:
 
 1. each part's forward, on its rows, in its own thread -> its outputs (with their graph);
 2. the loss on the outputs of all rows, on the calling thread: objectives that keep state (the
@@ -64,7 +65,7 @@ class ThreadSplit:
         outs = self._map(forward, slices)
         leaves = [[t.detach().requires_grad_(t.requires_grad) for t in part] for part in outs]
         loss = loss_fn([torch.cat(column) for column in zip(*leaves)])
-        params = list(params)
+        params = [p for p in params if p.requires_grad]  # frozen ones (a fixed pos_embed) get none
         wanted = [leaf for part in leaves for leaf in part if leaf.requires_grad]
         # The parameters too, in case the loss reaches one directly (not through the outputs).
         grads = torch.autograd.grad(scale * loss, wanted + params, allow_unused=True)
