@@ -12,8 +12,8 @@ the per-round ratios: these machines are noisy, so only ratios of one run are qu
 4. the digits demo's GET at its headline 4 iterations against the 35-evaluation teacher, at the
    demo's evaluation batch (600), per image;
 5. a training step (the reference recipe's: 6 unrolled iterations, L1 fixed-point-correction loss,
-   AdamW, EMA) as getkern's trainer takes it (fused AdamW, one foreach EMA update, backend "auto",
-   the batch split across the threads: getkern/distill/cpu_split.py) against plain PyTorch eager (AdamW's per-tensor loop, an EMA loop, backend "torch"), for GET-T/2
+   AdamW, EMA) as getkern's trainer takes it (fused AdamW, one foreach EMA update, backend "auto")
+   against plain PyTorch eager (AdamW's per-tensor loop, an EMA loop, backend "torch"), for GET-T/2
    (batch 8, 32x32) and the demo's GET (batch 64, 8x8), losses compared after the timed steps.
 
     python benchmarks/test_cpu_speed_bench.py [--rounds 7] [--compiled] [--write-readme]
@@ -140,13 +140,11 @@ def demo_case(batch: int = 600):
 
 def train_case(which: str, batch: int):
     """Two copies of one GET and a step function for each: getkern's trainer's way (the "auto" kernels,
-    fused AdamW, one foreach EMA update and, with several threads, the batch split across them) and
-    plain eager."""
+    fused AdamW, one foreach EMA update) and plain eager."""
     import copy
 
     from getkern.apps.demo_config import DemoConfig
     from getkern.distill import fpc_loss
-    from getkern.distill.cpu_split import ThreadSplit
     from getkern.distill.trainer import fused_optimizer
 
     torch.manual_seed(0)
@@ -166,24 +164,13 @@ def train_case(which: str, batch: int):
         net = copy.deepcopy(model).set_backend("auto" if fast else "torch")
         ema = copy.deepcopy(net).requires_grad_(False)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused_optimizer(noise.device) if fast else None)
-        split = ThreadSplit(min(torch.get_num_threads(), batch)) if fast and torch.get_num_threads() > 1 else None
         losses = []
 
-        def forward(rows):
-            def pick(t):
-                return None if t is None else t[rows]
-
-            return net(pick(noise), pick(y), z0=pick(z0), iters=iters, return_iterates=True, grad="unrolled")
-
         def step():
+            outs = net(noise, y, z0=z0, iters=iters, return_iterates=True, grad="unrolled")
+            loss = fpc_loss(outs, target, weight=0.8)
             opt.zero_grad(set_to_none=True)
-            if split is not None:  # as getkern's trainer runs a CPU step (distill/cpu_split.py)
-                loss = split.step(
-                    forward, lambda outs: fpc_loss(outs, target, weight=0.8), batch, list(net.parameters())
-                )
-            else:
-                loss = fpc_loss(forward(slice(None)), target, weight=0.8)
-                loss.backward()
+            loss.backward()
             opt.step()
             with torch.no_grad():
                 if fast:

@@ -42,8 +42,8 @@ def _first_step_gradients(pairs, out, **settings):
     "objective", [{}, {"adversarial_weight": 0.05, "disc_classes": True}], ids=["fpc", "adversarial"]
 )
 def test_split_matches_the_unsplit_step(pairs, tmp_path, objective):
-    split, split_grads = _first_step_gradients(pairs, tmp_path / "split", **objective)
-    plain, plain_grads = _first_step_gradients(pairs, tmp_path / "plain", cpu_split="off", **objective)
+    split, split_grads = _first_step_gradients(pairs, tmp_path / "split", cpu_split="threads", **objective)
+    plain, plain_grads = _first_step_gradients(pairs, tmp_path / "plain", **objective)
     assert split.split is not None and split.split.parts == 2 and plain.split is None
     assert len(split_grads) == len(plain_grads) > 0
     assert sum(g is not None for g in plain_grads) > 0
@@ -53,24 +53,27 @@ def test_split_matches_the_unsplit_step(pairs, tmp_path, objective):
             continue
         # Matmuls of fewer rows sum in another order: float32 rounding of sums of a few hundred terms.
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
-    _, split_losses = _fit(pairs, tmp_path / "split3", **objective)
-    _, plain_losses = _fit(pairs, tmp_path / "plain3", cpu_split="off", **objective)
+    _, split_losses = _fit(pairs, tmp_path / "split3", cpu_split="threads", **objective)
+    _, plain_losses = _fit(pairs, tmp_path / "plain3", **objective)
     assert split_losses == pytest.approx(plain_losses, rel=1e-5)
 
 
 def test_split_is_deterministic(pairs, tmp_path):
-    a, la = _fit(pairs, tmp_path / "a")
-    b, lb = _fit(pairs, tmp_path / "b")
+    a, la = _fit(pairs, tmp_path / "a", cpu_split="threads")
+    b, lb = _fit(pairs, tmp_path / "b", cpu_split="threads")
     assert la == lb
     assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
 
 
 def test_split_only_where_it_applies(pairs, tmp_path):
     with torch_threads(2):
-        assert Trainer(tiny_train_config(pairs, tmp_path / "p", grad="phantom")).split is None  # batch-wide stop
-        assert Trainer(tiny_train_config(pairs, tmp_path / "o", cpu_split="off")).split is None
+        threads = dict(cpu_split="threads")
+        assert (
+            Trainer(tiny_train_config(pairs, tmp_path / "p", grad="phantom", **threads)).split is None
+        )  # batch-wide stop
+        assert Trainer(tiny_train_config(pairs, tmp_path / "o")).split is None  # off by default
     with torch_threads(1):
-        assert Trainer(tiny_train_config(pairs, tmp_path / "t")).split is None
+        assert Trainer(tiny_train_config(pairs, tmp_path / "t", **threads)).split is None
 
 
 def test_thread_split_gradients_match_float64():

@@ -20,7 +20,7 @@ LOSSES = ("l1", "l2", "perceptual")  # regression distance (objectives/)
 GRADS = ("unrolled", "phantom", "implicit")  # = getkern.deq.GRADS (torch-free copy; tests/test_cli.py)
 LR_SCHEDULES = ("constant", "cosine")
 AMP_MODES = ("none", "bf16", "fp16")
-CPU_SPLITS = ("auto", "off")  # distill/cpu_split.py
+CPU_SPLITS = ("off", "threads")  # distill/cpu_split.py
 DISC_INPUTS = ("image", "pair")  # what the discriminator sees (objectives/adversarial.py)
 DISC_LOSSES = ("hinge", "nonsaturating")
 PERCEPTUAL_NETS = ("digits", "lpips")  # objectives/perceptual.py
@@ -135,9 +135,9 @@ class TrainConfig:
     amp: str = _setting("none", "CUDA autocast dtype", choices=AMP_MODES)
     device: str | None = _setting(None, "None or 'auto': CUDA when available; else a torch device")
     cpu_split: str = _setting(
-        "auto",
-        "on a CPU, one process: each micro-batch as one part per thread, run side by side (auto; "
-        "docs/results/cpu-speed.md) or as one batch on all threads (off)",
+        "off",
+        "on a CPU, one process: 'threads' runs each micro-batch as one part per thread side by side (faster "
+        "when other processes share the cores, slower on a quiet machine: docs/results/cpu-speed.md)",
         choices=CPU_SPLITS,
     )
     progress: bool = _setting(True, "progress bar")

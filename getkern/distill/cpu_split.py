@@ -3,9 +3,11 @@ thread, each part on one intra-op thread, run side by side.
 
 At the digits GET's sizes (1024 token rows of width 64) every op is 0.1-1 ms and ends in an OpenMP
 barrier; when another process shares the cores, each barrier waits for a thread the OS has descheduled,
-and a 2-thread step took 1.8x the time of the split one (on a quiet machine the split gains about 3 %:
-docs/results/cpu-speed.md). So the trainer's step runs the parts in a thread pool (ATen releases the GIL
-inside ops) and joins them only at the loss:
+and a 2-thread step took 1.8x the time of the split one. On a quiet machine the split gains about 3 % on
+the bare step and loses 9 % on the demo's (whose discriminator runs between the parts' forward and
+backward): docs/results/cpu-speed.md. So it is opt-in (the trainer's ``cpu_split="threads"``). The
+trainer's step then runs the parts in a thread pool (ATen releases the GIL inside ops) and joins them
+only at the loss:
 
 1. each part's forward, on its rows, in its own thread -> its outputs (with their graph);
 2. the loss on the outputs of all rows, on the calling thread: objectives that keep state (the
@@ -14,7 +16,7 @@ inside ops) and joins them only at the loss:
 4. each parameter's gradients summed in part order (deterministic) and added to ``.grad``.
 
 Equal to the unsplit step up to float rounding (matmuls of fewer rows sum in another order): the
-trainer's tests compare losses and weights. Only for forwards whose rows are independent (GET's
+tests compare gradients and losses (tests/test_cpu_split.py). Only for forwards whose rows are independent (GET's
 unrolled iterations, the ViT), which the trainer checks.
 """
 

@@ -236,7 +236,7 @@ class Trainer:
         iterations: the phantom and implicit solvers stop on the whole batch's residual; the ViT)."""
         c, threads = self.config, torch.get_num_threads()
         rows_independent = c.grad == "unrolled" or not isinstance(self.model, GET)
-        if c.cpu_split == "off" or self.device.type != "cpu" or self.dist.world_size > 1 or c.amp != "none":
+        if c.cpu_split != "threads" or self.device.type != "cpu" or self.dist.world_size > 1 or c.amp != "none":
             return None
         if threads < 2 or self.micro < 2 or not rows_independent:
             return None
