@@ -19,7 +19,8 @@ import torch
 from getkern import _extension
 from getkern.ops import cpu_library
 
-# Measured faster than F.gelu + gelu_backward on these copies (docs/results/cpu-speed.md).
+# Measured faster than F.gelu + gelu_backward on the AVX2 copy (Zen 3, docs/results/cpu-speed.md); the
+# AVX-512 copy is the same code on twice the lanes, not yet timed; the baseline copy was not timed.
 FASTER_THAN_ATEN = ("avx2", "avx512")
 
 
