@@ -95,6 +95,3 @@ class ThreadSplit:
                     total = total + g
                 p.grad = total if p.grad is None else p.grad + total
         return loss.detach()
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
