@@ -129,6 +129,21 @@ def save_scripted(module, path):
         torch.jit.script(module).save(str(path))
 
 
+class ZeroFills(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the ATen calls that write zeros (zeros, zeros_like, fill_, zero_) while active: a custom
+    op's backward that receives materialised zero gradients for outputs that have none shows here."""
+
+    OPS = ("aten::zeros", "aten::zeros_like", "aten::new_zeros", "aten::fill_", "aten::zero_")
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func._schema.name in self.OPS
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
 def torch_threads(n):
     """torch's intra-op thread count set to ``n`` inside, restored after (see the policy in conftest.py)."""

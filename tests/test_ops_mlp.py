@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import assert_close_to_f64
+from helpers import ZeroFills, assert_close_to_f64
 
 from getkern._backend import BackendUnavailable
 from getkern.nn import MLP
@@ -92,6 +92,17 @@ def test_inference_does_not_keep_the_pre_activation(monkeypatch):
     with torch.no_grad():
         mlp(*tensors[:5], residual=tensors[5], backend="triton")
     assert calls == [False]
+
+
+def test_backward_writes_no_zero_gradients_for_the_saved_activations():
+    """act and pre are outputs without gradients: no (M, H) zero tensors for them in the backward."""
+    tensors = make_inputs((2, 9), 40, 72, torch.float32)
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    out = mlp(*leaves[:5], residual=leaves[5], backend="triton")
+    with ZeroFills() as fills:
+        out.backward(torch.randn_like(out))
+    assert fills.count == 0
+    assert all(t.grad is not None for t in leaves)
 
 
 def test_opcheck():

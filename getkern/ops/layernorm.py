@@ -241,6 +241,7 @@ def _setup_layer_norm(ctx, inputs, output):
     x, weight, _, _ = inputs
     _, mean, rstd = output
     ctx.mark_non_differentiable(mean, rstd)
+    ctx.set_materialize_grads(False)  # no zero tensors for the outputs without gradients
     ctx.save_for_backward(x, weight, mean, rstd)
 
 
@@ -254,6 +255,7 @@ def _setup_add_layer_norm(ctx, inputs, output):
     _, _, weight, _, _ = inputs
     s, _, mean, rstd = output
     ctx.mark_non_differentiable(mean, rstd)
+    ctx.set_materialize_grads(False)  # no zero tensors for the outputs without gradients
     ctx.save_for_backward(s, weight, mean, rstd)
 
 

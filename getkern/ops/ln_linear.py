@@ -74,6 +74,7 @@ def _setup_layer_norm_linear(ctx, inputs, output):
     x, norm_weight, _, weight, _, _ = inputs
     _, h, mean, rstd = output
     ctx.mark_non_differentiable(h, mean, rstd)
+    ctx.set_materialize_grads(False)  # no zero tensors for the outputs without gradients
     ctx.save_for_backward(x, norm_weight, weight, h, mean, rstd)
 
 

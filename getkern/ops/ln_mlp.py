@@ -100,6 +100,7 @@ def _setup(ctx, inputs, output):
     _, _, norm_weight, _, w1, _, w2, _, _ = inputs
     _, s, h, mean, rstd, act, pre = output
     ctx.mark_non_differentiable(s, h, mean, rstd, act, pre)
+    ctx.set_materialize_grads(False)  # no zero tensors for the outputs without gradients
     ctx.save_for_backward(norm_weight, w1, w2, s, h, mean, rstd, act, pre)
 
 

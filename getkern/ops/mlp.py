@@ -102,6 +102,7 @@ def _setup_mlp_train(ctx, inputs, output):
     h, w1, _, w2, _, residual = inputs
     _, act, pre = output
     ctx.mark_non_differentiable(act, pre)
+    ctx.set_materialize_grads(False)  # no zero tensors for the outputs without gradients
     ctx.has_residual = residual is not None
     ctx.save_for_backward(h, w1, w2, act, pre)
 
