@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import ZeroFills
 
 from getkern.ops import cpu_gelu, cpu_library
