@@ -15,9 +15,8 @@ ops have no backward), outside torch.compile (inductor fuses on its own) and out
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from getkern.ops import cpu_attention, cpu_gelu
+from getkern.ops import cpu_attention
 from getkern.ops.attention import attention_reference
 
 
@@ -27,7 +26,6 @@ def _onednn_available() -> bool:
 
 # Decided once at import: a plain constant keeps dispatch free of guards under torch.compile.
 _AVAILABLE = _onednn_available()
-TRAINING = True
 
 
 def applies(backend: str, x: torch.Tensor, *params: torch.Tensor | None) -> bool:
@@ -36,11 +34,7 @@ def applies(backend: str, x: torch.Tensor, *params: torch.Tensor | None) -> bool
         return False
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
-    return TRAINING or not needs_grad(x, *params)
-
-
-def needs_grad(*tensors: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *params)))
 
 
 def linear(
@@ -52,56 +46,14 @@ def linear(
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``residual + x @ weight^T + bias`` or ``GELU_exact(x @ weight^T + bias)`` in one oneDNN call.
-    x: (..., K); weight: (N, K); residual: x's leading shape with N last, or broadcastable to it."""
-    if residual is not None and gelu:
-        raise ValueError("linear: gelu and residual are exclusive (the MLP applies them in different layers)")
-    if needs_grad(x, weight, bias, residual):
-        if gelu:
-            raise ValueError("linear: gelu has no backward here (the training MLP takes getkern.ops.cpu_gelu)")
-        return torch.ops.getkern.cpu_linear(x, weight, bias, residual)
-    return _onednn_linear(x, weight, bias, "gelu" if gelu else "none", residual)
-
-
-def _onednn_linear(x, weight, bias, activation: str, residual):
+    x: (..., K); weight: (N, K); residual: x's leading shape with N last."""
     if residual is not None:
+        if gelu:
+            raise ValueError("linear: gelu and residual are exclusive (the MLP applies them in different layers)")
         return torch.ops.mkldnn._linear_pointwise.binary(
             x, residual.expand(*x.shape[:-1], weight.shape[0]), weight, bias, "add"
         )
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "none" if activation == "gelu" else "")
-
-
-@torch.library.custom_op("getkern::cpu_linear", mutates_args=())
-def _linear_op(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None
-) -> torch.Tensor:
-    return _onednn_linear(x, weight, bias, "none", residual)
-
-
-@_linear_op.register_fake
-def _(x, weight, bias, residual):
-    return x.new_empty(*x.shape[:-1], weight.shape[0])
-
-
-def _setup_linear(ctx, inputs, output):
-    x, weight, _, residual = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.residual_shape = None if residual is None else residual.shape
-
-
-def _backward_linear(ctx, dy):
-    """The three matmul gradients as addmm's backward takes them, and the residual's (summed over
-    the dimensions it was broadcast along)."""
-    x, weight = ctx.saved_tensors
-    need_x, need_w, need_b, need_r = ctx.needs_input_grad
-    dy2d = dy.reshape(-1, weight.shape[0])
-    dx = (dy2d @ weight).view(x.shape) if need_x else None
-    dw = dy2d.t() @ x.reshape(-1, x.shape[-1]) if need_w else None
-    db = dy2d.sum(0) if need_b else None
-    dr = dy.sum_to_size(ctx.residual_shape) if need_r else None
-    return dx, dw, db, dr
-
-
-_linear_op.register_autograd(_backward_linear, setup_context=_setup_linear)
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
 
 
 def mlp(
@@ -112,13 +64,8 @@ def mlp(
     b2: torch.Tensor,
     residual: torch.Tensor | None,
 ) -> torch.Tensor:
-    """fc2(GELU_exact(fc1(h))) (+ residual): two oneDNN calls; with gradients GELU is its own pass
-    (getkern.ops.cpu_gelu where it runs, which keeps GELU' for the backward)."""
-    if not needs_grad(h, w1, b1, w2, b2, residual):
-        return linear(linear(h, w1, b1, gelu=True), w2, b2, residual=residual)
-    pre = linear(h, w1, b1)
-    act = cpu_gelu.cpu_gelu(pre) if cpu_gelu.applies(pre) else F.gelu(pre)
-    return linear(act, w2, b2, residual=residual)
+    """fc2(GELU_exact(fc1(h))) (+ residual): two oneDNN calls, nothing else."""
+    return linear(linear(h, w1, b1, gelu=True), w2, b2, residual=residual)
 
 
 def attention(
