@@ -1,6 +1,6 @@
 """The CPU short-sequence attention (getkern/csrc/cpu_ops/attention.cpp, getkern.ops.cpu_attention):
 forward and backward against float64 on odd shapes, every output element written, the custom op's
-registrations (opcheck), clear errors, when "auto" takes it, and whole GET inference and training on
+schemas (opcheck), clear errors, when "auto" takes it, and whole GET inference and training on
 the user's CPU dispatch against float64.
 """
 
@@ -93,9 +93,15 @@ def test_far_below_the_maximum_is_zero_and_stays_fast(isa):
     assert_close_to_f64("peaked", out, attention_reference(qkv.double(), H), attention_reference(qkv, H), factor)
 
 
-def test_custom_op_registrations():
-    qkv = _qkv(2, 16, 2, 16).requires_grad_(True)
-    torch.library.opcheck(cpu_attention._forward, (qkv, 2, 0.25))
+def test_schemas_declare_what_the_ops_write():
+    qkv = _qkv(2, 16, 2, 16)
+    out, lse = torch.empty(2, 16, 32), torch.empty(2, 2, 16)
+    torch.library.opcheck(
+        torch.ops.getkern_cpu.attention_forward.default, (qkv, 2, 0.25, out, lse), test_utils="test_schema"
+    )
+    dqkv = torch.empty_like(qkv)
+    args = (qkv, out, lse, torch.randn_like(out), 2, 0.25, dqkv)
+    torch.library.opcheck(torch.ops.getkern_cpu.attention_backward.default, args, test_utils="test_schema")
 
 
 def test_clear_errors():
@@ -170,8 +176,8 @@ def user_dispatch(monkeypatch):
 
 def test_fused_attention_auto_takes_it_with_c_and_u(user_dispatch, monkeypatch):
     calls = []
-    forward = cpu_attention._forward
-    monkeypatch.setattr(cpu_attention, "_forward", lambda *a: calls.append(1) or forward(*a))
+    apply = cpu_attention._Attention.apply
+    monkeypatch.setattr(cpu_attention._Attention, "apply", lambda *a: calls.append(1) or apply(*a))
     B, N, H, dh = 3, 16, 2, 16
     qkv, c, u = _qkv(B, N, H, dh), torch.randn(B, 1, 3 * H * dh), torch.randn(B, N, 3 * H * dh)
     got = fused_attention(qkv, H, c=c, u=u)
@@ -186,8 +192,8 @@ def test_whole_get_inference_and_training_on_the_user_dispatch(user_dispatch, mo
     """The digits-sized GET's forward (no grad: the oneDNN path) and an unrolled training step's loss
     and gradients with "auto" (this kernel in every block) against float64 and the torch backend."""
     calls = []
-    forward = cpu_attention._forward
-    monkeypatch.setattr(cpu_attention, "_forward", lambda *a: calls.append(1) or forward(*a))
+    apply = cpu_attention._Attention.apply
+    monkeypatch.setattr(cpu_attention._Attention, "apply", lambda *a: calls.append(1) or apply(*a))
     model = build("cond").train()
     fast, exact = copy.deepcopy(model).set_backend("auto"), copy.deepcopy(model).double()
     noise, y, w, z0 = inputs("cond")

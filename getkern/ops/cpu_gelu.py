@@ -33,35 +33,25 @@ def applies(x: torch.Tensor) -> bool:
     return cpu_library.available() and cpu_library.isa() in FASTER_THAN_ATEN
 
 
-@torch.library.custom_op("getkern::cpu_gelu", mutates_args=())
-def _forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    act, slope = torch.empty_like(x), torch.empty_like(x)
-    torch.ops.getkern_cpu.gelu_forward(x, act, slope)
-    return act, slope
+class _Gelu(torch.autograd.Function):
+    """GELU and GELU' in one C++ pass; GELU' is kept for the backward. An autograd.Function, not a
+    torch.library op, for the reason getkern.ops.cpu_attention gives (eager only, less dispatch)."""
 
+    @staticmethod
+    def forward(ctx, x):
+        act, slope = torch.empty_like(x), torch.empty_like(x)
+        torch.ops.getkern_cpu.gelu_forward(x, act, slope)
+        ctx.save_for_backward(slope)
+        return act
 
-@_forward.register_fake
-def _(x):
-    return torch.empty_like(x), torch.empty_like(x)
-
-
-def _setup_context(ctx, inputs, output):
-    _, slope = output
-    ctx.mark_non_differentiable(slope)
-    ctx.set_materialize_grads(False)  # no zero tensors for the outputs without gradients
-    ctx.save_for_backward(slope)
-
-
-def _autograd_backward(ctx, dact, _dslope):
-    (slope,) = ctx.saved_tensors
-    return dact * slope
-
-
-_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+    @staticmethod
+    def backward(ctx, dact):
+        (slope,) = ctx.saved_tensors
+        return dact * slope
 
 
 def cpu_gelu(x: torch.Tensor) -> torch.Tensor:
     """GELU_exact(x) for a float32 CPU tensor, differentiable; needs the CPU operators."""
     if not cpu_library.available():
         raise _extension.ExtensionError("cpu_gelu: getkern's CPU operators could not be built or loaded")
-    return _forward(x.contiguous())[0]
+    return _Gelu.apply(x.contiguous())

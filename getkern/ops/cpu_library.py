@@ -18,6 +18,7 @@ INSTRUCTION_SETS = ("baseline", "avx2", "avx512")  # narrowest first
 
 _ready: bool | None = None  # None: not tried yet in this process
 _isa: str | None = None  # the instruction set the kernels run on, once loaded
+_when_loaded: list = []  # callbacks waiting for the library (when_loaded)
 
 
 def available() -> bool:
@@ -31,6 +32,8 @@ def available() -> bool:
                 _extension.build_cpu_ops()
                 _ready = True
                 _isa = torch.ops.getkern_cpu.isa()
+                for callback in _when_loaded:
+                    callback()
             except _extension.ExtensionError as error:
                 warnings.warn(
                     f"getkern's CPU operators are unavailable ({error}); PyTorch's own operators run instead",
@@ -39,6 +42,15 @@ def available() -> bool:
                 )
                 _ready = False
     return _ready
+
+
+def when_loaded(callback) -> None:
+    """Call ``callback()`` once the library is loaded (now, if it is): for what needs its ops to exist,
+    such as FLOP formulas (getkern.ops.flops), without building it at import."""
+    if _ready:
+        callback()
+    else:
+        _when_loaded.append(callback)
 
 
 def isa() -> str | None:

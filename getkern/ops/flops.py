@@ -16,10 +16,10 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import register_flop_formula
 
 import getkern.ops.attention  # noqa: F401  (each import defines its torch.ops.getkern ops)
-import getkern.ops.cpu_attention  # noqa: F401
 import getkern.ops.ln_linear  # noqa: F401
 import getkern.ops.ln_mlp  # noqa: F401
 import getkern.ops.mlp  # noqa: F401
+from getkern.ops import cpu_library
 
 ops = torch.ops.getkern
 
@@ -68,15 +68,21 @@ def _attention_backward_flops(dout, qkv, *args, out_shape=None, **kwargs) -> int
     return 5 * _attention_matmul_flops(qkv)  # q k^T again, dv, dp, dq, dk
 
 
-# The C++ CPU attention (getkern.ops.cpu_attention) does the same matmuls on the same qkv layout.
-@register_flop_formula(ops.cpu_attention)
-def _cpu_attention_flops(qkv, *args, out_shape=None, **kwargs) -> int:
-    return 2 * _attention_matmul_flops(qkv)
+def _register_cpu_operators() -> None:
+    """The C++ CPU attention (getkern.ops.cpu_attention) does the same matmuls on the same qkv layout.
+    Its ops exist once getkern's CPU operators are loaded, so the formulas are registered then."""
+    cpu = torch.ops.getkern_cpu
+
+    @register_flop_formula(cpu.attention_forward)
+    def _cpu_attention_flops(qkv, *args, out_shape=None, **kwargs) -> int:
+        return 2 * _attention_matmul_flops(qkv)
+
+    @register_flop_formula(cpu.attention_backward)
+    def _cpu_attention_backward_flops(qkv, *args, out_shape=None, **kwargs) -> int:
+        return 5 * _attention_matmul_flops(qkv)
 
 
-@register_flop_formula(ops.cpu_attention_backward)
-def _cpu_attention_backward_flops(qkv, *args, out_shape=None, **kwargs) -> int:
-    return 5 * _attention_matmul_flops(qkv)
+cpu_library.when_loaded(_register_cpu_operators)
 
 
 # torch < 2.15 has no formula for SDPA's CPU kernel, so the torch path counted no attention there.
