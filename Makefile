@@ -11,6 +11,8 @@ VENV   ?= $(if $(filter newest,$(STACK)),.venv,.venv-$(STACK))
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip -q --disable-pip-version-check
 export MAX_JOBS ?= 2
+# pytest worker processes (pytest-xdist: idle workers steal queued tests); 0 runs them in this process.
+TEST_JOBS ?= 2
 export OMP_NUM_THREADS ?= 2
 # The compiled C++ loop is cached per torch; keep this checkout's builds beside its venvs.
 export GETKERN_EXTENSION_CACHE ?= $(CURDIR)/build/extension
@@ -50,11 +52,11 @@ build-ext: setup
 
 test-python: setup
 	@echo "== pytest tests on the $(STACK) stack: $$($(PY) -c 'import torch, triton, numpy; print("torch", torch.__version__, "triton", triton.__version__, "numpy", numpy.__version__)')"
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n $(TEST_JOBS) --dist worksteal
 
 # Benchmarks run once as plain tests so they cannot rot; `make bench` measures.
 test-benchmarks: setup
-	$(PY) -m pytest benchmarks -q --benchmark-disable
+	$(PY) -m pytest benchmarks -q --benchmark-disable -n $(TEST_JOBS) --dist worksteal
 
 # C++ unit tests of getkern/csrc/ (CMake against the venv's libtorch, CPU part only; see docs/cpp.md).
 test-cpp: setup
