@@ -43,6 +43,6 @@ class Attention(nn.Module):
         return a if residual is None else residual + a
 
     def residual_in_matmul(self, h: torch.Tensor) -> bool:
-        """Whether the residual add is free here (a oneDNN post-op of proj) rather than a pass of its
-        own, which the block then fuses with LN2 instead."""
+        """Whether the residual is added in place into proj's output here (the CPU inference path,
+        getkern.ops.cpu_epilogues) rather than by the block, which then fuses that add with LN2."""
         return cpu_epilogues.applies(self.backend, h, *self.parameters())

@@ -99,9 +99,8 @@ if _sdpa_cpu not in flop_counter.flop_registry and _sdpa_cpu.default not in flop
 
 
 # oneDNN linears with fused epilogues (getkern.ops.cpu_epilogues, the CPU inference path):
-# default (x, weight, bias, attr, ...) and binary (x, other, weight, bias, attr) share one packet.
+# (x, weight, bias, attr, ...).
 @register_flop_formula(torch.ops.mkldnn._linear_pointwise)
-def _onednn_linear_flops(x, second, third, *args, out_shape=None, **kwargs) -> int:
-    weight = third if third is not None and len(third) == 2 else second
+def _onednn_linear_flops(x, weight, *args, out_shape=None, **kwargs) -> int:
     n, k = weight
     return 2 * _rows(x) * k * n
