@@ -48,6 +48,16 @@ def test_gelu_and_slope_match_float64(n, isa):
     assert slope_err <= 4 * EPS, f"{isa}: GELU' error {slope_err / EPS:.2f} ulp"
 
 
+def test_in_place_equals_out_of_place(isa):
+    """gelu_ (inference, after fc1) writes what gelu_forward's act is, into its input."""
+    x = _inputs(1003, seed=5)
+    act = torch.full_like(x, float("nan"))
+    torch.ops.getkern_cpu.gelu_forward(x, act, None)
+    y = x.clone()
+    assert cpu_gelu.gelu_(y) is y
+    assert torch.equal(y, act)
+
+
 def test_without_slope_and_clear_errors():
     x = torch.randn(37)
     act = torch.full_like(x, float("nan"))

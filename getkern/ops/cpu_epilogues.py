@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from getkern.ops import cpu_attention
+from getkern.ops import cpu_attention, cpu_gelu
 from getkern.ops.attention import attention_reference
 
 
@@ -51,6 +51,10 @@ def linear(
     leading shape with N last, or broadcastable to it."""
     if residual is not None and gelu:
         raise ValueError("linear: gelu and residual are exclusive (the MLP applies them in different layers)")
+    if gelu and cpu_gelu.faster_here():
+        # getkern's GELU in place after the GEMM: 1.4x faster than oneDNN's GELU post-op on a Zen 3 EPYC
+        # (9600 x 256 elements: 1.5 vs 2.2 ms over the bare matmul), and as accurate as ATen's.
+        return cpu_gelu.gelu_(torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], ""))
     out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
     # oneDNN's binary "add" post-op ran 1.1-1.4x slower than this separate in-place add on a Zen 3 EPYC
     # (9600 x 64 x 192, the digits GET's qkv: 4.50 vs 3.14 ms; GET-T/2's qkv 16.8 vs 14.1 ms).

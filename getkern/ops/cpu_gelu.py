@@ -3,8 +3,9 @@
 The forward writes GELU(x) and its derivative GELU'(x) in one pass (they share one exp), so the
 backward is a single multiply, dx = dact * GELU'(x), where ATen's gelu_backward evaluates erf and exp
 again: in the digits GET's training step GELU forward and backward were 10 % of the time (1 thread,
-docs/results/cpu-speed.md). Cephes's float32 erf/erfc: within about 1 ulp of |x| of the float64 GELU,
-like ATen's (tests/test_cpu_gelu.py).
+docs/results/cpu-speed.md). erfc in Abramowitz and Stegun's 7.1.26 form: within 2.4 ulp of |x| of the
+float64 GELU, like ATen's 2.2 (tests/test_cpu_gelu.py). Inference takes it too, in place after the fc1
+matmul (:func:`gelu_`, getkern.ops.cpu_epilogues), where it is faster than oneDNN's GELU post-op.
 
 ``backend="auto"`` takes it in the MLP (getkern.ops.mlp) for float32 CPU tensors that need a gradient,
 outside torch.compile and autocast, on CPUs with AVX2 or AVX-512, once the CPU operators are loaded
@@ -30,7 +31,18 @@ def applies(x: torch.Tensor) -> bool:
         return False
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
+    return faster_here()
+
+
+def faster_here() -> bool:
+    """Whether the kernel runs on this CPU in a copy measured faster than the alternatives."""
     return cpu_library.available() and cpu_library.isa() in FASTER_THAN_ATEN
+
+
+def gelu_(x: torch.Tensor) -> torch.Tensor:
+    """GELU_exact(x) in place (no derivative, no autograd), for inference: x contiguous float32 on CPU."""
+    torch.ops.getkern_cpu.gelu_forward(x, x, None)
+    return x
 
 
 class _Gelu(torch.autograd.Function):
