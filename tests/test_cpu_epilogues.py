@@ -97,8 +97,10 @@ def test_whole_model_on_the_cpu_inference_path(user_dispatch, monkeypatch, kind,
 
 def test_training_keeps_the_plain_path(user_dispatch, monkeypatch):
     """Unrolled training iterates need gradients: the plain linears, bitwise the torch backend's once
-    the CPU operators (tests/test_cpu_attention.py, test_cpu_gelu.py cover training with them) are off."""
+    the CPU operators and the oneDNN training linear (tests/test_cpu_attention.py, test_cpu_gelu.py and
+    test_cpu_linear.py cover training with them) are off."""
     monkeypatch.setattr("getkern.ops.cpu_library._ready", False)
+    monkeypatch.setattr("getkern.ops.cpu_linear.faster_here", lambda: False)
     model = build("cond").train()
     fast = copy.deepcopy(model).set_backend("auto")
     noise, y, _, z0 = inputs("cond")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from getkern.ops import cpu_epilogues
+from getkern.ops import cpu_epilogues, cpu_linear
 from getkern.ops.attention import fused_attention
 
 
@@ -16,7 +16,8 @@ class Attention(nn.Module):
     The middle step is :func:`getkern.ops.fused_attention` (c and u added inside the kernel);
     ``backend = "torch"`` forces the PyTorch reference, "auto"/"triton" as in getkern._backend. On a
     CPU without gradients, "auto" adds c + u, the biases and the residual inside the two matmuls
-    (getkern.ops.cpu_epilogues).
+    (getkern.ops.cpu_epilogues); with gradients, the two matmuls run in oneDNN where it is faster than
+    torch.mm's BLAS (getkern.ops.cpu_linear).
     """
 
     def __init__(self, dim: int, num_heads: int, backend: str = "auto"):
@@ -39,7 +40,9 @@ class Attention(nn.Module):
             return cpu_epilogues.attention(
                 h, self.qkv.weight, self.qkv.bias, self.proj.weight, self.proj.bias, self.num_heads, c, u, residual
             )
-        a = self.proj(fused_attention(self.qkv(h), self.num_heads, c=c, u=u, backend=self.backend))
+        qkv = cpu_linear.linear(h, self.qkv.weight, self.qkv.bias, self.backend)  # F.linear unless CPU training
+        a = fused_attention(qkv, self.num_heads, c=c, u=u, backend=self.backend)
+        a = cpu_linear.linear(a, self.proj.weight, self.proj.bias, self.backend)
         return a if residual is None else residual + a
 
     def residual_in_matmul(self, h: torch.Tensor) -> bool:

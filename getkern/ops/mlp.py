@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from getkern._backend import dense, resolve_backend
-from getkern.ops import cpu_epilogues, cpu_gelu
+from getkern.ops import cpu_epilogues, cpu_gelu, cpu_linear
 from getkern.ops.matmul import check_activation, check_inputs, ieee_fp32_on_cuda, linear_launch, out_features
 
 #################################################################################
@@ -139,9 +139,9 @@ def mlp(
     if path == "torch":
         if cpu_epilogues.applies(backend, h, w1, b1, w2, b2, residual):  # CPU inference: 2 oneDNN calls
             return cpu_epilogues.mlp(h, w1, b1, w2, b2, residual)
-        pre = F.linear(h, w1, b1)
+        pre = cpu_linear.linear(h, w1, b1, backend)  # oneDNN where faster, in training (else F.linear)
         act = cpu_gelu.cpu_gelu(pre) if backend == "auto" and cpu_gelu.applies(pre) else F.gelu(pre)
-        out = F.linear(act, w2, b2)
+        out = cpu_linear.linear(act, w2, b2, backend)
         return out if residual is None else residual + out
     if torch.is_autocast_enabled(h.device.type):
         # Autocast does not touch custom ops: cast as it would for F.linear; a wider residual stream
