@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(not cpu_library.available(), reason="the CPU ope
 
 # (B, N, heads, head_dim): the demo GET (16 tokens, 16 wide), head dims of 1, 2, 4 and 8 vectors on
 # some vector width (8, 16, 32, 64, 128), generic ones (24, 40), more queries than one vector's lanes
-# (9, 13, 17, 33, 64), one token.
+# (9, 13, 17, 33, 64), the probed long sequences (GET-T/2's 256 tokens; 131, not a multiple of the
+# keys a score block takes), one token.
 SHAPES = [
     (5, 16, 4, 16),
     (3, 16, 2, 32),
@@ -31,6 +32,8 @@ SHAPES = [
     (2, 17, 3, 24),
     (2, 33, 1, 40),
     (2, 9, 1, 128),
+    (2, 256, 2, 64),
+    (1, 131, 1, 40),
     (4, 1, 2, 16),
 ]
 
@@ -136,10 +139,26 @@ def test_applies_only_where_it_can_run():
     assert cpu_attention.applies(qkv, torch.randn(2, 1, 48), None)
     assert not cpu_attention.applies(qkv.double())
     assert not cpu_attention.applies(qkv, torch.randn(2, 1, 48, dtype=torch.float64))
-    assert not cpu_attention.applies(torch.randn(1, cpu_attention.MAX_TOKENS + 1, 48))  # SDPA's tiling wins
+    assert not cpu_attention.applies(torch.randn(1, cpu_attention.MAX_PROBED_TOKENS + 1, 48))
     assert not cpu_attention.applies(torch.randn(0, 16, 48))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not cpu_attention.applies(qkv)
+
+
+def test_long_sequences_follow_the_probe(monkeypatch):
+    if cpu_library.isa() not in cpu_attention.FASTER_THAN_SDPA:
+        pytest.skip("the kernel is not taken on this CPU at any length")
+    longest, too_long = (
+        torch.randn(1, n, 48) for n in (cpu_attention.MAX_PROBED_TOKENS, cpu_attention.MAX_PROBED_TOKENS + 1)
+    )
+    assert isinstance(cpu_attention.faster_at_long_sequences(), bool)  # the real probe runs
+    monkeypatch.setattr(cpu_attention, "faster_at_long_sequences", lambda: False)
+    assert cpu_attention.applies(torch.randn(1, cpu_attention.MAX_TOKENS, 48))  # short ones need no probe
+    assert not cpu_attention.applies(torch.randn(1, cpu_attention.MAX_TOKENS + 1, 48))
+    assert not cpu_attention.applies(longest)
+    monkeypatch.setattr(cpu_attention, "faster_at_long_sequences", lambda: True)
+    assert cpu_attention.applies(longest)
+    assert not cpu_attention.applies(too_long)
 
 
 def test_turned_off_by_the_environment(monkeypatch):
@@ -219,3 +238,41 @@ def test_whole_get_inference_and_training_on_the_user_dispatch(user_dispatch, mo
     assert len(calls) == blocks + len(model.blocks) + 2 * len(model.deq_blocks)  # training took it too
     assert_close_to_f64("loss", losses["auto"], losses["f64"], losses["torch"], factor=2)
     assert_close_to_f64("grads", params["auto"], params["f64"], params["torch"], factor=2)
+
+
+def test_whole_get_at_a_probed_length_on_the_user_dispatch(user_dispatch, monkeypatch):
+    """A GET of 144 tokens (24x24, patch 2: past MAX_TOKENS) where the probe found the kernel faster:
+    every block's attention takes it, and the samples are as accurate as the torch backend's."""
+    from getkern import GET
+
+    calls = []
+    apply = cpu_attention._Attention.apply
+    monkeypatch.setattr(cpu_attention._Attention, "apply", lambda *a: calls.append(1) or apply(*a))
+    monkeypatch.setattr(cpu_attention, "faster_at_long_sequences", lambda: True)
+    torch.manual_seed(0)
+    model = GET(
+        input_size=24,
+        patch_size=2,
+        in_channels=1,
+        hidden_size=64,
+        num_heads=2,
+        depth=1,
+        deq_depth=2,
+        mlp_ratio=2,
+        deq_mlp_ratio=2,
+        backend="torch",
+        solver_backend="torch",
+    ).eval()
+    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.05)
+    g = torch.Generator().manual_seed(1)
+    noise, z0 = torch.randn(2, 1, 24, 24, generator=g), torch.randn(2, 144, 64, generator=g)
+    fast, exact = copy.deepcopy(model).set_backend("auto"), copy.deepcopy(model).double()
+    with torch.no_grad():
+        got = fast(noise, z0=z0, iters=3, tol=None)
+        assert len(calls) == 1 + 3 * 2
+        assert_as_accurate(
+            got,
+            model(noise, z0=z0, iters=3, tol=None),
+            exact(noise.double(), z0=z0.double(), iters=3, tol=None),
+            what="144 tokens",
+        )

@@ -6,7 +6,6 @@ it, the one-time probe's decision, and a whole GET's unrolled training step on t
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 import torch
@@ -89,13 +88,7 @@ def test_applies_only_where_it_can_run_and_pays(monkeypatch):
     assert y.grad_fn.name() != "_LinearBackward"
 
 
-def test_the_probe_takes_oneDNN_only_where_clearly_faster():
-    def takes(seconds):
-        return lambda: time.sleep(seconds)
-
-    assert cpu_linear._probe(blas=takes(0.004), onednn=takes(0.001), rounds=3)
-    assert not cpu_linear._probe(blas=takes(0.001), onednn=takes(0.001), rounds=3)  # equal: keep the BLAS
-    assert not cpu_linear._probe(blas=takes(0.001), onednn=takes(0.004), rounds=3)
+def test_the_probe_decides_once_with_a_boolean():
     assert isinstance(cpu_linear.faster_here(), bool)
 
 
@@ -121,7 +114,8 @@ def test_whole_get_training_step_on_the_user_dispatch(monkeypatch):
         losses[name] = loss.detach()
         grads[name] = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
         if name == "auto":
-            assert len(calls) == 4 * (len(model.blocks) + 2 * len(model.deq_blocks))  # 4 linears a block
+            # 4 linears a block application, and qkv_inj once
+            assert len(calls) == 4 * (len(model.blocks) + 2 * len(model.deq_blocks)) + 1
         else:
             assert not calls
     assert_close_to_f64("loss", losses["auto"], losses["f64"], losses["torch"], factor=2)

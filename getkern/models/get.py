@@ -18,7 +18,7 @@ from getkern import deq
 from getkern.models.configs import GET_CONFIGS, check_model_config, parse_model_name
 from getkern.models.frontend import PatchModel
 from getkern.models.inputs import check_inputs
-from getkern.models.layers import Block
+from getkern.models.layers import Block, Injection
 from getkern.models.pretrained import load_official
 
 
@@ -94,7 +94,7 @@ class GET(PatchModel):
         super().__init__(config, guidance_range)
         self.solver_backend = solver_backend
         self.blocks = nn.ModuleList([Block(hidden_size, num_heads, mlp_ratio, backend) for _ in range(depth)])
-        self.qkv_inj = nn.Linear(hidden_size, 3 * hidden_size * deq_depth, bias=False)
+        self.qkv_inj = Injection(hidden_size, deq_depth, backend)
         self.deq_blocks = nn.ModuleList(
             [Block(hidden_size, num_heads, deq_mlp_ratio, backend) for _ in range(deq_depth)]
         )
@@ -119,8 +119,7 @@ class GET(PatchModel):
         x, c = self.embed(noise, y, guidance)  # (B, N, D), (B, 1, 3D) or None
         for block in self.blocks:
             x = block(x, c)
-        u = self.qkv_inj(x).chunk(len(self.deq_blocks), dim=-1)  # L x (B, N, 3D)
-        return c, list(u)
+        return c, self.qkv_inj(x)  # L x (B, N, 3D)
 
     def equilibrium_fn(self, c: torch.Tensor | None, u: list[torch.Tensor]):
         """The map f(z) whose fixed point GET solves for. z: (B, N, D)."""

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from getkern.nn import MLP, Attention, FusedBlock, LayerNorm
+from getkern.ops import cpu_epilogues, cpu_linear
 
 
 class Block(nn.Module):
@@ -29,3 +30,21 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x), c, u)  # (B, N, D)
         x = x + self.mlp(self.norm2(x))
         return x
+
+
+class Injection(nn.Linear):
+    """The injection transformer's output projection (``qkv_inj``): x (B, N, D) -> [u_1, .., u_L], the L
+    equilibrium blocks' QKV injections, (B, N, 3D) each; one bias-free linear, split by block.
+
+    On CPU inference ("auto") it is L oneDNN matmuls, one per block's rows of the weight, rather than one
+    and a split: a single (B, N, 3DL) output can pass glibc's 32 MiB limit above which every allocation
+    is fresh pages to fault in (GET-T/2 at batch 16: 38 MB, 1.5x slower than three 12.6 MB matmuls)."""
+
+    def __init__(self, dim: int, blocks: int, backend: str = "auto"):
+        super().__init__(dim, 3 * dim * blocks, bias=False)
+        self.blocks, self.backend = blocks, backend
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if cpu_epilogues.applies(self.backend, x, self.weight):
+            return [cpu_epilogues.linear(x, w, None) for w in self.weight.chunk(self.blocks)]
+        return list(cpu_linear.linear(x, self.weight, None, self.backend).chunk(self.blocks, dim=-1))

@@ -10,22 +10,30 @@ log-sum-exp), float32, equal to the PyTorch reference to float rounding (tests/t
 One copy of the kernel per vector width is compiled (AVX-512: 16 queries a vector, AVX2: 8, otherwise
 4) and the widest the CPU has runs. ``backend="auto"`` takes it for float32 CPU tensors of at most
 ``MAX_TOKENS`` tokens, outside torch.compile and autocast, on CPUs with AVX2 or AVX-512, once the CPU
-operators are loaded (getkern.ops.cpu_library); ``backend="torch"`` keeps
+operators are loaded (getkern.ops.cpu_library); for up to ``MAX_PROBED_TOKENS`` tokens where a one-time
+probe finds it clearly faster than SDPA on this CPU; ``backend="torch"`` keeps
 ``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+import torch.nn.functional as F
 
 from getkern import _extension
-from getkern.ops import cpu_library
+from getkern.ops import cpu_library, cpu_probe
 
-# Up to here the kernel was measured faster than SDPA (docs/results/cpu-speed.md: 2.5x at 16 tokens,
-# 1.4x at 64); at 256 tokens SDPA's tiling wins.
+# Up to here the kernel was measured faster than SDPA on every CPU tried (docs/results/cpu-speed.md:
+# 2.5x at 16 tokens, 1.4x at 64).
 MAX_TOKENS = 64
+# Longer sequences depend on the CPU: at 256 tokens the kernel ran 0.8x SDPA's speed on a Zen 4 EPYC
+# and 1.8x on a Zen 5 (SDPA's GEMMs are MKL's, which keeps to AVX2 there; the kernel uses AVX-512), so
+# up to here "auto" takes it where a one-time probe finds it PROBE_MIN_SPEEDUP times faster.
+MAX_PROBED_TOKENS = 256
+PROBE_MIN_SPEEDUP = 1.2
 
 # On the baseline copy (SSE2, NEON) the kernel was measured no faster than SDPA
 # (docs/results/cpu-speed.md), so "auto" takes it only on these.
@@ -34,13 +42,35 @@ FASTER_THAN_SDPA = ("avx2", "avx512")
 
 def applies(qkv: torch.Tensor, *others: torch.Tensor | None) -> bool:
     """Whether "auto" runs this kernel for qkv (B, N, 3D) and the tensors added to it."""
-    if qkv.device.type != "cpu" or qkv.dim() != 3 or qkv.shape[1] > MAX_TOKENS or qkv.shape[0] * qkv.shape[1] == 0:
+    if (
+        qkv.device.type != "cpu"
+        or qkv.dim() != 3
+        or qkv.shape[1] > MAX_PROBED_TOKENS
+        or qkv.shape[0] * qkv.shape[1] == 0
+    ):
         return False
     if any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu") for t in (qkv, *others)):
         return False
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
-    return cpu_library.available() and cpu_library.isa() in FASTER_THAN_SDPA
+    if not (cpu_library.available() and cpu_library.isa() in FASTER_THAN_SDPA):
+        return False
+    return qkv.shape[1] <= MAX_TOKENS or faster_at_long_sequences()
+
+
+@functools.cache
+def faster_at_long_sequences() -> bool:
+    """Whether the kernel's forward runs PROBE_MIN_SPEEDUP times SDPA's at 256 tokens and head dim 64
+    (4 images, 4 heads: GET-T/2's attention at 32x32), timed once a process (~50 ms)."""
+    batch, n, heads, head_dim = 4, 256, 4, 64
+    qkv = torch.randn(batch, n, 3 * heads * head_dim, generator=torch.Generator().manual_seed(0))
+    q, k, v = qkv.view(batch, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    with torch.no_grad():
+        return cpu_probe.clearly_faster(
+            lambda: F.scaled_dot_product_attention(q, k, v),
+            lambda: cpu_attention(qkv, heads),
+            PROBE_MIN_SPEEDUP,
+        )
 
 
 class _Attention(torch.autograd.Function):

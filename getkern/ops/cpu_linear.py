@@ -20,13 +20,11 @@ Without gradients the inference path (getkern.ops.cpu_epilogues) already runs in
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-from getkern.ops import cpu_epilogues
+from getkern.ops import cpu_epilogues, cpu_probe
 
 # 2-thread Zen 5 EPYC, forward + dx + dW, oneDNN vs MKL: 1024 x 64 x 64 0.77x, 1024 x 64 x 192 1.33x,
 # 4096 x 64 x 64 1.24x, 2048 x 256 x 768 1.84x (docs/results/cpu-speed.md).
@@ -48,20 +46,7 @@ def faster_here() -> bool:
     gen = torch.Generator().manual_seed(0)
     x, w, b = (torch.randn(*s, generator=gen) for s in ((1024, 512), (512, 512), (512,)))
     with torch.no_grad():
-        return _probe(lambda: torch.addmm(b, x, w.t()), lambda: _onednn(x, w, b))
-
-
-def _probe(blas, onednn, rounds: int = 5) -> bool:
-    """Median of ``rounds`` interleaved timings of each (after one warm-up call of each): is oneDNN's
-    at least PROBE_MIN_SPEEDUP times faster?"""
-    times: dict[str, list[float]] = {"blas": [], "onednn": []}
-    for _ in range(rounds + 1):
-        for name, fn in (("blas", blas), ("onednn", onednn)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    blas_s, onednn_s = (statistics.median(t[1:]) for t in times.values())
-    return blas_s >= PROBE_MIN_SPEEDUP * onednn_s
+        return cpu_probe.clearly_faster(lambda: torch.addmm(b, x, w.t()), lambda: _onednn(x, w, b), PROBE_MIN_SPEEDUP)
 
 
 def applies(backend: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:

@@ -35,20 +35,21 @@ GETKERN_INLINE inline void load_rows(const float* src, int64_t stride, int64_t n
   }
 }
 
-// Scores of a block of up to kLanes queries (lanes) against every key: st[j] = sum_d k_jd * qt[d]. Four
-// keys at a time: four independent FMA chains instead of one that waits on itself.
+// Scores of a block of up to kLanes queries (lanes) against every key: st[j] = sum_d k_jd * qt[d].
+// kKeys keys at a time: that many independent FMA chains (with a latency of 4 cycles and two FMA units,
+// 8 chains keep them busy) in a quarter of the registers, instead of one chain that waits on itself.
+constexpr int kKeys = kAccumulators / 2;
+
 GETKERN_INLINE inline void scores(const vf* qt, const float* keys, int64_t stride, int64_t n, int64_t dh, vf* st) {
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const float *k0 = keys + j * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
-    vf s0{}, s1{}, s2{}, s3{};
+  for (; j + kKeys <= n; j += kKeys) {
+    const float* k0 = keys + j * stride;
+    vf s[kKeys] = {};
     for (int64_t d = 0; d < dh; ++d) {
-      s0 += k0[d] * qt[d];
-      s1 += k1[d] * qt[d];
-      s2 += k2[d] * qt[d];
-      s3 += k3[d] * qt[d];
+      const vf q = qt[d];
+      for (int c = 0; c < kKeys; ++c) s[c] += k0[c * stride + d] * q;
     }
-    st[j] = s0, st[j + 1] = s1, st[j + 2] = s2, st[j + 3] = s3;
+    for (int c = 0; c < kKeys; ++c) st[j + c] = s[c];
   }
   for (; j < n; ++j) {
     const float* kj = keys + j * stride;
