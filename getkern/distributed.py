@@ -4,6 +4,7 @@ onto a device, writing pairs and training all need it."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -65,7 +66,16 @@ def init_distributed(device: str | None = None) -> DistInfo:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+        # Leave the group before interpreter teardown: a rank that exits with it still joined can abort
+        # in the backend's thread destructors ("terminate called without an active exception", seen with
+        # gloo on torch 2.11 in a two-rank training test), failing a run whose work was all done.
+        atexit.register(_leave_process_group)
     return DistInfo(rank, world, local, dev)
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
