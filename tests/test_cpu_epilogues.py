@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from test_models_fused import KINDS, assert_as_accurate, build, inputs, run
 
-from getkern.ops import cpu_epilogues
+from getkern.ops import cpu_epilogues, cpu_gelu
 
 pytestmark = pytest.mark.skipif(not cpu_epilogues._AVAILABLE, reason="torch built without oneDNN")
 
@@ -32,8 +32,17 @@ def _linear_f64(x, w, b, gelu, residual):
     return out if residual is None else out + residual.double()
 
 
+@pytest.fixture(params=["post_op", "in_place"])
+def gelu_path(request, monkeypatch):
+    """Both ways fc1's GELU can run (getkern.ops.cpu_epilogues.gelu_post_op_faster decides per CPU)."""
+    if request.param == "in_place" and not cpu_gelu.faster_here():
+        pytest.skip("getkern's CPU operators are not built here")
+    monkeypatch.setattr(cpu_epilogues, "gelu_post_op_faster", lambda: request.param == "post_op")
+    return request.param
+
+
 @pytest.mark.parametrize("epilogue", ["none", "gelu", "residual", "residual_broadcast", "no_bias"])
-def test_linear_matches_float64(epilogue):
+def test_linear_matches_float64(epilogue, gelu_path):
     g = torch.Generator().manual_seed(0)
     K, N = 53, 91  # odd sizes, leading (2, 37) batch
     x = torch.randn(2, 37, K, generator=g)
@@ -52,6 +61,43 @@ def test_linear_matches_float64(epilogue):
     # K products summed in float32: |error| <= K eps sum|x w| (bounded here by the plain path's own
     # error, which the rule allows twice, plus a floor of a few units of the magnitudes).
     assert_as_accurate(got, plain, exact, floor_ulps=4 * K**0.5, what=epilogue)
+
+
+@pytest.mark.parametrize("residual", ["full", "broadcast", "none"])
+def test_mlp_in_row_blocks_matches_float64(monkeypatch, gelu_path, residual):
+    """The MLP with its hidden activations in blocks of rows (as GET-T/2's are at batch 16): 74 rows of
+    H = 75 floats, 22200 bytes, in blocks of at most 2400: 10 blocks of 8 rows, the last one of 2."""
+    monkeypatch.setattr(cpu_epilogues, "BLOCKED_ABOVE_BYTES", 4096)
+    monkeypatch.setattr(cpu_epilogues, "HIDDEN_BLOCK_BYTES", 2400)
+    calls = []
+    onednn = cpu_epilogues.onednn_linear
+    monkeypatch.setattr(cpu_epilogues, "onednn_linear", lambda *a, **k: calls.append(a[0].shape[0]) or onednn(*a, **k))
+    g = torch.Generator().manual_seed(3)
+    D, H = 29, 75
+    h = torch.randn(2, 37, D, generator=g)
+    w1, b1 = torch.randn(H, D, generator=g) / D**0.5, torch.randn(H, generator=g)
+    w2, b2 = torch.randn(D, H, generator=g) / H**0.5, torch.randn(D, generator=g)
+    r = {"full": torch.randn(2, 37, D, generator=g), "broadcast": torch.randn(2, 1, D, generator=g)}.get(residual)
+    got = cpu_epilogues.mlp(h, w1, b1, w2, b2, r)
+    assert (
+        calls[-2:] == [2, 2] and len(calls) == 2 * 10 and sum(calls) == 2 * 74
+    )  # fc1 and fc2 per block; every row once
+
+    def reference(*t):
+        h, w1, b1, w2, b2 = t[:5]
+        out = F.linear(F.gelu(F.linear(h, w1, b1)), w2, b2)
+        return out if r is None else out + t[5]
+
+    tensors = (h, w1, b1, w2, b2) + (() if r is None else (r,))
+    assert got.shape == (2, 37, D) and got.is_contiguous()
+    assert_as_accurate(got, reference(*tensors), reference(*(t.double() for t in tensors)), what=residual)
+
+
+def test_gelu_probe_decides_once():
+    cpu_epilogues.gelu_post_op_faster.cache_clear()
+    first = cpu_epilogues.gelu_post_op_faster()
+    assert isinstance(first, bool) and cpu_epilogues.gelu_post_op_faster() is first
+    assert cpu_epilogues.gelu_post_op_faster.cache_info().misses == 1
 
 
 def test_gelu_and_residual_are_exclusive():

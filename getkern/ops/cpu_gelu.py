@@ -5,7 +5,8 @@ backward is a single multiply, dx = dact * GELU'(x), where ATen's gelu_backward 
 again: in the digits GET's training step GELU forward and backward were 10 % of the time (1 thread,
 docs/results/cpu-speed.md). erfc in Abramowitz and Stegun's 7.1.26 form: within 2.4 ulp of |x| of the
 float64 GELU, like ATen's 2.2 (tests/test_cpu_gelu.py). Inference takes it too, in place after the fc1
-matmul (:func:`gelu_`, getkern.ops.cpu_epilogues), where it is faster than oneDNN's GELU post-op.
+matmul (:func:`gelu_`), on CPUs where a one-time probe finds it faster than oneDNN's GELU post-op
+(getkern.ops.cpu_epilogues.gelu_post_op_faster: so on a Zen 3 EPYC, not on a Zen 5).
 
 ``backend="auto"`` takes it in the MLP (getkern.ops.mlp) for float32 CPU tensors that need a gradient,
 outside torch.compile and autocast, on CPUs with AVX2 or AVX-512, once the CPU operators are loaded

@@ -33,10 +33,6 @@ MIN_MACS = 8_000_000
 PROBE_MIN_SPEEDUP = 1.3
 
 
-def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
 @functools.cache
 def faster_here() -> bool:
     """Whether oneDNN's float32 GEMM runs at least PROBE_MIN_SPEEDUP times torch.mm's on this CPU, at
@@ -46,7 +42,9 @@ def faster_here() -> bool:
     gen = torch.Generator().manual_seed(0)
     x, w, b = (torch.randn(*s, generator=gen) for s in ((1024, 512), (512, 512), (512,)))
     with torch.no_grad():
-        return cpu_probe.clearly_faster(lambda: torch.addmm(b, x, w.t()), lambda: _onednn(x, w, b), PROBE_MIN_SPEEDUP)
+        return cpu_probe.clearly_faster(
+            lambda: torch.addmm(b, x, w.t()), lambda: cpu_epilogues.onednn_linear(x, w, b), PROBE_MIN_SPEEDUP
+        )
 
 
 def applies(backend: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
@@ -75,7 +73,7 @@ class _Linear(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
+        return cpu_epilogues.onednn_linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, dy):
@@ -89,11 +87,15 @@ class _Linear(torch.autograd.Function):
             dbias = dy2d.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
             return dx, dweight, dbias
         if ctx.needs_input_grad[0]:
-            dx = _onednn(dy, weight.t(), None)
+            dx = cpu_epilogues.onednn_linear(dy, weight.t(), None)
         if ctx.needs_input_grad[1]:
             # dW = dy^T x (N, K). oneDNN ran faster with the longer side of the output as its rows
             # (2048 rows, K 256, N 1024: 357 vs 252 GFLOP/s; K 1024, N 256: 341 vs 237).
-            dweight = _onednn(x2d.t(), dy2d.t(), None).t() if N >= K else _onednn(dy2d.t(), x2d.t(), None)
+            dweight = (
+                cpu_epilogues.onednn_linear(x2d.t(), dy2d.t(), None).t()
+                if N >= K
+                else cpu_epilogues.onednn_linear(dy2d.t(), x2d.t(), None)
+            )
         if ctx.has_bias and ctx.needs_input_grad[2]:
             dbias = dy2d.sum(0)
         return dx, dweight, dbias
