@@ -16,10 +16,11 @@ the per-round ratios: these machines are noisy, so only ratios of one run are qu
    against plain PyTorch eager (AdamW's per-tensor loop, an EMA loop, backend "torch"), for GET-T/2
    (batch 8, 32x32) and the demo's GET (batch 64, 8x8), losses compared after the timed steps.
 
-    python benchmarks/test_cpu_speed_bench.py [--rounds 7] [--compiled] [--write-readme]
+    python benchmarks/test_cpu_speed_bench.py [--rounds 7] [--compiled] [--write-readme] [--as-avx2]
 
 prints the table and the README's CPU status line (``--write-readme`` replaces it between the
-``cpu-status`` markers). Under pytest (``pytest benchmarks/ --benchmark-only``) the same
+``cpu-status`` markers). ``--as-avx2`` reruns itself with oneDNN, MKL, ATen and getkern's kernels held
+to AVX2: on an AVX-512 CPU, an approximation of an AVX2-only one (such as a Zen 3 EPYC), labelled so. Under pytest (``pytest benchmarks/ --benchmark-only``) the same
 measurement runs with fewer rounds and lands in the summary; with --benchmark-disable it runs once
 at toy size so it cannot rot.
 """
@@ -27,9 +28,11 @@ at toy size so it cannot rot.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -65,7 +68,8 @@ def cpu_model() -> str:
     family, model = field("cpu family"), field("model")
     details = [f"family {family} model {model}"] if family and model else []
     if cpu_library.available():
-        details.append(cpu_library.isa())
+        held = cpu_library.isa() != cpu_library.instruction_sets()[-1]
+        details.append(f"held to {cpu_library.isa()} (--as-avx2)" if held else cpu_library.isa())
     return f"{name} ({', '.join(details)})" if details else name
 
 
@@ -356,12 +360,30 @@ def test_cpu_speed(benchmark):
     print("\n" + format_table(r))
 
 
+# What holds each library to AVX2: oneDNN, MKL, ATen's own kernels (read at their first use, so set
+# before the process starts); getkern's kernels are switched in-process.
+AVX2_ENVIRONMENT = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def hold_to_avx2(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.write_readme:
+        parser.error("--write-readme records this CPU as it is; it cannot be combined with --as-avx2")
+    if any(os.environ.get(k) != v for k, v in AVX2_ENVIRONMENT.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENVIRONMENT})
+    if not cpu_library.available() or "avx2" not in cpu_library.instruction_sets():
+        parser.error("--as-avx2 needs getkern's CPU operators on a CPU with AVX2")
+    cpu_library.use_instruction_set("avx2")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--compiled", action="store_true", help="also the inductor-compiled sampler (minutes)")
     p.add_argument("--write-readme", action="store_true", help="replace the README's CPU status line")
+    p.add_argument("--as-avx2", action="store_true", help="hold every library to AVX2 (an AVX2-only CPU, roughly)")
     args = p.parse_args()
+    if args.as_avx2:
+        hold_to_avx2(p, args)
     r = measure(args.rounds, args.compiled)
     print(format_table(r))
     line = status_line(r)
