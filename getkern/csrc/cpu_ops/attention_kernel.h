@@ -37,8 +37,8 @@ GETKERN_INLINE inline void load_rows(const float* src, int64_t stride, int64_t n
 
 // Scores of a block of up to kLanes queries (lanes) against every key: st[j] = sum_d k_jd * qt[d].
 // kKeys keys at a time: that many independent FMA chains (with a latency of 4 cycles and two FMA units,
-// 8 chains keep them busy) in a quarter of the registers, instead of one chain that waits on itself.
-constexpr int kKeys = kAccumulators / 2;
+// 8 chains keep them busy), instead of one chain that waits on itself.
+constexpr int kKeys = 8;
 
 GETKERN_INLINE inline void scores(const vf* qt, const float* keys, int64_t stride, int64_t n, int64_t dh, vf* st) {
   int64_t j = 0;
