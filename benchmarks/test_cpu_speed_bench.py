@@ -20,9 +20,9 @@ the per-round ratios: these machines are noisy, so only ratios of one run are qu
 
 prints the table and the README's CPU status line (``--write-readme`` replaces it between the
 ``cpu-status`` markers). ``--as-avx2`` reruns itself with oneDNN, MKL, ATen and getkern's kernels held
-to AVX2: on an AVX-512 CPU, an approximation of an AVX2-only one (such as a Zen 3 EPYC), labelled so. Under pytest (``pytest benchmarks/ --benchmark-only``) the same
-measurement runs with fewer rounds and lands in the summary; with --benchmark-disable it runs once
-at toy size so it cannot rot.
+to AVX2: on an AVX-512 CPU, an approximation of an AVX2-only one (such as a Zen 3 EPYC), labelled so.
+Under pytest (``pytest benchmarks/ --benchmark-only``) the same measurement runs with fewer rounds and
+lands in the summary; with --benchmark-disable it runs once at toy size so it cannot rot.
 """
 
 from __future__ import annotations
