@@ -70,6 +70,20 @@ def test_forward_and_backward_match_float64(shape, isa):
         assert_close_to_f64(f"{shape} {what}", grads["kernel"][i], grads["f64"][i], grads["torch"][i], factor=2)
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_inference_forward_without_autograd(shape, isa):
+    """Without a gradient the op runs with no autograd node and no log-sum-exp: the same output as the
+    training forward, bitwise (one kernel, one summation order), and within float rounding of float64."""
+    B, N, H, dh = shape
+    qkv = _qkv(*shape, scale=2.0)
+    with torch.no_grad():
+        got = cpu_attention.cpu_attention(qkv, H)
+    assert got.grad_fn is None and not got.requires_grad
+    trained = cpu_attention.cpu_attention(qkv.clone().requires_grad_(True), H)
+    assert trained.grad_fn is not None and torch.equal(got, trained.detach())
+    assert_close_to_f64(f"{shape} out", got, attention_reference(qkv.double(), H), attention_reference(qkv, H), 2)
+
+
 def test_every_output_element_is_written(isa):
     B, N, H, dh = 3, 21, 2, 16
     qkv, dout = _qkv(B, N, H, dh), torch.randn(B, N, H * dh)
@@ -195,8 +209,8 @@ def user_dispatch(monkeypatch):
 
 def test_fused_attention_auto_takes_it_with_c_and_u(user_dispatch, monkeypatch):
     calls = []
-    apply = cpu_attention._Attention.apply
-    monkeypatch.setattr(cpu_attention._Attention, "apply", lambda *a: calls.append(1) or apply(*a))
+    kernel = cpu_attention.cpu_attention
+    monkeypatch.setattr(cpu_attention, "cpu_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))
     B, N, H, dh = 3, 16, 2, 16
     qkv, c, u = _qkv(B, N, H, dh), torch.randn(B, 1, 3 * H * dh), torch.randn(B, N, 3 * H * dh)
     got = fused_attention(qkv, H, c=c, u=u)
@@ -211,8 +225,8 @@ def test_whole_get_inference_and_training_on_the_user_dispatch(user_dispatch, mo
     """The digits-sized GET's forward (no grad: the oneDNN path) and an unrolled training step's loss
     and gradients with "auto" (this kernel in every block) against float64 and the torch backend."""
     calls = []
-    apply = cpu_attention._Attention.apply
-    monkeypatch.setattr(cpu_attention._Attention, "apply", lambda *a: calls.append(1) or apply(*a))
+    kernel = cpu_attention.cpu_attention
+    monkeypatch.setattr(cpu_attention, "cpu_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))
     model = build("cond").train()
     fast, exact = copy.deepcopy(model).set_backend("auto"), copy.deepcopy(model).double()
     noise, y, w, z0 = inputs("cond")
@@ -246,8 +260,8 @@ def test_whole_get_at_a_probed_length_on_the_user_dispatch(user_dispatch, monkey
     from getkern import GET
 
     calls = []
-    apply = cpu_attention._Attention.apply
-    monkeypatch.setattr(cpu_attention._Attention, "apply", lambda *a: calls.append(1) or apply(*a))
+    kernel = cpu_attention.cpu_attention
+    monkeypatch.setattr(cpu_attention, "cpu_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))
     monkeypatch.setattr(cpu_attention, "faster_at_long_sequences", lambda: True)
     torch.manual_seed(0)
     model = GET(

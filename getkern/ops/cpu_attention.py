@@ -106,4 +106,10 @@ def cpu_attention(qkv: torch.Tensor, num_heads: int, scale: float | None = None)
         raise _extension.ExtensionError("cpu_attention: getkern's CPU operators could not be built or loaded")
     head_dim = qkv.shape[-1] // 3 // num_heads
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    return _Attention.apply(qkv.contiguous(), num_heads, scale)
+    if torch.is_grad_enabled() and qkv.requires_grad:
+        return _Attention.apply(qkv.contiguous(), num_heads, scale)
+    # Inference: no autograd node and no log-sum-exp (a scalar log per query row: at the digits GET's
+    # 600 x 4 x 16 rows, 0.10 of the forward's 0.40 ms on a Zen 5 EPYC).
+    out = qkv.new_empty(qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3)
+    torch.ops.getkern_cpu.attention_forward(qkv.contiguous(), num_heads, scale, out, None)
+    return out
