@@ -45,9 +45,11 @@ GELU_PROBE_MIN_SPEEDUP = 1.1
 # a core's L2 and most of the L3: in 4 MiB blocks its sampling ran 3 % faster on a Zen 5 EPYC and its
 # page faults fell from ~46000 a call to ~500 (malloc maps a buffer that size afresh time and again),
 # though the MLP alone, timed on hot buffers, is the same speed either way. The digits GET's 9.4 MiB in
-# 3 blocks ran 1.1x slower (blocks of 3200 rows and K = 64: too little work a call), hence the floor.
+# 3 blocks: 1.07-1.16x faster in four A/Bs of 15-30 interleaved rounds there (page faults 7500-11000
+# -> 800-3600 a sample), 0.98x with every library held to AVX2. Below 8 MiB a block would be too
+# little work a call for what it saves.
 HIDDEN_BLOCK_BYTES = 4 << 20
-BLOCKED_ABOVE_BYTES = 16 << 20
+BLOCKED_ABOVE_BYTES = 8 << 20
 
 
 @functools.cache
