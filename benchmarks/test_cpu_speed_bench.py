@@ -260,7 +260,9 @@ def measure(
         "rel_error": errors,
         "sgemm_gflops": sgemm_flops / statistics.median(sgemm_times) / 1e9,
         "matmul_gflop_per_image": flops / batch / 1e9,
-        "default_fraction_of_sgemm": flops / sgemm_flops * median_ratio({"s": sgemm_times, **times}, "s", "default"),
+        "default_fraction_of_sgemm": statistics.median(
+            (flops / d) / (sgemm_flops / s) for s, d in zip(sgemm_times, times["default"])
+        ),
         "demo_ms_per_image": {k: 1e3 * statistics.median(v) / n_demo for k, v in demo_times.items()},
         "demo_get_vs_teacher_time": 1 / median_ratio(demo_times, "teacher", "GET"),
     }

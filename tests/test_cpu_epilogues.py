@@ -142,6 +142,24 @@ def test_whole_model_on_the_cpu_inference_path(user_dispatch, monkeypatch, kind,
     assert len(calls) == 2 * (4 * blocks + injection)  # 4 a block application, in both runs of `fast`
 
 
+def test_whole_get_with_its_mlps_in_row_blocks(user_dispatch, monkeypatch):
+    """A whole GET as users call it, with every MLP's hidden activations in row blocks (as GET-T/2's and
+    the digits GET's are at their batch sizes): as accurate as the torch backend against float64."""
+    monkeypatch.setattr(cpu_epilogues, "BLOCKED_ABOVE_BYTES", 1024)
+    monkeypatch.setattr(cpu_epilogues, "HIDDEN_BLOCK_BYTES", 4096)
+    rows = []
+    onednn = cpu_epilogues.onednn_linear
+    monkeypatch.setattr(cpu_epilogues, "onednn_linear", lambda *a, **k: rows.append(a[0].shape[0]) or onednn(*a, **k))
+    model = build("cond").eval()
+    fast = copy.deepcopy(model).set_backend("auto")
+    noise, y, w, z0 = inputs("cond")
+    with torch.no_grad():
+        got = run(fast, "cond", noise, y, w, z0, iters=3)
+        assert min(rows) < noise.shape[0] * 16  # some matmuls ran on fewer rows than the batch's tokens
+        ref = run(copy.deepcopy(model).double(), "cond", noise, y, w, z0, iters=3)
+        assert_as_accurate(got, run(model, "cond", noise, y, w, z0, iters=3), ref, what="blocked MLPs")
+
+
 def test_training_keeps_the_plain_path(user_dispatch, monkeypatch):
     """Unrolled training iterates need gradients: the plain linears, bitwise the torch backend's once
     the CPU operators and the oneDNN training linear (tests/test_cpu_attention.py, test_cpu_gelu.py and

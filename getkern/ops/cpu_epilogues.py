@@ -77,13 +77,19 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-def applies(backend: str, x: torch.Tensor, *params: torch.Tensor | None) -> bool:
-    """Whether ``backend`` runs the oneDNN epilogue path for input ``x`` and these parameters."""
-    if backend != "auto" or not _AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32:
+def eager_cpu_inference(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether x is float32 on CPU, outside torch.compile and autocast, and neither it nor ``params``
+    needs a gradient: where the CPU inference kernels (these, getkern.ops.cpu_layernorm) may run."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
         return False
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return False
     return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *params)))
+
+
+def applies(backend: str, x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether ``backend`` runs the oneDNN epilogue path for input ``x`` and these parameters."""
+    return backend == "auto" and _AVAILABLE and eager_cpu_inference(x, *params)
 
 
 def linear(
@@ -126,9 +132,9 @@ def mlp(
     memory and fc2 reads back (see HIDDEN_BLOCK_BYTES). Each row's arithmetic is the same either way."""
     rows, hidden = h.numel() // h.shape[-1], w1.shape[0]
     hidden_bytes = rows * hidden * h.element_size()
-    blocks = -(-hidden_bytes // HIDDEN_BLOCK_BYTES)
     if hidden_bytes <= BLOCKED_ABOVE_BYTES:
         return linear(linear(h, w1, b1, gelu=True), w2, b2, residual=residual)
+    blocks = -(-hidden_bytes // HIDDEN_BLOCK_BYTES)
     lead = h.shape[:-1]
     h2 = h.reshape(rows, h.shape[-1])
     r2 = None if residual is None else residual.expand(*lead, w2.shape[0]).reshape(rows, w2.shape[0])
