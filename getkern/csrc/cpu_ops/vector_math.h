@@ -2,6 +2,15 @@
 
 GETKERN_INLINE inline vf splat(float x) { return vf{} + x; }
 
+// x, held in a register from here on: GCC otherwise folds a vector used by several FMAs back into each
+// of them as a memory operand, one load per FMA, and a tile that reuses its operands becomes load-bound.
+GETKERN_INLINE inline vf in_register(vf x) {
+#ifdef GETKERN_X86
+  asm("" : "+v"(x));
+#endif
+  return x;
+}
+
 // exp(x) lane-wise for x <= 0 (attention scores minus their row maximum, GELU's -x^2/2), about 2 ulp.
 // Below -30 it is 0: such a term is under 1e-13 of a softmax row's largest, which is 1, so float32 sums
 // never see it, and the tiny products it would make (denormals, 100x slower to multiply) never arise.
