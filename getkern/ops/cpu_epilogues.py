@@ -38,7 +38,7 @@ _AVAILABLE = _onednn_available()
 # (AVX2; 9600 x 256 elements: 1.5 vs 2.2 ms over the bare matmul) and 1.5-1.9x slower on a Zen 5 (AVX-512;
 # GET-T/2's fc1, 4096 x 1536: 1.1-1.2 vs 0.6-0.85 ms). A probe picks, at an fc1 block of GET-T/2's
 # (512 x 256 -> 1024): on the Zen 3 the post-op's cost grows with K (in place/post-op 1.04x at K = 16,
-# 0.89x at 64 and 256), so a GELU-bound K = 16 probe picked the post-op in some processes and GET-T/2's
+# 0.84-0.92x at 64 and 256), so a GELU-bound K = 16 probe picked the post-op in some processes and GET-T/2's
 # solve ran 1.05x slower with it. The faster in the median of 9 rounds wins (at a near tie either is fine).
 GELU_PROBE_SHAPE = (512, 256, 1024)  # rows, K, N
 GELU_PROBE_MIN_SPEEDUP = 1.0
@@ -57,9 +57,9 @@ BLOCKED_ABOVE_BYTES = 8 << 20
 
 @functools.cache
 def gelu_post_op_faster() -> bool:
-    """Whether oneDNN's exact-GELU post-op beats the matmul followed by getkern's in-place GELU by
-    GELU_PROBE_MIN_SPEEDUP on this CPU: a GELU_PROBE_SHAPE linear timed both ways once a process (~90 ms
-    on a Zen 3 EPYC). Without getkern's CPU operators the post-op is the only way."""
+    """Whether oneDNN's exact-GELU post-op runs GELU_PROBE_MIN_SPEEDUP times as fast as the matmul
+    followed by getkern's in-place GELU on this CPU: a GELU_PROBE_SHAPE linear timed both ways once a
+    process (~90 ms on a Zen 3 EPYC). Without getkern's CPU operators the post-op is the only way."""
     if not cpu_gelu.faster_here():
         return True
     gen = torch.Generator().manual_seed(0)

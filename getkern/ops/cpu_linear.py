@@ -37,9 +37,9 @@ PROBE_MIN_SPEEDUP = 1.3
 def faster_here() -> bool:
     """Whether oneDNN's float32 GEMM runs at least PROBE_MIN_SPEEDUP times torch.mm's on this CPU, at
     the current thread count: a 1024 x 512 x 512 linear timed both ways, 11 interleaved rounds once a
-    process (150-190 ms on a Zen 3 EPYC). There the two run 1.10x apart in the median and up to 1.3x in one round
-    in ten; with 5 rounds the probe picked oneDNN in some processes, and the digits GET's training step
-    ran 0.90x as fast with it (178 vs 201 ms, one process)."""
+    process (150-190 ms on a Zen 3 EPYC). There the two run 1.10x apart in the median and up to 1.3x in
+    one round in ten; with 5 rounds the probe picked oneDNN in some processes, and the digits GET's
+    training step ran 0.90x as fast with it (201 vs 178 ms, one process)."""
     if not cpu_epilogues._AVAILABLE:
         return False
     gen = torch.Generator().manual_seed(0)
