@@ -28,11 +28,10 @@ GETKERN_INLINE inline void gelu_lanes(vf x, vf* act, vf* slope) {
 void gelu_range(const float* x, float* act, float* slope, int64_t first, int64_t last) {
   int64_t i = first;
   for (; i + kLanes <= last; i += kLanes) {
-    vf v, a, s;
-    std::memcpy(&v, x + i, sizeof v);
-    gelu_lanes(v, &a, &s);
-    std::memcpy(act + i, &a, sizeof a);
-    if (slope != nullptr) std::memcpy(slope + i, &s, sizeof s);
+    vf a, s;
+    gelu_lanes(load(x + i), &a, &s);
+    store(act + i, a);
+    if (slope != nullptr) store(slope + i, s);
   }
   if (i < last) {  // the last partial vector, through a zero-padded copy
     const int64_t rest = last - i;

@@ -5,12 +5,6 @@
 // element, so rows far from zero (a residual stream's offset) keep the digits their spread needs.
 // Float32 sums in four vector accumulators, then their lanes in order.
 
-GETKERN_INLINE inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
 GETKERN_INLINE inline float lane_sum(vf v) {
   float s = 0.0f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
@@ -45,8 +39,7 @@ void layer_norm_rows(const float* x, const float* w, const float* b, float eps, 
     const vf s = splat(rstd);
     int64_t i = 0;
     for (; i + kLanes <= d; i += kLanes) {
-      const vf out = (load(xr + i) - m) * s * load(w + i) + load(b + i);
-      std::memcpy(yr + i, &out, sizeof out);
+      store(yr + i, (load(xr + i) - m) * s * load(w + i) + load(b + i));
     }
     for (; i < d; ++i) yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
   }

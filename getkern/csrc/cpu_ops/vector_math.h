@@ -2,6 +2,14 @@
 
 GETKERN_INLINE inline vf splat(float x) { return vf{} + x; }
 
+// A vector from / to kLanes floats at any address (a tensor's rows need not be vector-aligned).
+GETKERN_INLINE inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+GETKERN_INLINE inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
 // x, held in a register from here on: GCC otherwise folds a vector used by several FMAs back into each
 // of them as a memory operand, one load per FMA, and a tile that reuses its operands becomes load-bound.
 GETKERN_INLINE inline vf in_register(vf x) {
